@@ -1,0 +1,283 @@
+"""The consumer base: manual acks, prefetch = concurrency, work off the I/O thread.
+
+One thread owns the pika connection and does nothing but network I/O (so heartbeats flow while
+handlers run for a long time); handlers run in a thread pool. A worker never touches the channel:
+it settles a delivery (publishing a retry or dead-letter copy with its own confirmed publisher)
+and then asks the I/O thread to ack through ``add_callback_threadsafe``.
+
+Stopping follows the order that loses nothing: stop taking deliveries (basic_cancel), let the
+in-flight handlers finish and their acks go out while the connection stays up, then close. A
+delivery whose ack could not be sent (the connection died) is redelivered by the broker; the
+handlers are idempotent, so that is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import pika
+import pika.exceptions
+import structlog
+from pika.adapters.blocking_connection import BlockingChannel
+
+from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Ack, DeadLetter, Decision, Retry, decide
+from common.errors import PublishError, ServiceUnavailable
+from common.logging import get_logger
+from common.rabbit import CONNECTION_ERRORS, RabbitConnector, ThreadLocalPublisher, declare_topology
+from common.topology import Topology, WorkQueue
+
+log = get_logger(__name__)
+
+ATTEMPT_HEADER = "x-pwasync-attempt"
+LAST_ERROR_HEADER = "x-pwasync-last-error"
+DEAD_REASON_HEADER = "x-pwasync-dead-reason"
+DEAD_AT_HEADER = "x-pwasync-dead-at"
+SOURCE_QUEUE_HEADER = "x-pwasync-source-queue"
+ROUTING_KEY_HEADER = "x-pwasync-routing-key"
+
+_MAX_HEADER_TEXT = 1000  # reasons are cut so a huge exception text cannot bloat the broker
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler sees of a message: no pika types."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None
+    correlation_id: str | None
+    headers: dict[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+
+    @property
+    def attempt(self) -> int:
+        try:
+            return max(1, int(self.headers.get(ATTEMPT_HEADER, 1)))
+        except (TypeError, ValueError):
+            return 1
+
+
+Handler = Callable[[Delivery], None]
+
+
+class Consumer:
+    """Consumes one work queue with ``concurrency`` handler threads until ``stop`` is set."""
+
+    def __init__(
+        self,
+        *,
+        connector: RabbitConnector,
+        topology: Topology,
+        queue: WorkQueue,
+        handler: Handler,
+        publisher: ThreadLocalPublisher,
+        concurrency: int = 1,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        drain_seconds: float = 8.0,
+        on_decision: Callable[[Delivery, Decision], None] | None = None,
+    ) -> None:
+        self._connector = connector
+        self._topology = topology
+        self._queue = queue
+        self._handler = handler
+        self._publisher = publisher
+        self._concurrency = concurrency
+        self._max_attempts = max_attempts
+        self._drain_seconds = drain_seconds
+        self._on_decision = on_decision
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
+        self.connected = threading.Event()
+
+    # --- the I/O thread ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; reconnect with capped, jittered backoff meanwhile."""
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                try:
+                    self._consume(stop)
+                    backoff = 1.0
+                except (*CONNECTION_ERRORS, ServiceUnavailable) as exc:
+                    self.connected.clear()
+                    if stop.is_set():
+                        break
+                    delay = backoff * random.uniform(0.5, 1.0)
+                    log.warning(
+                        "broker connection lost; reconnecting",
+                        queue=self._queue.name,
+                        error=str(exc) or exc.__class__.__name__,
+                        retry_in_seconds=round(delay, 2),
+                    )
+                    stop.wait(delay)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            self.connected.clear()
+            self._wait_for_inflight(deadline=time.monotonic() + self._drain_seconds)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _consume(self, stop: threading.Event) -> None:
+        connection = self._connector.connect()
+        try:
+            channel = connection.channel()
+            declare_topology(channel, self._topology)
+            channel.basic_qos(prefetch_count=self._concurrency)
+            tag = channel.basic_consume(
+                self._queue.name, partial(self._on_message, connection), auto_ack=False
+            )
+            self.connected.set()
+            log.info("consuming", queue=self._queue.name, prefetch=self._concurrency)
+            while not stop.is_set():
+                connection.process_data_events(time_limit=0.25)
+            # Orderly stop: no new deliveries, finish and ack what is in flight, then close.
+            channel.basic_cancel(tag)
+            deadline = time.monotonic() + self._drain_seconds
+            while self._inflight_count() and time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.05)
+            connection.process_data_events(time_limit=0)  # flush the last acks
+            if self._inflight_count():
+                log.warning(
+                    "stopping with unfinished deliveries; the broker will redeliver them",
+                    queue=self._queue.name,
+                    unfinished=self._inflight_count(),
+                )
+        finally:
+            self.connected.clear()
+            if connection.is_open:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    connection.close()
+
+    def _on_message(
+        self,
+        connection: pika.BlockingConnection,
+        channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        delivery = Delivery(
+            body=body,
+            routing_key=method.routing_key,
+            message_id=properties.message_id,
+            correlation_id=properties.correlation_id,
+            headers=dict(properties.headers or {}),
+            redelivered=bool(method.redelivered),
+        )
+        with self._inflight_lock:
+            self._inflight += 1
+        self._executor.submit(
+            self._work, connection, channel, method.delivery_tag, delivery, properties
+        )
+
+    def _inflight_count(self) -> int:
+        with self._inflight_lock:
+            return self._inflight
+
+    def _wait_for_inflight(self, *, deadline: float) -> None:
+        while self._inflight_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    # --- handler threads ---------------------------------------------------------------------
+
+    def _work(
+        self,
+        connection: pika.BlockingConnection,
+        channel: BlockingChannel,
+        delivery_tag: int,
+        delivery: Delivery,
+        properties: pika.BasicProperties,
+    ) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            correlation_id=delivery.correlation_id,
+            message_id=delivery.message_id,
+            queue=self._queue.name,
+            attempt=delivery.attempt,
+        )
+        try:
+            acked = self._handle_and_settle(delivery, properties)
+            try:
+                connection.add_callback_threadsafe(
+                    partial(self._finish, channel, delivery_tag, acked)
+                )
+            except CONNECTION_ERRORS:
+                log.warning("connection gone before the ack; the broker will redeliver")
+        finally:
+            with self._inflight_lock:
+                self._inflight -= 1
+            structlog.contextvars.clear_contextvars()
+
+    def _handle_and_settle(self, delivery: Delivery, properties: pika.BasicProperties) -> bool:
+        """Run the handler and carry out the decision. True: ack; False: requeue."""
+        error: BaseException | None = None
+        try:
+            self._handler(delivery)
+        except Exception as exc:  # noqa: BLE001 - every failure goes through the ack policy
+            error = exc
+        decision = decide(
+            error, attempt=delivery.attempt, queue=self._queue, max_attempts=self._max_attempts
+        )
+        if self._on_decision is not None:
+            self._on_decision(delivery, decision)
+        try:
+            self._settle(decision, delivery, properties)
+        except PublishError as exc:
+            # The retry or dead-letter copy is not safely stored: keep the original instead.
+            log.error("could not settle the delivery; requeueing it", error=str(exc))
+            return False
+        return True
+
+    def _settle(
+        self, decision: Decision, delivery: Delivery, properties: pika.BasicProperties
+    ) -> None:
+        if isinstance(decision, Ack):
+            return
+        headers = dict(delivery.headers)
+        headers[ROUTING_KEY_HEADER] = headers.get(ROUTING_KEY_HEADER, delivery.routing_key)
+        if isinstance(decision, Retry):
+            headers[ATTEMPT_HEADER] = delivery.attempt + 1
+            headers[LAST_ERROR_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
+            target = self._queue.retry_queue(decision.delay_seconds)
+            log.warning(
+                "handling failed; retrying later",
+                reason=decision.reason,
+                retry_in_seconds=decision.delay_seconds,
+            )
+        elif isinstance(decision, DeadLetter):
+            headers[DEAD_REASON_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
+            headers[DEAD_AT_HEADER] = datetime.now(UTC).isoformat()
+            headers[SOURCE_QUEUE_HEADER] = self._queue.name
+            target = self._queue.dead_letter_queue
+            log.error("message dead-lettered", reason=decision.reason)
+        else:  # pragma: no cover - Decision is a closed union
+            raise TypeError(decision)
+        self._publisher.publish(
+            target,
+            delivery.body,
+            exchange="",
+            message_id=delivery.message_id,
+            correlation_id=delivery.correlation_id,
+            headers=headers,
+        )
+
+    def _finish(self, channel: BlockingChannel, delivery_tag: int, acked: bool) -> None:
+        """Runs on the I/O thread."""
+        if not channel.is_open:
+            log.warning("channel closed before the ack; the broker will redeliver")
+            return
+        if acked:
+            channel.basic_ack(delivery_tag)
+        else:
+            # reject (not nack) so the quorum queue's delivery limit counts it.
+            channel.basic_reject(delivery_tag, requeue=True)

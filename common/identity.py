@@ -1,0 +1,245 @@
+"""Sign-in through MSAL: delegated tokens for Project Online, app-only tokens for Graph.
+
+Project Online cannot be called with app-only tokens (reference page, section 0), so the PWA
+side signs in as a user; Graph calendar writes use the application permission
+Calendars.ReadWrite with a client secret or certificate.
+
+MSAL is given our own ``http_client`` (``MsalHttp``) so that sign-in uses the same TLS trust as
+everything else, has bounded retries on transport failures (with a custom client MSAL does not
+retry), and so that MSAL's user-realm discovery reaches an authority host that listens on a
+non-default port: MSAL builds that URL from the host name alone and drops the port.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import msal
+
+from common.errors import AuthenticationError, ConfigError, RetryableApiError
+from common.http import transport_errors
+from common.logging import get_logger
+from common.settings import Settings
+
+log = get_logger(__name__)
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+_MICROSOFT_AUTHORITY_HOSTS = (
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+    "login.chinacloudapi.cn",
+    "login.microsoftonline.de",
+)
+
+#: Entra error codes an operator can act on, turned into one clear line each.
+_AADSTS_HINTS = {
+    50126: "wrong user name or password",
+    50076: "the account requires multi-factor authentication, which the password grant cannot "
+    "do; use PWASYNC_PWA_AUTH=oauth or exempt this service account from MFA",
+    50079: "the account must register for multi-factor authentication; use "
+    "PWASYNC_PWA_AUTH=oauth or exempt this service account from MFA",
+    50053: "the account is locked (too many failed sign-ins) or sign-in is blocked",
+    50057: "the account is disabled",
+    50034: "the user does not exist in this tenant",
+    50055: "the password has expired",
+    700016: "the application (client id) is not registered in this tenant",
+    7000215: "the client secret is wrong or has expired",
+    7000222: "the client secret has expired",
+    65001: "an administrator has not consented to the application's permissions",
+    70011: "the requested scope is not valid for this application",
+    90002: "the tenant does not exist",
+}
+_RETRYABLE_OAUTH_ERRORS = {"temporarily_unavailable", "server_error"}
+
+
+class TokenSource(Protocol):
+    """Hands out a bearer token; ``invalidate`` forgets one the resource server refused."""
+
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+
+class MsalHttp:
+    """The ``http_client`` MSAL calls (see the module docstring for why it exists)."""
+
+    def __init__(self, client: httpx.Client, authority_host: str, *, attempts: int = 3) -> None:
+        self._client = client
+        authority = urlsplit(authority_host)
+        self._authority_hostname = authority.hostname
+        self._authority_netloc = authority.netloc
+        self._has_explicit_port = authority.port not in (None, 443)
+        self._attempts = attempts
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any):
+        return self._send("GET", url, params=params, headers=headers, **kwargs)
+
+    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kw: Any):
+        return self._send("POST", url, params=params, data=data, headers=headers, **kw)
+
+    def _route(self, url: str) -> str:
+        parts = urlsplit(url)
+        if (
+            self._has_explicit_port
+            and parts.hostname == self._authority_hostname
+            and parts.port is None
+        ):
+            return urlunsplit(parts._replace(netloc=self._authority_netloc))
+        return url
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        kwargs.pop("timeout", None)  # our client's timeouts apply
+        data = kwargs.pop("data", None)
+        if isinstance(data, dict):
+            kwargs["data"] = data
+        elif data is not None:
+            kwargs["content"] = data
+        url = self._route(url)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                with transport_errors("sign-in service"):
+                    return self._client.request(method, url, **kwargs)
+            except RetryableApiError:
+                if attempt == self._attempts:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise AssertionError("unreachable")
+
+
+def authority_url(settings: Settings, tenant: str) -> str:
+    return f"{settings.authority_host}/{tenant}"
+
+
+def _instance_discovery(settings: Settings) -> bool | None:
+    # MSAL validates unknown authority hosts against login.microsoftonline.com; a sovereign or
+    # emulated host must skip that (reference page, section 6).
+    host = urlsplit(settings.authority_host).hostname or ""
+    return None if host in _MICROSOFT_AUTHORITY_HOSTS else False
+
+
+def sign_in_error(result: dict[str, Any], what: str) -> Exception:
+    """Translate an MSAL error result into one clear line (never including a secret)."""
+    error = str(result.get("error", "unknown_error"))
+    codes = result.get("error_codes") or []
+    description = str(result.get("error_description", "")).splitlines()[0:1]
+    hint = next((_AADSTS_HINTS[c] for c in codes if c in _AADSTS_HINTS), None)
+    code_text = f" (AADSTS{codes[0]})" if codes else ""
+    text = hint or (description[0] if description else error)
+    message = f"{what} sign-in failed{code_text}: {text}"
+    if error in _RETRYABLE_OAUTH_ERRORS:
+        return RetryableApiError(message, code=error)
+    return AuthenticationError(message)
+
+
+class GraphAppTokens:
+    """App-only tokens for Graph (client credentials with a secret or a certificate)."""
+
+    def __init__(self, settings: Settings, http: httpx.Client) -> None:
+        settings.require_graph()
+        self._settings = settings
+        self._http = MsalHttp(http, settings.authority_host)
+        self._lock = threading.Lock()
+        self._app = self._new_app()
+
+    def _credential(self) -> str | dict[str, str]:
+        if self._settings.graph_client_cert is not None:
+            return {
+                "private_key": _read_pem(self._settings.graph_client_cert),
+                "thumbprint": str(self._settings.graph_client_cert_thumbprint),
+            }
+        assert self._settings.graph_client_secret is not None
+        return self._settings.graph_client_secret.get_secret_value()
+
+    def _new_app(self) -> msal.ConfidentialClientApplication:
+        return msal.ConfidentialClientApplication(
+            self._settings.graph_client_id,
+            client_credential=self._credential(),
+            authority=authority_url(self._settings, str(self._settings.tenant_id)),
+            http_client=self._http,
+            instance_discovery=_instance_discovery(self._settings),
+        )
+
+    def token(self) -> str:
+        with self._lock:
+            result = self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+        if result and "access_token" in result:
+            return str(result["access_token"])
+        raise sign_in_error(result or {}, "Graph (app-only)")
+
+    def invalidate(self) -> None:
+        # MSAL would hand the refused token out again until it expires; a new app has an empty
+        # cache and fetches a fresh one.
+        with self._lock:
+            self._app = self._new_app()
+
+
+class PwaPasswordTokens:
+    """Delegated Project Online tokens with the OAuth password grant (``sharepoint_online``)."""
+
+    def __init__(self, settings: Settings, http: httpx.Client) -> None:
+        settings.require_pwa()
+        assert settings.pwa_url and settings.pwa_username and settings.pwa_password
+        self._username = settings.pwa_username
+        self._password = settings.pwa_password
+        origin = urlsplit(settings.pwa_url)
+        self._scopes = [f"{origin.scheme}://{origin.netloc}/.default"]
+        self._lock = threading.Lock()
+        self._app = msal.PublicClientApplication(
+            settings.pwa_client_id,
+            authority=authority_url(settings, settings.tenant_id or "organizations"),
+            http_client=MsalHttp(http, settings.authority_host),
+            instance_discovery=_instance_discovery(settings),
+        )
+
+    def token(self) -> str:
+        with self._lock:
+            result = self._silent() or self._with_password()
+        if result and "access_token" in result:
+            return str(result["access_token"])
+        raise sign_in_error(result or {}, f"Project Online ({self._username})")
+
+    def invalidate(self) -> None:
+        with self._lock:
+            for account in self._app.get_accounts(username=self._username):
+                self._app.remove_account(account)
+
+    def _silent(self) -> dict[str, Any] | None:
+        accounts = self._app.get_accounts(username=self._username)
+        if not accounts:
+            return None
+        return self._app.acquire_token_silent(self._scopes, account=accounts[0])
+
+    def _with_password(self) -> dict[str, Any]:
+        with warnings.catch_warnings():
+            # MSAL warns that the password grant is deprecated for public clients; the README
+            # says so once, and PWASYNC_PWA_AUTH=oauth is the durable choice.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self._app.acquire_token_by_username_password(
+                self._username, self._password.get_secret_value(), scopes=self._scopes
+            )
+
+
+def pwa_token_source(settings: Settings, http: httpx.Client) -> TokenSource:
+    """The token source for ``PWASYNC_PWA_AUTH``."""
+    if settings.pwa_auth == "sharepoint_online":
+        return PwaPasswordTokens(settings, http)
+    raise ConfigError(
+        f"PWASYNC_PWA_AUTH={settings.pwa_auth} is not available in this version; "
+        "use sharepoint_online"
+    )
+
+
+def _read_pem(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"PWASYNC_GRAPH_CLIENT_CERT: cannot read the file ({exc.strerror})"
+        ) from None

@@ -1,0 +1,115 @@
+"""structlog configuration: one JSON object per line by default, console rendering on request.
+
+Configured once per process by ``configure_logging``. Per-message context (correlation id,
+message id, task id) is bound with ``structlog.contextvars`` inside the thread that handles the
+message, so every line that work writes carries it. Library loggers (pika, httpx, msal) go
+through the same renderer at WARNING, so the output stays one format.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, TextIO
+
+import structlog
+import structlog.tracebacks
+
+#: Keys whose values are never written, whatever a caller binds.
+_SECRET_KEYS = re.compile(
+    r"(password|secret|token|authorization|assertion|private_key|api_key|digest)", re.IGNORECASE
+)
+#: Bearer tokens and JWT-shaped strings that slip into free text (e.g. an exception message).
+_SECRET_TEXT = re.compile(
+    r"(Bearer\s+)[A-Za-z0-9\-_.~+/=]+|eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*"
+)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+REDACTED = "[redacted]"
+
+
+def redact_text(text: str) -> str:
+    """Remove bearer tokens, JWTs and URL passwords from free text."""
+    text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+    return _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + REDACTED, text)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if isinstance(key, str) and _SECRET_KEYS.search(key) else _redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    return value
+
+
+def _redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    return _redact(event)
+
+
+def configure_logging(
+    *, fmt: str = "json", level: str = "info", stream: TextIO | None = None, service: str = ""
+) -> None:
+    """Set up structlog and the stdlib root logger for this process."""
+    stream = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if service:
+        shared.append(_add_service(service))
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Format the traceback to text before redaction sees the event, never with locals.
+        exc_processor: Any = structlog.processors.format_exc_info
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        # Tracebacks as data, without local variables: locals can hold passwords and tokens.
+        exc_processor = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            exc_processor,
+            _redact_event,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pika", "httpx", "httpcore", "msal", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_service(service: str) -> Any:
+    def add(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    return add
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

@@ -1,0 +1,128 @@
+"""Message bodies on the ``pwasync`` exchange, as versioned pydantic models.
+
+``sync.requested`` is published by operators by hand, so its schema is the interface page's
+and unknown fields are refused (a typo must not silently mean "sync everything"). The internal
+messages carry ``v`` (schema version): a consumer refuses a version it does not know instead of
+guessing, and ignores fields it does not know so that a newer producer can add optional ones.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import BadMessage
+
+MAX_TASK_NAME = 2000  # longer names are cut by the poller, never rejected
+
+
+class SyncRequested(BaseModel):
+    """Ask the poller of ``scenario`` to sync now. ``{}`` is a valid request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str = "default"
+    project_ids: list[UUID] = Field(default_factory=list)
+    task_ids: list[UUID] = Field(default_factory=list)
+    full: bool = False
+    # Set by pwasync itself; operators may leave them out.
+    trigger: Literal["manual", "schedule"] = "manual"
+    requested_at: AwareDatetime | None = None
+
+
+class Assignee(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    resource_id: UUID
+    name: str
+    email: str | None = None
+
+
+class TaskChanged(BaseModel):
+    """The desired state of one task's events, as the poller read it from the published plan.
+
+    ``change="upsert"``: every listed assignee with an e-mail should have one event with these
+    values, and assignees no longer listed should have none. ``change="remove"``: the task left
+    the selection (flag cleared, deleted, lost its dates); every event of it goes.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = 1
+    scenario: str
+    change: Literal["upsert", "remove"] = "upsert"
+    project_id: UUID
+    project_name: str = ""
+    task_id: UUID
+    task_name: str = ""
+    # Wall-clock times of the PWA, naive, interpreted in ``timezone`` (an IANA name).
+    start: datetime | None = None
+    finish: datetime | None = None
+    timezone: str = "UTC"
+    assignees: list[Assignee] = Field(default_factory=list)
+    # When the plan this snapshot comes from was published (ProjectModifiedDate, in UTC):
+    # the writer's ordering key, so an older snapshot never overwrites a newer one.
+    revision: AwareDatetime
+    read_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA time zone") from None
+        return value
+
+    @field_validator("start", "finish")
+    @classmethod
+    def _naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("PWA wall-clock times carry no offset; see 'timezone'")
+        return value
+
+
+class TransferSucceeded(BaseModel):
+    """A task's events are in Outlook: the ledger's only input."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[1] = 1
+    scenario: str
+    project_id: UUID
+    task_id: UUID
+    transferred_at: AwareDatetime
+    mailboxes: list[str] = Field(default_factory=list)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json().encode("utf-8")
+
+
+def decode(body: bytes, model: type[Model]) -> Model:
+    """Parse a body into ``model``; any failure is a BadMessage whose text says why."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadMessage(f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"body must be a JSON object, not {type(data).__name__}")
+    version = data.get("v", 1)
+    if "v" in model.model_fields and version != 1:
+        raise BadMessage(f"unsupported {model.__name__} schema version {version!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise BadMessage(f"body does not fit {model.__name__}: {problems}") from None

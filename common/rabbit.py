@@ -1,0 +1,208 @@
+"""RabbitMQ at the edge: connections, topology declaration and confirmed publishing.
+
+pika is used only here and in ``common/consumer.py``; callers see ``ServiceUnavailable``,
+``UnroutableMessage`` and ``PublishNotConfirmed`` instead of pika's exceptions.
+
+pika connections are not thread-safe, so a ``Publisher`` belongs to one thread;
+``ThreadLocalPublisher`` hands each thread its own (as dramatiq does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from common.errors import PublishNotConfirmed, ServiceUnavailable, UnroutableMessage
+from common.logging import get_logger
+from common.topology import Topology
+
+log = get_logger(__name__)
+
+#: pika errors that mean "the connection or channel is gone; a new one may work".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionClosed,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.StreamLostError,
+    pika.exceptions.ChannelClosed,
+)
+
+HEARTBEAT_SECONDS = 30
+
+
+def broker_address(amqp_url: str) -> str:
+    """host:port of a broker URL, for messages (never the credentials)."""
+    parts = urlsplit(amqp_url)
+    default_port = 5671 if parts.scheme == "amqps" else 5672
+    return f"{parts.hostname}:{parts.port or default_port}"
+
+
+class RabbitConnector:
+    """Opens connections to one broker, translating failures to ``ServiceUnavailable``."""
+
+    def __init__(self, amqp_url: str, *, connection_name: str) -> None:
+        self._url = amqp_url
+        self.address = broker_address(amqp_url)
+        self._connection_name = connection_name
+
+    def connect(self) -> pika.BlockingConnection:
+        params = pika.URLParameters(self._url)
+        params.heartbeat = HEARTBEAT_SECONDS
+        params.blocked_connection_timeout = 60
+        params.socket_timeout = 10
+        params.connection_attempts = 1
+        params.client_properties = {"connection_name": self._connection_name}
+        try:
+            return pika.BlockingConnection(params)
+        except pika.exceptions.ProbableAuthenticationError:
+            raise ServiceUnavailable(
+                f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
+            ) from None
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise ServiceUnavailable(
+                f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
+            ) from None
+
+
+def declare_topology(channel: BlockingChannel, topology: Topology) -> None:
+    """Declare the exchange, every queue and every binding of the scenario (idempotent)."""
+    channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
+    for spec in topology.queue_specs():
+        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
+        for routing_key in spec.bindings:
+            channel.queue_bind(spec.name, topology.exchange, routing_key=routing_key)
+
+
+def message_properties(
+    *,
+    message_id: str,
+    correlation_id: str | None,
+    headers: Mapping[str, Any] | None,
+) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message_id,
+        correlation_id=correlation_id,
+        timestamp=int(time.time()),
+        headers=dict(headers or {}),
+    )
+
+
+class Publisher:
+    """Publishes persistent, mandatory messages and waits for the broker's confirm.
+
+    One connection of its own, opened on first use and re-opened after a failure. Belongs to
+    one thread.
+    """
+
+    def __init__(self, connector: RabbitConnector, topology: Topology, *, attempts: int = 3):
+        self._connector = connector
+        self._topology = topology
+        self._attempts = attempts
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        exchange: str | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Publish and return the message id once the broker has confirmed the message."""
+        message_id = message_id or str(uuid.uuid4())
+        properties = message_properties(
+            message_id=message_id, correlation_id=correlation_id, headers=headers
+        )
+        target = self._topology.exchange if exchange is None else exchange
+        last_error: BaseException | None = None
+        for attempt in range(1, self._attempts + 1):
+            try:
+                channel = self._open_channel()
+                channel.basic_publish(
+                    target, routing_key, body, properties=properties, mandatory=True
+                )
+                return message_id
+            except pika.exceptions.UnroutableError:
+                raise UnroutableMessage(
+                    f"no queue is bound to {target or '(default exchange)'!r} "
+                    f"with routing key {routing_key!r}"
+                ) from None
+            except pika.exceptions.NackError as exc:
+                last_error = exc
+            except (*CONNECTION_ERRORS, ServiceUnavailable) as exc:
+                last_error = exc
+                self.close()
+            if attempt < self._attempts:
+                time.sleep(0.2 * 2**attempt)
+        raise PublishNotConfirmed(
+            f"RabbitMQ at {self._connector.address} did not confirm a message to "
+            f"{routing_key!r} after {self._attempts} attempts "
+            f"({last_error.__class__.__name__ if last_error else 'unknown'})"
+        )
+
+    def _open_channel(self) -> BlockingChannel:
+        if self._channel is not None and self._channel.is_open and self._connection is not None:
+            # An idle BlockingConnection only answers heartbeats when asked to process events.
+            self._connection.process_data_events(time_limit=0)
+            return self._channel
+        self.close()
+        self._connection = self._connector.connect()
+        channel = self._connection.channel()
+        declare_topology(channel, self._topology)
+        channel.confirm_delivery()
+        self._channel = channel
+        return channel
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            # Closing a broken connection may fail; it is gone either way.
+            with contextlib.suppress(Exception):
+                connection.close()
+
+
+class ThreadLocalPublisher:
+    """A ``Publisher`` per calling thread, all closed together."""
+
+    def __init__(self, connector: RabbitConnector, topology: Topology) -> None:
+        self._connector = connector
+        self._topology = topology
+        self._local = threading.local()
+        self._all: list[Publisher] = []
+        self._lock = threading.Lock()
+
+    def _publisher(self) -> Publisher:
+        publisher = getattr(self._local, "publisher", None)
+        if publisher is None:
+            publisher = Publisher(self._connector, self._topology)
+            self._local.publisher = publisher
+            with self._lock:
+                self._all.append(publisher)
+        return publisher
+
+    def publish(self, routing_key: str, body: bytes, **kwargs: Any) -> str:
+        return self._publisher().publish(routing_key, body, **kwargs)
+
+    def close(self) -> None:
+        """Close every thread's publisher. Call once the threads have stopped publishing."""
+        with self._lock:
+            publishers, self._all = self._all, []
+        for publisher in publishers:
+            publisher.close()
+        self._local = threading.local()

@@ -1,0 +1,99 @@
+"""The poller's schedule: parsing ``PWASYNC_SCHEDULE`` and computing the next run.
+
+Pure functions over aware datetimes; the poller's clock and sleeping live elsewhere.
+Accepted forms: ``on_demand``, ``daily HH:MM``, ``weekly DAY HH:MM`` (DAY = mon..sun) and
+``every N minutes``. Times are wall-clock times in ``PWASYNC_SCHEDULE_TIMEZONE``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_DAILY = re.compile(r"^daily\s+(\d{1,2}):(\d{2})$")
+_WEEKLY = re.compile(r"^weekly\s+([a-z]{3})\s+(\d{1,2}):(\d{2})$")
+_EVERY = re.compile(r"^every\s+(\d+)\s+minutes?$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed schedule. ``kind`` is one of on_demand, daily, weekly, every."""
+
+    kind: str
+    at: time | None = None
+    weekday: int | None = None  # Monday = 0, as datetime.weekday()
+    every_minutes: int | None = None
+
+    @property
+    def is_on_demand(self) -> bool:
+        return self.kind == "on_demand"
+
+    def next_run(self, now: datetime, tz: ZoneInfo) -> datetime | None:
+        """The first run strictly after ``now`` (aware), as an aware UTC-comparable datetime."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        if self.kind == "on_demand":
+            return None
+        if self.kind == "every":
+            assert self.every_minutes is not None
+            return now + timedelta(minutes=self.every_minutes)
+        assert self.at is not None
+        local_now = now.astimezone(tz)
+        candidate_day = local_now.date()
+        # At most 8 days ahead covers every weekly case; a wall-clock time that falls into a DST
+        # gap is resolved by zoneinfo's fold rules (it shifts forward), which is what cron does.
+        for offset in range(8):
+            day = candidate_day + timedelta(days=offset)
+            if self.kind == "weekly" and day.weekday() != self.weekday:
+                continue
+            candidate = datetime.combine(day, self.at, tzinfo=tz)
+            if candidate > local_now:
+                return candidate
+        raise AssertionError("unreachable: a weekly slot always exists within 8 days")
+
+    def describe(self) -> str:
+        if self.kind == "on_demand":
+            return "on_demand"
+        if self.kind == "every":
+            return f"every {self.every_minutes} minutes"
+        assert self.at is not None
+        hhmm = self.at.strftime("%H:%M")
+        if self.kind == "daily":
+            return f"daily {hhmm}"
+        assert self.weekday is not None
+        return f"weekly {WEEKDAYS[self.weekday]} {hhmm}"
+
+
+def parse_schedule(text: str) -> Schedule:
+    """Parse a schedule string; raises ValueError with a message fit for an operator."""
+    value = " ".join(text.strip().lower().split())
+    if value == "on_demand":
+        return Schedule("on_demand")
+    if match := _DAILY.match(value):
+        return Schedule("daily", at=_clock(match.group(1), match.group(2)))
+    if match := _WEEKLY.match(value):
+        day = match.group(1)
+        if day not in WEEKDAYS:
+            raise ValueError(f"unknown day {day!r}: use one of {', '.join(WEEKDAYS)}")
+        return Schedule(
+            "weekly", at=_clock(match.group(2), match.group(3)), weekday=WEEKDAYS.index(day)
+        )
+    if match := _EVERY.match(value):
+        minutes = int(match.group(1))
+        if not 1 <= minutes <= 10080:
+            raise ValueError("every N minutes needs 1 <= N <= 10080")
+        return Schedule("every", every_minutes=minutes)
+    raise ValueError(
+        "use on_demand, 'daily HH:MM', 'weekly DAY HH:MM' (DAY = mon..sun) or 'every N minutes'"
+    )
+
+
+def _clock(hours: str, minutes: str) -> time:
+    h, m = int(hours), int(minutes)
+    if not (0 <= h <= 23 and 0 <= m <= 59):
+        raise ValueError(f"{hours}:{minutes} is not a time of day")
+    return time(h, m)

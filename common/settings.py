@@ -1,0 +1,264 @@
+"""Settings: the ``PWASYNC_*`` environment variables of the interface page, and nothing else.
+
+Loaded once in ``main()`` and passed down. Every service reads the same class, so a value means
+the same to all of them. A missing or malformed value becomes one ``ConfigError`` line that names
+the variable and never echoes its value (URLs may hold passwords).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigError
+from common.schedule import Schedule, parse_schedule
+
+ENV_PREFIX = "PWASYNC_"
+
+#: Variables that are read by the tests or the sandbox tooling, not by the services.
+_KNOWN_NON_SETTINGS = {"PWASYNC_SANDBOX_URL"}
+_KNOWN_NON_SETTING_PREFIXES = ("PWASYNC_TEST_",)
+
+_SCENARIO = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Every setting of every pwasync process. See README "Settings" for each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
+    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    scenario: str = "default"
+
+    pwa_url: str | None = None
+    pwa_auth: Literal["oauth", "sharepoint_online", "sharepoint_onprem"] = "oauth"
+    pwa_username: str | None = None
+    pwa_password: SecretStr | None = None
+    pwa_client_id: str | None = None
+    pwa_timezone: str = "UTC"
+
+    tenant_id: str | None = None
+    graph_client_id: str | None = None
+    graph_client_secret: SecretStr | None = None
+    graph_client_cert: Path | None = None
+    graph_client_cert_thumbprint: str | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    ca_bundle: Path | None = None
+
+    create_event_field: str = "Create event"
+    sync_start: datetime | None = None
+    schedule: str = "on_demand"
+    schedule_timezone: str = "UTC"
+    endpoint_limit: int = Field(default=0, ge=0)
+    secret_key: SecretStr | None = None
+    http_port: int = Field(default=0, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+
+    # Extensions of the interface page, documented in the README.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    writer_concurrency: int = Field(default=8, ge=1, le=256)
+
+    # --- validation of single values -------------------------------------------------------
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        _require_url(value.get_secret_value(), ("amqp", "amqps"), "an amqp:// or amqps:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        _require_url(
+            value.get_secret_value(), ("redis", "rediss", "unix"), "a redis:// or rediss:// URL"
+        )
+        return value
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, value: str) -> str:
+        if not _SCENARIO.match(value):
+            raise ValueError(
+                "must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("pwa_url")
+    @classmethod
+    def _pwa_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _require_url(value, ("https", "http"), "an https:// URL of the PWA site")
+        return value.rstrip("/")
+
+    @field_validator("authority_host", "graph_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        _require_url(value, ("https",), "an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("pwa_timezone", "schedule_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("sync_start")
+    @classmethod
+    def _sync_start(cls, value: datetime | None) -> datetime | None:
+        # A timestamp without an offset is read as UTC, so it means the same on every host.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @field_validator("ca_bundle", "graph_client_cert")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("names no readable file")
+        return value
+
+    @field_validator(
+        "pwa_username",
+        "pwa_client_id",
+        "tenant_id",
+        "graph_client_id",
+        "graph_client_cert_thumbprint",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    # --- derived values ----------------------------------------------------------------------
+
+    @property
+    def pwa_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.pwa_timezone)
+
+    @property
+    def schedule_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.schedule_timezone)
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule)
+
+    @property
+    def endpoint_limit_or_none(self) -> int | None:
+        return self.endpoint_limit or None
+
+    # --- what each command needs -------------------------------------------------------------
+
+    def require_pwa(self) -> None:
+        """Raise ConfigError unless the settings needed to read Project Online are present."""
+        purpose = f"to read Project Online with PWASYNC_PWA_AUTH={self.pwa_auth}"
+        needed = {
+            "oauth": ("pwa_url", "pwa_client_id", "secret_key"),
+            "sharepoint_online": ("pwa_url", "pwa_client_id", "pwa_username", "pwa_password"),
+            "sharepoint_onprem": ("pwa_url", "pwa_username", "pwa_password"),
+        }[self.pwa_auth]
+        _require(self, purpose, *needed)
+
+    def require_graph(self) -> None:
+        """Raise ConfigError unless the settings needed to write Outlook events are present."""
+        purpose = "to write Outlook events"
+        _require(self, purpose, "tenant_id", "graph_client_id")
+        if self.graph_client_secret is None and self.graph_client_cert is None:
+            raise ConfigError(
+                f"PWASYNC_GRAPH_CLIENT_SECRET or PWASYNC_GRAPH_CLIENT_CERT is required {purpose}"
+            )
+        if self.graph_client_cert is not None:
+            _require(self, purpose, "graph_client_cert_thumbprint")
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings, turning every validation failure into one ConfigError line."""
+    kwargs: dict[str, Any] = {}
+    if environ is not None:
+        # Explicit mapping (tests): do not read the process environment or a .env file.
+        kwargs = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.startswith(ENV_PREFIX)
+        }
+        kwargs["_env_file"] = None
+    try:
+        if environ is not None:
+            return _ExplicitSettings(**kwargs)
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``PWASYNC_*`` names in the environment that no setting reads (typos, usually)."""
+    environ = dict(os.environ) if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in known
+        and name not in _KNOWN_NON_SETTINGS
+        and not name.startswith(_KNOWN_NON_SETTING_PREFIXES)
+    )
+
+
+class _ExplicitSettings(Settings):
+    """Settings built from keyword arguments only (no environment, no .env file)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):  # noqa: ANN001
+        return (init_settings,)
+
+
+def _require(settings: Settings, purpose: str, *names: str) -> None:
+    missing = [ENV_PREFIX + n.upper() for n in names if getattr(settings, n) in (None, "")]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"{', '.join(missing)} {verb} required {purpose}")
+
+
+def _require_url(value: str, schemes: tuple[str, ...], what: str) -> None:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"must be {what}") from None
+    if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
+        raise ValueError(f"must be {what}")
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming each bad variable and why, without echoing any value."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+    return "; ".join(problems)
