@@ -1,0 +1,182 @@
+"""The enterprise custom field that selects tasks: verify it, or create it.
+
+Through the ProjectServer REST API: ``CustomFields`` to find it, ``EntityTypes/TaskEntity`` for
+the task entity's id (its GUID is not documented, so it is looked up), ``contextinfo`` for the
+request digest every POST needs, and ``CustomFields/Add`` with FieldType 17 (FLAG). Creation is
+idempotent: an existing, correct field is left alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from common.errors import PermanentApiError
+from services.poller import odata
+from services.poller.pwa_http import PwaHttp
+
+FLAG = 17
+FIELD_TYPE_NAMES = {
+    4: "DATE",
+    6: "DURATION",
+    9: "COST",
+    15: "NUMBER",
+    17: "FLAG",
+    21: "TEXT",
+    27: "FINISHDATE",
+}
+
+
+class FieldState(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    WRONG_TYPE = "wrong_type"
+    WRONG_ENTITY = "wrong_entity"
+    WRONG_CASE = "wrong_case"
+    NOT_REPORTED = "not_reported"
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    name: str
+    state: FieldState
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.state is FieldState.OK
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    field_id: str
+    name: str
+    field_type: int
+    entity_type_id: str | None
+
+
+def check_field(name: str, fields: list[FieldInfo], task_entity_id: str) -> FieldCheck:
+    """Compare the fields the PWA has with the one we need (pure)."""
+    exact = [f for f in fields if f.name == name]
+    if not exact:
+        other_case = [f for f in fields if f.name.lower() == name.lower()]
+        if other_case:
+            return FieldCheck(
+                name,
+                FieldState.WRONG_CASE,
+                f"a field named {other_case[0].name!r} exists; its ProjectData property is "
+                f"{odata.property_name(other_case[0].name)!r}, not {odata.property_name(name)!r}: "
+                f"set PWASYNC_CREATE_EVENT_FIELD={other_case[0].name!r} or rename the field",
+            )
+        return FieldCheck(name, FieldState.MISSING, "create it with `pwasync fields create`")
+    field = exact[0]
+    if field.field_type != FLAG:
+        type_name = FIELD_TYPE_NAMES.get(field.field_type, str(field.field_type))
+        return FieldCheck(
+            name,
+            FieldState.WRONG_TYPE,
+            f"exists with type {type_name}, but must be a Flag (Yes/No) field; delete or rename "
+            "it in PWA (Server Settings > Enterprise Custom Fields), then run "
+            "`pwasync fields create`",
+        )
+    if field.entity_type_id is not None and field.entity_type_id.lower() != task_entity_id.lower():
+        return FieldCheck(
+            name,
+            FieldState.WRONG_ENTITY,
+            "exists, but on another entity than Task; the flag must be a Task field",
+        )
+    return FieldCheck(name, FieldState.OK, "Task field of type Flag")
+
+
+class CustomFieldsClient:
+    def __init__(self, http: PwaHttp) -> None:
+        self._http = http
+        self._api = f"{http.site_url}/_api/ProjectServer"
+
+    def task_entity_id(self) -> str:
+        data = _unwrap(self._http.get_json(f"{self._api}/EntityTypes/TaskEntity"))
+        entity_id = data.get("ID") or data.get("Id")
+        if not entity_id:
+            raise PermanentApiError("Project Online: EntityTypes/TaskEntity has no ID")
+        return str(entity_id)
+
+    def fields(self) -> list[FieldInfo]:
+        data = _unwrap(self._http.get_json(f"{self._api}/CustomFields?$select=Id,Name,FieldType"))
+        rows = data.get("results", data.get("value", [])) if isinstance(data, dict) else data
+        return [
+            FieldInfo(str(row["Id"]), str(row["Name"]), int(row["FieldType"]), None) for row in rows
+        ]
+
+    def entity_type_of(self, field_id: str) -> str | None:
+        url = f"{self._api}/CustomFields('{uuid.UUID(field_id)}')/EntityType"
+        data = _unwrap(self._http.get_json(url))
+        value = data.get("ID") or data.get("Id")
+        return str(value) if value else None
+
+    def check(self, name: str, task_entity_id: str) -> FieldCheck:
+        fields = self.fields()
+        exact = [f for f in fields if f.name == name]
+        if exact:
+            field = exact[0]
+            fields = [f for f in fields if f is not field] + [
+                FieldInfo(
+                    field.field_id,
+                    field.name,
+                    field.field_type,
+                    self.entity_type_of(field.field_id),
+                )
+            ]
+        return check_field(name, fields, task_entity_id)
+
+    def reported_in_projectdata(self, name: str) -> bool:
+        """True once the ProjectData feed exposes the field (its reporting schema knows it)."""
+        prop = odata.property_name(name)
+        url = f"{self._http.site_url}/_api/ProjectData/Tasks?$select=TaskId,{prop}&$top=1"
+        try:
+            self._http.get_json(url)
+        except PermanentApiError as exc:
+            if exc.status == 400:
+                return False
+            raise
+        return True
+
+    def create_flag_field(self, name: str, task_entity_id: str) -> str:
+        digest = self._digest()
+        body = {
+            "parameters": {
+                "Id": str(uuid.uuid4()),
+                "Name": name,
+                "Description": "Yes: pwasync puts this task in its assignees' Outlook calendars",
+                "EntityTypeId": task_entity_id,
+                "FieldType": FLAG,
+                "IsRequired": False,
+                "IsWorkflowControlled": False,
+                "IsMultilineText": False,
+                "IsEditableInVisibility": False,
+                "LookupAllowMultiSelect": False,
+            }
+        }
+        created = self._http.request_json(
+            "POST",
+            f"{self._api}/CustomFields/Add",
+            json_body=body,
+            headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
+        )
+        data = _unwrap(created)
+        return str(data.get("Id", body["parameters"]["Id"]))
+
+    def _digest(self) -> str:
+        data = self._http.request_json("POST", f"{self._http.site_url}/_api/contextinfo")
+        info = _unwrap(data)
+        info = info.get("GetContextWebInformation", info)
+        digest = info.get("FormDigestValue")
+        if not digest:
+            raise PermanentApiError("Project Online: contextinfo returned no FormDigestValue")
+        return str(digest)
+
+
+def _unwrap(data: dict[str, Any]) -> Any:
+    """The payload of a verbose (``{"d": …}``) or light response."""
+    return data.get("d", data)

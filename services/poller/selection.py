@@ -1,0 +1,122 @@
+"""Which tasks get events: the poller's deciding logic, as pure functions.
+
+A task is selected when its project can carry events, its flag field is Yes, it is a leaf task
+(not a summary, not the project summary), and it has a start and a finish that make sense.
+Everything left out gets a reason, so an operator can answer "why has this task no event?".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from uuid import UUID
+
+from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+
+#: ProjectType values (ProjectData Int32) whose tasks never get events.
+MASTER_PROJECT = 6
+TIMESHEET_ADMIN_PROJECT = 7
+TEMPLATE_PROJECT = 1
+
+
+class SkipReason(StrEnum):
+    MASTER_PROJECT = "master_project"
+    TEMPLATE_PROJECT = "template_project"
+    ADMINISTRATIVE_PROJECT = "administrative_project"
+    NOT_FLAGGED = "not_flagged"
+    PROJECT_SUMMARY_TASK = "project_summary_task"
+    SUMMARY_TASK = "summary_task"
+    NO_START = "no_start"
+    NO_FINISH = "no_finish"
+    FINISH_BEFORE_START = "finish_before_start"
+
+
+_PROJECT_SKIPS = {
+    MASTER_PROJECT: SkipReason.MASTER_PROJECT,
+    TEMPLATE_PROJECT: SkipReason.TEMPLATE_PROJECT,
+    TIMESHEET_ADMIN_PROJECT: SkipReason.ADMINISTRATIVE_PROJECT,
+}
+
+
+@dataclass(frozen=True)
+class SelectedAssignee:
+    resource_id: UUID
+    name: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class SelectedTask:
+    task: TaskRow
+    assignees: tuple[SelectedAssignee, ...]
+
+
+@dataclass(frozen=True)
+class SkippedTask:
+    task: TaskRow
+    reason: SkipReason
+
+
+@dataclass
+class Selection:
+    selected: list[SelectedTask] = field(default_factory=list)
+    skipped: list[SkippedTask] = field(default_factory=list)
+
+    def skip_counts(self) -> Counter[str]:
+        return Counter(str(s.reason) for s in self.skipped)
+
+
+def project_skip_reason(project: ProjectRow) -> SkipReason | None:
+    """Why a whole project carries no events (master projects repeat their subprojects' tasks;
+    templates and the timesheet administrative project hold no real work)."""
+    return _PROJECT_SKIPS.get(project.project_type)
+
+
+def task_skip_reason(task: TaskRow) -> SkipReason | None:
+    # Order matters: the first reason that applies is the one reported.
+    if not task.flagged:
+        return SkipReason.NOT_FLAGGED
+    if task.is_project_summary:
+        return SkipReason.PROJECT_SUMMARY_TASK
+    if task.is_summary:
+        return SkipReason.SUMMARY_TASK
+    if task.start is None:
+        return SkipReason.NO_START
+    if task.finish is None:
+        return SkipReason.NO_FINISH
+    if task.finish < task.start:
+        return SkipReason.FINISH_BEFORE_START
+    return None
+
+
+def select_tasks(
+    tasks: list[TaskRow],
+    assignments: list[AssignmentRow],
+    resources: dict[UUID, ResourceRow],
+) -> Selection:
+    """Split a project's tasks into selected (with their assignees) and skipped (with why)."""
+    by_task: dict[UUID, list[AssignmentRow]] = {}
+    for assignment in assignments:
+        by_task.setdefault(assignment.task_id, []).append(assignment)
+
+    selection = Selection()
+    for task in tasks:
+        reason = task_skip_reason(task)
+        if reason is not None:
+            selection.skipped.append(SkippedTask(task, reason))
+            continue
+        assignees: dict[UUID, SelectedAssignee] = {}
+        for assignment in by_task.get(task.task_id, []):
+            resource = resources.get(assignment.resource_id)
+            assignees.setdefault(
+                assignment.resource_id,
+                SelectedAssignee(
+                    resource_id=assignment.resource_id,
+                    name=resource.name if resource else assignment.resource_name,
+                    email=resource.email if resource else None,
+                ),
+            )
+        ordered = tuple(sorted(assignees.values(), key=lambda a: str(a.resource_id)))
+        selection.selected.append(SelectedTask(task, ordered))
+    return selection

@@ -1,0 +1,141 @@
+"""The poller process: consumes ``sync.requested`` and publishes scheduled requests.
+
+Every run, scheduled or manual, goes through the scenario's ``sync-requested`` queue, consumed
+with a prefetch of one: runs never overlap inside a poller, and a run interrupted by a crash is
+redelivered instead of forgotten.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import structlog
+
+from common.consumer import Consumer, Delivery
+from common.http import new_http_client
+from common.identity import pwa_token_source
+from common.logging import get_logger
+from common.messages import SyncRequested, TaskChanged, decode, encode
+from common.rabbit import RabbitConnector, ThreadLocalPublisher
+from common.redis_store import Keys, connect_redis
+from common.settings import Settings
+from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed, topology_for
+from services.poller.odata import property_name
+from services.poller.projectdata import ProjectDataClient
+from services.poller.pwa_http import PwaHttp
+from services.poller.sync import SyncRunner
+from services.poller.watermark import WatermarkStore, to_pwa_wall_clock
+from services.runtime import wait_for_redis
+
+log = get_logger(__name__)
+
+
+class SyncRequestHandler:
+    """Turns one ``sync.requested`` delivery into one sync run of this scenario."""
+
+    def __init__(self, *, scenario: str, runner: SyncRunner) -> None:
+        self._scenario = scenario
+        self._runner = runner
+
+    def __call__(self, delivery: Delivery) -> None:
+        request = decode(delivery.body, SyncRequested)
+        if request.scenario != self._scenario:
+            log.info("sync request is for another scenario; ignored", requested=request.scenario)
+            return
+        structlog.contextvars.bind_contextvars(trigger=request.trigger, full=request.full)
+        log.info(
+            "sync run started",
+            project_ids=[str(p) for p in request.project_ids],
+            task_ids=[str(t) for t in request.task_ids],
+        )
+        self._runner.run(request)
+
+
+class Scheduler:
+    """Publishes a ``sync.requested`` at each scheduled time until stopped."""
+
+    def __init__(self, settings: Settings, publisher: ThreadLocalPublisher) -> None:
+        self._schedule = settings.parsed_schedule
+        self._zone = settings.schedule_zone
+        self._scenario = settings.scenario
+        self._publisher = publisher
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            due = self._schedule.next_run(now, self._zone)
+            if due is None:
+                return
+            log.info("next scheduled sync", at=due.isoformat(), schedule=self._schedule.describe())
+            if stop.wait((due - now).total_seconds()):
+                return
+            request = SyncRequested(
+                scenario=self._scenario, trigger="schedule", requested_at=datetime.now(UTC)
+            )
+            try:
+                self._publisher.publish(
+                    ROUTING_KEY_SYNC_REQUESTED, encode(request), correlation_id=str(uuid.uuid4())
+                )
+            except Exception as exc:  # noqa: BLE001 - a missed tick is logged; the next one runs
+                log.error("could not publish the scheduled sync request", error=str(exc))
+
+
+def run_poller(settings: Settings, stop: threading.Event) -> None:
+    settings.require_pwa()
+    assert settings.pwa_url is not None
+    topology = topology_for(settings.scenario)
+    connector = RabbitConnector(
+        settings.amqp_url.get_secret_value(), connection_name=f"pwasync-poller-{settings.scenario}"
+    )
+    publisher = ThreadLocalPublisher(connector, topology)
+    redis_url = settings.redis_url.get_secret_value()
+    redis_client = connect_redis(redis_url)
+    wait_for_redis(redis_client, redis_url, stop)
+    watermarks = WatermarkStore(redis_client, Keys(settings.scenario), redis_url)
+    start = settings.sync_start or datetime.now(UTC)
+    in_force = watermarks.initialize(to_pwa_wall_clock(start, settings.pwa_zone))
+    log.info("poller starting", watermark=in_force.isoformat(), schedule=settings.schedule)
+
+    http = new_http_client(ca_bundle=settings.ca_bundle)
+    feed = ProjectDataClient(PwaHttp(http, settings.pwa_url, pwa_token_source(settings, http)))
+    routing_key = routing_key_task_changed(settings.scenario)
+
+    def publish_task(message: TaskChanged) -> None:
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        publisher.publish(
+            routing_key,
+            encode(message),
+            message_id=f"{message.task_id}@{message.revision.isoformat()}",
+            correlation_id=correlation_id,
+        )
+
+    runner = SyncRunner(
+        scenario=settings.scenario,
+        feed=feed,
+        publish=publish_task,
+        watermarks=watermarks,
+        flag_property=property_name(settings.create_event_field),
+        pwa_zone=settings.pwa_zone,
+        stop=stop,
+    )
+    consumer = Consumer(
+        connector=connector,
+        topology=topology,
+        queue=topology.sync_requests,
+        handler=SyncRequestHandler(scenario=settings.scenario, runner=runner),
+        publisher=publisher,
+        concurrency=1,
+    )
+    scheduler = threading.Thread(
+        target=Scheduler(settings, publisher).run, args=(stop,), name="scheduler", daemon=True
+    )
+    scheduler.start()
+    try:
+        consumer.run(stop)
+    finally:
+        scheduler.join(timeout=2)
+        publisher.close()
+        http.close()
+        redis_client.close()
