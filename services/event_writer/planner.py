@@ -1,0 +1,73 @@
+"""Create, update, delete or keep: the writer's deciding logic, as a pure function.
+
+Input: the events a task should have (one per assignee with a mailbox) and the events the
+writer has recorded for it. Output: one action per assignee. Only events the writer recorded
+are ever updated or deleted, so nothing the sync did not create is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class DesiredEvent:
+    resource_id: UUID
+    mailbox: str
+    content: dict[str, Any]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    resource_id: UUID
+    mailbox: str
+    event_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Create:
+    desired: DesiredEvent
+
+
+@dataclass(frozen=True)
+class Update:
+    desired: DesiredEvent
+    recorded: RecordedEvent
+
+
+@dataclass(frozen=True)
+class Delete:
+    recorded: RecordedEvent
+
+
+@dataclass(frozen=True)
+class Keep:
+    recorded: RecordedEvent
+
+
+Action = Create | Update | Delete | Keep
+
+
+def plan(desired: list[DesiredEvent], recorded: dict[UUID, RecordedEvent]) -> list[Action]:
+    actions: list[Action] = []
+    wanted = {event.resource_id: event for event in desired}
+    for resource_id, event in wanted.items():
+        existing = recorded.get(resource_id)
+        if existing is None:
+            actions.append(Create(event))
+        elif existing.mailbox.lower() != event.mailbox.lower():
+            # The resource's e-mail changed: the old mailbox loses the event, the new one gets it.
+            actions.append(Delete(existing))
+            actions.append(Create(event))
+        elif existing.fingerprint != event.fingerprint:
+            actions.append(Update(event, existing))
+        else:
+            actions.append(Keep(existing))
+    for resource_id, existing in recorded.items():
+        if resource_id not in wanted:
+            actions.append(Delete(existing))
+    return actions
