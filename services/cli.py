@@ -1,0 +1,217 @@
+"""``pwasync``: the one console script (commands of the interface page).
+
+Exit codes: 0 success, 1 the check or operation failed, 2 usage or configuration error.
+Operator-facing failures are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from common.errors import ConfigError, PwasyncError
+from common.logging import configure_logging, get_logger
+from common.settings import Settings, load_settings, unknown_variables
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+log = get_logger("pwasync")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except ConfigError as exc:
+        print(f"pwasync: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PwasyncError as exc:
+        print(f"pwasync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+# --- settings and logging for each command ----------------------------------------------------
+
+
+def _settings(service: str = "cli") -> Settings:
+    settings = load_settings()
+    configure_logging(fmt=settings.log_format, level=settings.log_level, service=service)
+    for name in unknown_variables():
+        log.warning("unknown setting ignored (a typo?)", variable=name)
+    return settings
+
+
+def _service(name: str, run: Callable) -> Callable[[argparse.Namespace], int]:
+    def command(_args: argparse.Namespace) -> int:
+        from services.runtime import run_service
+
+        settings = _settings(name)
+        return run_service(name, lambda stop: run(settings, stop))
+
+    return command
+
+
+def _poller(settings: Settings, stop) -> None:  # noqa: ANN001
+    from services.poller.service import run_poller
+
+    run_poller(settings, stop)
+
+
+def _writer(settings: Settings, stop) -> None:  # noqa: ANN001
+    from services.event_writer.service import run_writer
+
+    run_writer(settings, stop)
+
+
+def _ledger(settings: Settings, stop) -> None:  # noqa: ANN001
+    from services.ledger.service import run_ledger
+
+    run_ledger(settings, stop)
+
+
+# --- one-shot commands --------------------------------------------------------------------------
+
+
+def _sync_now(args: argparse.Namespace) -> int:
+    from common.messages import SyncRequested, encode
+    from common.rabbit import Publisher, RabbitConnector
+    from common.topology import ROUTING_KEY_SYNC_REQUESTED, topology_for
+
+    settings = _settings()
+    request = SyncRequested(
+        scenario=settings.scenario,
+        project_ids=args.project,
+        task_ids=args.task,
+        full=args.full,
+        trigger="manual",
+    )
+    connector = RabbitConnector(settings.amqp_url.get_secret_value(), connection_name="pwasync-cli")
+    publisher = Publisher(connector, topology_for(settings.scenario))
+    try:
+        correlation_id = str(uuid.uuid4())
+        message_id = publisher.publish(
+            ROUTING_KEY_SYNC_REQUESTED, encode(request), correlation_id=correlation_id
+        )
+    finally:
+        publisher.close()
+    print(
+        f"sync requested for scenario {settings.scenario} (correlation id {correlation_id}, "
+        f"message {message_id})"
+    )
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from common.redis_store import Keys, connect_redis, redis_errors
+    from services.ledger.endpoints import EndpointLedger
+    from services.ledger.usage import usage_report, usage_table
+
+    settings = _settings()
+    url = settings.redis_url.get_secret_value()
+    client = connect_redis(url)
+    with redis_errors(url):
+        endpoints = EndpointLedger(client, Keys(settings.scenario), url).in_use()
+    report = usage_report(settings.scenario, endpoints, settings.endpoint_limit_or_none)
+    print(json.dumps(report) if args.json else usage_table(report))
+    return EXIT_OK
+
+
+def _fields(args: argparse.Namespace) -> int:
+    from common.http import new_http_client
+    from common.identity import pwa_token_source
+    from services.poller.custom_fields import CustomFieldsClient
+    from services.poller.pwa_http import PwaHttp
+
+    settings = _settings()
+    settings.require_pwa()
+    assert settings.pwa_url is not None
+    name = settings.create_event_field
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        tokens = pwa_token_source(settings, http)
+        client = CustomFieldsClient(PwaHttp(http, settings.pwa_url, tokens))
+        task_entity = client.task_entity_id()
+        check = client.check(name, task_entity)
+        if args.action == "create" and check.state.value == "missing":
+            field_id = client.create_flag_field(name, task_entity)
+            print(f"created Task flag field {name!r} (id {field_id})")
+            check = client.check(name, task_entity)
+        if check.ok and not client.reported_in_projectdata(name):
+            print(
+                f"field {name!r}: exists, but ProjectData does not expose it yet "
+                "(the reporting schema refreshes after a publish; try again shortly)"
+            )
+            return EXIT_FAILED
+    print(f"field {name!r}: {check.state.value}: {check.detail}")
+    return EXIT_OK if check.ok else EXIT_FAILED
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    try:
+        from sandbox.server import serve
+    except ImportError:
+        raise ConfigError(
+            "the sandbox needs the optional dependencies: pip install 'pwasync[sandbox]'"
+        ) from None
+    serve(port=args.port, directory=args.dir, latency_ms=args.latency_ms, seed=args.seed)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return run_demo(workdir=args.dir, writers=args.writers)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pwasync", description="Keep Microsoft Project tasks in Outlook calendars."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, run, text in (
+        ("poller", _poller, "run the poller until SIGTERM/SIGINT"),
+        ("writer", _writer, "run an event writer until SIGTERM/SIGINT"),
+        ("ledger", _ledger, "run the endpoint ledger until SIGTERM/SIGINT"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(run=_service(name, run))
+
+    sync = commands.add_parser("sync-now", help="publish a manual sync request")
+    sync.add_argument("--project", action="append", type=uuid.UUID, default=[], metavar="GUID")
+    sync.add_argument("--task", action="append", type=uuid.UUID, default=[], metavar="GUID")
+    sync.add_argument("--full", action="store_true", help="re-read every project")
+    sync.set_defaults(run=_sync_now)
+
+    usage = commands.add_parser("usage", help="endpoints in use over the rolling 30 days")
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(run=_usage)
+
+    fields = commands.add_parser("fields", help="verify or create the task flag field")
+    fields.add_argument("action", choices=("verify", "create"))
+    fields.set_defaults(run=_fields)
+
+    sandbox = commands.add_parser("sandbox", help="run the emulated Microsoft 365 tenant")
+    sandbox.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    sandbox.add_argument("--dir", type=Path, default=Path(".sandbox"))
+    sandbox.add_argument("--latency-ms", type=int, default=0)
+    sandbox.add_argument("--seed", type=Path, default=None, help="seed JSON (default: built-in)")
+    sandbox.set_defaults(run=_sandbox)
+
+    demo = commands.add_parser("demo", help="sandbox + every service + a sync, then a summary")
+    demo.add_argument("--dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--writers", type=int, default=2)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
