@@ -1,0 +1,136 @@
+"""Fixtures for the real RabbitMQ and Redis.
+
+Where the broker and Redis come from, in order:
+1. ``PWASYNC_TEST_AMQP_URL`` / ``PWASYNC_TEST_REDIS_URL``;
+2. the default local ports (127.0.0.1:5672 guest/guest, 127.0.0.1:6379);
+3. testcontainers, when a Docker engine answers;
+4. otherwise the test fails with a message that says how to provide them (never a skip).
+
+Every test gets its own scenario name, so its queues and keys are its own; they are deleted
+afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+import pika
+import pytest
+import redis
+
+from common.topology import topology_for
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_available() -> bool:
+    try:
+        import docker  # testcontainers depends on it
+
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+
+
+@pytest.fixture(scope="session")
+def _containers() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def _service_url(
+    env_name: str,
+    default: str,
+    port: int,
+    start_container,
+    stack: ExitStack,  # noqa: ANN001
+) -> str:
+    explicit = os.environ.get(env_name)
+    if explicit:
+        return explicit
+    if _reachable(default, port):
+        return default
+    if _docker_available():
+        return start_container(stack)
+    pytest.fail(
+        f"no server for {env_name}: set {env_name}, start one on the default port "
+        f"({default.split('@')[-1]}), or make a Docker engine available for testcontainers. "
+        "Locally: `rabbitmq-server -detached` / `redis-server --daemonize yes --port 6379`.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def amqp_url(_containers: ExitStack) -> str:
+    def start(stack: ExitStack) -> str:
+        try:
+            from testcontainers.rabbitmq import RabbitMqContainer
+        except ImportError:  # pragma: no cover - newer testcontainers
+            from testcontainers.community.rabbitmq import RabbitMqContainer  # type: ignore
+        container = stack.enter_context(RabbitMqContainer("rabbitmq:4.1-management"))
+        params = container.get_connection_params()
+        return f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+
+    return _service_url("PWASYNC_TEST_AMQP_URL", DEFAULT_AMQP_URL, 5672, start, _containers)
+
+
+@pytest.fixture(scope="session")
+def redis_url(_containers: ExitStack) -> str:
+    def start(stack: ExitStack) -> str:
+        try:
+            from testcontainers.redis import RedisContainer
+        except ImportError:  # pragma: no cover - newer testcontainers
+            from testcontainers.community.redis import RedisContainer  # type: ignore
+        container = stack.enter_context(RedisContainer("redis:7.4"))
+        host = container.get_container_host_ip()
+        return f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+    return _service_url("PWASYNC_TEST_REDIS_URL", DEFAULT_REDIS_URL, 6379, start, _containers)
+
+
+@pytest.fixture
+def scenario(amqp_url: str, redis_url: str) -> Iterator[str]:
+    """A fresh scenario name; its queues and Redis keys are removed after the test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_scenario(name, amqp_url, redis_url)
+
+
+def delete_scenario(name: str, amqp_url: str, redis_url: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in topology_for(name).queue_names():
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"pwasync:{{{name}}}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

@@ -1,0 +1,195 @@
+"""The RabbitMQ edge on the real broker: topology, confirmed publishing, the consumer's policy."""
+
+import threading
+import time
+import uuid
+
+import pika
+import pytest
+
+from common.consumer import (
+    ATTEMPT_HEADER,
+    DEAD_REASON_HEADER,
+    SOURCE_QUEUE_HEADER,
+    Consumer,
+    Delivery,
+)
+from common.errors import BadMessage, RetryableError, UnroutableMessage
+from common.rabbit import Publisher, RabbitConnector, ThreadLocalPublisher
+from common.topology import topology_for
+
+pytestmark = pytest.mark.integration
+
+
+def get_one(amqp_url, queue, timeout=10.0):
+    """Fetch one message from a queue with basic_get (acking it), waiting up to ``timeout``."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is not None:
+                return properties, body
+            time.sleep(0.1)
+        return None
+    finally:
+        connection.close()
+
+
+def depth(amqp_url, queue):
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+def test_a_confirmed_message_arrives_persistent_with_its_ids(amqp_url, scenario):
+    topology = topology_for(scenario)
+    publisher = Publisher(RabbitConnector(amqp_url, connection_name="test"), topology)
+    try:
+        message_id = publisher.publish(
+            topology.task_changes.routing_key, b'{"a": 1}', correlation_id="corr-1"
+        )
+    finally:
+        publisher.close()
+    properties, body = get_one(amqp_url, topology.task_changes.name)
+    assert body == b'{"a": 1}'
+    assert properties.message_id == message_id
+    assert properties.correlation_id == "corr-1"
+    assert properties.delivery_mode == 2
+    assert properties.content_type == "application/json"
+
+
+def test_publishing_to_an_unbound_routing_key_fails_loudly(amqp_url, scenario):
+    publisher = Publisher(RabbitConnector(amqp_url, connection_name="test"), topology_for(scenario))
+    try:
+        with pytest.raises(UnroutableMessage, match="no queue is bound"):
+            publisher.publish(f"{scenario}.nobody.listens", b"{}")
+    finally:
+        publisher.close()
+
+
+class Harness:
+    """Runs a Consumer on a thread with a scripted handler."""
+
+    def __init__(self, amqp_url, scenario, handler, **kwargs):
+        self.topology = topology_for(scenario)
+        self.connector = RabbitConnector(amqp_url, connection_name="test")
+        self.publisher = ThreadLocalPublisher(self.connector, self.topology)
+        self.stop = threading.Event()
+        self.consumer = Consumer(
+            connector=self.connector,
+            topology=self.topology,
+            queue=self.topology.transfers,
+            handler=handler,
+            publisher=self.publisher,
+            **kwargs,
+        )
+        self.thread = threading.Thread(target=self.consumer.run, args=(self.stop,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.consumer.connected.wait(10)
+        return self
+
+    def send(self, body, **kwargs):
+        return self.publisher.publish(self.topology.transfers.routing_key, body, **kwargs)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(15)
+        self.publisher.close()
+        assert not self.thread.is_alive()
+
+
+def test_success_is_acked_once(amqp_url, scenario):
+    seen = []
+    with Harness(amqp_url, scenario, seen.append) as harness:
+        harness.send(b"{}", correlation_id="c")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [d.correlation_id for d in seen] == ["c"]
+    queue = topology_for(scenario).transfers
+    assert depth(amqp_url, queue.name) == 0
+    assert depth(amqp_url, queue.dead_letter_queue) == 0
+
+
+def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario):
+    def handler(delivery: Delivery):
+        raise BadMessage("body does not fit TransferSucceeded: task_id: Field required")
+
+    with Harness(amqp_url, scenario, handler) as harness:
+        message_id = harness.send(b'{"x": 1}')
+        dead = get_one(amqp_url, harness.topology.transfers.dead_letter_queue)
+    assert dead is not None
+    properties, body = dead
+    assert body == b'{"x": 1}' and properties.message_id == message_id
+    assert properties.headers[DEAD_REASON_HEADER] == (
+        "BadMessage: body does not fit TransferSucceeded: task_id: Field required"
+    )
+    assert properties.headers[SOURCE_QUEUE_HEADER] == harness.topology.transfers.name
+    assert depth(amqp_url, harness.topology.transfers.name) == 0
+
+
+def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(amqp_url, scenario):
+    attempts = []
+
+    def handler(delivery: Delivery):
+        attempts.append((delivery.attempt, time.monotonic()))
+        if len(attempts) == 1:
+            raise RetryableError("Graph timed out")
+
+    with Harness(amqp_url, scenario, handler) as harness:
+        harness.send(b"{}")
+        deadline = time.monotonic() + 20
+        while len(attempts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [a for a, _ in attempts] == [1, 2]
+    waited = attempts[1][1] - attempts[0][1]
+    assert waited >= 1.5, waited  # the first tier is 2 s: no hot loop
+    assert depth(amqp_url, topology_for(scenario).transfers.dead_letter_queue) == 0
+
+
+def test_attempts_are_bounded_then_the_message_is_dead(amqp_url, scenario):
+    attempts = []
+
+    def handler(delivery: Delivery):
+        attempts.append(delivery.attempt)
+        raise RetryableError("still down")
+
+    with Harness(amqp_url, scenario, handler, max_attempts=2) as harness:
+        harness.send(b"{}")
+        dead = get_one(amqp_url, harness.topology.transfers.dead_letter_queue, timeout=20)
+    assert attempts == [1, 2]
+    properties, _ = dead
+    assert properties.headers[DEAD_REASON_HEADER].startswith("gave up after 2 attempts")
+    assert properties.headers[ATTEMPT_HEADER] == 2
+
+
+def test_stop_finishes_in_flight_work_and_acks_it(amqp_url, scenario):
+    started, finished = threading.Event(), []
+
+    def slow(delivery: Delivery):
+        started.set()
+        time.sleep(1.5)
+        finished.append(delivery.message_id)
+
+    harness = Harness(amqp_url, scenario, slow)
+    with harness:
+        message_id = harness.send(b"{}")
+        assert started.wait(10)
+        # leaving the block sets stop while the handler is still sleeping
+    assert finished == [message_id]
+    assert depth(amqp_url, harness.topology.transfers.name) == 0
+
+
+def test_topology_declaration_is_idempotent_across_processes(amqp_url, scenario):
+    topology = topology_for(scenario)
+    for _ in range(2):
+        publisher = Publisher(RabbitConnector(amqp_url, connection_name="t"), topology)
+        publisher.publish(topology.transfers.routing_key, str(uuid.uuid4()).encode())
+        publisher.close()
+    assert depth(amqp_url, topology.transfers.name) == 2

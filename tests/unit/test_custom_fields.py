@@ -1,0 +1,33 @@
+from services.poller.custom_fields import FieldInfo, FieldState, check_field
+
+TASK = "8b0d7f0e-0000-4000-8000-000000000001"
+PROJECT = "8b0d7f0e-0000-4000-8000-000000000002"
+
+
+def test_missing_field():
+    assert check_field("Create event", [], TASK).state is FieldState.MISSING
+
+
+def test_correct_flag_field_on_tasks():
+    fields = [FieldInfo("1", "Create event", 17, TASK)]
+    assert check_field("Create event", fields, TASK).ok
+
+
+def test_wrong_type_names_the_type_and_the_fix():
+    check = check_field("Create event", [FieldInfo("1", "Create event", 21, TASK)], TASK)
+    assert check.state is FieldState.WRONG_TYPE
+    assert "type TEXT" in check.detail and "Flag" in check.detail
+
+
+def test_wrong_entity():
+    check = check_field("Create event", [FieldInfo("1", "Create event", 17, PROJECT)], TASK)
+    assert check.state is FieldState.WRONG_ENTITY
+
+
+def test_a_field_differing_only_in_case_is_pointed_out():
+    check = check_field("Create event", [FieldInfo("1", "Create Event", 17, TASK)], TASK)
+    assert check.state is FieldState.WRONG_CASE
+    assert (
+        "'CreateEvent'" in check.detail
+        and "PWASYNC_CREATE_EVENT_FIELD='Create Event'" in check.detail
+    )

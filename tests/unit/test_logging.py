@@ -1,0 +1,52 @@
+import io
+import json
+import logging
+
+import structlog
+
+from common.logging import configure_logging, get_logger, redact_text
+
+
+def capture(fn, fmt="json"):
+    stream = io.StringIO()
+    configure_logging(fmt=fmt, level="debug", stream=stream, service="test")
+    try:
+        fn()
+    finally:
+        structlog.contextvars.clear_contextvars()
+    return stream.getvalue()
+
+
+def test_one_json_object_per_line_with_the_bound_correlation_id():
+    def emit():
+        structlog.contextvars.bind_contextvars(correlation_id="corr-1")
+        get_logger("t").info("hello", task_id="t1")
+        logging.getLogger("pika").warning("library line")
+
+    lines = [json.loads(line) for line in capture(emit).splitlines()]
+    assert [line["event"] for line in lines] == ["hello", "library line"]
+    assert all(line["correlation_id"] == "corr-1" and line["service"] == "test" for line in lines)
+    assert lines[0]["level"] == "info" and "timestamp" in lines[0]
+
+
+def test_secrets_never_reach_the_output():
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+    def emit():
+        log = get_logger("t")
+        log.info("sign-in", password="hunter2", client_secret="s3cr3t", access_token=jwt)
+        log.info("calling", url="amqp://admin:hunter2@broker/", header=f"Bearer {jwt}")
+        try:
+            password = "hunter2"  # noqa: F841 - a local that must not be rendered
+            raise RuntimeError(f"failed with token {jwt}")
+        except RuntimeError:
+            log.exception("boom")
+
+    for fmt in ("json", "console"):
+        out = capture(emit, fmt)
+        assert "hunter2" not in out and "s3cr3t" not in out and jwt not in out
+        assert "[redacted]" in out
+
+
+def test_redact_text_keeps_ordinary_text():
+    assert redact_text("task Pack & label moved") == "task Pack & label moved"

@@ -1,0 +1,84 @@
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from common.errors import BadMessage
+from common.messages import SyncRequested, TaskChanged, TransferSucceeded, decode, encode
+
+
+def test_an_empty_sync_request_means_default_scenario_incremental():
+    request = decode(b"{}", SyncRequested)
+    assert request == SyncRequested(scenario="default", project_ids=[], task_ids=[], full=False)
+
+
+def test_the_interface_pages_example_is_accepted():
+    body = b'{"scenario": "default", "project_ids": [], "task_ids": [], "full": false}'
+    assert decode(body, SyncRequested).scenario == "default"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not UTF-8 JSON"),
+        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"projects_ids": []}', "projects_ids: Extra inputs are not permitted"),
+        (b'{"project_ids": ["nope"]}', "project_ids.0"),
+        (b'{"full": "maybe"}', "full"),
+    ],
+)
+def test_bad_sync_requests_are_bad_messages_with_a_reason(body, reason):
+    with pytest.raises(BadMessage, match=reason):
+        decode(body, SyncRequested)
+
+
+def _task(**overrides):
+    values = dict(
+        scenario="s",
+        project_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        task_name="Pack",
+        start=datetime(2026, 12, 1, 8),
+        finish=datetime(2026, 12, 1, 17),
+        timezone="Europe/Berlin",
+        revision=datetime(2026, 11, 24, tzinfo=UTC),
+    )
+    values.update(overrides)
+    return TaskChanged(**values)
+
+
+def test_task_changed_round_trips():
+    message = _task()
+    assert decode(encode(message), TaskChanged) == message
+
+
+def test_an_unknown_schema_version_is_refused_not_guessed():
+    data = json.loads(encode(_task()))
+    data["v"] = 2
+    with pytest.raises(BadMessage, match="unsupported TaskChanged schema version 2"):
+        decode(json.dumps(data).encode(), TaskChanged)
+
+
+def test_unknown_fields_of_internal_messages_are_ignored_for_forward_compatibility():
+    data = json.loads(encode(_task()))
+    data["added_later"] = True
+    assert decode(json.dumps(data).encode(), TaskChanged).task_name == "Pack"
+
+
+def test_task_times_must_be_wall_clock_and_zone_must_exist():
+    with pytest.raises(ValueError):
+        _task(start=datetime(2026, 12, 1, 8, tzinfo=UTC))
+    with pytest.raises(ValueError):
+        _task(timezone="Nowhere/Town")
+
+
+def test_transfer_needs_an_aware_time():
+    with pytest.raises(ValueError):
+        TransferSucceeded(
+            scenario="s",
+            project_id=uuid.uuid4(),
+            task_id=uuid.uuid4(),
+            transferred_at=datetime(2026, 1, 1),
+        )

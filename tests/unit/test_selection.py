@@ -1,0 +1,75 @@
+import uuid
+from datetime import datetime
+
+from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+from services.poller.selection import SkipReason, project_skip_reason, select_tasks
+
+PROJECT = uuid.uuid4()
+
+
+def task(
+    name,
+    *,
+    flagged=True,
+    summary=False,
+    project_summary=False,
+    start=datetime(2026, 12, 1, 8),
+    finish=datetime(2026, 12, 2, 17),
+):
+    return TaskRow(PROJECT, uuid.uuid4(), name, start, finish, summary, project_summary, flagged)
+
+
+def test_only_flagged_leaf_tasks_with_sane_dates_are_selected():
+    tasks = [
+        task("leaf"),
+        task("unflagged", flagged=False),
+        task("summary", summary=True),
+        task("project summary", summary=True, project_summary=True),
+        task("no start", start=None),
+        task("no finish", finish=None),
+        task("backwards", start=datetime(2026, 12, 3), finish=datetime(2026, 12, 1)),
+        task("milestone", start=datetime(2026, 12, 1, 9), finish=datetime(2026, 12, 1, 9)),
+    ]
+    selection = select_tasks(tasks, [], {})
+    assert [s.task.name for s in selection.selected] == ["leaf", "milestone"]
+    assert {s.task.name: s.reason for s in selection.skipped} == {
+        "unflagged": SkipReason.NOT_FLAGGED,
+        "summary": SkipReason.SUMMARY_TASK,
+        "project summary": SkipReason.PROJECT_SUMMARY_TASK,
+        "no start": SkipReason.NO_START,
+        "no finish": SkipReason.NO_FINISH,
+        "backwards": SkipReason.FINISH_BEFORE_START,
+    }
+    assert selection.skip_counts()["not_flagged"] == 1
+
+
+def test_assignees_come_with_their_resource_email_once_each():
+    leaf = task("leaf")
+    alice, bob, generic = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assignments = [
+        AssignmentRow(leaf.task_id, alice, "Alice"),
+        AssignmentRow(leaf.task_id, alice, "Alice"),  # two assignment rows, one person
+        AssignmentRow(leaf.task_id, bob, "Bob"),
+        AssignmentRow(leaf.task_id, generic, "Crane"),
+    ]
+    resources = {
+        alice: ResourceRow(alice, "Alice A.", "alice@contoso.com"),
+        bob: ResourceRow(bob, "Bob B.", None),
+    }
+    [selected] = select_tasks([leaf], assignments, resources).selected
+    by_id = {a.resource_id: a for a in selected.assignees}
+    assert len(selected.assignees) == 3
+    assert by_id[alice].email == "alice@contoso.com" and by_id[alice].name == "Alice A."
+    assert by_id[bob].email is None
+    assert by_id[generic].email is None and by_id[generic].name == "Crane"
+
+
+def test_master_templates_and_admin_projects_are_skipped_whole():
+    def project(kind):
+        return ProjectRow(uuid.uuid4(), "p", kind, datetime(2026, 1, 1))
+
+    assert project_skip_reason(project(0)) is None
+    assert project_skip_reason(project(5)) is None  # an inserted subproject is a real plan
+    assert project_skip_reason(project(6)) is SkipReason.MASTER_PROJECT
+    assert project_skip_reason(project(1)) is SkipReason.TEMPLATE_PROJECT
+    assert project_skip_reason(project(7)) is SkipReason.ADMINISTRATIVE_PROJECT

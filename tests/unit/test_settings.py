@@ -1,0 +1,87 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from common.errors import ConfigError
+from common.settings import load_settings, unknown_variables
+
+
+def test_defaults_match_the_interface_page():
+    settings = load_settings({})
+    assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@localhost:5672/%2F"
+    assert settings.redis_url.get_secret_value() == "redis://localhost:6379/0"
+    assert settings.scenario == "default"
+    assert settings.pwa_auth == "oauth"
+    assert settings.pwa_timezone == "UTC"
+    assert settings.authority_host == "https://login.microsoftonline.com"
+    assert settings.graph_url == "https://graph.microsoft.com/v1.0"
+    assert settings.create_event_field == "Create event"
+    assert settings.schedule == "on_demand"
+    assert settings.endpoint_limit == 0 and settings.endpoint_limit_or_none is None
+    assert settings.http_port == 0
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("PWASYNC_PWA_TIMEZONE", "Mars/Olympus", "PWASYNC_PWA_TIMEZONE: is not an IANA time zone"),
+        ("PWASYNC_SCHEDULE", "hourly", "PWASYNC_SCHEDULE: use on_demand"),
+        ("PWASYNC_SCHEDULE", "daily 24:00", "PWASYNC_SCHEDULE: 24:00 is not a time of day"),
+        ("PWASYNC_SCHEDULE", "weekly fun 10:00", "PWASYNC_SCHEDULE: unknown day 'fun'"),
+        ("PWASYNC_HTTP_PORT", "70000", "PWASYNC_HTTP_PORT:"),
+        ("PWASYNC_ENDPOINT_LIMIT", "-1", "PWASYNC_ENDPOINT_LIMIT:"),
+        ("PWASYNC_SCENARIO", "Has Spaces", "PWASYNC_SCENARIO: must be"),
+        ("PWASYNC_PWA_AUTH", "kerberos", "PWASYNC_PWA_AUTH:"),
+        ("PWASYNC_SYNC_START", "yesterday", "PWASYNC_SYNC_START:"),
+        ("PWASYNC_CA_BUNDLE", "/nonexistent/ca.pem", "PWASYNC_CA_BUNDLE: names no readable file"),
+        ("PWASYNC_GRAPH_URL", "http://graph.example", "PWASYNC_GRAPH_URL: must be an https://"),
+    ],
+)
+def test_malformed_values_give_one_line_naming_the_variable(variable, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_a_malformed_url_is_named_but_its_credentials_are_not_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"PWASYNC_AMQP_URL": "http://admin:s3cret-pw@broker:5672/"})
+    assert "PWASYNC_AMQP_URL" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+
+
+def test_required_settings_are_checked_per_purpose():
+    settings = load_settings({"PWASYNC_PWA_AUTH": "sharepoint_online"})
+    with pytest.raises(ConfigError) as caught:
+        settings.require_pwa()
+    assert str(caught.value) == (
+        "PWASYNC_PWA_URL, PWASYNC_PWA_CLIENT_ID, PWASYNC_PWA_USERNAME, PWASYNC_PWA_PASSWORD "
+        "are required to read Project Online with PWASYNC_PWA_AUTH=sharepoint_online"
+    )
+    with pytest.raises(
+        ConfigError, match="PWASYNC_TENANT_ID, PWASYNC_GRAPH_CLIENT_ID are required"
+    ):
+        settings.require_graph()
+    graph = load_settings({"PWASYNC_TENANT_ID": "t", "PWASYNC_GRAPH_CLIENT_ID": "c"})
+    with pytest.raises(
+        ConfigError, match="PWASYNC_GRAPH_CLIENT_SECRET or PWASYNC_GRAPH_CLIENT_CERT"
+    ):
+        graph.require_graph()
+
+
+def test_sync_start_without_offset_is_utc():
+    settings = load_settings({"PWASYNC_SYNC_START": "2026-03-01T08:00:00"})
+    assert settings.sync_start == datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def test_trailing_slashes_are_removed_from_urls():
+    settings = load_settings({"PWASYNC_PWA_URL": "https://contoso.sharepoint.com/sites/pwa/"})
+    assert settings.pwa_url == "https://contoso.sharepoint.com/sites/pwa"
+
+
+def test_unknown_pwasync_variables_are_reported():
+    env = {"PWASYNC_SCENARIO": "x", "PWASYNC_SCHEDUEL": "daily 10:00", "PWASYNC_TEST_AMQP_URL": "x"}
+    assert unknown_variables(env) == ["PWASYNC_SCHEDUEL"]
