@@ -1,0 +1,33 @@
+"""Assembly of the sandbox's Starlette application from its route modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from sandbox import control, entra, graph, projectdata, projectserver
+from sandbox.config import SandboxConfig
+from sandbox.context import Sandbox
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": f"the sandbox does not emulate {request.url.path}"},
+                        status_code=404)
+
+
+def create_app(origin: str, seed: Path | None = None,
+               config: SandboxConfig | None = None) -> Starlette:
+    """The application for a sandbox reachable at ``origin`` (https://127.0.0.1:N)."""
+    sandbox = Sandbox(origin=origin, seed_path=seed, startup_config=config or SandboxConfig())
+    site = sandbox.tenant.site_path
+    app = Starlette(
+        routes=[*control.routes, *graph.routes, *projectdata.routes(site),
+                *projectserver.routes(site), *entra.routes],
+        exception_handlers={404: _not_found},
+    )
+    app.state.sandbox = sandbox
+    app.state.graph = graph.GraphApi(sandbox)
+    return app

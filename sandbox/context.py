@@ -1,0 +1,65 @@
+"""The sandbox's shared state: one object that every route module reads through the app."""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.calendar import CalendarStore
+from sandbox.config import SandboxConfig
+from sandbox.seed import load_seed
+from sandbox.state import Tenant
+from sandbox.stats import Stats
+from sandbox.throttle import MailboxThrottle
+from sandbox.tokens import TokenSigner
+
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+
+
+@dataclass
+class RefreshGrant:
+    """What a refresh token stands for: a user's sign-in to one client."""
+
+    upn: str
+    client_id: str
+
+
+@dataclass
+class Sandbox:
+    origin: str  # https://127.0.0.1:N, which is also the PWA's resource (audience) URI
+    seed_path: Path | None
+    startup_config: SandboxConfig
+    tenant: Tenant = field(init=False)
+    config: SandboxConfig = field(init=False)
+    stats: Stats = field(default_factory=Stats)
+    calendar: CalendarStore = field(default_factory=CalendarStore)
+    throttle: MailboxThrottle = field(default_factory=MailboxThrottle)
+    signer: TokenSigner = field(default_factory=TokenSigner)
+    refresh_grants: dict[str, RefreshGrant] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Reload the seed and forget events, statistics and run-time configuration.
+
+        The signing key and refresh tokens survive, so a service that stays signed in
+        across a reset keeps working as long as its user still exists.
+        """
+        self.tenant = load_seed(self.seed_path)
+        self.config = copy.deepcopy(self.startup_config)
+        self.config.pwa_page_sizes = {**self.tenant.page_sizes, **self.config.pwa_page_sizes}
+        self.stats.reset()
+        self.calendar.clear()
+        self.throttle.reset()
+
+    @property
+    def pwa_site_url(self) -> str:
+        return self.origin + self.tenant.site_path
+
+    def resource_uri(self, key: str) -> str:
+        """The audience URI behind a seed's resource key ("pwa" or "graph")."""
+        return self.origin if key == "pwa" else GRAPH_RESOURCE

@@ -1,0 +1,299 @@
+"""The control surface under ``/_sandbox/``: no authentication, for tests, the demo and
+benchmarks to arrange data, inspect what the product did and turn the sandbox's knobs.
+
+Changes to projects edit the draft store; with ``publish`` (the default) the affected projects
+are published right away, which is what makes them visible in ProjectData.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.calendar import Event
+from sandbox.context import Sandbox
+from sandbox.generate import generate
+from sandbox.seed import DEFAULT_FLAG_FIELD, add_project, check_dates, parse_local_time, \
+    set_assignees, set_custom_values, task_from_spec
+from sandbox.state import MailboxKind, Project, StateError
+
+Handler = Callable[[Request, Sandbox], Awaitable[Any]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            result = await handler(request, request.app.state.sandbox)
+        except StateError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        except (ValueError, KeyError, TypeError) as error:
+            return JSONResponse({"error": f"bad request: {error}"}, status_code=400)
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    body = json.loads(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+def _publish_flag(request: Request, body: dict[str, Any]) -> bool:
+    query = request.query_params.get("publish")
+    return body.get("publish", True) if query is None else query.lower() != "false"
+
+
+def _local(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sandbox-wide
+
+
+async def health(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    return {"status": "ok", "origin": sandbox.origin, "tenant_id": sandbox.tenant.id,
+            "events": len(sandbox.calendar.all_events())}
+
+
+async def reset(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    sandbox.reset()
+    return {"status": "reset"}
+
+
+async def tenant(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    t = sandbox.tenant
+    return {
+        "tenant_id": t.id, "domain": t.domain, "pwa_site_url": sandbox.pwa_site_url,
+        "time_zone": t.time_zone.key, "service": t.service, "demo": t.demo,
+        "entity_types": t.entity_types,
+        "users": [{"id": u.id, "upn": u.upn, "display_name": u.display_name,
+                   "mailbox": u.mailbox.value, "pwa_permissions": sorted(u.pwa_permissions),
+                   "mfa_required": u.mfa_required, "locked": u.locked} for u in t.users.values()],
+        "apps": [{"client_id": a.client_id, "display_name": a.display_name,
+                  "kind": "public" if a.is_public else "confidential"} for a in t.apps.values()],
+        "resources": [{"id": r.id, "name": r.name, "email": r.email, "is_active": r.is_active}
+                      for r in t.resources.values()],
+        "custom_fields": [{"id": f.id, "name": f.name, "field_type": f.field_type,
+                           "internal_name": f.internal_name} for f in t.custom_fields.values()],
+        "projects": [_project_summary(p) for p in t.projects.values()],
+    }
+
+
+def _project_summary(project: Project) -> dict[str, Any]:
+    return {"id": project.id, "name": project.draft.name, "type": project.project_type,
+            "summary_task_id": project.summary_task_id, "published": project.published is not None,
+            "modified": _local(project.modified),
+            "task_ids": [task.id for task in project.draft.tasks]}
+
+
+async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    upn = request.path_params["upn"]
+    user = sandbox.tenant.user(upn)
+    if user is None:
+        raise StateError(f"no user {upn}", 404)
+    body = await _body(request)
+    for name in ("password", "mfa_required", "locked"):
+        if name in body:
+            setattr(user, name, body[name])
+    if "mailbox" in body:
+        user.mailbox = MailboxKind(body["mailbox"])
+    if "pwa_permissions" in body:
+        user.pwa_permissions = frozenset(body["pwa_permissions"])
+    return {"upn": user.upn, "mailbox": user.mailbox.value, "locked": user.locked,
+            "mfa_required": user.mfa_required, "pwa_permissions": sorted(user.pwa_permissions)}
+
+
+async def get_config(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    return sandbox.config.to_json()
+
+
+async def set_config(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    sandbox.config.update(await _body(request))
+    return sandbox.config.to_json()
+
+
+async def stats(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    return sandbox.stats.to_json()
+
+
+async def reset_stats(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    sandbox.stats.reset()
+    return sandbox.stats.to_json()
+
+
+# ---------------------------------------------------------------------------------------------
+# Projects and tasks
+
+
+def _publish(sandbox: Sandbox, projects: list[Project]) -> list[str]:
+    now = sandbox.tenant.now()
+    for project in projects:
+        project.publish(now)
+    return [project.id for project in projects]
+
+
+async def flag_tasks(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    body = await _body(request)
+    field = body.get("field", DEFAULT_FLAG_FIELD)
+    if sandbox.tenant.field_by_name(field) is None:
+        raise StateError(f"custom field {field!r} does not exist yet; create it first "
+                         "(pwasync fields create, or POST …/_api/ProjectServer/CustomFields/Add)",
+                         409)
+    touched: dict[str, Project] = {}
+    for task_id in body["task_ids"]:
+        project, task = sandbox.tenant.draft_task(task_id)
+        set_custom_values(sandbox.tenant, task, {field: body.get("value", True)})
+        touched[project.id] = project
+    published = _publish(sandbox, list(touched.values())) if _publish_flag(request, body) else []
+    return {"task_ids": [t.lower() for t in body["task_ids"]], "published_project_ids": published}
+
+
+async def publish_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    project = sandbox.tenant.publish(request.path_params["project_id"])
+    return {"project_id": project.id, "modified": _local(project.modified)}
+
+
+async def create_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    body = await _body(request)
+    project = add_project(sandbox.tenant, body, publish=_publish_flag(request, body),
+                          flag_field=body.get("flag_field", DEFAULT_FLAG_FIELD))
+    return {**_project_summary(project), "project_id": project.id,
+            "assignment_ids": [a.id for t in project.draft.tasks for a in t.assignments]}
+
+
+async def add_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    project = sandbox.tenant.project(request.path_params["project_id"])
+    body = await _body(request)
+    plan = project.draft
+    task = task_from_spec(sandbox.tenant, plan, body, sandbox.tenant.now(),
+                          body.get("flag_field", DEFAULT_FLAG_FIELD))
+    position = plan.subtree_end(task.parent_id) if task.parent_id else len(plan.tasks)
+    plan.tasks.insert(position, task)
+    if _publish_flag(request, body):
+        _publish(sandbox, [project])
+    return {"task_id": task.id, "project_id": project.id,
+            "assignment_ids": [a.id for a in task.assignments]}
+
+
+async def update_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    tenant = sandbox.tenant
+    project, task = tenant.draft_task(request.path_params["task_id"])
+    body = await _body(request)
+    for name in ("name", "milestone", "percent_complete"):
+        if name in body:
+            setattr(task, name, body[name])
+    if "start" in body:
+        task.start = parse_local_time(tenant, body["start"])
+    if "finish" in body:
+        task.finish = parse_local_time(tenant, body["finish"])
+    check_dates(task)
+    if "flag" in body:
+        set_custom_values(tenant, task, {body.get("field", DEFAULT_FLAG_FIELD): body["flag"]})
+    if "custom" in body:
+        set_custom_values(tenant, task, body["custom"])
+    if "assignees" in body:
+        set_assignees(tenant, task, body["assignees"], tenant.now())
+    published = _publish(sandbox, [project]) if _publish_flag(request, body) else []
+    return {"task_id": task.id, "project_id": project.id, "published": bool(published)}
+
+
+async def delete_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    project, task = sandbox.tenant.draft_task(request.path_params["task_id"])
+    removed = project.draft.remove(task.id)
+    published = _publish(sandbox, [project]) if _publish_flag(request, {}) else []
+    return {"removed_task_ids": removed, "project_id": project.id, "published": bool(published)}
+
+
+async def delete_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    # Deleting a project in PWA removes it from the draft and the published store at once.
+    project = sandbox.tenant.project(request.path_params["project_id"])
+    del sandbox.tenant.projects[project.id]
+    return {"project_id": project.id, "deleted": True}
+
+
+async def generate_data(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    return generate(sandbox.tenant, **await _body(request))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mailboxes
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    props = event.properties
+    return {
+        "mailbox": event.mailbox_upn, "id": event.id, "subject": props.get("subject", ""),
+        "start": event.start.astimezone(UTC).isoformat(),
+        "end": event.end.astimezone(UTC).isoformat(),
+        "start_time_zone": event.start_zone, "end_time_zone": event.end_zone,
+        "is_all_day": props.get("isAllDay", False), "show_as": props.get("showAs", "busy"),
+        "categories": props.get("categories", []), "transaction_id": event.transaction_id,
+        "extended_properties": dict(event.extended), "change_key": event.change_key,
+        "created": event.created.isoformat(), "modified": event.modified.isoformat(),
+    }
+
+
+async def all_events(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    events = sandbox.calendar.all_events()
+    mailbox = request.query_params.get("mailbox")
+    if mailbox:
+        events = [e for e in events if e.mailbox_upn.casefold() == mailbox.casefold()]
+    return {"events": [event_json(e) for e in events]}
+
+
+def _mailbox_id(sandbox: Sandbox, upn: str) -> str:
+    user = sandbox.tenant.user(upn)
+    if user is None:
+        raise StateError(f"no user {upn}", 404)
+    return user.id
+
+
+async def mailbox_events(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    mailbox_id = _mailbox_id(sandbox, request.path_params["upn"])
+    return {"events": [event_json(e) for e in sandbox.calendar.events(mailbox_id)]}
+
+
+async def delete_mailbox_event(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    """What a user deleting the event in Outlook does, for drift tests."""
+    mailbox_id = _mailbox_id(sandbox, request.path_params["upn"])
+    event = sandbox.calendar.remove(mailbox_id, request.path_params["event_id"])
+    if event is None:
+        raise StateError("no such event in that mailbox", 404)
+    return {"deleted": event.id}
+
+
+def _route(path: str, handler: Handler, method: str) -> Route:
+    return Route(f"/_sandbox{path}", _endpoint(handler), methods=[method])
+
+
+routes = [
+    _route("/health", health, "GET"),
+    _route("/reset", reset, "POST"),
+    _route("/tenant", tenant, "GET"),
+    _route("/users/{upn}", update_user, "PATCH"),
+    _route("/config", get_config, "GET"),
+    _route("/config", set_config, "POST"),
+    _route("/stats", stats, "GET"),
+    _route("/stats/reset", reset_stats, "POST"),
+    _route("/tasks/flag", flag_tasks, "POST"),
+    _route("/tasks/{task_id}", update_task, "PATCH"),
+    _route("/tasks/{task_id}", delete_task, "DELETE"),
+    _route("/projects", create_project, "POST"),
+    _route("/projects/{project_id}/publish", publish_project, "POST"),
+    _route("/projects/{project_id}/tasks", add_task, "POST"),
+    _route("/projects/{project_id}", delete_project, "DELETE"),
+    _route("/generate", generate_data, "POST"),
+    _route("/events", all_events, "GET"),
+    _route("/mailboxes/{upn}/events", mailbox_events, "GET"),
+    _route("/mailboxes/{upn}/events/{event_id}", delete_mailbox_event, "DELETE"),
+]

@@ -1,0 +1,214 @@
+"""The ProjectData reporting feed: ``{site}/_api/ProjectData/…`` (OData V3, read-only).
+
+Entity sets, single entities by key and collection navigation paths such as
+``Projects(guid'…')/Tasks``; ``$filter``, ``$select``, ``$orderby``, ``$top``, ``$skip`` and
+``$format``.  The server pages at the real page sizes: when rows remain it adds a next link
+that keeps the caller's options and continues with ``$skip``; a ``$top`` above the page size
+still gets one page plus a next link.  Without ``$orderby`` rows come in key order, which is
+how WCF keeps server-driven pages stable.  ``$expand`` and ``$links`` are refused, as the real
+feed does not implement them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.edmx import metadata_document
+from sandbox.odata_filter import FilterError, check, matches, parse_filter
+from sandbox.odata_format import ACCESS_DENIED, ACCESS_DENIED_CODE, Format, ODataError, \
+    encode_value, render
+from sandbox.odata_query import apply_orderby, parse_count, parse_orderby, parse_select, \
+    with_query
+from sandbox.pwa import READ_SCOPES, PwaCall, pwa_endpoint
+from sandbox.reporting import ENTITY_SETS, NAMESPACE, EntitySet, rows
+from sandbox.state import REPORTING
+
+SUPPORTED_OPTIONS = frozenset({"$filter", "$select", "$orderby", "$top", "$skip", "$format"})
+NOT_IMPLEMENTED_OPTIONS = frozenset({"$expand", "$links"})
+_SEGMENT = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<key>[^)]*)\))?$")
+_KEY_PART = re.compile(r"^(?:(?P<name>[A-Za-z]+)=)?guid'(?P<guid>[0-9A-Fa-f-]{36})'$")
+
+
+def _path_key(request: Request) -> str:
+    segments = [segment.split("(")[0] + ("()" if "(" in segment else "")
+                for segment in request.path_params.get("path", "").split("/") if segment]
+    return "/".join(["ProjectData", *segments])
+
+
+async def _feed(call: PwaCall) -> Response:
+    call.require_scope(READ_SCOPES)
+    if REPORTING not in call.user.pwa_permissions:
+        raise ODataError(403, ACCESS_DENIED, ACCESS_DENIED_CODE)
+    segments = [s for s in call.request.path_params.get("path", "").split("/") if s]
+    if not segments:
+        return _service_document(call)
+    if segments == ["$metadata"]:
+        return Response(metadata_document(call.sandbox.tenant), media_type="application/xml")
+    _check_options(call.request)
+    try:
+        return _query(call, segments)
+    except FilterError as error:
+        raise ODataError(400, str(error)) from error
+
+
+def _check_options(request: Request) -> None:
+    for name in request.query_params:
+        if name in NOT_IMPLEMENTED_OPTIONS:
+            raise ODataError(400, f"The query option '{name}' is not implemented by the "
+                                  "ProjectData service. Use navigation paths instead.")
+        if name.startswith("$") and name not in SUPPORTED_OPTIONS:
+            raise ODataError(400, f"The query parameter '{name}' begins with a system-reserved "
+                                  "'$' character but is not recognized.")
+
+
+def _query(call: PwaCall, segments: list[str]) -> Response:
+    tenant = call.sandbox.tenant
+    if "$links" in segments:
+        raise ODataError(400, "The $links segment is not implemented by the ProjectData "
+                              "service. Use navigation paths instead.")
+    entity_set, key = _parse_segment(segments[0])
+    candidates = rows(tenant, entity_set)
+    if key is not None:
+        candidates = [row for row in candidates if _has_key(entity_set, row, key)]
+        if not candidates:
+            raise ODataError(404, f"Resource not found for the segment '{entity_set.name}'.")
+    if len(segments) == 1 and key is not None:
+        return _single(call, entity_set, candidates[0])
+    if len(segments) == 2 and key is not None:
+        parent, join_keys = candidates[0], _join_keys(entity_set, segments[1])
+        entity_set = ENTITY_SETS[segments[1]]
+        candidates = [row for row in rows(tenant, entity_set, parent.get("ProjectId"))
+                      if all(row[k] == parent[k] for k in join_keys)]
+    elif len(segments) != 1:
+        raise ODataError(400, "Bad Request - Error in query syntax.")
+    return _collection(call, entity_set, candidates)
+
+
+def _parse_segment(segment: str) -> tuple[EntitySet, dict[str, str] | None]:
+    match = _SEGMENT.match(segment)
+    if not match or match["name"] not in ENTITY_SETS:
+        name = match["name"] if match else segment
+        raise ODataError(404, f"Resource not found for the segment '{name}'.")
+    entity_set = ENTITY_SETS[match["name"]]
+    if match["key"] is None:
+        return entity_set, None
+    key: dict[str, str] = {}
+    for part in match["key"].split(","):
+        part_match = _KEY_PART.match(part.strip())
+        if not part_match:
+            raise ODataError(400, "Bad Request - Error in query syntax.")
+        key[part_match["name"] or entity_set.keys[0]] = part_match["guid"].lower()
+    if set(key) != set(entity_set.keys):
+        raise ODataError(400, f"Bad Request - the key of '{entity_set.name}' is "
+                              f"({', '.join(entity_set.keys)}).")
+    return entity_set, key
+
+
+def _has_key(entity_set: EntitySet, row: dict[str, Any], key: dict[str, str]) -> bool:
+    return all(row[name] == key[name] for name in entity_set.keys)
+
+
+def _join_keys(entity_set: EntitySet, name: str) -> tuple[str, ...]:
+    if name not in entity_set.navigation:
+        raise ODataError(404, f"Resource not found for the segment '{name}'.")
+    return entity_set.navigation[name]
+
+
+def _collection(call: PwaCall, entity_set: EntitySet, candidates: list[dict]) -> Response:
+    params = call.request.query_params
+    tenant = call.sandbox.tenant
+    schema = entity_set.schema(tenant)
+    if "$filter" in params:
+        expression = parse_filter(params["$filter"])
+        check(expression, schema)
+        candidates = [row for row in candidates if matches(expression, row)]
+    order = parse_orderby(params.get("$orderby"), schema) or [
+        ((key,), False) for key in entity_set.keys]
+    candidates = apply_orderby(candidates, order)
+    selected = _selection(entity_set, tenant, params.get("$select"))
+    top, skip = parse_count("$top", params.get("$top")), parse_count("$skip", params.get("$skip"))
+    skip = skip or 0
+    page_size = call.sandbox.config.pwa_page_sizes.get(entity_set.name, 300)
+    remaining = candidates[skip:]
+    page = remaining[:page_size if top is None else min(top, page_size)]
+    next_link = None
+    if len(remaining) > len(page) and (top is None or top > len(page)):
+        next_link = with_query(
+            str(call.request.url.replace(query="")), list(params.multi_items()),
+            {"$skip": str(skip + len(page)),
+             "$top": None if top is None else str(top - len(page))})
+    entities = [_entity(call, entity_set, row, selected) for row in page]
+    if call.fmt is Format.VERBOSE:
+        body: dict[str, Any] = {"results": entities}
+        if next_link:
+            body["__next"] = next_link
+        return render({"d": body}, call.fmt)
+    light: dict[str, Any] = {}
+    if call.fmt is Format.MINIMAL:
+        fragment = entity_set.name + (f"&$select={','.join(selected)}" if selected else "")
+        light["odata.metadata"] = f"{_service_root(call)}/$metadata#{fragment}"
+    light["value"] = entities
+    if next_link:
+        light["odata.nextLink"] = next_link
+    return render(light, call.fmt)
+
+
+def _selection(entity_set: EntitySet, tenant: Any, select: str | None) -> list[str] | None:
+    known = [*entity_set.all_properties(tenant), *entity_set.navigation]
+    return parse_select(select, known, f"{NAMESPACE}.{entity_set.type_name}")
+
+
+def _single(call: PwaCall, entity_set: EntitySet, row: dict[str, Any]) -> Response:
+    try:
+        selected = _selection(entity_set, call.sandbox.tenant, call.request.query_params.get(
+            "$select"))
+    except FilterError as error:
+        raise ODataError(400, str(error)) from error
+    entity = _entity(call, entity_set, row, selected)
+    if call.fmt is Format.VERBOSE:
+        return render({"d": entity}, call.fmt)
+    if call.fmt is Format.MINIMAL:
+        metadata = f"{_service_root(call)}/$metadata#{entity_set.name}/@Element"
+        entity = {"odata.metadata": metadata, **entity}
+    return render(entity, call.fmt)
+
+
+def _entity(call: PwaCall, entity_set: EntitySet, row: dict[str, Any],
+            selected: list[str] | None) -> dict[str, Any]:
+    properties = entity_set.all_properties(call.sandbox.tenant)
+    names = selected or [*properties, *entity_set.navigation]
+    entity: dict[str, Any] = {}
+    uri = f"{_service_root(call)}/{entity_set.key_segment(row)}"
+    if call.fmt is Format.VERBOSE:
+        entity["__metadata"] = {"id": uri, "uri": uri,
+                                "type": f"{NAMESPACE}.{entity_set.type_name}"}
+    for name in names:
+        if name in properties:
+            entity[name] = encode_value(row.get(name), properties[name], call.fmt)
+        elif call.fmt is Format.VERBOSE:  # navigation links exist only in verbose payloads
+            entity[name] = {"__deferred": {"uri": f"{uri}/{name}"}}
+    return entity
+
+
+def _service_root(call: PwaCall) -> str:
+    url = call.request.url
+    return f"{url.scheme}://{url.netloc}{call.sandbox.tenant.site_path}/_api/ProjectData"
+
+
+def _service_document(call: PwaCall) -> Response:
+    names = list(ENTITY_SETS)
+    if call.fmt is Format.VERBOSE:
+        return render({"d": {"EntitySets": names}}, call.fmt)
+    return render({"odata.metadata": f"{_service_root(call)}/$metadata",
+                   "value": [{"name": n, "url": n} for n in names]}, call.fmt)
+
+
+def routes(site_path: str) -> list[Route]:
+    endpoint = pwa_endpoint(_feed, _path_key)
+    return [Route(f"{site_path}/_api/ProjectData", endpoint, methods=["GET"]),
+            Route(f"{site_path}/_api/ProjectData/{{path:path}}", endpoint, methods=["GET"])]

@@ -1,0 +1,301 @@
+"""SharePoint's ``_api/contextinfo`` and the custom-field part of ``_api/ProjectServer``.
+
+Writes need an ``X-RequestDigest`` from ``contextinfo`` (valid 1800 s, bound to the user) and
+the "Manage Enterprise Custom Fields" permission.  ``CustomFields/Add`` validates like Project
+Server and fails with its ``PJClientCallableException`` error numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.odata_filter import FilterError, Schema, check, matches, parse_filter
+from sandbox.odata_format import Format, ODataError, project_server_code, render
+from sandbox.pwa import WRITE_SCOPES, PwaCall, pwa_endpoint
+from sandbox.reporting import CUSTOM_FIELD_EDM_TYPES, ENTITY_SETS
+from sandbox.seed import internal_name
+from sandbox.state import FLAG_FIELD_TYPE, MANAGE_CUSTOM_FIELDS, CustomField, Tenant, \
+    odata_property_name
+
+DIGEST_LIFETIME_S = 1800
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+_ENTITY_SETS_BY_ENTITY = {"ProjectEntity": "Projects", "TaskEntity": "Tasks",
+                          "ResourceEntity": "Resources", "AssignmentEntity": "Assignments"}
+_FIELD_PATH = re.compile(r"^CustomFields\((?:guid)?'(?P<id>[0-9A-Fa-f-]{36})'\)(?P<rest>/.*)?$")
+_FIELD_SCHEMA = Schema("PS.CustomField", {
+    "Id": "Edm.Guid", "Name": "Edm.String", "FieldType": "Edm.Int32",
+    "InternalName": "Edm.String", "Description": "Edm.String", "IsRequired": "Edm.Boolean"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Form digest
+
+
+def _digest(call: PwaCall, issued: int) -> str:
+    stamp = datetime.fromtimestamp(issued, UTC).strftime("%d %b %Y %H:%M:%S -0000")
+    return f"0x{call.sandbox.signer.mac(f'{call.user.id}|{issued}')},{stamp}"
+
+
+def _check_digest(call: PwaCall) -> None:
+    value = call.request.headers.get("x-requestdigest", "")
+    mac, _, stamp = value.partition(",")
+    try:
+        issued = int(datetime.strptime(stamp, "%d %b %Y %H:%M:%S -0000")
+                     .replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        issued = 0
+    if not issued or value != _digest(call, issued) or time.time() > issued + DIGEST_LIFETIME_S:
+        raise ODataError(403, "The security validation for this page is invalid and might be "
+                              "corrupted. Please use your web browser's Back button to try your "
+                              "operation again.", "-2130575251, Microsoft.SharePoint.SPException")
+
+
+async def _context_info(call: PwaCall) -> Response:
+    site = call.sandbox.pwa_site_url
+    info = {
+        "FormDigestTimeoutSeconds": DIGEST_LIFETIME_S,
+        "FormDigestValue": _digest(call, int(time.time())),
+        "LibraryVersion": "16.0.25419.12007",
+        "SiteFullUrl": site,
+        "SupportedSchemaVersions": ["14.0.0.0", "15.0.0.0"],
+        "WebFullUrl": site,
+    }
+    if call.fmt is Format.VERBOSE:
+        info["__metadata"] = {"type": "SP.ContextWebInformation"}
+        info["SupportedSchemaVersions"] = {"__metadata": {"type": "Collection(Edm.String)"},
+                                           "results": info["SupportedSchemaVersions"]}
+        return render({"d": {"GetContextWebInformation": info}}, call.fmt)
+    return render(_light(call, "SP.ContextWebInformation", None, info), call.fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entities
+
+
+def _api_root(call: PwaCall) -> str:
+    url = call.request.url
+    return f"{url.scheme}://{url.netloc}{call.sandbox.tenant.site_path}/_api"
+
+
+def _light(call: PwaCall, type_name: str, edit_link: str | None,
+           properties: dict[str, Any]) -> dict[str, Any]:
+    if call.fmt is Format.NOMETADATA:
+        return properties
+    annotations: dict[str, Any] = {"odata.type": type_name}
+    if edit_link:
+        annotations.update({"odata.id": f"{_api_root(call)}/{edit_link}",
+                            "odata.editLink": edit_link})
+    return {**annotations, **properties}
+
+
+def _entity(call: PwaCall, type_name: str, link: str, properties: dict[str, Any],
+            navigation: dict[str, Any]) -> dict[str, Any]:
+    """One entity in the negotiated format; ``navigation`` maps names to expanded values or
+    None when not expanded (verbose payloads then carry a deferred link)."""
+    if call.fmt is not Format.VERBOSE:
+        expanded = {name: value for name, value in navigation.items() if value is not None}
+        return _light(call, type_name, link, {**properties, **expanded})
+    uri = f"{_api_root(call)}/{link}"
+    entity: dict[str, Any] = {"__metadata": {"id": uri, "uri": uri, "type": type_name}}
+    for name, value in navigation.items():
+        entity[name] = value if value is not None else {"__deferred": {"uri": f"{uri}/{name}"}}
+    return {**entity, **properties}
+
+
+def _entity_type(call: PwaCall, name: str, guid: str) -> dict[str, Any]:
+    link = f"ProjectServer/EntityTypes/{name}"
+    return _entity(call, "PS.EntityType", link, {"ID": guid, "Name": name.removesuffix("Entity")},
+                   {})
+
+
+def _field_properties(custom_field: CustomField) -> dict[str, Any]:
+    return {
+        "AppAlternateId": ZERO_GUID, "Description": custom_field.description,
+        "FieldType": custom_field.field_type, "Formula": None, "Id": custom_field.id,
+        "InternalName": custom_field.internal_name, "IsEditableInVisibility": False,
+        "IsMultilineText": False, "IsRequired": custom_field.is_required,
+        "IsWorkflowControlled": False, "LookupAllowMultiSelect": False,
+        "LookupDefaultValue": ZERO_GUID, "Name": custom_field.name, "RollDown": False,
+        "RollupType": 0,
+    }
+
+
+def _field(call: PwaCall, custom_field: CustomField, expand: set[str]) -> dict[str, Any]:
+    tenant = call.sandbox.tenant
+    entity_name = next(n for n, g in tenant.entity_types.items()
+                       if g == custom_field.entity_type_id)
+    navigation = {
+        "EntityType": (_entity_type(call, entity_name, custom_field.entity_type_id)
+                       if "EntityType" in expand else None),
+        "LookupEntries": {"results": []} if "LookupEntries" in expand else None,
+        # A field without a lookup table expands to null.
+        "LookupTable": None,
+    }
+    return _entity(call, "PS.CustomField",
+                   f"ProjectServer/CustomFields('{custom_field.id}')",
+                   _field_properties(custom_field), navigation)
+
+
+def _collection(call: PwaCall, type_name: str, entities: list[dict[str, Any]]) -> Response:
+    if call.fmt is Format.VERBOSE:
+        return render({"d": {"results": entities}}, call.fmt)
+    body: dict[str, Any] = {"value": entities}
+    if call.fmt is Format.MINIMAL:
+        body = {"odata.metadata": f"{_api_root(call)}/$metadata#{type_name}", **body}
+    return render(body, call.fmt)
+
+
+def _single(call: PwaCall, entity: dict[str, Any]) -> Response:
+    return render({"d": entity} if call.fmt is Format.VERBOSE else entity, call.fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# ProjectServer routes
+
+
+async def _project_server(call: PwaCall) -> Response:
+    path = call.request.path_params["path"].strip("/")
+    method = call.request.method
+    if method == "POST" and path == "CustomFields/Add":
+        return await _add_field(call)
+    if method == "GET":
+        expand = {e.strip() for e in call.request.query_params.get("$expand", "").split(",")}
+        if path == "CustomFields":
+            return _list_fields(call, expand)
+        match = _FIELD_PATH.match(path)
+        if match:
+            return _field_route(call, match["id"].lower(), match["rest"] or "", expand)
+        if path == "EntityTypes":
+            return _entity_types(call)
+        name = path.removeprefix("EntityTypes/")
+        if name in call.sandbox.tenant.entity_types:
+            return _single(call, _entity_type(call, name, call.sandbox.tenant.entity_types[name]))
+    raise ODataError(404, f"Cannot find resource for the request {path}.",
+                     "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+
+
+def _list_fields(call: PwaCall, expand: set[str]) -> Response:
+    fields = list(call.sandbox.tenant.custom_fields.values())
+    if "$filter" in call.request.query_params:
+        try:
+            expression = parse_filter(call.request.query_params["$filter"])
+            check(expression, _FIELD_SCHEMA)
+        except FilterError as error:
+            raise ODataError(400, str(error),
+                             "-1, Microsoft.SharePoint.Client.InvalidClientQueryException") from error
+        fields = [f for f in fields if matches(expression, _field_properties(f))]
+    return _collection(call, "PS.CustomFields", [_field(call, f, expand) for f in fields])
+
+
+def _field_route(call: PwaCall, field_id: str, rest: str, expand: set[str]) -> Response:
+    custom_field = call.sandbox.tenant.custom_fields.get(field_id)
+    if custom_field is None:
+        raise ODataError(404, "The custom field does not exist.",
+                         "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+    if rest == "/EntityType":
+        entity = _field(call, custom_field, {"EntityType"})
+        return _single(call, entity["EntityType"])
+    if rest:
+        raise ODataError(404, f"Cannot find resource for the request {rest.strip('/')}.",
+                         "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+    return _single(call, _field(call, custom_field, expand))
+
+
+def _entity_types(call: PwaCall) -> Response:
+    navigation = {name: None for name in call.sandbox.tenant.entity_types}
+    return _single(call, _entity(call, "PS.EntityTypes", "ProjectServer/EntityTypes", {},
+                                 navigation))
+
+
+# ---------------------------------------------------------------------------------------------
+# CustomFields/Add
+
+
+class _Rejected(ODataError):
+    def __init__(self, number: int, name: str) -> None:
+        super().__init__(400, name, project_server_code(number))
+
+
+async def _add_field(call: PwaCall) -> Response:
+    call.require_scope(WRITE_SCOPES)
+    _check_digest(call)
+    if MANAGE_CUSTOM_FIELDS not in call.user.pwa_permissions:
+        raise ODataError(403, "GeneralSecurityAccessDenied", project_server_code(20010))
+    parameters = await _parameters(call.request)
+    custom_field = _validated_field(call.sandbox.tenant, parameters)
+    call.sandbox.tenant.custom_fields[custom_field.id] = custom_field
+    return _single(call, _field(call, custom_field, set()))
+
+
+async def _parameters(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as error:
+        raise ODataError(400, "Invalid JSON. A token was not recognized in the JSON content.",
+                         "-1, Microsoft.SharePoint.Client.InvalidClientQueryException") from error
+    parameters = body.get("parameters") if isinstance(body, dict) else None
+    if not isinstance(parameters, dict):
+        raise ODataError(400, "The parameter parameters does not exist in method Add.",
+                         "-1, Microsoft.SharePoint.Client.InvalidClientQueryException")
+    # SharePoint binds parameter members case-insensitively.
+    return {name.lower(): value for name, value in parameters.items() if name != "__metadata"}
+
+
+def _validated_field(tenant: Tenant, parameters: dict[str, Any]) -> CustomField:
+    entity_type_id = str(parameters.get("entitytypeid") or "").lower()
+    entity_name = next((n for n, g in tenant.entity_types.items() if g == entity_type_id), None)
+    if entity_name is None:
+        raise _Rejected(11505, "CustomFieldInvalidEntityUID")
+    name = str(parameters.get("name") or "").strip()
+    if not name or len(name) > 255 or not odata_property_name(name):
+        raise _Rejected(11508, "CustomFieldInvalidName")
+    intrinsic = dict(ENTITY_SETS[_ENTITY_SETS_BY_ENTITY[entity_name]].properties)
+    if odata_property_name(name) in intrinsic:  # it would shadow a ProjectData property
+        raise _Rejected(11530, "CustomFieldNameMatchesIntrinsicField")
+    if tenant.field_by_name(name):
+        raise _Rejected(11519, "CustomFieldNameAlreadyExists")
+    field_type = parameters.get("fieldtype")
+    if field_type not in CUSTOM_FIELD_EDM_TYPES:
+        raise _Rejected(11703, "CustomFieldInvalidType")
+    lookup_table = str(parameters.get("lookuptableid") or ZERO_GUID).lower()
+    if lookup_table != ZERO_GUID:
+        if field_type == FLAG_FIELD_TYPE:  # a Yes/No field cannot use a lookup table
+            raise _Rejected(11512, "CustomFieldTypeDoesNotMatchLookupTableMask")
+        raise _Rejected(11511, "CustomFieldInvalidLookupTableUID")  # the sandbox has none
+    field_id = str(parameters.get("id") or uuid.uuid4()).lower()
+    try:
+        field_id = str(uuid.UUID(field_id))
+    except ValueError as error:
+        raise _Rejected(11702, "CustomFieldInvalidUID") from error
+    if field_id in tenant.custom_fields:
+        raise _Rejected(11517, "CustomFieldUIDAlreadyExists")
+    return CustomField(
+        id=field_id, name=name, field_type=field_type, entity_type_id=entity_type_id,
+        internal_name=internal_name(field_id), description=str(parameters.get("description") or ""),
+        is_required=bool(parameters.get("isrequired")),
+    )
+
+
+def _path_key(request: Request) -> str:
+    if "path" not in request.path_params:
+        return "contextinfo"
+    return "ProjectServer/" + re.sub(r"\([^)]*\)", "()", request.path_params["path"])
+
+
+def routes(site_path: str) -> list[Route]:
+    return [
+        Route(f"{site_path}/_api/contextinfo", pwa_endpoint(_context_info, _path_key),
+              methods=["POST"]),
+        Route(f"{site_path}/_api/ProjectServer/{{path:path}}",
+              pwa_endpoint(_project_server, _path_key), methods=["GET", "POST"]),
+    ]
+

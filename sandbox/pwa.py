@@ -1,0 +1,129 @@
+"""What every PWA (SharePoint) endpoint shares: format negotiation, bearer authentication,
+permission checks, injected latency and faults, and request statistics.
+
+SharePoint accepts only delegated tokens for Project Online: an app-only token is refused
+with 401, as Microsoft documents ("many Project Server APIs require a user context").  Token
+problems are answered SharePoint's way, with a ``WWW-Authenticate: Bearer realm=…`` challenge
+and an ``error_description`` body; authorisation problems with an OData error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from sandbox.context import Sandbox
+from sandbox.odata_format import (
+    ACCESS_DENIED,
+    ACCESS_DENIED_CODE,
+    Format,
+    NotAcceptable,
+    ODataError,
+    error_response,
+    negotiate,
+)
+from sandbox.state import User
+from sandbox.throttle import format_retry_after
+from sandbox.tokens import BAD_SIGNATURE, EXPIRED, MISSING, Principal, TokenError, bearer_token
+
+# Delegated permissions of the SharePoint resource that the PWA endpoints honour.
+READ_SCOPES = frozenset({"ProjectWebAppReporting.Read", "ProjectWebApp.FullControl"})
+WRITE_SCOPES = frozenset({"ProjectWebApp.FullControl", "Project.Write"})
+SHAREPOINT_APP_ID = "00000003-0000-0ff1-ce00-000000000000"
+
+_TOKEN_MESSAGES = {
+    MISSING: "Invalid JWT token. No token was provided.",
+    BAD_SIGNATURE: "Invalid issuer or signature.",
+    EXPIRED: "Invalid JWT token. The token is expired.",
+}
+
+
+class TokenRejected(Exception):
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+@dataclass
+class PwaCall:
+    request: Request
+    sandbox: Sandbox
+    fmt: Format
+    principal: Principal
+    user: User
+
+    def require_scope(self, accepted: frozenset[str]) -> None:
+        if not self.principal.scopes & accepted:
+            raise ODataError(403, ACCESS_DENIED, ACCESS_DENIED_CODE)
+
+
+Handler = Callable[[PwaCall], Awaitable[Response]]
+
+
+def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str]) -> Callable:
+    """Wrap a PWA handler with the steps every SharePoint REST call goes through."""
+
+    async def endpoint(request: Request) -> Response:
+        sandbox: Sandbox = request.app.state.sandbox
+        try:
+            fmt = negotiate(request)
+        except NotAcceptable:
+            response: Response = PlainTextResponse(
+                "The sandbox serves JSON only: send Accept: application/json (or "
+                "application/json;odata=verbose) or $format=json.", status_code=406)
+        else:
+            response = await _handle(handler, request, sandbox, fmt)
+        sandbox.stats.pwa_response(path_key(request), response.status_code)
+        return response
+
+    return endpoint
+
+
+async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: Format) -> Response:
+    try:
+        _inject_fault(sandbox)
+        principal, user = authenticate(sandbox, request)
+        if sandbox.config.pwa_latency_ms:
+            await asyncio.sleep(sandbox.config.pwa_latency_ms / 1000)
+        return await handler(PwaCall(request, sandbox, fmt, principal, user))
+    except TokenRejected as rejected:
+        return JSONResponse({"error_description": rejected.description}, status_code=401,
+                            headers={"WWW-Authenticate": _challenge(sandbox)})
+    except ODataError as error:
+        return error_response(error, fmt)
+
+
+def _inject_fault(sandbox: Sandbox) -> None:
+    status = sandbox.config.faults["pwa"].draw(sandbox.rng)
+    if status == 429:
+        raise ODataError(429, "The request has been throttled.", headers={"Retry-After": "2"})
+    if status == 503:
+        raise ODataError(503, "The service is temporarily unavailable.",
+                         headers={"Retry-After": format_retry_after(5)})
+
+
+def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:
+    try:
+        principal = sandbox.signer.verify(bearer_token(request.headers.get("authorization")))
+    except TokenError as error:
+        raise TokenRejected(_TOKEN_MESSAGES.get(
+            error.reason, "Invalid JWT token. Token format is not valid.")) from error
+    if principal.audience != sandbox.origin:
+        raise TokenRejected(f"Invalid audience Uri '{principal.audience}'.")
+    if principal.is_app_only:
+        raise ODataError(401, "Cannot call this API with an app-only principal.",
+                         ACCESS_DENIED_CODE, {"WWW-Authenticate": _challenge(sandbox)})
+    user = sandbox.tenant.user(principal.upn or "")
+    if user is None:
+        raise TokenRejected("The user in the token does not exist in this tenant.")
+    return principal, user
+
+
+def _challenge(sandbox: Sandbox) -> str:
+    return (f'Bearer realm="{sandbox.tenant.id}",client_id="{SHAREPOINT_APP_ID}",'
+            'trusted_issuers="00000001-0000-0000-c000-000000000000@*",'
+            f'authorization_uri="{sandbox.origin}/common/oauth2/authorize"')

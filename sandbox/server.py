@@ -1,0 +1,106 @@
+"""Running the sandbox: TLS from a throw-away CA, the settings file, the ready line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import trustme
+import uvicorn
+
+from sandbox.app import create_app
+from sandbox.config import SandboxConfig
+from sandbox.context import Sandbox
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown; the sandbox exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        def stop(signum: int, frame: object) -> None:
+            self.force_exit = self.should_exit and signum == signal.SIGINT
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(port: int = 8443, directory: Path = Path(".sandbox"), latency_ms: int = 0,
+          seed: Path | None = None, ready_stream: TextIO = sys.stdout) -> None:
+    """Serve the sandbox until SIGTERM or SIGINT (port 0 picks a free port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    origin = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_app(origin, seed, SandboxConfig(graph_latency_ms=latency_ms,
+                                                  pwa_latency_ms=latency_ms))
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    env_file = directory / "sandbox.env"
+    write_env_file(env_file, app.state.sandbox, directory / "ca.pem")
+    server = _Server(_uvicorn_config(app, ca))
+    asyncio.run(_serve(server, sock, f"sandbox ready at {origin} (settings in {env_file})",
+                       ready_stream))
+
+
+def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # uvicorn reads the key and certificate from files when it loads its config; they live
+    # only for that moment.
+    with tempfile.TemporaryDirectory(prefix="pwasync-sandbox-") as scratch:
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert_file, key_file = Path(scratch, "cert.pem"), Path(scratch, "key.pem")
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        config.ssl_certfile, config.ssl_keyfile = str(cert_file), str(key_file)
+        config.load()
+    return config
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, ready_line: str,
+                 ready_stream: TextIO) -> None:
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        print(ready_line, file=ready_stream, flush=True)
+    await serving
+
+
+def write_env_file(path: Path, sandbox: Sandbox, ca_file: Path) -> None:
+    tenant = sandbox.tenant
+    service_user = tenant.user(tenant.service["pwa_user"])
+    graph_app = tenant.apps[tenant.service["graph_client_id"].lower()]
+    settings = {
+        "PWASYNC_PWA_URL": sandbox.pwa_site_url,
+        "PWASYNC_PWA_AUTH": "sharepoint_online",
+        "PWASYNC_PWA_USERNAME": service_user.upn if service_user else "",
+        "PWASYNC_PWA_PASSWORD": service_user.password if service_user else "",
+        "PWASYNC_PWA_CLIENT_ID": tenant.service["pwa_client_id"],
+        "PWASYNC_PWA_TIMEZONE": tenant.time_zone.key,
+        "PWASYNC_TENANT_ID": tenant.id,
+        "PWASYNC_GRAPH_CLIENT_ID": graph_app.client_id,
+        "PWASYNC_GRAPH_CLIENT_SECRET": graph_app.secret or "",
+        "PWASYNC_AUTHORITY_HOST": sandbox.origin,
+        "PWASYNC_GRAPH_URL": f"{sandbox.origin}/v1.0",
+        "PWASYNC_CA_BUNDLE": str(ca_file.resolve()),
+        "PWASYNC_SANDBOX_URL": sandbox.origin,
+    }
+    path.write_text("".join(f"{name}={value}\n" for name, value in settings.items()),
+                    encoding="utf-8")
+    os.chmod(path, 0o600)  # it holds passwords and a client secret
