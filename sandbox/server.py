@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -21,11 +22,18 @@ from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
 
 
+SHUTDOWN_GRACE_S = 2
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after a graceful shutdown; the sandbox exits 0."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may install signal handlers
+            return
+
         def stop(signum: int, frame: object) -> None:
             self.force_exit = self.should_exit and signum == signal.SIGINT
             self.should_exit = True
@@ -59,7 +67,10 @@ def serve(port: int = 8443, directory: Path = Path(".sandbox"), latency_ms: int 
 
 
 def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # Idle keep-alive TLS connections would hold a graceful shutdown open until the client
+    # hangs up; in-flight requests get this long to finish after SIGTERM.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     # uvicorn reads the key and certificate from files when it loads its config; they live
     # only for that moment.
     with tempfile.TemporaryDirectory(prefix="pwasync-sandbox-") as scratch:

@@ -1,0 +1,105 @@
+"""The sandbox runs once per test session as a real process (``python -m sandbox --port 0``),
+exactly as the demo and the services meet it; every test starts from a freshly reset tenant.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandbox.client import SandboxClient, read_env_file
+
+READY = re.compile(r"^sandbox ready at (?P<url>\S+) \(settings in (?P<env>.+)\)$")
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    url: str
+    settings: dict[str, str]
+    process: subprocess.Popen[str]
+
+    @property
+    def ca_file(self) -> str:
+        return self.settings["PWASYNC_CA_BUNDLE"]
+
+    @property
+    def tenant_id(self) -> str:
+        return self.settings["PWASYNC_TENANT_ID"]
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/{self.tenant_id}/oauth2/v2.0/token"
+
+
+def start_sandbox(directory: Path, *extra: str) -> RunningSandbox:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--dir", str(directory), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    match = READY.match(line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"the sandbox did not start: {line!r}")
+    return RunningSandbox(match["url"], read_env_file(Path(match["env"])), process)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    running = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    yield running
+    running.process.terminate()
+    running.process.wait(timeout=10)
+
+
+@pytest.fixture
+def control(sandbox: RunningSandbox) -> Iterator[SandboxClient]:
+    with SandboxClient(sandbox.url, sandbox.ca_file) as client:
+        client.reset()
+        yield client
+
+
+@pytest.fixture
+def http(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
+    with httpx.Client(verify=ssl.create_default_context(cafile=sandbox.ca_file), timeout=30) as client:
+        yield client
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def pwa_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient) -> TokenFactory:
+    """A delegated PWA token from the password grant (the service account by default)."""
+
+    def issue(username: str | None = None, password: str | None = None) -> str:
+        response = http.post(sandbox.token_url, data={
+            "grant_type": "password", "client_id": sandbox.settings["PWASYNC_PWA_CLIENT_ID"],
+            "username": username or sandbox.settings["PWASYNC_PWA_USERNAME"],
+            "password": password or sandbox.settings["PWASYNC_PWA_PASSWORD"],
+            "scope": f"{sandbox.url}/.default openid profile offline_access"})
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    return issue
+
+
+@pytest.fixture
+def graph_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient) -> str:
+    """An app-only Graph token from the client-credentials grant."""
+    response = http.post(sandbox.token_url, data={
+        "grant_type": "client_credentials",
+        "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
+        "client_secret": sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"],
+        "scope": GRAPH_SCOPE})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
