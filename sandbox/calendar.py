@@ -86,7 +86,6 @@ class CalendarStore:
         earlier event exists.
         """
         oldest = None if window_s is None else datetime.now(UTC) - timedelta(seconds=window_s)
-        for event in self._events.get(mailbox_id, {}).values():
-            if event.transaction_id == transaction_id and (oldest is None or event.created >= oldest):
-                return event
-        return None
+        return next((event for event in self._events.get(mailbox_id, {}).values()
+                     if event.transaction_id == transaction_id
+                     and (oldest is None or event.created >= oldest)), None)

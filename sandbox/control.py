@@ -19,8 +19,15 @@ from starlette.routing import Route
 from sandbox.calendar import Event
 from sandbox.context import Sandbox
 from sandbox.generate import generate
-from sandbox.seed import DEFAULT_FLAG_FIELD, add_project, check_dates, parse_local_time, \
-    set_assignees, set_custom_values, task_from_spec
+from sandbox.seed import (
+    DEFAULT_FLAG_FIELD,
+    add_project,
+    check_dates,
+    parse_local_time,
+    set_assignees,
+    set_custom_values,
+    task_from_spec,
+)
 from sandbox.state import MailboxKind, Project, StateError
 
 Handler = Callable[[Request, Sandbox], Awaitable[Any]]

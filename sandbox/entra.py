@@ -92,9 +92,9 @@ async def openid_configuration(request: Request) -> Response:
         "frontchannel_logout_supported": True,
         "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
         "claims_supported": [
-            "sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce",
-            "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+            "sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
+            "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr",
+            "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
         "tenant_region_scope": "EU",
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",

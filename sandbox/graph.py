@@ -139,15 +139,16 @@ class GraphApi:
             raise GraphError(404, "MailboxNotEnabledForRESTAPI",
                              "REST API is not yet supported for this mailbox.")
         if user.mailbox is MailboxKind.UNLICENSED:
-            raise GraphError(404, "MailboxNotEnabledForRESTAPI",
-                             "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+            raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either "
+                             "inactive, soft-deleted, or is hosted on-premise.")
         return user
 
 
 def _unauthenticated(message: str) -> GraphError:
-    return GraphError(401, "InvalidAuthenticationToken", message, {
-        "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
-                            'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'})
+    challenge = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+                 'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
+    return GraphError(401, "InvalidAuthenticationToken", message,
+                      {"WWW-Authenticate": challenge})
 
 
 def _route(request: GraphRequest) -> _Route:

@@ -129,7 +129,8 @@ def _parse_datetime(text: str, position: int, edm_type: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise FilterError(f"Unrecognized '{edm_type}' literal '{text}' at position {position}.") from exc
+        raise FilterError(
+            f"Unrecognized '{edm_type}' literal '{text}' at position {position}.") from exc
 
 
 def _typed_literal(token: _Token) -> Literal:
@@ -324,14 +325,14 @@ class Schema:
         current: str | Schema = self
         for name in path:
             if not isinstance(current, Schema):
-                raise FilterError(f"No property '{name}' exists in type '{current}' at position {position}.")
+                raise FilterError(
+                    f"No property '{name}' exists in type '{current}' at position {position}.")
             if name in current.collections:
                 current = f"Collection({current.collections[name].type_name})"
                 continue
             if name not in current.properties:
-                raise FilterError(
-                    f"No property '{name}' exists in type '{current.type_name}' at position {position}."
-                )
+                raise FilterError(f"No property '{name}' exists in type '{current.type_name}' "
+                                  f"at position {position}.")
             current = current.properties[name]
         return current
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     VERBOSE = "verbose"
     MINIMAL = "minimalmetadata"
     NOMETADATA = "nometadata"

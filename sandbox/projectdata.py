@@ -20,10 +20,15 @@ from starlette.routing import Route
 
 from sandbox.edmx import metadata_document
 from sandbox.odata_filter import FilterError, check, matches, parse_filter
-from sandbox.odata_format import ACCESS_DENIED, ACCESS_DENIED_CODE, Format, ODataError, \
-    encode_value, render
-from sandbox.odata_query import apply_orderby, parse_count, parse_orderby, parse_select, \
-    with_query
+from sandbox.odata_format import (
+    ACCESS_DENIED,
+    ACCESS_DENIED_CODE,
+    Format,
+    ODataError,
+    encode_value,
+    render,
+)
+from sandbox.odata_query import apply_orderby, parse_count, parse_orderby, parse_select, with_query
 from sandbox.pwa import READ_SCOPES, PwaCall, pwa_endpoint
 from sandbox.reporting import ENTITY_SETS, NAMESPACE, EntitySet, rows
 from sandbox.state import REPORTING

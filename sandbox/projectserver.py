@@ -23,10 +23,17 @@ from sandbox.odata_format import Format, ODataError, project_server_code, render
 from sandbox.pwa import WRITE_SCOPES, PwaCall, pwa_endpoint
 from sandbox.reporting import CUSTOM_FIELD_EDM_TYPES, ENTITY_SETS
 from sandbox.seed import internal_name
-from sandbox.state import FLAG_FIELD_TYPE, MANAGE_CUSTOM_FIELDS, CustomField, Tenant, \
-    odata_property_name
+from sandbox.state import (
+    FLAG_FIELD_TYPE,
+    MANAGE_CUSTOM_FIELDS,
+    CustomField,
+    Tenant,
+    odata_property_name,
+)
 
 DIGEST_LIFETIME_S = 1800
+INVALID_QUERY = "-1, Microsoft.SharePoint.Client.InvalidClientQueryException"
+NOT_FOUND = "-1, Microsoft.SharePoint.Client.ResourceNotFoundException"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 _ENTITY_SETS_BY_ENTITY = {"ProjectEntity": "Projects", "TaskEntity": "Tasks",
                           "ResourceEntity": "Resources", "AssignmentEntity": "Assignments"}
@@ -180,7 +187,7 @@ async def _project_server(call: PwaCall) -> Response:
         if name in call.sandbox.tenant.entity_types:
             return _single(call, _entity_type(call, name, call.sandbox.tenant.entity_types[name]))
     raise ODataError(404, f"Cannot find resource for the request {path}.",
-                     "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+                     NOT_FOUND)
 
 
 def _list_fields(call: PwaCall, expand: set[str]) -> Response:
@@ -190,8 +197,7 @@ def _list_fields(call: PwaCall, expand: set[str]) -> Response:
             expression = parse_filter(call.request.query_params["$filter"])
             check(expression, _FIELD_SCHEMA)
         except FilterError as error:
-            raise ODataError(400, str(error),
-                             "-1, Microsoft.SharePoint.Client.InvalidClientQueryException") from error
+            raise ODataError(400, str(error), INVALID_QUERY) from error
         fields = [f for f in fields if matches(expression, _field_properties(f))]
     return _collection(call, "PS.CustomFields", [_field(call, f, expand) for f in fields])
 
@@ -200,13 +206,13 @@ def _field_route(call: PwaCall, field_id: str, rest: str, expand: set[str]) -> R
     custom_field = call.sandbox.tenant.custom_fields.get(field_id)
     if custom_field is None:
         raise ODataError(404, "The custom field does not exist.",
-                         "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+                         NOT_FOUND)
     if rest == "/EntityType":
         entity = _field(call, custom_field, {"EntityType"})
         return _single(call, entity["EntityType"])
     if rest:
         raise ODataError(404, f"Cannot find resource for the request {rest.strip('/')}.",
-                         "-1, Microsoft.SharePoint.Client.ResourceNotFoundException")
+                         NOT_FOUND)
     return _single(call, _field(call, custom_field, expand))
 
 
@@ -241,11 +247,11 @@ async def _parameters(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body() or b"{}")
     except ValueError as error:
         raise ODataError(400, "Invalid JSON. A token was not recognized in the JSON content.",
-                         "-1, Microsoft.SharePoint.Client.InvalidClientQueryException") from error
+                         INVALID_QUERY) from error
     parameters = body.get("parameters") if isinstance(body, dict) else None
     if not isinstance(parameters, dict):
         raise ODataError(400, "The parameter parameters does not exist in method Add.",
-                         "-1, Microsoft.SharePoint.Client.InvalidClientQueryException")
+                         INVALID_QUERY)
     # SharePoint binds parameter members case-insensitively.
     return {name.lower(): value for name, value in parameters.items() if name != "__metadata"}
 

@@ -171,14 +171,15 @@ def project_row(tenant: Tenant, project: Project, plan: Plan) -> dict[str, Any]:
 def task_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[dict[str, Any]]:
     outline = _outline(plan)
     summary = project_row(tenant, project, plan)
+    start, finish = summary["ProjectStartDate"], summary["ProjectFinishDate"]
     common = {"ProjectId": project.id, "ProjectName": plan.name, "TaskIsActive": True}
     yield {
         **common, "TaskId": project.summary_task_id, "TaskName": plan.name,
         # The project summary task is its own parent in the reporting tables.
         "ParentTaskId": project.summary_task_id, "ParentTaskName": plan.name,
         "TaskIndex": 0, "TaskOutlineLevel": 0, "TaskOutlineNumber": "0",
-        "TaskStartDate": summary["ProjectStartDate"], "TaskFinishDate": summary["ProjectFinishDate"],
-        "TaskDuration": _duration_hours(summary["ProjectStartDate"], summary["ProjectFinishDate"]),
+        "TaskStartDate": start, "TaskFinishDate": finish,
+        "TaskDuration": _duration_hours(start, finish),
         "TaskCreatedDate": project.created, "TaskModifiedDate": project.modified,
         "TaskIsSummary": True, "TaskIsMilestone": False, "TaskIsProjectSummary": True,
         "TaskPercentCompleted": 0, **_custom_values(tenant, TASKS, {}),

@@ -21,7 +21,6 @@ from sandbox.app import create_app
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
 
-
 SHUTDOWN_GRACE_S = 2
 
 

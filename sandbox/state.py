@@ -14,14 +14,14 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 FLAG_FIELD_TYPE = 17  # CustomFieldType.FLAG
 
 
-class MailboxKind(str, Enum):
+class MailboxKind(StrEnum):
     """Whether a user has an Exchange Online mailbox that Graph can reach."""
 
     YES = "yes"

@@ -70,7 +70,8 @@ def control(sandbox: RunningSandbox) -> Iterator[SandboxClient]:
 
 @pytest.fixture
 def http(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
-    with httpx.Client(verify=ssl.create_default_context(cafile=sandbox.ca_file), timeout=30) as client:
+    context = ssl.create_default_context(cafile=sandbox.ca_file)
+    with httpx.Client(verify=context, timeout=30) as client:
         yield client
 
 

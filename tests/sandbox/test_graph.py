@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sandbox.client import SandboxClient
-from tests.sandbox.conftest import RunningSandbox, TokenFactory
+from tests.sandbox.conftest import RunningSandbox
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 TASK_KEY = "String {66F5A359-4659-4830-9070-00047EC6AC6E} Name TaskKey"

@@ -15,7 +15,8 @@ from tests.sandbox.test_graph import ADELE, event_body
 ALEX = "alex.wilber@contoso.onmicrosoft.com"
 
 
-async def _concurrent_posts(sandbox: RunningSandbox, token: str, count: int) -> list[httpx.Response]:
+async def _concurrent_posts(sandbox: RunningSandbox, token: str,
+                            count: int) -> list[httpx.Response]:
     context = ssl.create_default_context(cafile=sandbox.ca_file)
     async with httpx.AsyncClient(verify=context, timeout=30) as client:
         return await asyncio.gather(*(client.post(
