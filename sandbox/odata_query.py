@@ -89,5 +89,5 @@ def with_query(url_without_query: str, params: list[tuple[str, str]],
     """The URL with the caller's query options, some of them replaced (None removes one)."""
     kept = [(k, v) for k, v in params if k not in replacements]
     kept += [(k, v) for k, v in replacements.items() if v is not None]
-    query = urlencode(kept, quote_via=quote, safe="$'")
+    query = urlencode(kept, quote_via=quote, safe="$'(),:")
     return f"{url_without_query}?{query}"

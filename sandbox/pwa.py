@@ -27,7 +27,6 @@ from sandbox.odata_format import (
     negotiate,
 )
 from sandbox.state import User
-from sandbox.throttle import format_retry_after
 from sandbox.tokens import BAD_SIGNATURE, EXPIRED, MISSING, Principal, TokenError, bearer_token
 
 # Delegated permissions of the SharePoint resource that the PWA endpoints honour.
@@ -103,7 +102,7 @@ def _inject_fault(sandbox: Sandbox) -> None:
         raise ODataError(429, "The request has been throttled.", headers={"Retry-After": "2"})
     if status == 503:
         raise ODataError(503, "The service is temporarily unavailable.",
-                         headers={"Retry-After": format_retry_after(5)})
+                         headers={"Retry-After": "5"})
 
 
 def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:

@@ -136,9 +136,6 @@ class Plan:
     def task(self, task_id: str) -> Task | None:
         return next((task for task in self.tasks if task.id == task_id), None)
 
-    def children(self, task_id: str | None) -> list[Task]:
-        return [task for task in self.tasks if task.parent_id == task_id]
-
     def subtree_end(self, task_id: str) -> int:
         """Index just past the task's last descendant: where a new child goes."""
         index = next(i for i, task in enumerate(self.tasks) if task.id == task_id)
@@ -238,10 +235,6 @@ class Tenant:
         return next(
             (f for f in self.custom_fields.values() if f.name.casefold() == name.casefold()), None
         )
-
-    def task_fields(self) -> list[CustomField]:
-        task_entity = self.entity_types["TaskEntity"]
-        return [f for f in self.custom_fields.values() if f.entity_type_id == task_entity]
 
     # -- projects --------------------------------------------------------------------------
 

@@ -60,3 +60,8 @@ def test_sigterm_exits_cleanly(tmp_path: Path) -> None:
     assert f"PWASYNC_SANDBOX_URL={running.url}\n" in env
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(timeout=10) == 0
+
+
+def test_readme_lists_the_demo_tasks(control: SandboxClient) -> None:
+    readme = (Path(__file__).parents[2] / "sandbox" / "README.md").read_text()
+    assert all(task_id in readme for task_id in control.demo_flag_task_ids())
