@@ -12,6 +12,7 @@ feed does not implement them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +20,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.edmx import metadata_document
-from sandbox.odata_filter import FilterError, check, matches, parse_filter
+from sandbox.odata_filter import (
+    Binary,
+    Expr,
+    FilterError,
+    Literal,
+    Member,
+    check,
+    matches,
+    parse_filter,
+)
 from sandbox.odata_format import (
     ACCESS_DENIED,
     ACCESS_DENIED_CODE,
@@ -77,21 +87,23 @@ def _query(call: PwaCall, segments: list[str]) -> Response:
         raise ODataError(400, "The $links segment is not implemented by the ProjectData "
                               "service. Use navigation paths instead.")
     entity_set, key = _parse_segment(segments[0])
-    candidates = rows(tenant, entity_set)
-    if key is not None:
-        candidates = [row for row in candidates if _has_key(entity_set, row, key)]
-        if not candidates:
-            raise ODataError(404, f"Resource not found for the segment '{entity_set.name}'.")
-    if len(segments) == 1 and key is not None:
-        return _single(call, entity_set, candidates[0])
-    if len(segments) == 2 and key is not None:
-        parent, join_keys = candidates[0], _join_keys(entity_set, segments[1])
-        entity_set = ENTITY_SETS[segments[1]]
-        candidates = [row for row in rows(tenant, entity_set, parent.get("ProjectId"))
-                      if all(row[k] == parent[k] for k in join_keys)]
-    elif len(segments) != 1:
+    if key is None:
+        if len(segments) != 1:
+            raise ODataError(400, "Bad Request - Error in query syntax.")
+        return _collection(call, entity_set, lambda project: rows(tenant, entity_set, project))
+    matching = [row for row in rows(tenant, entity_set, key.get("ProjectId"))
+                if _has_key(entity_set, row, key)]
+    if not matching:
+        raise ODataError(404, f"Resource not found for the segment '{entity_set.name}'.")
+    if len(segments) == 1:
+        return _single(call, entity_set, matching[0])
+    if len(segments) != 2:
         raise ODataError(400, "Bad Request - Error in query syntax.")
-    return _collection(call, entity_set, candidates)
+    parent, join_keys = matching[0], _join_keys(entity_set, segments[1])
+    target = ENTITY_SETS[segments[1]]
+    return _collection(call, target, lambda _: [
+        row for row in rows(tenant, target, parent.get("ProjectId"))
+        if all(row[k] == parent[k] for k in join_keys)])
 
 
 def _parse_segment(segment: str) -> tuple[EntitySet, dict[str, str] | None]:
@@ -124,12 +136,29 @@ def _join_keys(entity_set: EntitySet, name: str) -> tuple[str, ...]:
     return entity_set.navigation[name]
 
 
-def _collection(call: PwaCall, entity_set: EntitySet, candidates: list[dict]) -> Response:
+def _project_scope(expression: Expr | None) -> str | None:
+    """The project a filter is limited to by ``ProjectId eq guid'…'`` at the top of an ``and``
+    chain: then only that project's rows need building (the common key-filtered query)."""
+    if not isinstance(expression, Binary):
+        return None
+    if expression.operator == "and":
+        return _project_scope(expression.left) or _project_scope(expression.right)
+    if (expression.operator == "eq" and isinstance(expression.left, Member)
+            and expression.left.path == ("ProjectId",) and isinstance(expression.right, Literal)
+            and expression.right.edm_type == "Edm.Guid"):
+        return expression.right.value
+    return None
+
+
+def _collection(call: PwaCall, entity_set: EntitySet,
+                source: Callable[[str | None], list[dict[str, Any]]]) -> Response:
+    """Filter, order, page and render rows; ``source`` yields them, for one project if given."""
     params = call.request.query_params
     tenant = call.sandbox.tenant
     schema = entity_set.schema(tenant)
-    if "$filter" in params:
-        expression = parse_filter(params["$filter"])
+    expression = parse_filter(params["$filter"]) if "$filter" in params else None
+    candidates = source(_project_scope(expression))
+    if expression is not None:
         check(expression, schema)
         candidates = [row for row in candidates if matches(expression, row)]
     order = parse_orderby(params.get("$orderby"), schema) or [
