@@ -55,15 +55,22 @@ def _path_key(request: Request) -> str:
     return "/".join(["ProjectData", *segments])
 
 
-async def _feed(call: PwaCall) -> Response:
+def _require_reporting(call: PwaCall) -> None:
     call.require_scope(READ_SCOPES)
     if REPORTING not in call.user.pwa_permissions:
         raise ODataError(403, ACCESS_DENIED, ACCESS_DENIED_CODE)
+
+
+async def _metadata(call: PwaCall) -> Response:
+    _require_reporting(call)
+    return Response(metadata_document(call.sandbox.tenant), media_type="application/xml")
+
+
+async def _feed(call: PwaCall) -> Response:
+    _require_reporting(call)
     segments = [s for s in call.request.path_params.get("path", "").split("/") if s]
     if not segments:
         return _service_document(call)
-    if segments == ["$metadata"]:
-        return Response(metadata_document(call.sandbox.tenant), media_type="application/xml")
     _check_options(call.request)
     try:
         return _query(call, segments)
@@ -243,6 +250,9 @@ def _service_document(call: PwaCall) -> Response:
 
 
 def routes(site_path: str) -> list[Route]:
-    endpoint = pwa_endpoint(_feed, _path_key)
-    return [Route(f"{site_path}/_api/ProjectData", endpoint, methods=["GET"]),
-            Route(f"{site_path}/_api/ProjectData/{{path:path}}", endpoint, methods=["GET"])]
+    feed = pwa_endpoint(_feed, _path_key)
+    metadata = pwa_endpoint(_metadata, lambda _: "ProjectData/$metadata", json_only=False)
+    root = f"{site_path}/_api/ProjectData"
+    return [Route(f"{root}/$metadata", metadata, methods=["GET"]),
+            Route(root, feed, methods=["GET"]),
+            Route(f"{root}/{{path:path}}", feed, methods=["GET"])]

@@ -63,19 +63,26 @@ class PwaCall:
 Handler = Callable[[PwaCall], Awaitable[Response]]
 
 
-def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str]) -> Callable:
-    """Wrap a PWA handler with the steps every SharePoint REST call goes through."""
+def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
+                 json_only: bool = True) -> Callable:
+    """Wrap a PWA handler with the steps every SharePoint REST call goes through.
+
+    Handlers that answer XML (``$metadata``) pass ``json_only=False``: they accept any
+    ``Accept`` header and report errors in JSON light.
+    """
 
     async def endpoint(request: Request) -> Response:
         sandbox: Sandbox = request.app.state.sandbox
         try:
-            fmt = negotiate(request)
+            fmt: Format | None = negotiate(request)
         except NotAcceptable:
+            fmt = None
+        if fmt is None and json_only:
             response: Response = PlainTextResponse(
                 "The sandbox serves JSON only: send Accept: application/json (or "
                 "application/json;odata=verbose) or $format=json.", status_code=406)
         else:
-            response = await _handle(handler, request, sandbox, fmt)
+            response = await _handle(handler, request, sandbox, fmt or Format.MINIMAL)
         sandbox.stats.pwa_response(path_key(request), response.status_code)
         return response
 

@@ -134,7 +134,8 @@ def test_navigation_and_resources(sandbox: RunningSandbox, http: httpx.Client,
     contractor = next(r for r in resources if r["ResourceName"].startswith("External"))
     assert contractor["ResourceEmailAddress"] is None
     assert _get(http, _feed(sandbox, "Nope"), token).status_code == 404
-    assert _get(http, _feed(sandbox, "$metadata"), token).text.startswith("<?xml")
+    metadata = _get(http, _feed(sandbox, "$metadata"), token, {"Accept": "application/xml"})
+    assert metadata.text.startswith("<?xml")
 
 
 def test_only_published_data_is_visible(sandbox: RunningSandbox, http: httpx.Client,
