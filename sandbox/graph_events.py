@@ -2,27 +2,24 @@
 
 Bodies are validated the way Graph's OData layer does it: unknown properties and wrongly typed
 values fail with ``RequestBodyRead``, unknown time zones with ``TimeZoneNotSupportedException``.
-Responses report start and end in UTC unless ``Prefer: outlook.timezone="…"`` asks otherwise,
-and bodies come back as HTML (Outlook stores them so) unless
-``Prefer: outlook.body-content-type="text"``.
+How events are rendered lives in graph_render.py.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from sandbox.calendar import Event, new_change_key, new_event_id, new_ical_uid
 from sandbox.context import Sandbox
 from sandbox.graph_protocol import GraphError, GraphRequest, GraphResponse
-from sandbox.odata_filter import FilterError, Schema, check, matches, parse_filter
+from sandbox.graph_render import EVENT_SCHEMA, filter_row, preference_headers, representation
+from sandbox.odata_filter import FilterError, check, matches, parse_filter
 from sandbox.odata_query import apply_orderby, parse_count, parse_orderby, with_query
 from sandbox.state import User
-from sandbox.timezones import UnknownTimeZone, graph_date_time, resolve
+from sandbox.timezones import UnknownTimeZone, resolve
 
 MAX_PAGE = 1000
 
@@ -48,20 +45,6 @@ _EDM_NAMES = {str: "Edm.String", bool: "Edm.Boolean", int: "Edm.Int32", dict: "c
 _EXTENDED_ID = re.compile(
     r"^(?P<type>\w+)\s+(?:\{(?P<guid>[0-9a-fA-F-]{36})\}\s+(?P<kind>Name|Id)\s+(?P<name>.+)"
     r"|(?P<tag>0x[0-9a-fA-F]{1,4}))$", re.IGNORECASE)
-
-_DATE_TIME = Schema("microsoft.graph.dateTimeTimeZone",
-                    {"dateTime": "Edm.String", "timeZone": "Edm.String"})
-_EXTENDED = Schema("microsoft.graph.singleValueLegacyExtendedProperty",
-                   {"id": "Edm.String", "value": "Edm.String"})
-EVENT_SCHEMA = Schema("microsoft.graph.event", {
-    "id": "Edm.String", "subject": "Edm.String", "transactionId": "Edm.String",
-    "iCalUId": "Edm.String", "showAs": "Edm.String", "importance": "Edm.String",
-    "sensitivity": "Edm.String", "isAllDay": "Edm.Boolean", "isCancelled": "Edm.Boolean",
-    "isReminderOn": "Edm.Boolean", "reminderMinutesBeforeStart": "Edm.Int32",
-    "createdDateTime": "Edm.DateTimeOffset", "lastModifiedDateTime": "Edm.DateTimeOffset",
-    "start": _DATE_TIME, "end": _DATE_TIME, "type": "Edm.String",
-}, {"singleValueExtendedProperties": _EXTENDED})
-
 
 @dataclass(frozen=True)
 class EventCall:
@@ -149,7 +132,7 @@ def list_events(call: EventCall) -> GraphResponse:
         if request.query_value("$filter"):
             expression = parse_filter(request.query_value("$filter") or "")
             check(expression, EVENT_SCHEMA)
-            events = [e for e in events if matches(expression, _filter_row(e))]
+            events = [e for e in events if matches(expression, filter_row(e))]
         order = parse_orderby(request.query_value("$orderby"), EVENT_SCHEMA)
         top = parse_count("$top", request.query_value("$top"))
         skip = parse_count("$skip", request.query_value("$skip")) or 0
@@ -158,17 +141,17 @@ def list_events(call: EventCall) -> GraphResponse:
     if order:
         by_id = {e.id: e for e in events}
         events = [by_id[row["id"]] for row in apply_orderby(
-            [_filter_row(e) for e in events], order)]
+            [filter_row(e) for e in events], order)]
     size = min(top or call.sandbox.config.graph_page_size, MAX_PAGE)
     page = events[skip:skip + size]
     body: dict[str, Any] = {
         "@odata.context": f"{request.base_url}/$metadata#users('{call.user_segment}')/events",
-        "value": [_representation(call, e) for e in page],
+        "value": [representation(call, e) for e in page],
     }
     if len(events) > skip + len(page):
         body["@odata.nextLink"] = with_query(f"{request.base_url}{request.path}", request.query,
                                              {"$skip": str(skip + len(page))})
-    return GraphResponse(200, body, _preference_headers(call))
+    return GraphResponse(200, body, preference_headers(call))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,159 +248,9 @@ def _apply(event: Event, payload: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Representation
-
-
-def _graph_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
-
-
-def _prefer(call: EventCall, name: str) -> str | None:
-    match = re.search(rf'{name}="([^"]+)"', call.request.headers.get("prefer", ""))
-    return match[1] if match else None
-
-
-def _response_zone(call: EventCall) -> str:
-    zone = _prefer(call, "outlook.timezone")
-    if zone:
-        try:
-            resolve(zone)
-            return zone
-        except UnknownTimeZone:
-            pass  # Graph ignores a preference it cannot apply
-    return "UTC"
-
-
-def _preference_headers(call: EventCall) -> dict[str, str]:
-    zone = _response_zone(call)
-    return {"Preference-Applied": f'outlook.timezone="{zone}"'} if zone != "UTC" else {}
-
-
-def _body(call: EventCall, event: Event) -> dict[str, str]:
-    body = event.properties.get("body") or {"contentType": "text", "content": ""}
-    content, is_html = str(body.get("content", "")), str(body.get("contentType")).lower() == "html"
-    if _prefer(call, "outlook.body-content-type") == "text":
-        return {"contentType": "text", "content": _text(content) if is_html else content}
-    if not is_html:
-        content = ('<html><head><meta http-equiv="Content-Type" content="text/html; '
-                   'charset=utf-8"></head><body>' + html.escape(content).replace("\n", "<br>")
-                   + "</body></html>") if content else ""
-    return {"contentType": "html", "content": content}
-
-
-def _text(markup: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", markup))).strip()
-
-
-def _representation(call: EventCall, event: Event) -> dict[str, Any]:
-    zone = _response_zone(call)
-    props = event.properties
-    body = _body(call, event)
-    full: dict[str, Any] = {
-        "@odata.etag": f'W/"{event.change_key}"',
-        "id": event.id,
-        "createdDateTime": _graph_time(event.created),
-        "lastModifiedDateTime": _graph_time(event.modified),
-        "changeKey": event.change_key,
-        "categories": props.get("categories", []),
-        "transactionId": event.transaction_id,
-        "originalStartTimeZone": event.start_zone,
-        "originalEndTimeZone": event.end_zone,
-        "iCalUId": event.ical_uid,
-        "uid": event.ical_uid,
-        "reminderMinutesBeforeStart": props.get("reminderMinutesBeforeStart", 15),
-        "isReminderOn": props.get("isReminderOn", True),
-        "hasAttachments": False,
-        "subject": props.get("subject", ""),
-        "bodyPreview": _text(body["content"])[:255],
-        "importance": props.get("importance", "normal"),
-        "sensitivity": props.get("sensitivity", "normal"),
-        "isAllDay": props.get("isAllDay", False),
-        "isCancelled": False,
-        "isOrganizer": True,
-        "responseRequested": props.get("responseRequested", True),
-        "seriesMasterId": None,
-        "showAs": props.get("showAs", "busy"),
-        "type": "singleInstance",
-        "webLink": f"{call.sandbox.origin}/owa/?itemid={quote(event.id, safe='')}"
-                   "&exfcal=1&path=/calendar/item",
-        "onlineMeetingUrl": None,
-        "isOnlineMeeting": props.get("isOnlineMeeting", False),
-        "onlineMeetingProvider": props.get("onlineMeetingProvider", "unknown"),
-        "allowNewTimeProposals": props.get("allowNewTimeProposals", True),
-        "isDraft": False,
-        "hideAttendees": props.get("hideAttendees", False),
-        "responseStatus": {"response": "organizer", "time": "0001-01-01T00:00:00Z"},
-        "body": body,
-        "start": graph_date_time(event.start, zone),
-        "end": graph_date_time(event.end, zone),
-        "location": props.get("location", {"displayName": "", "locationType": "default",
-                                           "uniqueIdType": "unknown", "address": {},
-                                           "coordinates": {}}),
-        "locations": props.get("locations", []),
-        "recurrence": props.get("recurrence"),
-        "attendees": props.get("attendees", []),
-        "organizer": {"emailAddress": {"name": call.mailbox.display_name,
-                                       "address": call.mailbox.upn}},
-        "onlineMeeting": None,
-    }
-    return _shaped(call, event, full)
-
-
-def _shaped(call: EventCall, event: Event, full: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``$select`` and ``$expand=singleValueExtendedProperties($filter=…)``."""
-    select = call.request.query_value("$select")
-    if select:
-        names = [n.strip() for n in select.split(",")]
-        unknown = [n for n in names if n not in full]
-        if unknown:
-            raise GraphError(400, "BadRequest", "Parsing OData Select and Expand failed: Could "
-                             f"not find a property named '{unknown[0]}' on type "
-                             "'microsoft.graph.event'.")
-        full = {k: v for k, v in full.items() if k in ("@odata.etag", "id") or k in names}
-    expand = call.request.query_value("$expand")
-    if expand:
-        full["singleValueExtendedProperties"] = _expanded_properties(event, expand)
-    return full
-
-
-def _expanded_properties(event: Event, expand: str) -> list[dict[str, str]]:
-    match = re.fullmatch(r"singleValueExtendedProperties(?:\(\$filter=(?P<filter>.+)\))?",
-                         expand.strip())
-    if not match:
-        raise GraphError(400, "BadRequest", "Parsing OData Select and Expand failed: Could not "
-                         f"find a property named '{expand.split('(')[0]}' on type "
-                         "'microsoft.graph.event'.")
-    properties = [{"id": k, "value": v} for k, v in event.extended.items()]
-    if match["filter"]:
-        try:
-            expression = parse_filter(match["filter"])
-            check(expression, _EXTENDED)
-        except FilterError as error:
-            raise GraphError(400, "BadRequest", str(error)) from error
-        properties = [p for p in properties if matches(expression, p)]
-    return properties
-
-
-def _filter_row(event: Event) -> dict[str, Any]:
-    """The filterable properties with their Edm types (instants, not strings)."""
-    props = event.properties
-    return {
-        "id": event.id, "subject": props.get("subject", ""),
-        "transactionId": event.transaction_id, "iCalUId": event.ical_uid,
-        "showAs": props.get("showAs", "busy"), "importance": props.get("importance", "normal"),
-        "sensitivity": props.get("sensitivity", "normal"),
-        "isAllDay": props.get("isAllDay", False), "isCancelled": False,
-        "isReminderOn": props.get("isReminderOn", True),
-        "reminderMinutesBeforeStart": props.get("reminderMinutesBeforeStart", 15),
-        "createdDateTime": event.created, "lastModifiedDateTime": event.modified,
-        "start": graph_date_time(event.start, "UTC"), "end": graph_date_time(event.end, "UTC"),
-        "type": "singleInstance",
-        "singleValueExtendedProperties": [{"id": k, "value": v} for k, v in event.extended.items()],
-    }
 
 
 def _rendered(call: EventCall, event: Event, status: int) -> GraphResponse:
     context = f"{call.request.base_url}/$metadata#users('{call.user_segment}')/events/$entity"
-    body = {"@odata.context": context, **_representation(call, event)}
-    return GraphResponse(status, body, _preference_headers(call))
+    body = {"@odata.context": context, **representation(call, event)}
+    return GraphResponse(status, body, preference_headers(call))
