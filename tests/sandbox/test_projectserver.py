@@ -66,6 +66,8 @@ def test_create_flag_field_then_flag_tasks(sandbox: RunningSandbox, http: httpx.
     listed = pwa.get("ProjectServer/CustomFields", **{"$expand": "EntityType",
                                                       "$filter": "Name eq 'Create event'"})
     assert listed.json()["value"][0]["EntityType"]["Name"] == "Task"
+    entity_type = pwa.get(f"ProjectServer/CustomFields('{field['Id']}')/EntityType").json()
+    assert entity_type["ID"] == _flag_field(pwa)["EntityTypeId"]
     assert "Createevent" in pwa.get("ProjectData/$metadata").text
 
     task_ids = control.demo_flag_task_ids()
@@ -107,3 +109,13 @@ def test_duplicate_digest_and_permission(sandbox: RunningSandbox, http: httpx.Cl
     reader = Pwa(sandbox, http, pwa_token(*READER))
     denied = reader.add_field(_flag_field(reader, Name="Other"), reader.digest())
     assert _error(denied)[:2] == (403, "20010, Microsoft.ProjectServer.PJClientCallableException")
+
+
+def test_verbose_context_info(sandbox: RunningSandbox, http: httpx.Client,
+                              pwa_token: TokenFactory) -> None:
+    response = http.post(f"{sandbox.settings['PWASYNC_PWA_URL']}/_api/contextinfo", headers={
+        "Accept": "application/json;odata=verbose", "Authorization": f"Bearer {pwa_token()}"})
+    info = response.json()["d"]["GetContextWebInformation"]
+    assert info["__metadata"] == {"type": "SP.ContextWebInformation"}
+    assert info["FormDigestValue"].startswith("0x")
+    assert info["SupportedSchemaVersions"]["results"] == ["14.0.0.0", "15.0.0.0"]
