@@ -30,7 +30,7 @@ from sandbox.seed import (
 )
 from sandbox.state import MailboxKind, Project, StateError
 
-Handler = Callable[[Request, Sandbox], Awaitable[Any]]
+Handler = Callable[[Request, Sandbox], Awaitable[dict[str, Any]]]
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -40,8 +40,9 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         except StateError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         except (ValueError, KeyError, TypeError) as error:
-            return JSONResponse({"error": f"bad request: {error}"}, status_code=400)
-        return result if isinstance(result, Response) else JSONResponse(result)
+            # A malformed body surfaces here: bad JSON, a missing key, an unknown argument.
+            return JSONResponse({"error": f"bad request: {error!r}"}, status_code=400)
+        return JSONResponse(result)
 
     return endpoint
 
