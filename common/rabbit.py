@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +73,27 @@ class RabbitConnector:
             raise ServiceUnavailable(
                 f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
             ) from None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    ready: int
+    consumers: int
+
+
+def inspect_queue(connector: RabbitConnector, name: str) -> QueueState | None:
+    """Ready messages and consumers of a queue; None when it does not exist (yet)."""
+    connection = connector.connect()
+    try:
+        result = connection.channel().queue_declare(name, passive=True)
+        return QueueState(result.method.message_count, result.method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return None
+        raise
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def declare_topology(channel: BlockingChannel, topology: Topology) -> None:
