@@ -23,6 +23,7 @@ from services.launcher import (
     ManagedProcess,
     SandboxProcess,
     clean_environment,
+    delete_scenario,
     pwasync_command,
     start_process,
     start_sandbox,
@@ -39,7 +40,7 @@ def run_demo(*, workdir: Path, writers: int = 2) -> int:
     workdir = workdir.resolve()
     if not _infrastructure_ready():
         return 1
-    _reset_scenario()
+    delete_scenario(AMQP_URL, REDIS_URL, SCENARIO)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     for old in (workdir / "logs").glob("*.log"):
         old.unlink()
@@ -107,20 +108,6 @@ def _infrastructure_ready() -> bool:
         )
         ok = False
     return ok
-
-
-def _reset_scenario() -> None:
-    connection = RabbitConnector(AMQP_URL, connection_name="pwasync-demo").connect()
-    try:
-        channel = connection.channel()
-        for queue in topology_for(SCENARIO).queue_names():
-            channel.queue_delete(queue)
-    finally:
-        connection.close()
-    client = connect_redis(REDIS_URL)
-    keys = list(client.scan_iter(match=Keys(SCENARIO).all_pattern, count=1000))
-    if keys:
-        client.delete(*keys)
 
 
 def _wait_for_consumers(writers: int, timeout: float = 60.0) -> None:

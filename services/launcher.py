@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from common.rabbit import RabbitConnector
+from common.redis_store import Keys, connect_redis
+from common.topology import topology_for
+
 READY = re.compile(r"^sandbox ready at (?P<url>\S+) \(settings in (?P<env>.+)\)$")
 
 
@@ -42,6 +46,36 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def terminate(process: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM, wait for a clean exit; SIGKILL after ``timeout``. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def delete_scenario(amqp_url: str, redis_url: str, scenario: str) -> None:
+    """Delete every queue and Redis key of a scenario (demo resets, test clean-up)."""
+    connection = RabbitConnector(amqp_url, connection_name="pwasync-launcher").connect()
+    try:
+        channel = connection.channel()
+        for queue in topology_for(scenario).queue_names():
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
+    client = connect_redis(redis_url)
+    try:
+        keys = list(client.scan_iter(match=Keys(scenario).all_pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -58,15 +92,9 @@ class ManagedProcess:
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait for a clean exit; SIGKILL after ``timeout``. Returns the exit code."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = terminate(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
     def kill(self) -> None:
         if self.alive():
@@ -94,14 +122,7 @@ class SandboxProcess:
     settings: dict[str, str]
 
     def stop(self, timeout: float = 10.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process, timeout)
 
 
 def start_sandbox(

@@ -10,11 +10,19 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
+import structlog
+from pydantic import BaseModel
 
+from common.consumer import Consumer, Handler
 from common.logging import get_logger
-from common.redis_store import REDIS_ERRORS, redis_address
+from common.messages import encode
+from common.rabbit import RabbitConnector, ThreadLocalPublisher
+from common.redis_store import REDIS_ERRORS, Keys, connect_redis, redis_address
+from common.settings import Settings
+from common.topology import Topology, WorkQueue, topology_for
 
 log = get_logger(__name__)
 
@@ -45,6 +53,60 @@ def wait_for_redis(client: redis.Redis, url: str, stop: threading.Event) -> None
             )
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
+
+
+@dataclass
+class Infrastructure:
+    """The broker and Redis a service works with, opened together and closed together."""
+
+    topology: Topology
+    connector: RabbitConnector
+    publisher: ThreadLocalPublisher
+    redis: redis.Redis
+    redis_url: str
+    keys: Keys
+
+    def consumer(self, queue: WorkQueue, handler: Handler, *, concurrency: int) -> Consumer:
+        return Consumer(
+            connector=self.connector,
+            topology=self.topology,
+            queue=queue,
+            handler=handler,
+            publisher=self.publisher,
+            concurrency=concurrency,
+        )
+
+    def publish(self, routing_key: str, message: BaseModel, *, message_id: str | None = None):
+        """Publish (confirmed) with the correlation id of the message being handled."""
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        return self.publisher.publish(
+            routing_key, encode(message), message_id=message_id, correlation_id=correlation_id
+        )
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+
+
+def open_infrastructure(settings: Settings, service: str, stop: threading.Event) -> Infrastructure:
+    """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
+    order). The broker connection is made lazily and retried by the consumer and publishers."""
+    topology = topology_for(settings.scenario)
+    connector = RabbitConnector(
+        settings.amqp_url.get_secret_value(),
+        connection_name=f"pwasync-{service}-{settings.scenario}",
+    )
+    redis_url = settings.redis_url.get_secret_value()
+    client = connect_redis(redis_url)
+    wait_for_redis(client, redis_url, stop)
+    return Infrastructure(
+        topology=topology,
+        connector=connector,
+        publisher=ThreadLocalPublisher(connector, topology),
+        redis=client,
+        redis_url=redis_url,
+        keys=Keys(settings.scenario),
+    )
 
 
 def run_service(name: str, body: Callable[[threading.Event], None]) -> int:

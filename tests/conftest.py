@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from urllib.parse import urlsplit
 
-import pika
 import pytest
 import redis
 
-from common.topology import topology_for
+from services.launcher import delete_scenario
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -109,24 +108,7 @@ def scenario(amqp_url: str, redis_url: str) -> Iterator[str]:
     """A fresh scenario name; its queues and Redis keys are removed after the test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     yield name
-    delete_scenario(name, amqp_url, redis_url)
-
-
-def delete_scenario(name: str, amqp_url: str, redis_url: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        for queue in topology_for(name).queue_names():
-            channel.queue_delete(queue)
-    finally:
-        connection.close()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"pwasync:{{{name}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_scenario(amqp_url, redis_url, name)
 
 
 @pytest.fixture

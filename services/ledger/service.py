@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from common.consumer import Consumer, Delivery
+from common.consumer import Delivery
 from common.errors import BadMessage
 from common.logging import get_logger
 from common.messages import TransferSucceeded, decode
-from common.rabbit import RabbitConnector, ThreadLocalPublisher
-from common.redis_store import Keys, connect_redis
 from common.settings import Settings
-from common.topology import topology_for
 from services.ledger.endpoints import EndpointLedger
-from services.runtime import wait_for_redis
+from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
 
@@ -40,25 +37,10 @@ class TransferHandler:
 
 
 def run_ledger(settings: Settings, stop: threading.Event) -> None:
-    topology = topology_for(settings.scenario)
-    connector = RabbitConnector(
-        settings.amqp_url.get_secret_value(), connection_name=f"pwasync-ledger-{settings.scenario}"
-    )
-    publisher = ThreadLocalPublisher(connector, topology)
-    redis_url = settings.redis_url.get_secret_value()
-    redis_client = connect_redis(redis_url)
-    wait_for_redis(redis_client, redis_url, stop)
-    ledger = EndpointLedger(redis_client, Keys(settings.scenario), redis_url)
-    consumer = Consumer(
-        connector=connector,
-        topology=topology,
-        queue=topology.transfers,
-        handler=TransferHandler(scenario=settings.scenario, ledger=ledger),
-        publisher=publisher,
-        concurrency=4,
-    )
+    infra = open_infrastructure(settings, "ledger", stop)
+    ledger = EndpointLedger(infra.redis, infra.keys, infra.redis_url)
+    handler = TransferHandler(scenario=settings.scenario, ledger=ledger)
     try:
-        consumer.run(stop)
+        infra.consumer(infra.topology.transfers, handler, concurrency=4).run(stop)
     finally:
-        publisher.close()
-        redis_client.close()
+        infra.close()

@@ -13,21 +13,20 @@ from datetime import UTC, datetime
 
 import structlog
 
-from common.consumer import Consumer, Delivery
+from common.consumer import Delivery
 from common.http import new_http_client
 from common.identity import pwa_token_source
 from common.logging import get_logger
 from common.messages import SyncRequested, TaskChanged, decode, encode
-from common.rabbit import RabbitConnector, ThreadLocalPublisher
-from common.redis_store import Keys, connect_redis
+from common.rabbit import ThreadLocalPublisher
 from common.settings import Settings
-from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed, topology_for
+from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
 from services.poller.odata import property_name
 from services.poller.projectdata import ProjectDataClient
 from services.poller.pwa_http import PwaHttp
 from services.poller.sync import SyncRunner
 from services.poller.watermark import WatermarkStore, to_pwa_wall_clock
-from services.runtime import wait_for_redis
+from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
 
@@ -85,15 +84,8 @@ class Scheduler:
 def run_poller(settings: Settings, stop: threading.Event) -> None:
     settings.require_pwa()
     assert settings.pwa_url is not None
-    topology = topology_for(settings.scenario)
-    connector = RabbitConnector(
-        settings.amqp_url.get_secret_value(), connection_name=f"pwasync-poller-{settings.scenario}"
-    )
-    publisher = ThreadLocalPublisher(connector, topology)
-    redis_url = settings.redis_url.get_secret_value()
-    redis_client = connect_redis(redis_url)
-    wait_for_redis(redis_client, redis_url, stop)
-    watermarks = WatermarkStore(redis_client, Keys(settings.scenario), redis_url)
+    infra = open_infrastructure(settings, "poller", stop)
+    watermarks = WatermarkStore(infra.redis, infra.keys, infra.redis_url)
     start = settings.sync_start or datetime.now(UTC)
     in_force = watermarks.initialize(to_pwa_wall_clock(start, settings.pwa_zone))
     log.info("poller starting", watermark=in_force.isoformat(), schedule=settings.schedule)
@@ -103,12 +95,8 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     routing_key = routing_key_task_changed(settings.scenario)
 
     def publish_task(message: TaskChanged) -> None:
-        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-        publisher.publish(
-            routing_key,
-            encode(message),
-            message_id=f"{message.task_id}@{message.revision.isoformat()}",
-            correlation_id=correlation_id,
+        infra.publish(
+            routing_key, message, message_id=f"{message.task_id}@{message.revision.isoformat()}"
         )
 
     runner = SyncRunner(
@@ -120,22 +108,17 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         pwa_zone=settings.pwa_zone,
         stop=stop,
     )
-    consumer = Consumer(
-        connector=connector,
-        topology=topology,
-        queue=topology.sync_requests,
-        handler=SyncRequestHandler(scenario=settings.scenario, runner=runner),
-        publisher=publisher,
-        concurrency=1,
-    )
+    handler = SyncRequestHandler(scenario=settings.scenario, runner=runner)
     scheduler = threading.Thread(
-        target=Scheduler(settings, publisher).run, args=(stop,), name="scheduler", daemon=True
+        target=Scheduler(settings, infra.publisher).run,
+        args=(stop,),
+        name="scheduler",
+        daemon=True,
     )
     scheduler.start()
     try:
-        consumer.run(stop)
+        infra.consumer(infra.topology.sync_requests, handler, concurrency=1).run(stop)
     finally:
         scheduler.join(timeout=2)
-        publisher.close()
+        infra.close()
         http.close()
-        redis_client.close()
