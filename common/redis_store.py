@@ -73,12 +73,33 @@ class Keys:
         return f"{self.prefix}:events:{task_id}"
 
     def endpoint(self, task_id: object) -> str:
-        """Ledger: the endpoint a task holds; expires when its 30-day window ends."""
+        """Ledger: the task's latest endpoint window (JSON); expires when the window ends."""
         return f"{self.prefix}:endpoint:{task_id}"
 
     @property
-    def endpoint_pattern(self) -> str:
-        return f"{self.prefix}:endpoint:*"
+    def ledger_endpoints(self) -> str:
+        """Ledger: sorted set of task ids scored by the end of their window (ms)."""
+        return f"{self.prefix}:ledger:endpoints"
+
+    @property
+    def ledger_claims(self) -> str:
+        """Ledger: sorted set of task ids holding a slot for their first transfer, scored by the
+        end of the claim's lease (ms)."""
+        return f"{self.prefix}:ledger:claims"
+
+    @property
+    def ledger_held(self) -> str:
+        """Ledger: sorted set of task ids held back by the endpoint limit, scored by since (ms)."""
+        return f"{self.prefix}:ledger:held"
+
+    @property
+    def ledger_held_payloads(self) -> str:
+        """Ledger: hash of held task id -> its latest task.changed body."""
+        return f"{self.prefix}:ledger:held-payloads"
+
+    def ledger_day(self, day: str) -> str:
+        """Ledger: number of endpoints allocated on a UTC day (YYYY-MM-DD)."""
+        return f"{self.prefix}:ledger:allocated:{day}"
 
     @property
     def all_pattern(self) -> str:

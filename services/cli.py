@@ -11,6 +11,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import ConfigError, PwasyncError
@@ -116,9 +117,16 @@ def _usage(args: argparse.Namespace) -> int:
     settings = _settings()
     url = settings.redis_url.get_secret_value()
     client = connect_redis(url)
+    ledger = EndpointLedger(client, Keys(settings.scenario), url)
     with redis_errors(url):
-        endpoints = EndpointLedger(client, Keys(settings.scenario), url).in_use()
-    report = usage_report(settings.scenario, endpoints, settings.endpoint_limit_or_none)
+        report = usage_report(
+            settings.scenario,
+            ledger.in_use(),
+            settings.endpoint_limit_or_none,
+            held=ledger.held(),
+            history=ledger.history(),
+            now=datetime.now(UTC),
+        )
     print(json.dumps(report) if args.json else usage_table(report))
     return EXIT_OK
 

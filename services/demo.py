@@ -177,8 +177,7 @@ def _wait_until_settled(sandbox: SandboxProcess) -> list[dict[str, Any]]:
 
 
 def _endpoint_count() -> int:
-    client = connect_redis(REDIS_URL)
-    return sum(1 for _ in client.scan_iter(match=Keys(SCENARIO).endpoint_pattern, count=1000))
+    return connect_redis(REDIS_URL).zcard(Keys(SCENARIO).ledger_endpoints)
 
 
 # --- output -------------------------------------------------------------------------------------

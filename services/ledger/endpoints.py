@@ -1,12 +1,27 @@
-"""The billing rule: one endpoint per unique task per 30 calendar days.
+"""The billing rule, exactly: one endpoint per unique task per 30 calendar days.
 
 An endpoint is allocated at the first successful transfer of a task and lasts 30 days from that
-transfer; transfers inside the window allocate nothing, whatever the number of assignees,
-redeliveries, replicas or syncs. A key per (scenario, task) set with ``NX`` and an absolute
-expiry makes that one atomic Redis command: the key exists exactly while the endpoint is held.
+transfer; any further transfer of the task inside the window allocates nothing, whatever the
+number of assignees, redeliveries, replicas or syncs; after the window ends, the next successful
+transfer allocates a new one. A failed transfer publishes nothing and allocates nothing.
 
-The window starts at the transfer's own time (carried by the message), not at the time the
-ledger happens to process it, so a ledger that was down for an hour counts the same.
+Time is the transfer's own time (carried by ``transfer.succeeded``), never the moment the ledger
+processes the message, so a ledger that was down, a redelivery or a reordering count the same.
+A transfer allocates exactly when the task's latest window has ended at its time; a transfer
+older than the task's current window (a late message, a clock that stepped back) allocates
+nothing.
+
+The endpoint limit (``PWASYNC_ENDPOINT_LIMIT``) is enforced where Outlook is written, before any
+event of a task without an endpoint is created: the writer **claims** a slot atomically (a Lua
+script counts endpoints in use plus open claims against the limit); with no slot the task is
+**held** with its latest ``task.changed`` body and reported, and the ledger releases held tasks
+(republishing them) as soon as slots free up. A claim is a lease: the allocation of the
+successful transfer replaces it, a transfer that wrote nothing gives it back, and a writer that
+died holding one loses it when the lease ends.
+
+Every key carries the scenario's hash tag, so each script touches one Redis Cluster slot. Each
+decision is one script, so it is atomic however many writers and ledger replicas run.
+Key expiries are only garbage collection: decisions compare the stored times themselves.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from uuid import UUID
 
 import redis
@@ -22,6 +38,17 @@ import redis
 from common.redis_store import Keys, redis_errors
 
 WINDOW = timedelta(days=30)
+#: How long a claim holds a slot without its transfer: far above the worst case of writing one
+#: task (Graph timeouts x retries), far below anything an operator would notice as a leak.
+CLAIM_LEASE = timedelta(minutes=15)
+#: Days of allocation history kept for `pwasync usage`.
+HISTORY_DAYS = 30
+
+
+class Claim(StrEnum):
+    HOLDS = "holds"  # the task holds an endpoint: it syncs whatever the limit
+    CLAIMED = "claimed"  # a slot is reserved for its first transfer
+    HELD = "held"  # no slot: held back and reported until one frees up
 
 
 @dataclass(frozen=True)
@@ -32,6 +59,91 @@ class Endpoint:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class HeldTask:
+    task_id: UUID
+    project_id: UUID | None
+    since: datetime
+
+
+# --- scripts (KEYS are all under one hash tag) --------------------------------------------------
+
+# KEYS: endpoint key, endpoints index, claims, held, held payloads, day counter
+# ARGV: task, record json, transfer ms, expires ms, now ms, day counter ttl s
+_ALLOCATE = """
+local current = redis.call('GET', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if current then
+  local held = cjson.decode(current)
+  if tonumber(held['expires_ms']) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+if tonumber(ARGV[4]) <= tonumber(ARGV[5]) then
+  return -1
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('INCR', KEYS[6])
+redis.call('EXPIRE', KEYS[6], ARGV[6])
+return 1
+"""
+
+# KEYS: endpoints index, claims, held, held payloads
+# ARGV: task, now ms, limit, lease ms, payload
+_CLAIM = """
+local now = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local holds = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if holds then
+  return 'holds'
+end
+local limit = tonumber(ARGV[3])
+local claimed = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if claimed or limit == 0 or
+   redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) < limit then
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  return 'claimed'
+end
+redis.call('ZADD', KEYS[3], 'NX', now, ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+return 'held'
+"""
+
+# KEYS: endpoints index, claims, held, held payloads
+# ARGV: now ms, limit, lease ms, most to release
+_RELEASE_HELD = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local free = tonumber(ARGV[4])
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  free = math.min(free, limit - redis.call('ZCARD', KEYS[1]) - redis.call('ZCARD', KEYS[2]))
+end
+local released = {}
+if free <= 0 then
+  return released
+end
+local tasks = redis.call('ZRANGE', KEYS[3], 0, free - 1)
+for _, task in ipairs(tasks) do
+  local payload = redis.call('HGET', KEYS[4], task)
+  redis.call('ZREM', KEYS[3], task)
+  redis.call('HDEL', KEYS[4], task)
+  if payload then
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), task)
+    table.insert(released, payload)
+  end
+end
+return released
+"""
+
+
 class EndpointLedger:
     def __init__(
         self,
@@ -40,51 +152,149 @@ class EndpointLedger:
         redis_url: str,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        window: timedelta = WINDOW,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
         self._clock = clock
+        self._window = window
+        self._allocate = client.register_script(_ALLOCATE)
+        self._claim = client.register_script(_CLAIM)
+        self._release_held = client.register_script(_RELEASE_HELD)
+
+    # --- the ledger service ------------------------------------------------------------------
 
     def allocate(self, task_id: UUID, project_id: UUID, transferred_at: datetime) -> bool:
         """Record a successful transfer. True when it allocated a new endpoint."""
-        expires_at = transferred_at + WINDOW
-        if expires_at <= self._clock():
-            # The window this transfer would open has already closed (a very late message).
-            return False
-        value = json.dumps(
+        expires_at = transferred_at + self._window
+        record = json.dumps(
             {
                 "task_id": str(task_id),
                 "project_id": str(project_id),
-                "allocated_at": transferred_at.astimezone(UTC).isoformat(),
+                "allocated_ms": _ms(transferred_at),
+                "expires_ms": _ms(expires_at),
             }
         )
+        day_key = self._keys.ledger_day(transferred_at.astimezone(UTC).date().isoformat())
         with redis_errors(self._url):
-            created = self._redis.set(
-                self._keys.endpoint(task_id),
-                value,
-                nx=True,
-                pxat=int(expires_at.timestamp() * 1000),
+            result = self._allocate(
+                keys=[
+                    self._keys.endpoint(task_id),
+                    self._keys.ledger_endpoints,
+                    self._keys.ledger_claims,
+                    self._keys.ledger_held,
+                    self._keys.ledger_held_payloads,
+                    day_key,
+                ],
+                args=[
+                    str(task_id),
+                    record,
+                    _ms(transferred_at),
+                    _ms(expires_at),
+                    _ms(self._clock()),
+                    int(timedelta(days=HISTORY_DAYS + 2).total_seconds()),
+                ],
             )
-        return bool(created)
+        return int(result) == 1
+
+    def release_held(self, limit: int, *, most: int = 100) -> list[str]:
+        """Move held tasks into claims while slots are free; returns their task.changed bodies
+        to publish again (oldest first)."""
+        with redis_errors(self._url):
+            payloads = self._release_held(
+                keys=self._claim_keys(),
+                args=[_ms(self._clock()), limit, _ms_duration(CLAIM_LEASE), most],
+            )
+        return [p if isinstance(p, str) else p.decode("utf-8") for p in payloads]
+
+    # --- the writer's gate -------------------------------------------------------------------
+
+    def claim(self, task_id: UUID, limit: int, payload: str) -> Claim:
+        """Before the first transfer of a task: may it take an endpoint under ``limit``?"""
+        with redis_errors(self._url):
+            result = self._claim(
+                keys=self._claim_keys(),
+                args=[str(task_id), _ms(self._clock()), limit, _ms_duration(CLAIM_LEASE), payload],
+            )
+        return Claim(result if isinstance(result, str) else result.decode("utf-8"))
+
+    def give_back(self, task_id: UUID) -> None:
+        """The claimed transfer wrote nothing (no mailbox could take it): free the slot."""
+        with redis_errors(self._url):
+            self._redis.zrem(self._keys.ledger_claims, str(task_id))
+
+    def forget_held(self, task_id: UUID) -> None:
+        """A held task left the selection: it waits for nothing any more."""
+        with redis_errors(self._url):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.zrem(self._keys.ledger_held, str(task_id))
+            pipe.hdel(self._keys.ledger_held_payloads, str(task_id))
+            pipe.execute()
+
+    # --- reports -----------------------------------------------------------------------------
 
     def in_use(self) -> list[Endpoint]:
         """Every endpoint held now, oldest first."""
-        endpoints = []
+        now = _ms(self._clock())
         with redis_errors(self._url):
-            keys = list(self._redis.scan_iter(match=self._keys.endpoint_pattern, count=1000))
-            values = self._redis.mget(keys) if keys else []
+            tasks = self._redis.zrangebyscore(self._keys.ledger_endpoints, f"({now}", "+inf")
+            values = self._redis.mget([self._keys.endpoint(t) for t in tasks]) if tasks else []
+        endpoints = []
         for value in values:
-            if value is None:  # expired between SCAN and MGET
-                continue
+            if value is None:
+                continue  # expired between the two reads
             data = json.loads(value)
-            allocated_at = datetime.fromisoformat(data["allocated_at"])
             endpoints.append(
                 Endpoint(
                     task_id=UUID(data["task_id"]),
                     project_id=UUID(data["project_id"]),
-                    allocated_at=allocated_at,
-                    expires_at=allocated_at + WINDOW,
+                    allocated_at=_from_ms(data["allocated_ms"]),
+                    expires_at=_from_ms(data["expires_ms"]),
                 )
             )
         return sorted(endpoints, key=lambda e: (e.allocated_at, str(e.task_id)))
+
+    def held(self) -> list[HeldTask]:
+        with redis_errors(self._url):
+            entries = self._redis.zrange(self._keys.ledger_held, 0, -1, withscores=True)
+            payloads = (
+                self._redis.hmget(self._keys.ledger_held_payloads, [t for t, _ in entries])
+                if entries
+                else []
+            )
+        held = []
+        for (task, since), payload in zip(entries, payloads, strict=True):
+            project = json.loads(payload).get("project_id") if payload else None
+            held.append(
+                HeldTask(UUID(task), UUID(project) if project else None, _from_ms(int(since)))
+            )
+        return held
+
+    def history(self, days: int = HISTORY_DAYS) -> dict[str, int]:
+        """Allocations per UTC day for the last ``days`` days, oldest first (zeros included)."""
+        today = self._clock().astimezone(UTC).date()
+        dates = [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
+        with redis_errors(self._url):
+            counts = self._redis.mget([self._keys.ledger_day(d) for d in dates])
+        return {d: int(c or 0) for d, c in zip(dates, counts, strict=True)}
+
+    def _claim_keys(self) -> list[str]:
+        return [
+            self._keys.ledger_endpoints,
+            self._keys.ledger_claims,
+            self._keys.ledger_held,
+            self._keys.ledger_held_payloads,
+        ]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _ms_duration(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

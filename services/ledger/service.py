@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Callable
 
 from common.consumer import Delivery
-from common.errors import BadMessage
+from common.errors import BadMessage, PwasyncError
 from common.logging import get_logger
 from common.messages import TransferSucceeded, decode
 from common.settings import Settings
+from common.topology import routing_key_task_changed
 from services.ledger.endpoints import EndpointLedger
 from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
+
+RELEASE_INTERVAL_SECONDS = 30.0
 
 
 class TransferHandler:
@@ -36,11 +41,55 @@ class TransferHandler:
         )
 
 
+class HeldTaskReleaser:
+    """Sends held tasks back to the writers as endpoint slots free up.
+
+    Slots free up when windows end or when the limit is raised (every process reads the same
+    ``PWASYNC_ENDPOINT_LIMIT``, so a restart with a higher limit releases at once).
+    """
+
+    def __init__(self, ledger: EndpointLedger, limit: int, publish: Callable[[bytes], None]):
+        self._ledger = ledger
+        self._limit = limit
+        self._publish = publish
+
+    def release_once(self) -> int:
+        bodies = self._ledger.release_held(self._limit)
+        for body in bodies:
+            self._publish(body.encode("utf-8"))
+        if bodies:
+            log.info("held tasks released", count=len(bodies), limit=self._limit)
+        return len(bodies)
+
+    def run(self, stop: threading.Event, interval: float = RELEASE_INTERVAL_SECONDS) -> None:
+        while not stop.is_set():
+            try:
+                self.release_once()
+            except PwasyncError as exc:  # Redis or the broker away: the next round retries
+                log.warning("could not release held tasks", error=str(exc))
+            stop.wait(interval)
+
+
 def run_ledger(settings: Settings, stop: threading.Event) -> None:
     infra = open_infrastructure(settings, "ledger", stop)
     ledger = EndpointLedger(infra.redis, infra.keys, infra.redis_url)
     handler = TransferHandler(scenario=settings.scenario, ledger=ledger)
+    routing_key = routing_key_task_changed(settings.scenario)
+
+    def republish(body: bytes) -> None:
+        infra.publisher.publish(routing_key, body, correlation_id=str(uuid.uuid4()))
+
+    releaser = threading.Thread(
+        target=HeldTaskReleaser(ledger, settings.endpoint_limit, republish).run,
+        args=(stop,),
+        name="held-releaser",
+        daemon=True,
+    )
+    if settings.endpoint_limit:
+        releaser.start()
     try:
         infra.consumer(infra.topology.transfers, handler, concurrency=4).run(stop)
     finally:
+        if releaser.is_alive():
+            releaser.join(timeout=2)
         infra.close()

@@ -1,52 +1,16 @@
 """The Redis edge on the real Redis: ledger allocation, watermark and the writer's event map."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import pytest
 
 from common.redis_store import Keys
 from services.event_writer.event_map import EventMap
 from services.event_writer.planner import RecordedEvent
-from services.ledger.endpoints import WINDOW, EndpointLedger
 from services.poller.watermark import WatermarkStore
 
 pytestmark = pytest.mark.integration
-
-
-def test_one_endpoint_per_task_per_window(redis_client, redis_url, scenario):
-    now = datetime.now(UTC)
-    ledger = EndpointLedger(redis_client, Keys(scenario), redis_url, clock=lambda: now)
-    task, project = uuid.uuid4(), uuid.uuid4()
-    assert ledger.allocate(task, project, now) is True
-    assert ledger.allocate(task, project, now + timedelta(minutes=5)) is False
-    assert ledger.allocate(uuid.uuid4(), project, now) is True
-    endpoints = ledger.in_use()
-    assert len(endpoints) == 2
-    first = next(e for e in endpoints if e.task_id == task)
-    assert first.allocated_at == now and first.expires_at == now + WINDOW
-    ttl_ms = redis_client.pttl(Keys(scenario).endpoint(task))
-    assert WINDOW.total_seconds() * 1000 - 60_000 < ttl_ms <= WINDOW.total_seconds() * 1000
-
-
-def test_the_window_runs_from_the_transfer_not_from_processing(redis_client, redis_url, scenario):
-    now = datetime.now(UTC)
-    ledger = EndpointLedger(redis_client, Keys(scenario), redis_url, clock=lambda: now)
-    task = uuid.uuid4()
-    late = now - timedelta(days=29, hours=23)  # transferred long ago, processed now
-    assert ledger.allocate(task, uuid.uuid4(), late)
-    assert redis_client.pttl(Keys(scenario).endpoint(task)) <= 3_600_000
-    too_late = now - timedelta(days=31)
-    assert ledger.allocate(uuid.uuid4(), uuid.uuid4(), too_late) is False
-
-
-def test_an_expired_endpoint_is_allocated_again(redis_client, redis_url, scenario):
-    now = datetime.now(UTC)
-    ledger = EndpointLedger(redis_client, Keys(scenario), redis_url, clock=lambda: now)
-    task = uuid.uuid4()
-    assert ledger.allocate(task, uuid.uuid4(), now)
-    redis_client.delete(Keys(scenario).endpoint(task))  # what expiry does after 30 days
-    assert ledger.allocate(task, uuid.uuid4(), now)
 
 
 def test_watermark_initializes_once_and_only_moves_forward(redis_client, redis_url, scenario):
