@@ -69,6 +69,12 @@ class TaskChanged(BaseModel):
     # the writer's ordering key, so an older snapshot never overwrites a newer one.
     revision: AwareDatetime
     read_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    # Set by the poller (issue 3): ``start``/``finish`` as UTC instants, resolved once so that
+    # every reader agrees (a wall-clock time in the fall-back fold is its first occurrence, one
+    # in the spring-forward gap moves forward by the gap), and a link back to the project in PWA.
+    start_utc: AwareDatetime | None = None
+    finish_utc: AwareDatetime | None = None
+    task_url: str | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # Extensions of the interface page, documented in the README.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     writer_concurrency: int = Field(default=8, ge=1, le=256)
+    # The poller (issue 3): how long after a project's publish it is read once more (reporting
+    # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
+    sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
+    check_mailbox: str | None = None
 
     # --- validation of single values -------------------------------------------------------
 
@@ -149,6 +153,7 @@ class Settings(BaseSettings):
         "tenant_id",
         "graph_client_id",
         "graph_client_cert_thumbprint",
+        "check_mailbox",
         mode="before",
     )
     @classmethod
