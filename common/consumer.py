@@ -29,6 +29,7 @@ import pika.exceptions
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel
 
+from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Ack, DeadLetter, Decision, Retry, decide
 from common.errors import PublishError, ServiceUnavailable
 from common.logging import get_logger
@@ -44,6 +45,7 @@ DEAD_AT_HEADER = "x-pwasync-dead-at"
 SOURCE_QUEUE_HEADER = "x-pwasync-source-queue"
 ROUTING_KEY_HEADER = "x-pwasync-routing-key"
 
+_OUTCOMES = {Ack: "acked", Retry: "retried", DeadLetter: "dead_lettered"}
 _MAX_HEADER_TEXT = 1000  # reasons are cut so a huge exception text cannot bloat the broker
 
 
@@ -98,6 +100,15 @@ class Consumer:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self.connected = threading.Event()
+        self._heartbeat = time.monotonic()
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name
+
+    def alive(self, max_silence: float = 60.0) -> bool:
+        """The I/O loop ran recently (while consuming, or while waiting to reconnect)."""
+        return time.monotonic() - self._heartbeat < max_silence
 
     # --- the I/O thread ----------------------------------------------------------------------
 
@@ -113,6 +124,7 @@ class Consumer:
                     self.connected.clear()
                     if stop.is_set():
                         break
+                    self._heartbeat = time.monotonic()
                     delay = backoff * random.uniform(0.5, 1.0)
                     log.warning(
                         "broker connection lost; reconnecting",
@@ -121,6 +133,7 @@ class Consumer:
                         retry_in_seconds=round(delay, 2),
                     )
                     stop.wait(delay)
+                    self._heartbeat = time.monotonic()
                     backoff = min(backoff * 2, 30.0)
         finally:
             self.connected.clear()
@@ -140,6 +153,7 @@ class Consumer:
             log.info("consuming", queue=self._queue.name, prefetch=self._concurrency)
             while not stop.is_set():
                 connection.process_data_events(time_limit=0.25)
+                self._heartbeat = time.monotonic()
             # Orderly stop: no new deliveries, finish and ack what is in flight, then close.
             channel.basic_cancel(tag)
             deadline = time.monotonic() + self._drain_seconds
@@ -220,6 +234,7 @@ class Consumer:
 
     def _handle_and_settle(self, delivery: Delivery, properties: pika.BasicProperties) -> bool:
         """Run the handler and carry out the decision. True: ack; False: requeue."""
+        started = time.monotonic()
         error: BaseException | None = None
         try:
             self._handler(delivery)
@@ -235,8 +250,12 @@ class Consumer:
         except PublishError as exc:
             # The retry or dead-letter copy is not safely stored: keep the original instead.
             log.error("could not settle the delivery; requeueing it", error=str(exc))
-            return False
-        return True
+            outcome = "requeued"
+        else:
+            outcome = _OUTCOMES[type(decision)]
+        metrics.MESSAGES.labels(self._queue.name, outcome).inc()
+        metrics.HANDLING_SECONDS.labels(self._queue.name).observe(time.monotonic() - started)
+        return outcome != "requeued"
 
     def _settle(
         self, decision: Decision, delivery: Delivery, properties: pika.BasicProperties

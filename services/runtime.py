@@ -10,13 +10,15 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 import structlog
 from pydantic import BaseModel
 
 from common.consumer import Consumer, Handler
+from common.errors import ConfigError
+from common.health import HealthServer
 from common.logging import get_logger
 from common.messages import encode
 from common.rabbit import RabbitConnector, ThreadLocalPublisher
@@ -57,7 +59,8 @@ def wait_for_redis(client: redis.Redis, url: str, stop: threading.Event) -> None
 
 @dataclass
 class Infrastructure:
-    """The broker and Redis a service works with, opened together and closed together."""
+    """The broker and Redis a service works with, opened together and closed together, and
+    the health endpoints that report on them."""
 
     topology: Topology
     connector: RabbitConnector
@@ -65,9 +68,11 @@ class Infrastructure:
     redis: redis.Redis
     redis_url: str
     keys: Keys
+    consumers: list[Consumer] = field(default_factory=list)
+    health: HealthServer | None = None
 
     def consumer(self, queue: WorkQueue, handler: Handler, *, concurrency: int) -> Consumer:
-        return Consumer(
+        consumer = Consumer(
             connector=self.connector,
             topology=self.topology,
             queue=queue,
@@ -75,6 +80,28 @@ class Infrastructure:
             publisher=self.publisher,
             concurrency=concurrency,
         )
+        self.consumers.append(consumer)
+        return consumer
+
+    def serve_health(self, port: int) -> None:
+        """Serve /healthz, /readyz and /metrics on ``port`` (0: do not serve)."""
+        if not port:
+            return
+        try:
+            self.health = HealthServer(
+                port,
+                liveness={"consumers": lambda: all(c.alive() for c in self.consumers)},
+                readiness={
+                    "broker": lambda: (
+                        bool(self.consumers) and all(c.connected.is_set() for c in self.consumers)
+                    ),
+                    "redis": lambda: bool(self.redis.ping()),
+                },
+            ).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"PWASYNC_HTTP_PORT: cannot listen on port {port} ({exc.strerror})"
+            ) from None
 
     def publish(self, routing_key: str, message: BaseModel, *, message_id: str | None = None):
         """Publish (confirmed) with the correlation id of the message being handled."""
@@ -84,6 +111,8 @@ class Infrastructure:
         )
 
     def close(self) -> None:
+        if self.health is not None:
+            self.health.stop()
         self.publisher.close()
         self.redis.close()
 
@@ -98,8 +127,7 @@ def open_infrastructure(settings: Settings, service: str, stop: threading.Event)
     )
     redis_url = settings.redis_url.get_secret_value()
     client = connect_redis(redis_url)
-    wait_for_redis(client, redis_url, stop)
-    return Infrastructure(
+    infra = Infrastructure(
         topology=topology,
         connector=connector,
         publisher=ThreadLocalPublisher(connector, topology),
@@ -107,6 +135,10 @@ def open_infrastructure(settings: Settings, service: str, stop: threading.Event)
         redis_url=redis_url,
         keys=Keys(settings.scenario),
     )
+    # Probes answer while the service waits for its dependencies: alive, not ready.
+    infra.serve_health(settings.http_port)
+    wait_for_redis(client, redis_url, stop)
+    return infra
 
 
 def run_service(name: str, body: Callable[[threading.Event], None]) -> int:

@@ -255,6 +255,12 @@ class EndpointLedger:
             )
         return sorted(endpoints, key=lambda e: (e.allocated_at, str(e.task_id)))
 
+    def count_in_use(self) -> int:
+        with redis_errors(self._url):
+            return int(
+                self._redis.zcount(self._keys.ledger_endpoints, f"({_ms(self._clock())}", "+inf")
+            )
+
     def held(self) -> list[HeldTask]:
         with redis_errors(self._url):
             entries = self._redis.zrange(self._keys.ledger_held, 0, -1, withscores=True)

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from common import metrics
 from common.consumer import Delivery
 from common.errors import BadMessage, PwasyncError
 from common.logging import get_logger
@@ -33,6 +34,9 @@ class TransferHandler:
         allocated = self._ledger.allocate(
             transfer.task_id, transfer.project_id, transfer.transferred_at
         )
+        if allocated:
+            metrics.ENDPOINTS_ALLOCATED.inc()
+        metrics.ENDPOINTS_IN_USE.set(self._ledger.count_in_use())
         log.info(
             "endpoint allocated" if allocated else "task already holds an endpoint",
             task_id=str(transfer.task_id),
