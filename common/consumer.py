@@ -17,6 +17,7 @@ import contextlib
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ ATTEMPT_HEADER = "x-pwasync-attempt"
 LAST_ERROR_HEADER = "x-pwasync-last-error"
 DEAD_REASON_HEADER = "x-pwasync-dead-reason"
 DEAD_AT_HEADER = "x-pwasync-dead-at"
+DEAD_ID_HEADER = "x-pwasync-dead-id"
 SOURCE_QUEUE_HEADER = "x-pwasync-source-queue"
 ROUTING_KEY_HEADER = "x-pwasync-routing-key"
 
@@ -276,6 +278,7 @@ class Consumer:
         elif isinstance(decision, DeadLetter):
             headers[DEAD_REASON_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
             headers[DEAD_AT_HEADER] = datetime.now(UTC).isoformat()
+            headers[DEAD_ID_HEADER] = uuid.uuid4().hex[:12]
             headers[SOURCE_QUEUE_HEADER] = self._queue.name
             target = self._queue.dead_letter_queue
             log.error("message dead-lettered", reason=decision.reason)

@@ -171,6 +171,12 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _dlq(args: argparse.Namespace) -> int:
+    from services.ops.dlq_command import run_dlq
+
+    return run_dlq(_settings(), args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -213,6 +219,21 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.add_argument("--seed", type=Path, default=None, help="seed JSON (default: built-in)")
     sandbox.set_defaults(run=_sandbox)
+
+    dlq = commands.add_parser("dlq", help="dead letters: list, show, replay, purge")
+    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
+    dlq_actions.add_parser("list", help="every dead letter with its reason").add_argument(
+        "--json", action="store_true"
+    )
+    dlq_actions.add_parser("show", help="one dead letter, whole").add_argument("id")
+    replay = dlq_actions.add_parser("replay", help="send dead letters back to their queue")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--all", action="store_true")
+    dlq_actions.add_parser("purge", help="delete every dead letter").add_argument(
+        "--yes", action="store_true", help="confirm without asking"
+    )
+    dlq.set_defaults(run=_dlq)
 
     demo = commands.add_parser("demo", help="sandbox + every service + a sync, then a summary")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
