@@ -72,11 +72,20 @@ class Settings(BaseSettings):
 
     # Extensions of the interface page, documented in the README.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    writer_concurrency: int = Field(default=8, ge=1, le=256)
+    writer_concurrency: int = Field(default=64, ge=1, le=512)
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
     sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
     check_mailbox: str | None = None
+    # The writer (issue 6): the default event mapping rules (README "What an event looks like")
+    # and Outlook's per-mailbox limits, shared by every writer replica through Redis.
+    event_show_as: Literal["auto", "free", "tentative", "busy", "oof", "workingElsewhere"] = "auto"
+    event_all_day: Literal["false", "true", "multi_day"] = "false"
+    event_reminder_minutes: str = "15"
+    event_category: str = Field(default="Project task", max_length=255)
+    graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
+    graph_mailbox_budget: int = Field(default=10_000, ge=1, le=10_000)
+    graph_batch_size: int = Field(default=20, ge=1, le=20)
 
     # --- validation of single values -------------------------------------------------------
 
@@ -126,6 +135,15 @@ class Settings(BaseSettings):
             raise ValueError("is not an IANA time zone (e.g. Europe/Berlin)") from None
         return value
 
+    @field_validator("event_reminder_minutes")
+    @classmethod
+    def _reminder(cls, value: str) -> str:
+        if value.strip().lower() == "off":
+            return "off"
+        if not value.strip().isdigit() or int(value) > 40_320:
+            raise ValueError("must be a number of minutes from 0 to 40320, or 'off'")
+        return str(int(value))
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
@@ -173,6 +191,11 @@ class Settings(BaseSettings):
     @property
     def parsed_schedule(self) -> Schedule:
         return parse_schedule(self.schedule)
+
+    @property
+    def event_reminder(self) -> int | None:
+        """Minutes before the start; None when reminders are off."""
+        return None if self.event_reminder_minutes == "off" else int(self.event_reminder_minutes)
 
     @property
     def endpoint_limit_or_none(self) -> int | None:

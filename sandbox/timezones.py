@@ -64,6 +64,13 @@ WINDOWS_TO_IANA = {
     "New Zealand Standard Time": "Pacific/Auckland",
 }
 
+try:  # every Windows name Graph knows, from CLDR's windowsZones table as tzlocal ships it
+    from tzlocal.windows_tz import win_tz
+
+    WINDOWS_TO_IANA = {**win_tz, **WINDOWS_TO_IANA}
+except ImportError:  # pragma: no cover - tzlocal is a dependency of pwasync
+    pass
+
 _IANA_NAMES = available_timezones()
 
 

@@ -1,26 +1,45 @@
 """What an Outlook event looks like for a task: the one mapping module (pure functions).
 
-Default rules (README "Event mapping"):
+Default mapping rules (README "What an event looks like"); ``EventRules`` carries the settings
+that change them:
+
 - subject: the task name;
-- start/end: the task's start and finish, wall-clock times of the PWA time zone, sent to Graph
-  as the same instants in UTC (``timeZone: "UTC"`` is accepted by every Graph method, while
-  IANA names are only a subset; Outlook shows each reader the time in their own zone);
-- body: plain text naming the project and the task with its dates (plain text, so a task name
-  can never inject markup);
+- start/end: the task's start and finish as wall-clock times **in the PWA's time zone**, named
+  by its Windows time zone name (``Europe/Berlin`` -> ``W. Europe Standard Time``, from the
+  CLDR table that ``tzlocal`` ships), which every Graph method accepts, while IANA names are
+  only an optional subset. A zone with no Windows name is sent as the same instants in UTC.
+  Outlook shows each reader the event in their own zone either way; the named zone keeps the
+  PWA's zone visible in the event and makes all-day events fall on the PWA's dates;
+- all-day events (``PWASYNC_EVENT_ALL_DAY``): off by default; ``true`` makes every event an
+  all-day event over the task's dates, ``multi_day`` only those of tasks that span days;
+- showAs (``PWASYNC_EVENT_SHOW_AS``): ``auto`` by default: a task that starts and finishes on
+  the same day is ``busy`` (it is a planned slot of work, like an appointment), a task that
+  spans days, a milestone and an all-day event are ``free`` (a week-long task must not make
+  its assignee unavailable for every meeting of that week); or one fixed value for all;
+- body: HTML, every value escaped (task and project names are user input), naming the project,
+  the task, its dates and zone, and a link back to the task in PWA when the message has one;
+- reminder (``PWASYNC_EVENT_REMINDER_MINUTES``, 15 by default, ``off`` for none) and a
+  category (``PWASYNC_EVENT_CATEGORY``, ``Project task`` by default, empty for none);
 - identity: a deterministic ``transactionId`` per (scenario, task, assignee), so a retried POST
-  does not create a second event, and an extended property holding the task key, so the event
-  can be found again if the writer's bookkeeping is lost.
+  does not create a second event, and two extended properties: the task key (to find the event
+  of a task again) and the scenario (to learn whether a mailbox holds any of our events).
+
+The fingerprint covers every field the sync owns, so a changed rule updates events in place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
+
+from tzlocal.windows_tz import tz_win
 
 from common.errors import BadMessage
 from common.messages import TaskChanged
@@ -29,61 +48,191 @@ from common.messages import TaskChanged
 #: written before the change can no longer be found.
 PROPERTY_SET = "{3c1d6f0e-5b2a-4f4e-9a61-7c0f8e2d9b41}"
 TASK_KEY_PROPERTY = f"String {PROPERTY_SET} Name pwasyncTaskKey"
+SCENARIO_PROPERTY = f"String {PROPERTY_SET} Name pwasyncScenario"
 _TRANSACTION_NAMESPACE = UUID("6f1c2a9e-8d3b-4e57-b0a4-2c9e5f7d1a38")
 
 GRAPH_DATETIME = "%Y-%m-%dT%H:%M:%S"
+SHOW_AS_VALUES = ("auto", "free", "tentative", "busy", "oof", "workingElsewhere")
+ShowAs = Literal["auto", "free", "tentative", "busy", "oof", "workingElsewhere"]
+AllDay = Literal["false", "true", "multi_day"]
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """The settings the mapping follows (``PWASYNC_EVENT_*``)."""
+
+    show_as: ShowAs = "auto"
+    all_day: AllDay = "false"
+    reminder_minutes: int | None = 15  # None: no reminder
+    category: str = "Project task"
 
 
 def task_key(scenario: str, task_id: UUID) -> str:
     return f"{scenario}/{task_id}"
 
 
-def transaction_id(scenario: str, task_id: UUID, resource_id: UUID) -> str:
-    return str(uuid.uuid5(_TRANSACTION_NAMESPACE, f"{scenario}/{task_id}/{resource_id}"))
+def transaction_id(
+    scenario: str, task_id: UUID, resource_id: UUID, *, replaces: str | None = None
+) -> str:
+    """Deterministic per (scenario, task, assignee). An event written again after its owner
+    deleted it gets another one (derived from the deleted event's id), so Graph cannot answer
+    the new POST with the deleted event."""
+    name = f"{scenario}/{task_id}/{resource_id}" + (f"/{replaces}" if replaces else "")
+    return str(uuid.uuid5(_TRANSACTION_NAMESPACE, name))
 
 
-def to_utc(wall_clock: datetime, zone_name: str) -> datetime:
-    """A PWA wall-clock time as a UTC instant."""
-    return wall_clock.replace(tzinfo=ZoneInfo(zone_name)).astimezone(UTC)
+def graph_zone_name(iana_zone: str) -> str | None:
+    """The Windows time zone name Graph accepts for an IANA zone; None when there is none."""
+    if iana_zone in ("UTC", "Etc/UTC", "Etc/GMT", "GMT"):
+        return "UTC"
+    return tz_win.get(iana_zone)
 
 
-def _graph_time(wall_clock: datetime, zone_name: str) -> dict[str, str]:
-    return {"dateTime": to_utc(wall_clock, zone_name).strftime(GRAPH_DATETIME), "timeZone": "UTC"}
+@dataclass(frozen=True)
+class TaskTimes:
+    """The task's start and finish as wall-clock times of its zone (normalised: a time in a
+    DST gap moves forward, as the UTC instant says) and as UTC instants."""
+
+    start: datetime
+    finish: datetime
+    start_utc: datetime
+    finish_utc: datetime
+    zone: str
+
+    @property
+    def spans_days(self) -> bool:
+        return self.start.date() != self.finish.date()
 
 
-def event_content(task: TaskChanged) -> dict[str, Any]:
-    """The fields the sync owns: written on create, and patched when they change."""
+def task_times(task: TaskChanged) -> TaskTimes:
     if task.start is None or task.finish is None:
         raise BadMessage("a task without start and finish has no event")
-    if task.finish < task.start:
+    zone = ZoneInfo(task.timezone)
+    start_utc = task.start_utc or task.start.replace(tzinfo=zone).astimezone(UTC)
+    finish_utc = task.finish_utc or task.finish.replace(tzinfo=zone).astimezone(UTC)
+    if finish_utc < start_utc:
         raise BadMessage("the task finishes before it starts")
-    dates = f"{task.start:%Y-%m-%d %H:%M} - {task.finish:%Y-%m-%d %H:%M} ({task.timezone})"
-    body = "\n".join(
-        [
-            f"Project: {task.project_name}",
-            f"Task: {task.task_name}",
-            f"Dates: {dates}",
-            "",
-            "This event is kept in sync with Microsoft Project by pwasync; "
-            "changes made here are overwritten when the task changes.",
-        ]
+    return TaskTimes(
+        start=start_utc.astimezone(zone).replace(tzinfo=None),
+        finish=finish_utc.astimezone(zone).replace(tzinfo=None),
+        start_utc=start_utc,
+        finish_utc=finish_utc,
+        zone=task.timezone,
     )
-    return {
+
+
+def is_all_day(times: TaskTimes, rules: EventRules) -> bool:
+    return rules.all_day == "true" or (rules.all_day == "multi_day" and times.spans_days)
+
+
+def show_as(times: TaskTimes, rules: EventRules, all_day: bool) -> str:
+    if rules.show_as != "auto":
+        return rules.show_as
+    if all_day or times.spans_days or times.start_utc == times.finish_utc:
+        return "free"
+    return "busy"
+
+
+def _start_end(times: TaskTimes, all_day: bool) -> tuple[dict[str, str], dict[str, str]]:
+    zone = graph_zone_name(times.zone)
+    if all_day:
+        first = times.start.date()
+        last = times.finish.date()
+        # A finish at midnight ends the day before; an all-day event ends at the next midnight.
+        if not (times.finish.time() == time(0) and last > first):
+            last += timedelta(days=1)
+        name = zone or "UTC"
+        return (
+            {"dateTime": f"{first.isoformat()}T00:00:00", "timeZone": name},
+            {"dateTime": f"{last.isoformat()}T00:00:00", "timeZone": name},
+        )
+    if zone is None:
+        return (
+            {"dateTime": times.start_utc.strftime(GRAPH_DATETIME), "timeZone": "UTC"},
+            {"dateTime": times.finish_utc.strftime(GRAPH_DATETIME), "timeZone": "UTC"},
+        )
+    return (
+        {"dateTime": times.start.strftime(GRAPH_DATETIME), "timeZone": zone},
+        {"dateTime": times.finish.strftime(GRAPH_DATETIME), "timeZone": zone},
+    )
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%a %d %b %Y %H:%M}"
+
+
+def _safe_link(url: str | None) -> str | None:
+    """Only http(s) links go into the body (never ``javascript:`` or the like)."""
+    if url and url.lower().startswith(("https://", "http://")):
+        return url
+    return None
+
+
+def body_html(task: TaskChanged, times: TaskTimes) -> str:
+    e = html.escape
+    rows = [
+        ("Project", e(task.project_name or "(unnamed project)")),
+        ("Task", e(task.task_name or "(unnamed task)")),
+        ("Start", f"{e(_when(times.start))} ({e(times.zone)})"),
+        ("Finish", f"{e(_when(times.finish))} ({e(times.zone)})"),
+    ]
+    parts = ["<html><body>", "<table>"]
+    parts += [f"<tr><td><b>{label}</b></td><td>{value}</td></tr>" for label, value in rows]
+    parts.append("</table>")
+    link = _safe_link(task.task_url)
+    if link:
+        parts.append(f'<p><a href="{e(link, quote=True)}">Open the task in Project Web App</a></p>')
+    parts.append(
+        "<p><i>This event is kept in sync with Microsoft Project by pwasync; changes made here "
+        "are overwritten when the task changes.</i></p>"
+    )
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def event_content(task: TaskChanged, rules: EventRules | None = None) -> dict[str, Any]:
+    """Every field the sync owns: written on create, and patched when any of them changes."""
+    rules = rules or EventRules()
+    times = task_times(task)
+    all_day = is_all_day(times, rules)
+    start, end = _start_end(times, all_day)
+    content: dict[str, Any] = {
         "subject": task.task_name,
-        "body": {"contentType": "text", "content": body},
-        "start": _graph_time(task.start, task.timezone),
-        "end": _graph_time(task.finish, task.timezone),
+        "body": {"contentType": "HTML", "content": body_html(task, times)},
+        "start": start,
+        "end": end,
+        "isAllDay": all_day,
+        "showAs": show_as(times, rules, all_day),
+        "isReminderOn": rules.reminder_minutes is not None,
+        "categories": [rules.category] if rules.category else [],
+    }
+    if rules.reminder_minutes is not None:
+        content["reminderMinutesBeforeStart"] = rules.reminder_minutes
+    return content
+
+
+def identity_fields(scenario: str, task_id: UUID, resource_id: UUID, *, replaces: str | None):
+    """The fields set only at creation."""
+    return {
+        "transactionId": transaction_id(scenario, task_id, resource_id, replaces=replaces),
+        "singleValueExtendedProperties": [
+            {"id": TASK_KEY_PROPERTY, "value": task_key(scenario, task_id)},
+            {"id": SCENARIO_PROPERTY, "value": scenario},
+        ],
     }
 
 
-def new_event(task: TaskChanged, resource_id: UUID) -> dict[str, Any]:
-    """The full body of a POST: the content plus the identity fields set only at creation."""
+def new_event(
+    task: TaskChanged,
+    resource_id: UUID,
+    rules: EventRules | None = None,
+    *,
+    replaces: str | None = None,
+) -> dict[str, Any]:
+    """The full body of a POST: the content plus the identity fields."""
     return {
-        **event_content(task),
-        "transactionId": transaction_id(task.scenario, task.task_id, resource_id),
-        "singleValueExtendedProperties": [
-            {"id": TASK_KEY_PROPERTY, "value": task_key(task.scenario, task.task_id)}
-        ],
+        **event_content(task, rules),
+        **identity_fields(task.scenario, task.task_id, resource_id, replaces=replaces),
     }
 
 

@@ -6,6 +6,7 @@ import pytest
 from common.errors import BadMessage
 from common.messages import TaskChanged
 from services.event_writer import event_mapping
+from services.event_writer.event_mapping import EventRules
 
 TASK = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
 
@@ -26,18 +27,108 @@ def task(**overrides):
     return TaskChanged(**values)
 
 
-def test_times_are_the_same_instants_in_utc_across_a_dst_change():
+def test_times_are_the_pwa_wall_clock_in_the_windows_zone_graph_accepts():
     content = event_mapping.event_content(task())
+    assert content["start"] == {
+        "dateTime": "2026-03-28T09:00:00",
+        "timeZone": "W. Europe Standard Time",
+    }
+    assert content["end"] == {
+        "dateTime": "2026-03-30T17:00:00",
+        "timeZone": "W. Europe Standard Time",
+    }
+
+
+def test_a_zone_without_a_windows_name_is_sent_as_utc_instants():
+    content = event_mapping.event_content(task(timezone="UTC"))
+    assert content["start"] == {"dateTime": "2026-03-28T09:00:00", "timeZone": "UTC"}
+    assert event_mapping.graph_zone_name("Antarctica/Troll") is None
     # 09:00 CET (UTC+1) on the 28th, 17:00 CEST (UTC+2) on the 30th.
-    assert content["start"] == {"dateTime": "2026-03-28T08:00:00", "timeZone": "UTC"}
-    assert content["end"] == {"dateTime": "2026-03-30T15:00:00", "timeZone": "UTC"}
+    times = event_mapping.task_times(task())
+    assert times.start_utc == datetime(2026, 3, 28, 8, tzinfo=UTC)
+    assert times.finish_utc == datetime(2026, 3, 30, 15, tzinfo=UTC)
 
 
-def test_subject_is_the_task_name_and_the_body_is_plain_text():
-    content = event_mapping.event_content(task())
-    assert content["subject"] == "Pack & label"
-    assert content["body"]["contentType"] == "text"
-    assert "Project: Office <Move>" in content["body"]["content"]
+def test_the_pollers_utc_instants_win_over_the_wall_clock():
+    # 02:30 on 29 March does not exist in Berlin; the poller resolved it to 03:30 CEST.
+    content = event_mapping.event_content(
+        task(
+            start=datetime(2026, 3, 29, 2, 30),
+            start_utc=datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
+        )
+    )
+    assert content["start"]["dateTime"] == "2026-03-29T03:30:00"
+
+
+def test_subject_is_the_task_name_and_the_body_is_escaped_html_with_the_link():
+    content = event_mapping.event_content(
+        task(
+            task_name='<script>alert("x")</script>',
+            task_url='https://contoso.sharepoint.com/sites/pwa/project.aspx?projuid=1&x="y"',
+        )
+    )
+    assert content["subject"] == '<script>alert("x")</script>'
+    body = content["body"]
+    assert body["contentType"] == "HTML"
+    assert "<script>" not in body["content"]
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body["content"]
+    assert "Office &lt;Move&gt;" in body["content"]
+    assert (
+        'href="https://contoso.sharepoint.com/sites/pwa/project.aspx?projuid=1&amp;x=&quot;y&quot;"'
+        in body["content"]
+    )
+    assert "Sat 28 Mar 2026 09:00 (Europe/Berlin)" in body["content"]
+
+
+def test_only_http_links_reach_the_body():
+    content = event_mapping.event_content(task(task_url="javascript:alert(1)"))
+    assert "href" not in content["body"]["content"]
+
+
+def test_show_as_auto_frees_multi_day_tasks_and_milestones_and_books_a_day_slot():
+    multi_day = event_mapping.event_content(task())
+    same_day = event_mapping.event_content(task(finish=datetime(2026, 3, 28, 12)))
+    milestone = event_mapping.event_content(task(finish=datetime(2026, 3, 28, 9)))
+    assert (multi_day["showAs"], same_day["showAs"], milestone["showAs"]) == (
+        "free",
+        "busy",
+        "free",
+    )
+    fixed = event_mapping.event_content(task(), EventRules(show_as="tentative"))
+    assert fixed["showAs"] == "tentative"
+
+
+def test_all_day_events_are_opt_in_and_span_the_tasks_dates():
+    assert event_mapping.event_content(task())["isAllDay"] is False
+    content = event_mapping.event_content(task(), EventRules(all_day="multi_day"))
+    assert content["isAllDay"] is True
+    assert content["start"] == {
+        "dateTime": "2026-03-28T00:00:00",
+        "timeZone": "W. Europe Standard Time",
+    }
+    assert content["end"] == {
+        "dateTime": "2026-03-31T00:00:00",
+        "timeZone": "W. Europe Standard Time",
+    }
+    assert content["showAs"] == "free"
+    one_day = task(finish=datetime(2026, 3, 28, 17))
+    assert (
+        event_mapping.event_content(one_day, EventRules(all_day="multi_day"))["isAllDay"] is False
+    )
+    assert event_mapping.event_content(one_day, EventRules(all_day="true"))["end"]["dateTime"] == (
+        "2026-03-29T00:00:00"
+    )
+
+
+def test_reminder_and_category_follow_the_rules():
+    default = event_mapping.event_content(task())
+    assert default["isReminderOn"] is True
+    assert default["reminderMinutesBeforeStart"] == 15
+    assert default["categories"] == ["Project task"]
+    bare = event_mapping.event_content(task(), EventRules(reminder_minutes=None, category=""))
+    assert bare["isReminderOn"] is False
+    assert "reminderMinutesBeforeStart" not in bare
+    assert bare["categories"] == []
 
 
 def test_identity_fields_are_deterministic_per_scenario_task_and_assignee():
@@ -46,21 +137,40 @@ def test_identity_fields_are_deterministic_per_scenario_task_and_assignee():
     again = event_mapping.new_event(task(task_name="renamed"), resource)
     other = event_mapping.new_event(task(), uuid.uuid4())
     other_scenario = event_mapping.new_event(task(scenario="beta"), resource)
+    rewritten = event_mapping.new_event(task(), resource, replaces="AAMk-deleted")
     assert first["transactionId"] == again["transactionId"]
-    assert first["transactionId"] != other["transactionId"] != other_scenario["transactionId"]
+    assert (
+        len(
+            {
+                first["transactionId"],
+                other["transactionId"],
+                other_scenario["transactionId"],
+                rewritten["transactionId"],
+            }
+        )
+        == 4
+    )
     assert first["singleValueExtendedProperties"] == [
-        {"id": event_mapping.TASK_KEY_PROPERTY, "value": f"acme/{TASK}"}
+        {"id": event_mapping.TASK_KEY_PROPERTY, "value": f"acme/{TASK}"},
+        {"id": event_mapping.SCENARIO_PROPERTY, "value": "acme"},
     ]
 
 
-def test_fingerprint_changes_only_with_the_owned_content():
+def test_fingerprint_covers_every_mapped_field_and_nothing_else():
     base = event_mapping.fingerprint(event_mapping.event_content(task()))
     assert base == event_mapping.fingerprint(
         event_mapping.event_content(task(read_at=datetime.now(UTC)))
     )
-    assert base != event_mapping.fingerprint(
-        event_mapping.event_content(task(finish=datetime(2026, 3, 31, 17)))
-    )
+    changed = [
+        event_mapping.event_content(task(finish=datetime(2026, 3, 31, 17))),
+        event_mapping.event_content(task(project_name="Other")),
+        event_mapping.event_content(task(task_url="https://pwa/x")),
+        event_mapping.event_content(task(), EventRules(show_as="busy")),
+        event_mapping.event_content(task(), EventRules(reminder_minutes=30)),
+        event_mapping.event_content(task(), EventRules(category="Work")),
+        event_mapping.event_content(task(), EventRules(all_day="true")),
+    ]
+    assert base not in {event_mapping.fingerprint(c) for c in changed}
 
 
 def test_tasks_without_sane_dates_have_no_event():
