@@ -52,6 +52,10 @@ _AADSTS_HINTS = {
     700016: "the application (client id) is not registered in this tenant",
     7000215: "the client secret is wrong or has expired",
     7000222: "the client secret has expired",
+    50173: "the stored sign-in was revoked (password change or an administrator's revocation)",
+    700082: "the stored sign-in expired after a long time unused",
+    70043: "the stored sign-in expired under a conditional-access sign-in frequency policy",
+    9002313: "the stored refresh token is not valid",
     65001: "an administrator has not consented to the application's permissions",
     70011: "the requested scope is not valid for this application",
     90002: "the tenant does not exist",
@@ -191,12 +195,7 @@ class PwaPasswordTokens:
         origin = urlsplit(settings.pwa_url)
         self._scopes = [f"{origin.scheme}://{origin.netloc}/.default"]
         self._lock = threading.Lock()
-        self._app = msal.PublicClientApplication(
-            settings.pwa_client_id,
-            authority=authority_url(settings, settings.tenant_id or "organizations"),
-            http_client=MsalHttp(http, settings.authority_host),
-            instance_discovery=_instance_discovery(settings),
-        )
+        self._app = pwa_public_client(settings, http)
 
     def token(self) -> str:
         with self._lock:
@@ -226,13 +225,83 @@ class PwaPasswordTokens:
             )
 
 
-def pwa_token_source(settings: Settings, http: httpx.Client) -> TokenSource:
-    """The token source for ``PWASYNC_PWA_AUTH``."""
-    if settings.pwa_auth == "sharepoint_online":
-        return PwaPasswordTokens(settings, http)
-    raise ConfigError(
-        f"PWASYNC_PWA_AUTH={settings.pwa_auth} is not available in this version; "
-        "use sharepoint_online"
+#: Errors of a stored (device-code) sign-in that only a new ``pwasync connect`` can fix.
+RECONNECT = "run `pwasync connect` to sign in again"
+
+
+class PwaStoredTokens:
+    """Delegated Project Online tokens from the operator's stored sign-in (``oauth``).
+
+    ``pwasync connect`` signed the operator in once with the device-code flow and stored MSAL's
+    token cache, encrypted, in Redis (``TokenCacheStore``). Every process refreshes silently
+    from it, writes it back when MSAL changed it (a new access or refresh token), and re-reads
+    it when another process (or a new ``connect``) changed it. A refresh token that is gone,
+    revoked or expired ends in one AuthenticationError line saying to run ``pwasync connect``.
+    """
+
+    def __init__(self, settings: Settings, http: httpx.Client, store: Any) -> None:
+        settings.require_pwa()
+        assert settings.pwa_url
+        self._scopes = self.scopes_for(settings.pwa_url)
+        self._store = store
+        self._stored: str | None = None
+        self._force_refresh = False
+        self._lock = threading.Lock()
+        self._cache = msal.SerializableTokenCache()
+        self._app = pwa_public_client(settings, http, self._cache)
+
+    @staticmethod
+    def scopes_for(pwa_url: str) -> list[str]:
+        """SharePoint's delegated ``.default`` scope: the site's origin (its resource URI)."""
+        origin = urlsplit(pwa_url)
+        return [f"{origin.scheme}://{origin.netloc}/.default"]
+
+    def token(self) -> str:
+        with self._lock:
+            self._reload()
+            accounts = self._app.get_accounts()
+            if not accounts:
+                raise AuthenticationError(f"Project Online: nobody is signed in; {RECONNECT}")
+            result = self._app.acquire_token_silent_with_error(
+                self._scopes, account=accounts[0], force_refresh=self._force_refresh
+            )
+            self._force_refresh = False
+            if self._cache.has_state_changed:
+                self._stored = self._store.save(self._cache.serialize())
+        who = accounts[0].get("username") or "the stored account"
+        if result and "access_token" in result:
+            return str(result["access_token"])
+        if not result:
+            raise AuthenticationError(
+                f"Project Online ({who}): the stored sign-in holds no refresh token; {RECONNECT}"
+            )
+        error = sign_in_error(result, f"Project Online ({who})")
+        if isinstance(error, AuthenticationError):
+            raise AuthenticationError(f"{error}; {RECONNECT}")
+        raise error
+
+    def invalidate(self) -> None:
+        # The resource refused the access token: the next call refreshes instead of reusing it.
+        with self._lock:
+            self._force_refresh = True
+
+    def _reload(self) -> None:
+        envelope = self._store.load_raw()
+        if envelope != self._stored:
+            self._cache.deserialize(self._store.decrypt(envelope) if envelope else None)
+            self._stored = envelope
+
+
+def pwa_public_client(
+    settings: Settings, http: httpx.Client, cache: msal.TokenCache | None = None
+) -> msal.PublicClientApplication:
+    """The Entra public client the PWA side signs in with (``PWASYNC_PWA_CLIENT_ID``)."""
+    return msal.PublicClientApplication(
+        settings.pwa_client_id,
+        authority=authority_url(settings, settings.tenant_id or "organizations"),
+        http_client=MsalHttp(http, settings.authority_host),
+        instance_discovery=_instance_discovery(settings),
+        token_cache=cache,
     )
 
 

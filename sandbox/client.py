@@ -86,6 +86,19 @@ class SandboxClient:
         ``locked`` or ``pwa_permissions`` of a user."""
         return self._call("PATCH", f"/users/{upn}", changes)
 
+    def revoke_sign_ins(self, upn: str) -> int:
+        """Revoke every refresh token of a user; returns how many there were."""
+        return self._call("POST", f"/users/{upn}/revoke")["revoked_refresh_tokens"]
+
+    def device_codes(self) -> list[dict[str, Any]]:
+        """Pending device-code sign-ins (user_code, client_id, scope, expires_in)."""
+        return self._call("GET", "/devicecodes")["pending"]
+
+    def approve_device_code(self, user_code: str, upn: str, decline: bool = False) -> None:
+        """Do what the user does in the browser: enter the code and sign in (or decline)."""
+        self._call("POST", "/devicecodes/approve",
+                   {"user_code": user_code, "upn": upn, "decline": decline})
+
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change run-time settings (see sandbox/README.md); returns the whole configuration."""
         return self._call("POST", "/config", changes) if changes else self._call("GET", "/config")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sandbox.calendar import CalendarStore
 from sandbox.config import SandboxConfig
+from sandbox.ntlm import NtlmAcceptor
 from sandbox.seed import load_seed
 from sandbox.state import Tenant
 from sandbox.stats import Stats
@@ -27,6 +28,20 @@ class RefreshGrant:
 
 
 @dataclass
+class DeviceCode:
+    """A pending device-code sign-in: waits until the control surface approves (or declines)
+    it as the user would in a browser, or until it expires."""
+
+    device_code: str
+    user_code: str
+    client_id: str
+    scope: str
+    expires_at: float
+    approved_upn: str | None = None
+    declined: bool = False
+
+
+@dataclass
 class Sandbox:
     origin: str  # https://127.0.0.1:N, which is also the PWA's resource (audience) URI
     seed_path: Path | None
@@ -38,6 +53,9 @@ class Sandbox:
     throttle: MailboxThrottle = field(default_factory=MailboxThrottle)
     signer: TokenSigner = field(default_factory=TokenSigner)
     refresh_grants: dict[str, RefreshGrant] = field(default_factory=dict)
+    revoked_refresh_tokens: set[str] = field(default_factory=set)
+    device_codes: dict[str, DeviceCode] = field(default_factory=dict)
+    ntlm: NtlmAcceptor = field(default_factory=NtlmAcceptor)
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:

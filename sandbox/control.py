@@ -8,6 +8,7 @@ are published right away, which is what makes them visible in ProjectData.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox import entra
 from sandbox.calendar import Event
 from sandbox.context import Sandbox
 from sandbox.generate import generate
@@ -119,6 +121,32 @@ async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
         user.pwa_permissions = frozenset(body["pwa_permissions"])
     return {"upn": user.upn, "mailbox": user.mailbox.value, "locked": user.locked,
             "mfa_required": user.mfa_required, "pwa_permissions": sorted(user.pwa_permissions)}
+
+
+async def revoke_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    upn = request.path_params["upn"]
+    if sandbox.tenant.user(upn) is None:
+        raise StateError(f"no user {upn}", 404)
+    return {"upn": upn, "revoked_refresh_tokens": entra.revoke_sign_ins(sandbox, upn)}
+
+
+async def device_codes(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    now = time.time()
+    return {"pending": [
+        {"user_code": c.user_code, "client_id": c.client_id, "scope": c.scope,
+         "expires_in": max(0, int(c.expires_at - now)), "approved_by": c.approved_upn}
+        for c in sandbox.device_codes.values() if c.expires_at > now]}
+
+
+async def approve_device_code(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    body = await _body(request)
+    try:
+        code = entra.approve_device_code(sandbox, str(body["user_code"]), str(body["upn"]),
+                                         bool(body.get("decline", False)))
+    except KeyError as error:
+        raise StateError(str(error.args[0]), 404) from error
+    return {"user_code": code.user_code, "approved_by": code.approved_upn,
+            "declined": code.declined}
 
 
 async def get_config(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -289,6 +317,9 @@ routes = [
     _route("/reset", reset, "POST"),
     _route("/tenant", tenant, "GET"),
     _route("/users/{upn}", update_user, "PATCH"),
+    _route("/users/{upn}/revoke", revoke_user, "POST"),
+    _route("/devicecodes", device_codes, "GET"),
+    _route("/devicecodes/approve", approve_device_code, "POST"),
     _route("/config", get_config, "GET"),
     _route("/config", set_config, "POST"),
     _route("/stats", stats, "GET"),

@@ -1,7 +1,10 @@
 """Microsoft Entra ID's v2.0 endpoints, as far as MSAL Python's flows need them.
 
-Implemented: OpenID discovery, user-realm discovery (MSAL's step before a password grant), and
-the token endpoint's ``password``, ``client_credentials`` and ``refresh_token`` grants.  Error
+Implemented: OpenID discovery, user-realm discovery (MSAL's step before a password grant), the
+device authorization endpoint, and the token endpoint's ``password``, ``client_credentials``,
+``refresh_token`` and device-code grants. A pending device code is approved (or declined) through
+the control surface, standing in for the user's browser; a user's refresh tokens can be revoked
+there too.  Error
 bodies copy Entra's: ``error``, ``error_description`` starting with the AADSTS code,
 ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id`` and ``error_uri``.
 """
@@ -22,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.context import GRAPH_RESOURCE, RefreshGrant, Sandbox
+from sandbox.context import GRAPH_RESOURCE, DeviceCode, RefreshGrant, Sandbox
 from sandbox.state import AppRegistration, User, deterministic_id
 from sandbox.tokens import b64url_encode, unsigned_jwt
 
@@ -171,6 +174,8 @@ def _issue(sandbox: Sandbox, request: Request, form: dict[str, Any],
         return _client_credentials_grant(sandbox, app, form)
     if grant_type == "refresh_token":
         return _refresh_token_grant(sandbox, app, form)
+    if grant_type == DEVICE_CODE_GRANT:
+        return _device_code_grant(sandbox, app, form)
     raise EntraError("unsupported_grant_type", 70003,
                      f"The app requested an unsupported grant type '{grant_type}'.")
 
@@ -300,6 +305,10 @@ def _client_credentials_grant(sandbox: Sandbox, app: AppRegistration,
 
 
 def _refresh_token_grant(sandbox: Sandbox, app: AppRegistration, form: dict[str, Any]) -> dict:
+    if str(form.get("refresh_token", "")) in sandbox.revoked_refresh_tokens:
+        raise EntraError("invalid_grant", 50173, "The provided grant has expired due to it being "
+                         "revoked, a fresh auth token is needed. The user might have changed or "
+                         "reset their password.")
     grant = sandbox.refresh_grants.get(str(form.get("refresh_token", "")))
     if grant is None or grant.client_id != app.client_id:
         raise EntraError("invalid_grant", 9002313,
@@ -312,6 +321,95 @@ def _refresh_token_grant(sandbox: Sandbox, app: AppRegistration, form: dict[str,
                          f"in the {sandbox.tenant.domain} directory.")
     _check_sign_in(user)
     return _user_tokens(sandbox, app, user, scope, granted, form)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device code (RFC 8628)
+
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DEVICE_CODE_LIFETIME_S = 900
+#: Entra says 5 seconds; MSAL waits this long between polls, so the sandbox asks for 1.
+DEVICE_CODE_INTERVAL_S = 1
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ23456789"
+
+
+async def device_code(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    form = await _form(request)
+    try:
+        if not sandbox.tenant.accepts_tenant(request.path_params["tenant"]):
+            raise _unknown_tenant(request.path_params["tenant"])
+        app = _authenticate_client(sandbox, request, form)
+        if not app.is_public:
+            raise EntraError("invalid_client", 7000218, "The request body must contain the "
+                             "following parameter: 'client_assertion' or 'client_secret'.", 401)
+        raw_scope = str(form.get("scope", ""))
+        _delegated_permissions(app, _parse_scope(sandbox, raw_scope))
+    except EntraError as error:
+        return error.response(sandbox.origin)
+    code = DeviceCode(
+        device_code=secrets.token_urlsafe(48),
+        user_code="".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(9)),
+        client_id=app.client_id, scope=raw_scope,
+        expires_at=time.time() + DEVICE_CODE_LIFETIME_S)
+    sandbox.device_codes[code.device_code] = code
+    verification_uri = f"{sandbox.origin}/devicelogin"
+    return JSONResponse({
+        "user_code": code.user_code, "device_code": code.device_code,
+        "verification_uri": verification_uri, "expires_in": DEVICE_CODE_LIFETIME_S,
+        "interval": DEVICE_CODE_INTERVAL_S,
+        "message": f"To sign in, use a web browser to open the page {verification_uri} and enter "
+                   f"the code {code.user_code} to authenticate.",
+    }, headers=NO_STORE)
+
+
+def _device_code_grant(sandbox: Sandbox, app: AppRegistration, form: dict[str, Any]) -> dict:
+    code = sandbox.device_codes.get(str(form.get("device_code", "")))
+    if code is None or code.client_id != app.client_id:
+        raise EntraError("invalid_grant", 70000, "The provided value for the input parameter "
+                         "'device_code' is not valid.")
+    if time.time() > code.expires_at:
+        del sandbox.device_codes[code.device_code]
+        raise EntraError("expired_token", 70020, "The provided value for the input parameter "
+                         "'device_code' is not valid. This device code has expired.")
+    if code.declined:
+        del sandbox.device_codes[code.device_code]
+        raise EntraError("authorization_declined", 70000, "The user has declined to authorize "
+                         "the application.")
+    if code.approved_upn is None:
+        raise EntraError("authorization_pending", 70016, "OAuth 2.0 device flow error. "
+                         "Authorization is pending. Continue polling.")
+    del sandbox.device_codes[code.device_code]  # a device code is redeemed once
+    user = sandbox.tenant.user(code.approved_upn)
+    if user is None:
+        raise EntraError("invalid_grant", 50034, "The user account {EUII Hidden} does not exist "
+                         f"in the {sandbox.tenant.domain} directory.")
+    _check_sign_in(user)  # MFA is satisfied in the browser; a locked account still fails
+    scope = _parse_scope(sandbox, code.scope)
+    granted = _delegated_permissions(app, scope)
+    return _user_tokens(sandbox, app, user, scope, granted, form)
+
+
+def approve_device_code(sandbox: Sandbox, user_code: str, upn: str, decline: bool) -> DeviceCode:
+    """What the user does in the browser: enter the code, sign in (or decline)."""
+    wanted = user_code.replace("-", "").upper()
+    code = next((c for c in sandbox.device_codes.values() if c.user_code == wanted), None)
+    if code is None:
+        raise KeyError(f"no pending device code {user_code}")
+    if sandbox.tenant.user(upn) is None:
+        raise KeyError(f"no user {upn}")
+    code.declined, code.approved_upn = decline, None if decline else upn
+    return code
+
+
+def revoke_sign_ins(sandbox: Sandbox, upn: str) -> int:
+    """Revoke every refresh token of a user (as ``Revoke-MgUserSignInSession`` does)."""
+    revoked = [rt for rt, grant in sandbox.refresh_grants.items()
+               if grant.upn.casefold() == upn.casefold()]
+    for refresh_token in revoked:
+        del sandbox.refresh_grants[refresh_token]
+        sandbox.revoked_refresh_tokens.add(refresh_token)
+    return len(revoked)
 
 
 def _base_claims(sandbox: Sandbox, app: AppRegistration, audience: str,
@@ -370,4 +468,5 @@ routes = [
           methods=["GET"]),
     Route("/{tenant}/discovery/v2.0/keys", signing_keys, methods=["GET"]),
     Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+    Route("/{tenant}/oauth2/v2.0/devicecode", device_code, methods=["POST"]),
 ]

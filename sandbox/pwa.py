@@ -92,13 +92,19 @@ def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
 async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: Format) -> Response:
     try:
         _inject_fault(sandbox)
-        principal, user = authenticate(sandbox, request)
+        ntlm = _windows_authentication(sandbox, request)
+        if isinstance(ntlm, Response):
+            return ntlm
+        principal, user = ntlm or authenticate(sandbox, request)
         if sandbox.config.pwa_latency_ms:
             await asyncio.sleep(sandbox.config.pwa_latency_ms / 1000)
         return await handler(PwaCall(request, sandbox, fmt, principal, user))
     except TokenRejected as rejected:
-        return JSONResponse({"error_description": rejected.description}, status_code=401,
-                            headers={"WWW-Authenticate": _challenge(sandbox)})
+        response = JSONResponse({"error_description": rejected.description}, status_code=401,
+                                headers={"WWW-Authenticate": _challenge(sandbox)})
+        # Project Server on-premises offers Windows authentication too.
+        response.raw_headers.append((b"www-authenticate", b"NTLM"))
+        return response
     except ODataError as error:
         return error_response(error, fmt)
 
@@ -110,6 +116,39 @@ def _inject_fault(sandbox: Sandbox) -> None:
     if status == 503:
         raise ODataError(503, "The service is temporarily unavailable.",
                          headers={"Retry-After": "5"})
+
+
+def _windows_authentication(sandbox: Sandbox,
+                            request: Request) -> tuple[Principal, User] | Response | None:
+    """NTLM (see ``ntlm.py``): a handshake leg answers 401 with the challenge, or refuses; an
+    authenticated connection yields its user with full SharePoint scopes (Windows
+    authentication carries the user's own PWA permissions, not an app's delegated ones). None
+    when the request uses neither, so bearer authentication applies."""
+    header = request.headers.get("authorization", "")
+    client = request.scope.get("client") or ("?", 0)
+    connection = (str(client[0]), int(client[1]))
+    if header[:5].upper() == "NTLM ":
+        step = sandbox.ntlm.step(sandbox.tenant, connection, header[5:].strip())
+        if step.challenge is not None:
+            return PlainTextResponse("401 UNAUTHORIZED", status_code=401,
+                                     headers={"WWW-Authenticate": f"NTLM {step.challenge}"})
+        if step.refused or step.upn is None:
+            return PlainTextResponse("401 UNAUTHORIZED: the logon was denied", status_code=401,
+                                     headers={"WWW-Authenticate": "NTLM"})
+        upn = step.upn
+    elif not header:
+        upn = sandbox.ntlm.user_of(connection)
+        if upn is None:
+            return None
+    else:
+        return None
+    user = sandbox.tenant.user(upn)
+    if user is None or user.locked:
+        return PlainTextResponse("401 UNAUTHORIZED", status_code=401,
+                                 headers={"WWW-Authenticate": "NTLM"})
+    claims = {"aud": sandbox.origin, "upn": user.upn, "oid": user.id,
+              "scp": "ProjectWebApp.FullControl", "idtyp": "user"}
+    return Principal(claims), user
 
 
 def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:

@@ -132,32 +132,28 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _fields(args: argparse.Namespace) -> int:
-    from common.http import new_http_client
-    from common.identity import pwa_token_source
-    from services.poller.custom_fields import CustomFieldsClient
-    from services.poller.pwa_http import PwaHttp
+    from services.poller.commands import fields
 
-    settings = _settings()
-    settings.require_pwa()
-    assert settings.pwa_url is not None
-    name = settings.create_event_field
-    with new_http_client(ca_bundle=settings.ca_bundle) as http:
-        tokens = pwa_token_source(settings, http)
-        client = CustomFieldsClient(PwaHttp(http, settings.pwa_url, tokens))
-        task_entity = client.task_entity_id()
-        check = client.check(name, task_entity)
-        if args.action == "create" and check.state.value == "missing":
-            field_id = client.create_flag_field(name, task_entity)
-            print(f"created Task flag field {name!r} (id {field_id})")
-            check = client.check(name, task_entity)
-        if check.ok and not client.reported_in_projectdata(name):
-            print(
-                f"field {name!r}: exists, but ProjectData does not expose it yet "
-                "(the reporting schema refreshes after a publish; try again shortly)"
-            )
-            return EXIT_FAILED
-    print(f"field {name!r}: {check.state.value}: {check.detail}")
-    return EXIT_OK if check.ok else EXIT_FAILED
+    lines, ok = fields(_settings(), args.action)
+    print("\n".join(lines))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from services.poller.commands import connect_operator
+
+    user = connect_operator(_settings(), show=lambda text: print(text, flush=True))
+    print(f"signed in as {user}; the sign-in is stored encrypted in Redis for every service")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from services.poller.commands import check
+
+    lines = check(_settings(), args.mailbox)
+    for line in lines:
+        print(line.render())
+    return EXIT_OK if lines and all(line.ok for line in lines) else EXIT_FAILED
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -212,6 +208,13 @@ def _parser() -> argparse.ArgumentParser:
     fields = commands.add_parser("fields", help="verify or create the task flag field")
     fields.add_argument("action", choices=("verify", "create"))
     fields.set_defaults(run=_fields)
+
+    connect = commands.add_parser("connect", help="oauth: sign an operator in (device code)")
+    connect.set_defaults(run=_connect)
+
+    check = commands.add_parser("check", help="check every prerequisite on both sides")
+    check.add_argument("--mailbox", help="a mailbox to reach (default PWASYNC_CHECK_MAILBOX)")
+    check.set_defaults(run=_check)
 
     sandbox = commands.add_parser("sandbox", help="run the emulated Microsoft 365 tenant")
     sandbox.add_argument("--port", type=int, default=8443, help="0 picks a free port")

@@ -3,7 +3,9 @@
 Through the ProjectServer REST API: ``CustomFields`` to find it, ``EntityTypes/TaskEntity`` for
 the task entity's id (its GUID is not documented, so it is looked up), ``contextinfo`` for the
 request digest every POST needs, and ``CustomFields/Add`` with FieldType 17 (FLAG). Creation is
-idempotent: an existing, correct field is left alone.
+idempotent: the field is created only when no field of that name (in any letter case) and no
+field with the same ProjectData property exists; an existing field of the wrong type, entity
+or letter case is reported with what to do, never changed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from services.poller import odata
 from services.poller.pwa_http import PwaHttp
 
 FLAG = 17
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 FIELD_TYPE_NAMES = {
     4: "DATE",
     6: "DURATION",
@@ -35,6 +38,7 @@ class FieldState(StrEnum):
     WRONG_TYPE = "wrong_type"
     WRONG_ENTITY = "wrong_entity"
     WRONG_CASE = "wrong_case"
+    SAME_PROPERTY = "same_property"
     NOT_REPORTED = "not_reported"
 
 
@@ -70,7 +74,23 @@ def check_field(name: str, fields: list[FieldInfo], task_entity_id: str) -> Fiel
                 f"{odata.property_name(other_case[0].name)!r}, not {odata.property_name(name)!r}: "
                 f"set PWASYNC_CREATE_EVENT_FIELD={other_case[0].name!r} or rename the field",
             )
-        return FieldCheck(name, FieldState.MISSING, "create it with `pwasync fields create`")
+        prop = odata.property_name(name)
+        same_property = [f for f in fields if odata.property_name(f.name) == prop]
+        if same_property:
+            return FieldCheck(
+                name,
+                FieldState.SAME_PROPERTY,
+                f"does not exist, but the field {same_property[0].name!r} has the same "
+                f"ProjectData property {prop!r}: set PWASYNC_CREATE_EVENT_FIELD="
+                f"{same_property[0].name!r} or rename that field",
+            )
+        return FieldCheck(
+            name,
+            FieldState.MISSING,
+            "does not exist; create it with `pwasync fields create` (needs the PWA permission "
+            "Manage Enterprise Custom Fields) or in PWA (Server Settings > Enterprise Custom "
+            "Fields: entity Task, type Flag)",
+        )
     field = exact[0]
     if field.field_type != FLAG:
         type_name = FIELD_TYPE_NAMES.get(field.field_type, str(field.field_type))
@@ -85,7 +105,8 @@ def check_field(name: str, fields: list[FieldInfo], task_entity_id: str) -> Fiel
         return FieldCheck(
             name,
             FieldState.WRONG_ENTITY,
-            "exists, but on another entity than Task; the flag must be a Task field",
+            "exists, but on another entity than Task; the flag must be a Task field: delete or "
+            "rename it in PWA, then run `pwasync fields create`",
         )
     return FieldCheck(name, FieldState.OK, "Task field of type Flag")
 
@@ -103,32 +124,17 @@ class CustomFieldsClient:
         return str(entity_id)
 
     def fields(self) -> list[FieldInfo]:
-        data = _unwrap(self._http.get_json(f"{self._api}/CustomFields?$select=Id,Name,FieldType"))
+        """Every enterprise custom field with its entity type, in one request."""
+        url = f"{self._api}/CustomFields?$select=Id,Name,FieldType,EntityType/ID&$expand=EntityType"
+        data = _unwrap(self._http.get_json(url))
         rows = data.get("results", data.get("value", [])) if isinstance(data, dict) else data
         return [
-            FieldInfo(str(row["Id"]), str(row["Name"]), int(row["FieldType"]), None) for row in rows
+            FieldInfo(str(row["Id"]), str(row["Name"]), int(row["FieldType"]), _entity_id(row))
+            for row in rows
         ]
 
-    def entity_type_of(self, field_id: str) -> str | None:
-        url = f"{self._api}/CustomFields('{uuid.UUID(field_id)}')/EntityType"
-        data = _unwrap(self._http.get_json(url))
-        value = data.get("ID") or data.get("Id")
-        return str(value) if value else None
-
     def check(self, name: str, task_entity_id: str) -> FieldCheck:
-        fields = self.fields()
-        exact = [f for f in fields if f.name == name]
-        if exact:
-            field = exact[0]
-            fields = [f for f in fields if f is not field] + [
-                FieldInfo(
-                    field.field_id,
-                    field.name,
-                    field.field_type,
-                    self.entity_type_of(field.field_id),
-                )
-            ]
-        return check_field(name, fields, task_entity_id)
+        return check_field(name, self.fields(), task_entity_id)
 
     def reported_in_projectdata(self, name: str) -> bool:
         """True once the ProjectData feed exposes the field (its reporting schema knows it)."""
@@ -158,14 +164,48 @@ class CustomFieldsClient:
                 "LookupAllowMultiSelect": False,
             }
         }
-        created = self._http.request_json(
-            "POST",
-            f"{self._api}/CustomFields/Add",
-            json_body=body,
-            headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
-        )
+        try:
+            created = self._http.request_json(
+                "POST",
+                f"{self._api}/CustomFields/Add",
+                json_body=body,
+                headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
+            )
+        except PermanentApiError as exc:
+            if exc.status == 403:
+                raise PermanentApiError(
+                    f"cannot create the field {name!r}: the account lacks the PWA permission "
+                    "Manage Enterprise Custom Fields (or the app the delegated permission "
+                    "ProjectWebApp.FullControl); ask a PWA administrator to create the Task field "
+                    f"{name!r} of type Flag, or to grant the permission ({exc})",
+                    status=403,
+                ) from None
+            raise
         data = _unwrap(created)
         return str(data.get("Id", body["parameters"]["Id"]))
+
+    def can_manage_fields(self) -> bool:
+        """Whether the account may create enterprise custom fields, found out without creating
+        one: ``CustomFields/Add`` with parameters that can never make a field (no name, no
+        entity) is refused with 403 before validation without the permission, and with a
+        validation error (400) with it. (The order of the two checks on the real service is
+        not documented; a 400 is also what the sandbox answers.)"""
+        digest = self._digest()
+        probe = {"parameters": {"Name": "", "EntityTypeId": ZERO_GUID, "FieldType": FLAG}}
+        try:
+            self._http.request_json(
+                "POST",
+                f"{self._api}/CustomFields/Add",
+                json_body=probe,
+                headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
+            )
+        except PermanentApiError as exc:
+            if exc.status == 403:
+                return False
+            if exc.status == 400:
+                return True
+            raise
+        raise PermanentApiError("CustomFields/Add accepted a field without a name")
 
     def _digest(self) -> str:
         data = self._http.request_json("POST", f"{self._http.site_url}/_api/contextinfo")
@@ -175,6 +215,14 @@ class CustomFieldsClient:
         if not digest:
             raise PermanentApiError("Project Online: contextinfo returned no FormDigestValue")
         return str(digest)
+
+
+def _entity_id(row: dict[str, Any]) -> str | None:
+    entity = row.get("EntityType")
+    if isinstance(entity, dict) and "__deferred" not in entity:
+        value = entity.get("ID") or entity.get("Id")
+        return str(value) if value else None
+    return None
 
 
 def _unwrap(data: dict[str, Any]) -> Any:

@@ -1,9 +1,12 @@
 """Authenticated requests to the PWA site, with the behaviour SharePoint expects of a client.
 
-- a bearer token from the configured sign-in; a 401 forgets the token and tries once more;
+- authentication by an ``httpx.Auth`` of ``pwa_auth`` (bearer token or NTLM);
 - 429 and 503 honour ``Retry-After`` (throttled calls count against the tenant's quota, and
-  ignoring it leads to a block), with a bounded number of waits, then a RetryableApiError;
-- timeouts and resets are retried a few times with jittered backoff;
+  ignoring it leads to a block): at most ``max_attempts`` tries, each wait jittered upwards
+  (never shorter than asked) and at most ``max_wait_seconds``; a server asking for longer
+  gets a RetryableApiError at once, and the ack policy retries the whole run in a later tier
+  (the run resumes where it stopped, project by project);
+- timeouts and resets are retried the same bounded way, with exponential backoff and jitter;
 - every other failure becomes a PermanentApiError whose text says what the server said.
 """
 
@@ -19,7 +22,6 @@ import httpx
 
 from common.errors import PermanentApiError, RetryableApiError
 from common.http import api_error, transport_errors
-from common.identity import TokenSource
 from common.logging import get_logger
 
 log = get_logger(__name__)
@@ -33,17 +35,20 @@ class PwaHttp:
         self,
         http: httpx.Client,
         site_url: str,
-        tokens: TokenSource,
+        auth: httpx.Auth,
         *,
         max_attempts: int = 5,
+        max_wait_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self.site_url = site_url.rstrip("/")
         self._origin = _origin(self.site_url)
-        self._tokens = tokens
+        self._auth = auth
         self._max_attempts = max_attempts
+        self._max_wait = max_wait_seconds
         self._sleep = sleep
+        self.requests_made = 0  # calls, for run summaries and benchmarks
 
     def same_origin(self, url: str) -> bool:
         return _origin(url) == self._origin
@@ -62,39 +67,36 @@ class PwaHttp:
         if not self.same_origin(url):
             # Never send the PWA bearer token anywhere else, whatever a next link says.
             raise PermanentApiError(f"{SERVICE}: refusing to follow a link off the site: {url}")
-        refreshed_token = False
         for attempt in range(1, self._max_attempts + 1):
-            request_headers = {
-                "Accept": VERBOSE_JSON,
-                "Authorization": f"Bearer {self._tokens.token()}",
-                **(headers or {}),
-            }
+            request_headers = {"Accept": VERBOSE_JSON, **(headers or {})}
+            self.requests_made += 1
             try:
                 with transport_errors(SERVICE):
                     response = self._http.request(
-                        method, url, headers=request_headers, json=json_body
+                        method, url, headers=request_headers, json=json_body, auth=self._auth
                     )
             except RetryableApiError as exc:
                 if attempt == self._max_attempts:
                     raise
                 self._wait(attempt, None, str(exc))
                 continue
-            if response.status_code == 401 and not refreshed_token:
-                refreshed_token = True
-                self._tokens.invalidate()
-                continue
             if response.is_success:
                 return _json(response)
             error = api_error(SERVICE, response, _error_text(response))
-            if isinstance(error, RetryableApiError) and attempt < self._max_attempts:
+            retryable = isinstance(error, RetryableApiError)
+            if retryable and attempt < self._max_attempts and self._can_wait(error.retry_after):
                 self._wait(attempt, error.retry_after, str(error))
                 continue
             raise error
         raise AssertionError("unreachable")
 
+    def _can_wait(self, retry_after: float | None) -> bool:
+        return retry_after is None or retry_after <= self._max_wait
+
     def _wait(self, attempt: int, retry_after: float | None, reason: str) -> None:
         delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2**attempt)
-        delay *= random.uniform(1.0, 1.2)  # jitter, never shorter than the server asked
+        # Jitter, never shorter than the server asked: replicas throttled together spread out.
+        delay = min(delay * random.uniform(1.0, 1.2), self._max_wait * 1.2)
         log.warning("Project Online request failed; waiting", reason=reason, wait_seconds=delay)
         self._sleep(delay)
 

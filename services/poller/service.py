@@ -1,116 +1,196 @@
-"""The poller process: consumes ``sync.requested`` and publishes scheduled requests.
+"""The poller process: consumes ``sync.requested``, runs one poll at a time per scenario, and
+publishes the scheduled requests.
 
-Every run, scheduled or manual, goes through the scenario's ``sync-requested`` queue, consumed
-with a prefetch of one: runs never overlap inside a poller, and a run interrupted by a crash is
-redelivered instead of forgotten.
+Every run, scheduled or manual, goes through the scenario's ``sync-requested`` queue (prefetch
+one). Replicas compete for it; the run lease and the queue of coalesced requests in Redis
+(``coordination``) make sure that one poll runs at a time per scenario and that requests
+arriving meanwhile become one more run, not one run each.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
-from datetime import UTC, datetime
-
-import structlog
+from datetime import UTC, datetime, timedelta
 
 from common.consumer import Delivery
 from common.http import new_http_client
-from common.identity import pwa_token_source
 from common.logging import get_logger
 from common.messages import SyncRequested, TaskChanged, decode, encode
 from common.rabbit import ThreadLocalPublisher
 from common.settings import Settings
 from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
+from services.poller.connection import open_pwa, token_store
+from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
 from services.poller.odata import property_name
 from services.poller.projectdata import ProjectDataClient
-from services.poller.pwa_http import PwaHttp
+from services.poller.pwa_time import to_pwa_wall_clock
+from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
-from services.poller.watermark import WatermarkStore, to_pwa_wall_clock
 from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
 
+#: How often each replica looks for requests queued by a replica that died holding the lease.
+ORPHAN_CHECK_SECONDS = 30.0
+
 
 class SyncRequestHandler:
-    """Turns one ``sync.requested`` delivery into one sync run of this scenario."""
+    """Turns ``sync.requested`` deliveries into runs, one at a time per scenario."""
 
-    def __init__(self, *, scenario: str, runner: SyncRunner) -> None:
+    def __init__(
+        self,
+        *,
+        scenario: str,
+        runner: SyncRunner,
+        coordinator: RunCoordinator,
+        lease_lost: threading.Event,
+    ) -> None:
         self._scenario = scenario
         self._runner = runner
+        self._coordinator = coordinator
+        self._lease_lost = lease_lost
 
     def __call__(self, delivery: Delivery) -> None:
         request = decode(delivery.body, SyncRequested)
         if request.scenario != self._scenario:
             log.info("sync request is for another scenario; ignored", requested=request.scenario)
             return
-        structlog.contextvars.bind_contextvars(trigger=request.trigger, full=request.full)
-        log.info(
-            "sync run started",
-            project_ids=[str(p) for p in request.project_ids],
-            task_ids=[str(t) for t in request.task_ids],
-        )
-        self._runner.run(request)
+        mine = QueuedRequest(request, delivery.correlation_id)
+        owner = self._coordinator.try_run(mine)
+        if owner is None:
+            log.info("a sync run is in progress; this request joins the next run (coalesced)")
+            return
+        self._run_while_queued(owner, mine)
+
+    def _run_while_queued(self, owner: str, mine: QueuedRequest) -> None:
+        batch = [mine, *self._coordinator.take_queued()]
+        with self._coordinator.kept_alive(owner, self._lease_lost):
+            try:
+                while True:
+                    for request, correlation_ids in merge_requests(batch):
+                        self._runner.run(
+                            request,
+                            correlation_id=correlation_ids[0] if correlation_ids else None,
+                            coalesced=correlation_ids[1:],
+                        )
+                    if self._coordinator.finish_if_idle(owner):
+                        return
+                    batch = self._coordinator.take_queued()
+            except BaseException:
+                # This delivery is retried by the ack policy; the requests that joined it wait
+                # in the queue again for the next run.
+                self._coordinator.requeue([q for q in batch if q is not mine])
+                self._coordinator.release(owner)
+                raise
 
 
 class Scheduler:
-    """Publishes a ``sync.requested`` at each scheduled time until stopped."""
+    """Publishes a ``sync.requested`` at each scheduled time (once across replicas), and resumes
+    requests left queued by a replica that died holding the run lease."""
 
-    def __init__(self, settings: Settings, publisher: ThreadLocalPublisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: ThreadLocalPublisher,
+        coordinator: RunCoordinator,
+    ) -> None:
         self._schedule = settings.parsed_schedule
         self._zone = settings.schedule_zone
         self._scenario = settings.scenario
         self._publisher = publisher
+        self._coordinator = coordinator
+        self._replica = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            now = datetime.now(UTC)
-            due = self._schedule.next_run(now, self._zone)
-            if due is None:
-                return
-            log.info("next scheduled sync", at=due.isoformat(), schedule=self._schedule.describe())
-            if stop.wait((due - now).total_seconds()):
-                return
-            request = SyncRequested(
-                scenario=self._scenario, trigger="schedule", requested_at=datetime.now(UTC)
-            )
-            try:
-                self._publisher.publish(
-                    ROUTING_KEY_SYNC_REQUESTED, encode(request), correlation_id=str(uuid.uuid4())
+            due = self._schedule.next_run(datetime.now(UTC), self._zone)
+            if due is not None:
+                log.info(
+                    "next scheduled sync",
+                    at=due.isoformat(),
+                    at_utc=due.astimezone(UTC).isoformat(),
+                    schedule=self._schedule.describe(),
                 )
-            except Exception as exc:  # noqa: BLE001 - a missed tick is logged; the next one runs
-                log.error("could not publish the scheduled sync request", error=str(exc))
+            if not self._wait_until(due, stop):
+                return
+            if due is not None and self._coordinator.claim_tick(due, self._replica):
+                self._publish("schedule")
+
+    def _wait_until(self, due: datetime | None, stop: threading.Event) -> bool:
+        """Sleep until ``due`` (forever when None), checking for orphans; False when stopped."""
+        while True:
+            remaining = (due - datetime.now(UTC)).total_seconds() if due else ORPHAN_CHECK_SECONDS
+            if due is not None and remaining <= 0:
+                return True
+            if stop.wait(min(ORPHAN_CHECK_SECONDS, remaining)):
+                return False
+            self._resume_orphans()
+
+    def _resume_orphans(self) -> None:
+        try:
+            if self._coordinator.orphaned():
+                log.warning("sync requests were left queued without a run; resuming them")
+                self._publish("manual")
+        except Exception as exc:  # noqa: BLE001 - checked again in a moment
+            log.warning("could not check for queued sync requests", error=str(exc))
+
+    def _publish(self, trigger: str) -> None:
+        request = SyncRequested(
+            scenario=self._scenario, trigger=trigger, requested_at=datetime.now(UTC)
+        )
+        try:
+            self._publisher.publish(
+                ROUTING_KEY_SYNC_REQUESTED, encode(request), correlation_id=str(uuid.uuid4())
+            )
+        except Exception as exc:  # noqa: BLE001 - a missed tick is logged; the next one runs
+            log.error("could not publish the scheduled sync request", error=str(exc))
 
 
 def run_poller(settings: Settings, stop: threading.Event) -> None:
     settings.require_pwa()
     assert settings.pwa_url is not None
     infra = open_infrastructure(settings, "poller", stop)
-    watermarks = WatermarkStore(infra.redis, infra.keys, infra.redis_url)
+    state = PollerState(infra.redis, infra.keys, infra.redis_url)
     start = settings.sync_start or datetime.now(UTC)
-    in_force = watermarks.initialize(to_pwa_wall_clock(start, settings.pwa_zone))
-    log.info("poller starting", watermark=in_force.isoformat(), schedule=settings.schedule)
+    in_force = state.initialize_start(to_pwa_wall_clock(start, settings.pwa_zone))
+    log.info(
+        "poller starting",
+        sync_start=in_force.isoformat(),
+        schedule=settings.schedule,
+        pwa_auth=settings.pwa_auth,
+    )
+    if settings.pwa_auth == "oauth" and token_store(settings, infra.redis).load_raw() is None:
+        log.error("Project Online: nobody is signed in; run `pwasync connect` (runs fail until)")
 
     http = new_http_client(ca_bundle=settings.ca_bundle)
-    feed = ProjectDataClient(PwaHttp(http, settings.pwa_url, pwa_token_source(settings, http)))
+    pwa = open_pwa(settings, http, infra.redis)
     routing_key = routing_key_task_changed(settings.scenario)
 
     def publish_task(message: TaskChanged) -> None:
-        infra.publish(
-            routing_key, message, message_id=f"{message.task_id}@{message.revision.isoformat()}"
-        )
+        message_id = f"{message.task_id}@{message.revision.isoformat()}:{message.change}"
+        infra.publish(routing_key, message, message_id=message_id)
 
+    lease_lost = threading.Event()
     runner = SyncRunner(
         scenario=settings.scenario,
-        feed=feed,
+        feed=ProjectDataClient(pwa),
         publish=publish_task,
-        watermarks=watermarks,
+        state=state,
         flag_property=property_name(settings.create_event_field),
         pwa_zone=settings.pwa_zone,
-        stop=stop,
+        site_url=settings.pwa_url,
+        overlap=timedelta(seconds=settings.sync_overlap_seconds),
+        should_stop=lambda: stop.is_set() or lease_lost.is_set(),
+        request_counter=lambda: pwa.requests_made,
     )
-    handler = SyncRequestHandler(scenario=settings.scenario, runner=runner)
+    coordinator = RunCoordinator(infra.redis, infra.keys, infra.redis_url)
+    handler = SyncRequestHandler(
+        scenario=settings.scenario, runner=runner, coordinator=coordinator, lease_lost=lease_lost
+    )
     scheduler = threading.Thread(
-        target=Scheduler(settings, infra.publisher).run,
+        target=Scheduler(settings, infra.publisher, coordinator).run,
         args=(stop,),
         name="scheduler",
         daemon=True,

@@ -1,23 +1,32 @@
-"""One sync run: read what was published since the watermark and publish ``task.changed``.
+"""One sync run: find what changed in the published plans and tell the writers.
 
-The runner takes its collaborators in (feed client, publisher function, watermark store, clock),
-so it runs the same against the sandbox, the real service or test doubles.
+The runner lists the projects, lets ``changes.plan_projects`` decide which to read, reads only
+those (tasks, assignments and the assigned resources: three queries per project, whatever its
+size, plus a page per 300 rows), selects the tasks, and publishes a ``task.changed`` for each
+task whose content fingerprint moved and a removal for each task that left the selection. It
+takes its collaborators in (feed client, publisher, state store, clock), so it runs the same
+against the sandbox, the real service or test doubles.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from common.errors import RetryableError
 from common.logging import get_logger
 from common.messages import MAX_TASK_NAME, Assignee, SyncRequested, TaskChanged
+from services.poller.changes import (
+    ProjectState,
+    diff_tasks,
+    plan_projects,
+    removal_revision,
+)
 from services.poller.projectdata import ProjectDataClient, ProjectRow, ResourceRow
+from services.poller.pwa_time import to_pwa_wall_clock, to_utc
+from services.poller.run_summary import RunSummary
 from services.poller.selection import (
     SelectedTask,
     Selection,
@@ -25,7 +34,7 @@ from services.poller.selection import (
     project_skip_reason,
     select_tasks,
 )
-from services.poller.watermark import WatermarkStore
+from services.poller.state import PollerState
 
 log = get_logger(__name__)
 
@@ -33,27 +42,13 @@ PublishTask = Callable[[TaskChanged], None]
 
 
 class SyncInterrupted(RetryableError):
-    """The process is stopping; the run is retried (and resumes past the watermark)."""
+    """The process is stopping (or lost the run lock); the run is retried and resumes: what was
+    done is recorded project by project."""
 
 
-@dataclass
-class RunSummary:
-    trigger: str
-    projects_read: int = 0
-    projects_skipped: Counter[str] = field(default_factory=Counter)
-    tasks_published: int = 0
-    tasks_skipped: Counter[str] = field(default_factory=Counter)
-    watermark: datetime | None = None
-
-    def as_log(self) -> dict[str, object]:
-        return {
-            "trigger": self.trigger,
-            "projects_read": self.projects_read,
-            "projects_skipped": dict(self.projects_skipped),
-            "tasks_published": self.tasks_published,
-            "tasks_skipped": dict(self.tasks_skipped),
-            "watermark": self.watermark.isoformat() if self.watermark else None,
-        }
+def project_url(site_url: str, project_id: UUID) -> str:
+    """The project's page in PWA (Project Detail Pages; the path is the PWA default)."""
+    return f"{site_url.rstrip('/')}/project.aspx?projuid={project_id}"
 
 
 class SyncRunner:
@@ -63,88 +58,224 @@ class SyncRunner:
         scenario: str,
         feed: ProjectDataClient,
         publish: PublishTask,
-        watermarks: WatermarkStore,
+        state: PollerState,
         flag_property: str,
         pwa_zone: ZoneInfo,
-        stop: threading.Event | None = None,
+        site_url: str,
+        overlap: timedelta = timedelta(minutes=5),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        should_stop: Callable[[], bool] = lambda: False,
+        request_counter: Callable[[], int] = lambda: 0,
     ) -> None:
         self._scenario = scenario
         self._feed = feed
         self._publish = publish
-        self._watermarks = watermarks
+        self._state = state
         self._flag_property = flag_property
-        self._pwa_zone = pwa_zone
-        self._stop = stop or threading.Event()
+        self._zone = pwa_zone
+        self._site_url = site_url
+        self._overlap = overlap
+        self._clock = clock
+        self._should_stop = should_stop
+        self._requests = request_counter
 
-    def run(self, request: SyncRequested) -> RunSummary:
-        summary = RunSummary(trigger=request.trigger)
-        scoped = bool(request.project_ids or request.task_ids)
-        projects = self._projects_to_read(request)
-        resources: dict[UUID, ResourceRow] = {}
-        task_scope = set(request.task_ids)
-
-        for index, project in enumerate(projects):
-            if self._stop.is_set():
-                # The watermark already covers the projects done; the rest runs on the retry.
-                raise SyncInterrupted(
-                    f"stopping: {len(projects) - index} of {len(projects)} projects left"
-                )
-            reason = project_skip_reason(project)
-            if reason is not None:
-                summary.projects_skipped[str(reason)] += 1
-                log.info(
-                    "project skipped",
-                    project_id=str(project.project_id),
-                    project=project.name,
-                    reason=str(reason),
-                )
-            else:
-                self._sync_project(project, resources, task_scope, summary)
-            # Advance past a timestamp only once every project carrying it is done, so a
-            # crash between two projects with the same ProjectModifiedDate skips neither.
-            last_of_its_time = index + 1 == len(projects) or projects[index + 1].modified > (
-                project.modified
-            )
-            if not scoped and last_of_its_time:
-                self._watermarks.advance(project.modified)
-        summary.watermark = None if scoped else self._watermarks.get()
-        log.info("sync run finished", **summary.as_log())
+    def run(
+        self,
+        request: SyncRequested,
+        *,
+        correlation_id: str | None = None,
+        coalesced: list[str] | None = None,
+    ) -> RunSummary:
+        summary = RunSummary.begin(
+            self._scenario,
+            request,
+            started_at=self._clock(),
+            correlation_id=correlation_id,
+            coalesced=coalesced,
+        )
+        requests_before = self._requests()
+        log.info("sync run started", run_id=summary.run_id, **_request_fields(request))
+        try:
+            self._run(request, summary)
+        except SyncInterrupted as exc:
+            self._close(summary, "interrupted", requests_before, str(exc))
+            raise
+        except Exception as exc:
+            self._close(summary, "failed", requests_before, str(exc))
+            raise
+        self._close(summary, "succeeded", requests_before)
         return summary
 
-    def _projects_to_read(self, request: SyncRequested) -> list[ProjectRow]:
+    def _close(
+        self, summary: RunSummary, status: str, requests_before: int, error: str | None = None
+    ) -> None:
+        summary.pwa_requests = self._requests() - requests_before
+        summary.finish(status, self._clock(), error)
+        record = summary.to_json()
+        try:
+            self._state.record_run(record)
+        except Exception as exc:  # noqa: BLE001 - the summary is logged below either way
+            log.error("could not keep the run summary in Redis", error=str(exc))
+        level = log.info if status == "succeeded" else log.warning
+        level("sync run finished", **record)
+
+    # --- the run -------------------------------------------------------------------------
+
+    def _run(self, request: SyncRequested, summary: RunSummary) -> None:
+        known = self._state.projects()
+        task_scope = set(request.task_ids) or None
         if request.project_ids or request.task_ids:
-            project_ids = set(request.project_ids)
-            if request.task_ids:
-                project_ids |= self._feed.task_projects(list(request.task_ids))
-            if not project_ids:
-                return []
-            return list(self._feed.projects(project_ids=sorted(project_ids, key=str)))
-        watermark = None if request.full else self._watermarks.get()
-        return list(self._feed.projects(modified_after=watermark))
+            to_read, deleted = self._scoped_projects(request, known, summary)
+        else:
+            listed = list(self._feed.projects())
+            summary.projects_listed = len(listed)
+            start = self._state.start()
+            plan = plan_projects(
+                listed,
+                known,
+                sync_start=start if start is not None else datetime.min,
+                overlap=self._overlap,
+                full=request.full,
+            )
+            to_read, deleted = plan.to_read, plan.deleted
+            summary.projects_unchanged = plan.unchanged
+            if plan.before_sync_start:
+                summary.projects_skipped["before_sync_start"] = plan.before_sync_start
+
+        for project_id in deleted:
+            self._remove_deleted_project(project_id, summary)
+        resources: dict[UUID, ResourceRow] = {}
+        for index, project in enumerate(to_read):
+            if self._should_stop():
+                raise SyncInterrupted(
+                    f"stopping: {len(to_read) - index} of {len(to_read)} projects left"
+                )
+            self._sync_project(
+                project, known.get(project.project_id), resources, task_scope, summary
+            )
+
+    def _scoped_projects(
+        self, request: SyncRequested, known: dict[UUID, ProjectState], summary: RunSummary
+    ) -> tuple[list[ProjectRow], list[UUID]]:
+        project_ids = set(request.project_ids)
+        if request.task_ids:
+            project_ids |= self._feed.task_projects(list(request.task_ids))
+        if not project_ids:
+            return [], []
+        listed = list(self._feed.projects(project_ids=sorted(project_ids, key=str)))
+        summary.projects_listed = len(listed)
+        found = {p.project_id for p in listed}
+        deleted = sorted((p for p in request.project_ids if p in known and p not in found), key=str)
+        return sorted(listed, key=lambda p: p.modified), deleted
 
     def _sync_project(
         self,
         project: ProjectRow,
+        previous: ProjectState | None,
         resources: dict[UUID, ResourceRow],
-        task_scope: set[UUID],
+        task_scope: set[UUID] | None,
         summary: RunSummary,
     ) -> None:
-        summary.projects_read += 1
+        read_at = self._clock()
+        revision = to_utc(project.modified, self._zone)
+        reason = project_skip_reason(project)
+        if reason is not None:
+            summary.projects_skipped[str(reason)] += 1
+            log.info(
+                "project skipped",
+                project_id=str(project.project_id),
+                project=project.name,
+                reason=str(reason),
+            )
+            desired: list[TaskChanged] = []
+            why_not = {}
+        else:
+            summary.projects_read += 1
+            desired, why_not = self._desired_tasks(
+                project, resources, task_scope, revision, summary
+            )
+
+        diff = diff_tasks(
+            desired, self._state.published_tasks(project.project_id), scope=task_scope
+        )
+        for message, digest in diff.upserts:
+            self._publish(message)
+            self._state.record_published(project.project_id, message.task_id, digest)
+            summary.tasks_published += 1
+        summary.tasks_unchanged += diff.unchanged
+        if diff.removals:
+            previous_utc = to_utc(previous.modified, self._zone) if previous else None
+            removal_at = removal_revision(revision, previous_utc, read_at)
+            for task_id in diff.removals:
+                why = str(reason or why_not.get(task_id, "deleted"))
+                self._remove(project.project_id, project.name, task_id, removal_at, why)
+                summary.tasks_removed += 1
+        if task_scope is None:
+            # A --task run looked at some tasks only; the project is not up to date because of it.
+            self._state.save_project(
+                project.project_id,
+                ProjectState(
+                    project.modified, project.project_type, to_pwa_wall_clock(read_at, self._zone)
+                ),
+            )
+
+    def _desired_tasks(
+        self,
+        project: ProjectRow,
+        resources: dict[UUID, ResourceRow],
+        task_scope: set[UUID] | None,
+        revision: datetime,
+        summary: RunSummary,
+    ) -> tuple[list[TaskChanged], dict[UUID, str]]:
+        """The task.changed of every selected task, and why each other task is not selected."""
         tasks = list(self._feed.tasks(project.project_id, self._flag_property))
-        if task_scope:
+        if task_scope is not None:
             tasks = [t for t in tasks if t.task_id in task_scope]
         assignments = list(self._feed.assignments(project.project_id))
         missing = {a.resource_id for a in assignments} - resources.keys()
         if missing:
             resources.update((r.resource_id, r) for r in self._feed.resources(missing))
-
         selection = select_tasks(tasks, assignments, resources)
         self._log_skips(project, selection)
         summary.tasks_skipped.update(selection.skip_counts())
-        revision = project.modified.replace(tzinfo=self._pwa_zone).astimezone(UTC)
-        for selected in selection.selected:
-            self._publish(self._message(project, selected, revision))
-            summary.tasks_published += 1
+        messages = [self._message(project, selected, revision) for selected in selection.selected]
+        return messages, {s.task.task_id: str(s.reason) for s in selection.skipped}
+
+    def _remove_deleted_project(self, project_id: UUID, summary: RunSummary) -> None:
+        removed_at = self._clock()
+        published = self._state.published_tasks(project_id)
+        log.info(
+            "project deleted from PWA; removing its tasks' events",
+            project_id=str(project_id),
+            tasks=len(published),
+        )
+        for task_id in sorted(published, key=str):
+            self._remove(project_id, "", task_id, removed_at.astimezone(UTC), "project_deleted")
+            summary.tasks_removed += 1
+        self._state.forget_project(project_id)
+        summary.projects_deleted += 1
+
+    def _remove(
+        self, project_id: UUID, project_name: str, task_id: UUID, revision: datetime, why: str
+    ) -> None:
+        self._publish(
+            TaskChanged(
+                scenario=self._scenario,
+                change="remove",
+                project_id=project_id,
+                project_name=project_name,
+                task_id=task_id,
+                timezone=str(self._zone.key),
+                revision=revision,
+            )
+        )
+        self._state.record_removed(project_id, task_id)
+        log.info(
+            "task left the selection; removal published",
+            task_id=str(task_id),
+            project_id=str(project_id),
+            reason=why,
+        )
 
     def _message(
         self, project: ProjectRow, selected: SelectedTask, revision: datetime
@@ -165,11 +296,14 @@ class SyncRunner:
             task_name=task.name[:MAX_TASK_NAME],
             start=task.start,
             finish=task.finish,
-            timezone=str(self._pwa_zone.key),
+            start_utc=to_utc(task.start, self._zone) if task.start else None,
+            finish_utc=to_utc(task.finish, self._zone) if task.finish else None,
+            timezone=str(self._zone.key),
             assignees=[
                 Assignee(resource_id=a.resource_id, name=a.name, email=a.email)
                 for a in selected.assignees
             ],
+            task_url=project_url(self._site_url, project.project_id),
             revision=revision,
         )
 
@@ -185,3 +319,12 @@ class SyncRunner:
                 project=project.name,
                 reason=str(skipped.reason),
             )
+
+
+def _request_fields(request: SyncRequested) -> dict[str, object]:
+    return {
+        "trigger": request.trigger,
+        "full": request.full,
+        "project_ids": [str(p) for p in request.project_ids],
+        "task_ids": [str(t) for t in request.task_ids],
+    }

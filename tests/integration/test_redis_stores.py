@@ -1,26 +1,15 @@
-"""The Redis edge on the real Redis: ledger allocation, watermark and the writer's event map."""
+"""The Redis edge on the real Redis: the writer's event map and the key layout (the poller's
+state is in test_poller_state.py)."""
 
 import uuid
-from datetime import datetime
 
 import pytest
 
 from common.redis_store import Keys
 from services.event_writer.event_map import EventMap
 from services.event_writer.planner import RecordedEvent
-from services.poller.watermark import WatermarkStore
 
 pytestmark = pytest.mark.integration
-
-
-def test_watermark_initializes_once_and_only_moves_forward(redis_client, redis_url, scenario):
-    store = WatermarkStore(redis_client, Keys(scenario), redis_url)
-    assert store.get() is None
-    assert store.initialize(datetime(2026, 1, 1)) == datetime(2026, 1, 1)
-    assert store.initialize(datetime(2025, 1, 1)) == datetime(2026, 1, 1)
-    store.advance(datetime(2026, 2, 1, 12, 30, 15, 500000))
-    store.advance(datetime(2026, 1, 15))
-    assert store.get() == datetime(2026, 2, 1, 12, 30, 15, 500000)
 
 
 def test_event_map_round_trip(redis_client, redis_url, scenario):

@@ -31,3 +31,15 @@ def test_a_field_differing_only_in_case_is_pointed_out():
         "'CreateEvent'" in check.detail
         and "PWASYNC_CREATE_EVENT_FIELD='Create Event'" in check.detail
     )
+
+
+def test_missing_says_how_to_create_it():
+    check = check_field("Create event", [], TASK)
+    assert "pwasync fields create" in check.detail
+    assert "Manage Enterprise Custom Fields" in check.detail
+
+
+def test_another_field_with_the_same_projectdata_property_is_pointed_out():
+    check = check_field("Create event", [FieldInfo("1", "Create-event", 17, TASK)], TASK)
+    assert check.state is FieldState.SAME_PROPERTY
+    assert "'Createevent'" in check.detail and "'Create-event'" in check.detail

@@ -1,15 +1,19 @@
+"""The sync runner over in-memory doubles of its own ports (feed, state store, publisher)."""
+
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from common.messages import SyncRequested
+from services.poller.changes import ProjectState
 from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 from services.poller.sync import SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
 
 
 class FakeFeed:
@@ -27,11 +31,21 @@ class FakeFeed:
         self.assignments_by_project[project.project_id] = list(assignments)
         return project
 
-    def projects(self, *, modified_after=None, project_ids=None):
-        self.asked.append(("projects", modified_after, project_ids))
-        rows = sorted(self.projects_list, key=lambda p: p.modified)
-        if modified_after is not None:
-            rows = [p for p in rows if p.modified > modified_after]
+    def republish(self, project, modified, kind=None):
+        """What publishing in PWA does to the Projects row."""
+        index = self.projects_list.index(project)
+        changed = ProjectRow(
+            project.project_id,
+            project.name,
+            project.project_type if kind is None else kind,
+            modified,
+        )
+        self.projects_list[index] = changed
+        return changed
+
+    def projects(self, *, project_ids=None):
+        self.asked.append(("projects", tuple(project_ids or ())))
+        rows = list(self.projects_list)
         if project_ids:
             rows = [p for p in rows if p.project_id in project_ids]
         return iter(rows)
@@ -41,6 +55,7 @@ class FakeFeed:
         return iter(self.tasks_by_project[project_id])
 
     def assignments(self, project_id):
+        self.asked.append(("assignments", project_id))
         return iter(self.assignments_by_project[project_id])
 
     def resources(self, ids):
@@ -54,53 +69,84 @@ class FakeFeed:
             if any(t.task_id in task_ids for t in tasks)
         }
 
-
-class MemoryWatermarks:
-    def __init__(self, value=None):
-        self.value = value
-        self.history = []
-
-    def get(self):
-        return self.value
-
-    def advance(self, to):
-        if self.value is None or to > self.value:
-            self.value = to
-            self.history.append(to)
+    def reads(self):
+        return [a for a in self.asked if a[0] == "tasks"]
 
 
-def leaf(name, task_id=None, flagged=True):
+class MemoryState:
+    """PollerState over dicts."""
+
+    def __init__(self, start=datetime(2026, 1, 1)):
+        self._start = start
+        self.project_states = {}
+        self.tasks = {}
+        self.runs = []
+
+    def start(self):
+        return self._start
+
+    def projects(self):
+        return dict(self.project_states)
+
+    def save_project(self, project_id, state):
+        self.project_states[project_id] = state
+
+    def forget_project(self, project_id):
+        self.project_states.pop(project_id, None)
+        self.tasks.pop(project_id, None)
+
+    def published_tasks(self, project_id):
+        return dict(self.tasks.get(project_id, {}))
+
+    def record_published(self, project_id, task_id, digest):
+        self.tasks.setdefault(project_id, {})[task_id] = digest
+
+    def record_removed(self, project_id, task_id):
+        self.tasks.get(project_id, {}).pop(task_id, None)
+
+    def record_run(self, summary):
+        self.runs.append(summary)
+
+
+def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours=8):
     task_id = task_id or uuid.uuid4()
     return lambda pid: TaskRow(
         pid,
         task_id,
         name,
-        datetime(2026, 12, 1, 9),
-        datetime(2026, 12, 1, 17),
+        start,
+        start + timedelta(hours=hours) if start else None,
         False,
         False,
         flagged,
     )
 
 
-def runner(feed, watermarks, published, stop=None):
+def runner(feed, state, published, stop=None, overlap=timedelta(0)):
     return SyncRunner(
         scenario="acme",
         feed=feed,
         publish=published.append,
-        watermarks=watermarks,
+        state=state,
         flag_property="Createevent",
         pwa_zone=BERLIN,
-        stop=stop,
+        site_url="https://contoso.sharepoint.com/sites/pwa",
+        overlap=overlap,
+        clock=lambda: NOW,
+        should_stop=(stop or threading.Event()).is_set,
     )
 
 
-def test_publishes_flagged_tasks_of_projects_modified_since_the_watermark():
+def sync(feed, state, published, **request):
+    return runner(feed, state, published).run(SyncRequested(scenario="acme", **request))
+
+
+def test_first_run_publishes_flagged_tasks_of_projects_published_after_the_sync_start():
     feed = FakeFeed()
     alice = uuid.uuid4()
     feed.resource_rows[alice] = ResourceRow(alice, "Alice", "alice@contoso.com")
     task_id = uuid.uuid4()
-    feed.add_project("old", datetime(2026, 1, 1), tasks=[leaf("old task")])
+    feed.add_project("old", datetime(2025, 12, 1), tasks=[leaf("old task")])
     new = feed.add_project(
         "new",
         datetime(2026, 11, 24, 9, 30),
@@ -108,76 +154,210 @@ def test_publishes_flagged_tasks_of_projects_modified_since_the_watermark():
         assignments=[AssignmentRow(task_id, alice, "Alice")],
     )
     feed.add_project("master", datetime(2026, 11, 24, 10), kind=6, tasks=[leaf("in master")])
-    watermarks = MemoryWatermarks(datetime(2026, 6, 1))
-    published = []
+    state, published = MemoryState(), []
 
-    summary = runner(feed, watermarks, published).run(SyncRequested(scenario="acme"))
+    summary = sync(feed, state, published)
 
     [message] = published
     assert message.task_name == "wanted" and message.project_id == new.project_id
+    assert message.change == "upsert"
     assert [a.email for a in message.assignees] == ["alice@contoso.com"]
     assert message.timezone == "Europe/Berlin"
     assert message.revision.isoformat() == "2026-11-24T08:30:00+00:00"  # 09:30 CET in UTC
+    assert message.start_utc.isoformat() == "2026-12-01T08:00:00+00:00"
+    assert message.task_url == (
+        f"https://contoso.sharepoint.com/sites/pwa/project.aspx?projuid={new.project_id}"
+    )
+    assert feed.reads() == [("tasks", new.project_id)]  # neither "old" nor the master project
+    record = state.runs[-1]
+    assert record["status"] == "succeeded"
+    assert record["projects"] == {
+        "listed": 3,
+        "read": 1,
+        "unchanged": 0,
+        "deleted": 0,
+        "skipped": {"before_sync_start": 1, "master_project": 1},
+    }
+    assert record["tasks"] == {
+        "published": 1,
+        "unchanged": 0,
+        "removed": 0,
+        "skipped": {"not_flagged": 1},
+    }
     assert summary.tasks_published == 1
-    assert summary.tasks_skipped == {"not_flagged": 1}
-    assert summary.projects_skipped == {"master_project": 1}
-    assert watermarks.value == datetime(2026, 11, 24, 10)
-    assert ("tasks", new.project_id) in feed.asked
-    assert all(a[0] != "tasks" or a[1] == new.project_id for a in feed.asked)
 
 
-def test_full_ignores_the_watermark_and_scoped_runs_do_not_move_it():
+def test_nothing_changed_reads_only_the_project_list_and_publishes_nothing():
     feed = FakeFeed()
-    target = uuid.uuid4()
-    old = feed.add_project("old", datetime(2026, 1, 1), tasks=[leaf("a", target), leaf("b")])
-    watermarks = MemoryWatermarks(datetime(2026, 6, 1))
-    published = []
-    runner(feed, watermarks, published).run(SyncRequested(scenario="acme", full=True))
-    assert len(published) == 2
+    for number in range(5):
+        feed.add_project(f"p{number}", datetime(2026, 11, 1, number), tasks=[leaf("t")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    assert len(published) == 5
+
+    feed.asked.clear()
+    published.clear()
+    sync(feed, state, published)
+    assert published == []
+    assert feed.asked == [("projects", ())]
+    assert state.runs[-1]["projects"]["unchanged"] == 5
+
+
+def test_a_changed_project_is_read_again_and_only_changed_tasks_are_published():
+    feed = FakeFeed()
+    same, moved = uuid.uuid4(), uuid.uuid4()
+    a = feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("same", same), leaf("m", moved)])
+    b = feed.add_project("b", datetime(2026, 11, 2), tasks=[leaf("other")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+
+    feed.tasks_by_project[a.project_id][1] = leaf("m", moved, start=datetime(2026, 12, 2, 9))(
+        a.project_id
+    )
+    feed.republish(a, datetime(2026, 11, 3))
+    feed.asked.clear()
+    published.clear()
+    sync(feed, state, published)
+    assert [m.task_id for m in published] == [moved]
+    assert feed.reads() == [("tasks", a.project_id)]
+    assert ("tasks", b.project_id) not in feed.asked
+    assert state.runs[-1]["tasks"]["unchanged"] == 1
+
+
+def test_full_reads_everything_but_publishes_only_what_differs():
+    feed = FakeFeed()
+    feed.add_project("old", datetime(2025, 1, 1), tasks=[leaf("a"), leaf("b")])
+    feed.add_project("new", datetime(2026, 11, 1), tasks=[leaf("c")])
+    state, published = MemoryState(), []
+    sync(feed, state, published, full=True)
+    assert len(published) == 3  # "old" too: full ignores the sync start
 
     published.clear()
-    watermarks.value = datetime(2020, 1, 1)
-    runner(feed, watermarks, published).run(SyncRequested(scenario="acme", task_ids=[target]))
-    assert [m.task_id for m in published] == [target]
-    assert watermarks.value == datetime(2020, 1, 1)
-    assert old.project_id in feed.task_projects([target])
+    sync(feed, state, published, full=True)
+    assert published == []
+    assert len(feed.reads()) == 4
 
 
-def test_the_watermark_never_splits_projects_with_the_same_timestamp():
+@pytest.mark.parametrize("how", ["flag cleared", "deleted", "lost its dates", "became a summary"])
+def test_a_task_that_leaves_the_selection_gets_a_removal_newer_than_its_upsert(how):
     feed = FakeFeed()
-    same = datetime(2026, 11, 1, 12)
-    feed.add_project("a", same, tasks=[leaf("a")])
-    feed.add_project("b", same, tasks=[leaf("b")])
-    feed.add_project("c", datetime(2026, 11, 2), tasks=[leaf("c")])
-    watermarks = MemoryWatermarks(datetime(2026, 1, 1))
-    runner(feed, watermarks, []).run(SyncRequested(scenario="acme"))
-    assert watermarks.history == [same, datetime(2026, 11, 2)]  # once, after both "a" and "b"
+    task_id = uuid.uuid4()
+    project = feed.add_project("p", datetime(2026, 11, 1, 10), tasks=[leaf("t", task_id)])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    [upsert] = published
+
+    pid = project.project_id
+    if how == "flag cleared":
+        feed.tasks_by_project[pid] = [leaf("t", task_id, flagged=False)(pid)]
+    elif how == "deleted":
+        feed.tasks_by_project[pid] = []
+    elif how == "lost its dates":
+        feed.tasks_by_project[pid] = [leaf("t", task_id, start=None)(pid)]
+    else:
+        row = feed.tasks_by_project[pid][0]
+        feed.tasks_by_project[pid] = [row.__class__(**{**row.__dict__, "is_summary": True})]
+    feed.republish(project, datetime(2026, 11, 2, 10))
+    published.clear()
+    sync(feed, state, published)
+
+    [removal] = published
+    assert removal.change == "remove" and removal.task_id == task_id
+    assert removal.revision > upsert.revision
+    assert removal.revision.isoformat() == "2026-11-02T09:00:00+00:00"
+    assert state.tasks[pid] == {}
+    assert state.runs[-1]["tasks"]["removed"] == 1
+
+    published.clear()
+    sync(feed, state, published)
+    assert published == []  # a removal is published once
+
+
+def test_a_project_that_becomes_a_master_project_removes_its_tasks_at_detection_time():
+    feed = FakeFeed()
+    project = feed.add_project("p", datetime(2026, 11, 1), tasks=[leaf("a"), leaf("b")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    feed.republish(project, datetime(2026, 11, 1), kind=6)  # type changed, same modified date
+    published.clear()
+    sync(feed, state, published)
+    assert {m.change for m in published} == {"remove"} and len(published) == 2
+    assert all(m.revision == NOW for m in published)
+    assert state.runs[-1]["projects"]["skipped"] == {"master_project": 1}
+
+
+def test_a_deleted_project_removes_every_task_it_had_published():
+    feed = FakeFeed()
+    gone = feed.add_project("gone", datetime(2026, 11, 1), tasks=[leaf("a"), leaf("b")])
+    feed.add_project("stays", datetime(2026, 11, 2), tasks=[leaf("c")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    feed.projects_list.remove(gone)
+    published.clear()
+    sync(feed, state, published)
+    assert [m.change for m in published] == ["remove", "remove"]
+    assert all(m.project_id == gone.project_id and m.revision == NOW for m in published)
+    assert gone.project_id not in state.project_states
+    assert state.runs[-1]["projects"]["deleted"] == 1
+
+
+def test_a_project_read_within_the_overlap_is_read_once_more():
+    feed = FakeFeed()
+    # Published at 12:58 Berlin; the poller reads at 13:00 Berlin (NOW), within 5 minutes.
+    feed.add_project("fresh", datetime(2026, 11, 24, 12, 58), tasks=[leaf("t")])
+    state, published = MemoryState(), []
+    runner(feed, state, published, overlap=timedelta(minutes=5)).run(SyncRequested(scenario="acme"))
+    runner(feed, state, published, overlap=timedelta(minutes=5)).run(SyncRequested(scenario="acme"))
+    assert len(feed.reads()) == 2
+    assert len(published) == 1  # the second read found nothing new to publish
+
+
+def test_task_scoped_runs_touch_only_those_tasks_and_leave_the_project_state_alone():
+    feed = FakeFeed()
+    target, other = uuid.uuid4(), uuid.uuid4()
+    project = feed.add_project("p", datetime(2026, 11, 1), tasks=[leaf("a", target)])
+    state, published = MemoryState(), []
+    sync(feed, state, published, task_ids=[target])
+    assert [m.task_id for m in published] == [target]
+    assert project.project_id not in state.project_states
+
+    feed.tasks_by_project[project.project_id].append(leaf("b", other)(project.project_id))
+    feed.tasks_by_project[project.project_id][0] = leaf("a", target, flagged=False)(
+        project.project_id
+    )
+    published.clear()
+    sync(feed, state, published, task_ids=[other])
+    assert [(m.task_id, m.change) for m in published] == [(other, "upsert")]  # no removal of a
 
 
 def test_a_stop_request_interrupts_between_projects_keeping_the_progress():
     feed = FakeFeed()
-    feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("a")])
+    first = feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("a")])
     feed.add_project("b", datetime(2026, 11, 2), tasks=[leaf("b")])
     stop = threading.Event()
     published = []
-    watermarks = MemoryWatermarks(datetime(2026, 1, 1))
+    state = MemoryState()
 
     def publish_then_stop(message):
         published.append(message)
         stop.set()
 
-    sync = SyncRunner(
-        scenario="acme",
-        feed=feed,
-        publish=publish_then_stop,
-        watermarks=watermarks,
-        flag_property="Createevent",
-        pwa_zone=BERLIN,
-        stop=stop,
-    )
+    sync_runner = runner(feed, state, [], stop=stop)
+    sync_runner._publish = publish_then_stop
     with pytest.raises(SyncInterrupted, match="1 of 2 projects left"):
-        sync.run(SyncRequested(scenario="acme"))
-    assert watermarks.value == datetime(2026, 11, 1)
+        sync_runner.run(SyncRequested(scenario="acme"))
+    assert list(state.project_states) == [first.project_id]
+    assert state.runs[-1]["status"] == "interrupted"
+
+
+def test_a_failed_run_is_recorded_with_its_error():
+    feed = FakeFeed()
+    project = feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("a")])
+    del feed.tasks_by_project[project.project_id]
+    state = MemoryState()
+    with pytest.raises(KeyError):
+        sync(feed, state, [])
+    assert state.runs[-1]["status"] == "failed" and state.runs[-1]["errors"]
 
 
 def test_resources_are_read_once_per_run_and_only_those_assigned():
@@ -197,5 +377,15 @@ def test_resources_are_read_once_per_run_and_only_those_assigned():
         tasks=[leaf("b", t2)],
         assignments=[AssignmentRow(t2, alice, "Alice")],
     )
-    runner(feed, MemoryWatermarks(datetime(2026, 1, 1)), []).run(SyncRequested(scenario="acme"))
+    sync(feed, MemoryState(), [])
     assert [a for a in feed.asked if a[0] == "resources"] == [("resources", frozenset({alice}))]
+
+
+def test_project_states_use_the_pwa_wall_clock():
+    feed = FakeFeed()
+    project = feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("a")])
+    state = MemoryState()
+    sync(feed, state, [])
+    assert state.project_states[project.project_id] == ProjectState(
+        datetime(2026, 11, 1), 0, datetime(2026, 11, 24, 13, 0)
+    )

@@ -1,0 +1,171 @@
+"""What a poll has to read and publish: the deciding logic of change detection (pure).
+
+Every poll lists all projects (``ProjectId, ProjectName, ProjectType, ProjectModifiedDate``:
+one request per 300 projects) and compares them with what the poller last read of each
+(``ProjectState``, kept in Redis). Only projects whose ProjectModifiedDate or type moved, that
+are new since the sync start, or that were read too soon after their publish to be trusted
+(the safety overlap) are read again; projects that vanished from the list were deleted. Within
+a project read again, each selected task's content fingerprint is compared with the one last
+published: equal means nothing to publish; a task published before that is no longer selected
+(flag cleared, deleted, lost its dates, became a summary, its project became a master or
+template) gets a removal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from common.messages import TaskChanged
+from services.poller.projectdata import ProjectRow
+
+#: The fields of a task.changed that are the task's content; revision and read time are not.
+CONTENT_FIELDS = frozenset(
+    {
+        "project_id",
+        "project_name",
+        "task_id",
+        "task_name",
+        "start",
+        "finish",
+        "timezone",
+        "assignees",
+        "task_url",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    """What the poller last read of a project (ProjectModifiedDate and read time: PWA wall
+    clock, so they compare with the feed's values without conversion)."""
+
+    modified: datetime
+    project_type: int
+    read_at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "modified": self.modified.isoformat(),
+                "type": self.project_type,
+                "read_at": self.read_at.isoformat(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ProjectState:
+        data = json.loads(text)
+        return cls(
+            datetime.fromisoformat(data["modified"]),
+            int(data["type"]),
+            datetime.fromisoformat(data["read_at"]),
+        )
+
+
+@dataclass
+class ProjectPlan:
+    """The projects a poll reads, and what it learned from the list alone."""
+
+    to_read: list[ProjectRow] = field(default_factory=list)
+    deleted: list[UUID] = field(default_factory=list)
+    unchanged: int = 0
+    before_sync_start: int = 0
+
+
+def plan_projects(
+    listed: list[ProjectRow],
+    known: dict[UUID, ProjectState],
+    *,
+    sync_start: datetime,
+    overlap: timedelta,
+    full: bool = False,
+) -> ProjectPlan:
+    """Decide which listed projects to read. ``sync_start`` is PWA wall clock.
+
+    A project is read when ``full`` is set; when it is new to the poller and was published after
+    the sync start (older ones are the "old data" PWASYNC_SYNC_START leaves alone); when its
+    ProjectModifiedDate or type differs from the last read; or when the last read happened less
+    than ``overlap`` after its publish (the reporting feed may still have been catching up, or
+    the clocks disagree), in which case it is read once more.
+    """
+    plan = ProjectPlan()
+    listed_ids = set()
+    for project in sorted(listed, key=lambda p: (p.modified, str(p.project_id))):
+        listed_ids.add(project.project_id)
+        state = known.get(project.project_id)
+        if full:
+            plan.to_read.append(project)
+        elif state is None:
+            if project.modified > sync_start:
+                plan.to_read.append(project)
+            else:
+                plan.before_sync_start += 1
+        elif (
+            project.modified != state.modified
+            or project.project_type != state.project_type
+            or state.read_at < state.modified + overlap
+        ):
+            plan.to_read.append(project)
+        else:
+            plan.unchanged += 1
+    plan.deleted = sorted((p for p in known if p not in listed_ids), key=str)
+    return plan
+
+
+def fingerprint(message: TaskChanged) -> str:
+    """A digest of the task's content: equal fingerprints mean nothing to tell the writer."""
+    content = message.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class TaskDiff:
+    upserts: list[tuple[TaskChanged, str]] = field(default_factory=list)
+    unchanged: int = 0
+    removals: list[UUID] = field(default_factory=list)
+
+
+def diff_tasks(
+    desired: list[TaskChanged],
+    published: dict[UUID, str],
+    *,
+    scope: set[UUID] | None = None,
+) -> TaskDiff:
+    """Compare a project's selected tasks with the fingerprints last published for it.
+
+    ``scope`` (a ``--task`` run) limits removals to those tasks: the others were not looked at.
+    """
+    diff = TaskDiff()
+    wanted = set()
+    for message in desired:
+        wanted.add(message.task_id)
+        digest = fingerprint(message)
+        if published.get(message.task_id) == digest:
+            diff.unchanged += 1
+        else:
+            diff.upserts.append((message, digest))
+    diff.removals = sorted(
+        (
+            task_id
+            for task_id in published
+            if task_id not in wanted and (scope is None or task_id in scope)
+        ),
+        key=str,
+    )
+    return diff
+
+
+def removal_revision(
+    modified_utc: datetime | None, previous_utc: datetime | None, now_utc: datetime
+) -> datetime:
+    """The revision a removal carries: newer than the task's last upsert, whose revision was the
+    project's previous ProjectModifiedDate. The new ProjectModifiedDate when it moved; the
+    detection time when it did not (a type change, a re-read) or the project is gone."""
+    if modified_utc is not None and (previous_utc is None or modified_utc > previous_utc):
+        return modified_utc
+    return now_utc.astimezone(UTC)

@@ -1,0 +1,230 @@
+"""The poller side's one-shot commands: ``pwasync fields``, ``pwasync connect``, ``pwasync check``.
+
+Each returns the lines to print and whether it succeeded; ``services/cli.py`` prints them and
+turns the result into the exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
+
+from common.errors import PermanentApiError, PwasyncError
+from common.http import new_http_client, transport_errors
+from common.identity import GraphAppTokens
+from common.redis_store import connect_redis, redis_errors
+from common.settings import Settings
+from services.poller.connection import connect, open_pwa, token_store
+from services.poller.custom_fields import CustomFieldsClient, FieldState
+from services.poller.pwa_http import PwaHttp
+
+PERMISSION_READ = "Access Project Server Reporting Service"
+PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    name: str
+    ok: bool
+    detail: str
+
+    def render(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def _redis_if_needed(settings: Settings):  # noqa: ANN202
+    if settings.pwa_auth != "oauth":
+        return None
+    client = connect_redis(settings.redis_url.get_secret_value())
+    with redis_errors(settings.redis_url.get_secret_value()):
+        client.ping()
+    return client
+
+
+# --- fields ----------------------------------------------------------------------------------
+
+
+def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
+    settings.require_pwa()
+    name = settings.create_event_field
+    lines: list[str] = []
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        client = CustomFieldsClient(open_pwa(settings, http, _redis_if_needed(settings)))
+        task_entity = client.task_entity_id()
+        check = client.check(name, task_entity)
+        if action == "create" and check.state is FieldState.MISSING:
+            try:
+                field_id = client.create_flag_field(name, task_entity)
+                lines.append(f"created Task flag field {name!r} (id {field_id})")
+            except PermanentApiError as exc:
+                if "11519" not in str(exc) and "AlreadyExists" not in str(exc):
+                    raise
+                lines.append(f"field {name!r} was created meanwhile by someone else")
+            check = client.check(name, task_entity)
+        elif action == "create" and check.ok:
+            lines.append(f"field {name!r} exists already; nothing to create")
+        if check.ok and not client.reported_in_projectdata(name):
+            lines.append(
+                f"field {name!r}: exists, but ProjectData does not expose it yet "
+                "(the reporting schema refreshes after a publish; try again shortly)"
+            )
+            return lines, False
+    lines.append(f"field {name!r}: {check.state.value}: {check.detail}")
+    return lines, check.ok
+
+
+# --- connect ---------------------------------------------------------------------------------
+
+
+def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
+    """``pwasync connect``: the device-code sign-in, stored encrypted in Redis."""
+    if settings.pwa_auth != "oauth":
+        raise PwasyncError(
+            f"pwasync connect is for PWASYNC_PWA_AUTH=oauth (this is {settings.pwa_auth}, which "
+            "signs in with the configured account)"
+        )
+    settings.require_pwa()
+    client = _redis_if_needed(settings)
+    store = token_store(settings, client)
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        return connect(settings, http, store, show=show)
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
+    """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
+    lines: list[CheckLine] = []
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        lines += _check_pwa(settings, http)
+        lines += _check_graph(settings, http, mailbox or settings.check_mailbox)
+    return lines
+
+
+def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
+    try:
+        settings.require_pwa()
+        pwa = open_pwa(settings, http, _redis_if_needed(settings))
+    except PwasyncError as exc:
+        return [CheckLine("PWA sign-in", False, str(exc))]
+    assert settings.pwa_url is not None
+    lines = [_reachable(http, settings.pwa_url)]
+    if not lines[0].ok:
+        return lines
+    read = _can_read(pwa, settings)
+    lines.append(read)
+    if not read.ok:
+        return lines
+    client = CustomFieldsClient(pwa)
+    try:
+        task_entity = client.task_entity_id()
+        field = client.check(settings.create_event_field, task_entity)
+        reported = field.ok and client.reported_in_projectdata(settings.create_event_field)
+        can_manage = client.can_manage_fields()
+    except PwasyncError as exc:
+        return [*lines, CheckLine("enterprise custom fields", False, str(exc))]
+    if can_manage:
+        lines.append(CheckLine(f"permission {PERMISSION_FIELDS!r}", True, "granted"))
+    else:
+        lines.append(
+            CheckLine(
+                f"permission {PERMISSION_FIELDS!r}",
+                field.ok,
+                "not granted; not needed while the flag field exists"
+                if field.ok
+                else "not granted, and the flag field is missing: `pwasync fields create` "
+                "cannot create it; grant the permission or create the field in PWA",
+            )
+        )
+    detail = (
+        field.detail
+        if not field.ok or reported
+        else (
+            "exists, but ProjectData does not expose it yet (the reporting schema refreshes after "
+            "a publish)"
+        )
+    )
+    lines.append(
+        CheckLine(f"flag field {settings.create_event_field!r} (Task, Flag)", reported, detail)
+    )
+    return lines
+
+
+def _reachable(http: httpx.Client, site_url: str) -> CheckLine:
+    try:
+        with transport_errors("PWA"):
+            response = http.get(f"{site_url}/_api/contextinfo")
+    except PwasyncError as exc:
+        return CheckLine("PWA reachable", False, str(exc))
+    # Any HTTP answer (401 without credentials, 405 for the GET) means the site is there.
+    return CheckLine("PWA reachable", True, f"{site_url} answered HTTP {response.status_code}")
+
+
+def _can_read(pwa: PwaHttp, settings: Settings) -> CheckLine:
+    name = f"read ProjectData ({PERMISSION_READ!r})"
+    try:
+        pwa.get_json(f"{pwa.site_url}/_api/ProjectData/Projects?$select=ProjectId&$top=1")
+    except PermanentApiError as exc:
+        if exc.status == 403:
+            return CheckLine(
+                name,
+                False,
+                f"access denied: grant the account the PWA permission {PERMISSION_READ!r}"
+                + (
+                    " and the app the delegated permission ProjectWebAppReporting.Read"
+                    if settings.pwa_auth != "sharepoint_onprem"
+                    else ""
+                ),
+            )
+        return CheckLine(name, False, str(exc))
+    except PwasyncError as exc:
+        return CheckLine(name, False, str(exc))
+    return CheckLine(name, True, f"signed in ({settings.pwa_auth}) and read the Projects feed")
+
+
+def _check_graph(settings: Settings, http: httpx.Client, mailbox: str | None) -> list[CheckLine]:
+    try:
+        tokens = GraphAppTokens(settings, http)
+        token = tokens.token()
+    except PwasyncError as exc:
+        return [CheckLine("Graph token (app-only)", False, str(exc))]
+    lines = [CheckLine("Graph token (app-only)", True, "obtained")]
+    if not mailbox:
+        lines.append(
+            CheckLine(
+                "test mailbox",
+                False,
+                "none named: pass --mailbox or set PWASYNC_CHECK_MAILBOX",
+            )
+        )
+        return lines
+    url = f"{settings.graph_url}/users/{quote(mailbox)}/calendar/events?$top=1&$select=id"
+    try:
+        with transport_errors("Graph"):
+            response = http.get(url, headers={"Authorization": f"Bearer {token}"})
+    except PwasyncError as exc:
+        return [*lines, CheckLine(f"mailbox {mailbox}", False, str(exc))]
+    if response.is_success:
+        lines.append(CheckLine(f"mailbox {mailbox}", True, "calendar reachable"))
+        return lines
+    code = _graph_error_code(response)
+    hint = {
+        403: "access denied: consent Calendars.ReadWrite (application) for the app, and check "
+        "that Exchange RBAC for Applications / the application access policy includes it",
+        404: "not found, or it has no Exchange Online mailbox (guest, unlicensed, on-premises)",
+    }.get(response.status_code, "unexpected answer")
+    lines.append(
+        CheckLine(f"mailbox {mailbox}", False, f"HTTP {response.status_code} {code}: {hint}")
+    )
+    return lines
+
+
+def _graph_error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", {}).get("code", ""))
+    except ValueError:
+        return ""

@@ -1,0 +1,85 @@
+"""The connection to the PWA site for ``PWASYNC_PWA_AUTH``, and ``pwasync connect``.
+
+- ``oauth``: the operator's delegated sign-in, made once with the device-code flow and kept
+  encrypted in Redis (``common.token_cache``); every process refreshes silently from it.
+- ``sharepoint_online``: the OAuth password grant of a service account (no MFA possible).
+- ``sharepoint_onprem``: Project Server 2019 / Subscription Edition with Windows NTLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import msal
+import redis
+
+from common.errors import AuthenticationError
+from common.identity import PwaPasswordTokens, PwaStoredTokens, pwa_public_client, sign_in_error
+from common.redis_store import Keys
+from common.settings import Settings
+from common.token_cache import TokenCacheStore
+from services.poller.pwa_auth import BearerAuth, NtlmAuth
+from services.poller.pwa_http import PwaHttp
+
+
+def token_store(settings: Settings, client: redis.Redis) -> TokenCacheStore:
+    settings.require_pwa()
+    assert settings.secret_key is not None
+    return TokenCacheStore(
+        client,
+        Keys(settings.scenario),
+        settings.redis_url.get_secret_value(),
+        settings.secret_key.get_secret_value(),
+    )
+
+
+def pwa_auth(
+    settings: Settings, http: httpx.Client, redis_client: redis.Redis | None = None
+) -> httpx.Auth:
+    settings.require_pwa()
+    if settings.pwa_auth == "sharepoint_onprem":
+        assert settings.pwa_username and settings.pwa_password
+        return NtlmAuth(settings.pwa_username, settings.pwa_password.get_secret_value())
+    if settings.pwa_auth == "sharepoint_online":
+        return BearerAuth(PwaPasswordTokens(settings, http))
+    assert redis_client is not None, "oauth keeps its token cache in Redis"
+    return BearerAuth(PwaStoredTokens(settings, http, token_store(settings, redis_client)))
+
+
+def open_pwa(
+    settings: Settings, http: httpx.Client, redis_client: redis.Redis | None = None
+) -> PwaHttp:
+    assert settings.pwa_url is not None
+    return PwaHttp(http, settings.pwa_url, pwa_auth(settings, http, redis_client))
+
+
+def connect(
+    settings: Settings,
+    http: httpx.Client,
+    store: TokenCacheStore,
+    *,
+    show: Callable[[str], None] = print,
+) -> str:
+    """Sign an operator in with the device-code flow and store the encrypted token cache.
+
+    Shows Entra's instruction (open the verification page, enter the code), blocks until the
+    operator finished in a browser (or the code expired), and returns the signed-in user name.
+    The cache starts empty, so it holds exactly this sign-in.
+    """
+    assert settings.pwa_url is not None
+    scopes = PwaStoredTokens.scopes_for(settings.pwa_url)
+    cache = msal.SerializableTokenCache()
+    app = pwa_public_client(settings, http, cache)
+    flow = app.initiate_device_flow(scopes=scopes)
+    if "user_code" not in flow:
+        raise sign_in_error(flow, "Project Online device sign-in")
+    show(str(flow.get("message") or f"enter {flow['user_code']} at {flow['verification_uri']}"))
+    result = app.acquire_token_by_device_flow(flow)
+    if "access_token" not in result:
+        raise sign_in_error(result, "Project Online device sign-in")
+    accounts = app.get_accounts()
+    if not accounts:
+        raise AuthenticationError("Project Online device sign-in returned no account")
+    store.save(cache.serialize())
+    return str(accounts[0].get("username") or "?")
