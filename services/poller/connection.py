@@ -22,6 +22,11 @@ from common.token_cache import TokenCacheStore
 from services.poller.pwa_auth import BearerAuth, NtlmAuth
 from services.poller.pwa_http import PwaHttp
 
+_DEVICE_FLOW_ENDINGS = {
+    "authorization_declined": "the sign-in was declined in the browser",
+    "expired_token": "the code expired before anyone entered it; run `pwasync connect` again",
+}
+
 
 def token_store(settings: Settings, client: redis.Redis) -> TokenCacheStore:
     settings.require_pwa()
@@ -73,11 +78,15 @@ def connect(
     app = pwa_public_client(settings, http, cache)
     flow = app.initiate_device_flow(scopes=scopes)
     if "user_code" not in flow:
-        raise sign_in_error(flow, "Project Online device sign-in")
+        raise sign_in_error(flow, "Project Online (device code)")
     show(str(flow.get("message") or f"enter {flow['user_code']} at {flow['verification_uri']}"))
     result = app.acquire_token_by_device_flow(flow)
+    if result.get("error") in _DEVICE_FLOW_ENDINGS:
+        raise AuthenticationError(
+            f"Project Online device sign-in failed: {_DEVICE_FLOW_ENDINGS[result['error']]}"
+        )
     if "access_token" not in result:
-        raise sign_in_error(result, "Project Online device sign-in")
+        raise sign_in_error(result, "Project Online (device code)")
     accounts = app.get_accounts()
     if not accounts:
         raise AuthenticationError("Project Online device sign-in returned no account")
