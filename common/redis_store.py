@@ -101,6 +101,48 @@ class Keys:
         """Ledger: number of endpoints allocated on a UTC day (YYYY-MM-DD)."""
         return f"{self.prefix}:ledger:allocated:{day}"
 
+    # --- the writer (issue 6; README "Exactly-once effect", "Order", "Inside Graph's limits") ---
+
+    def writer_task(self, task_id: object) -> str:
+        """Writer: hash of the newest snapshot accepted for a task (``order``, ``change``) and
+        ``dirty`` while a handling may have written to Graph without recording it."""
+        return f"{self.prefix}:writer:task:{task_id}"
+
+    def writer_lease(self, task_id: object) -> str:
+        """Writer: the token of the writer working on a task now (expires with its lease)."""
+        return f"{self.prefix}:writer:lease:{task_id}"
+
+    def writer_failures(self, task_id: object) -> str:
+        """Writer: hash of assignee resource id -> why they have no event (JSON)."""
+        return f"{self.prefix}:writer:failures:{task_id}"
+
+    @property
+    def writer_failed_tasks(self) -> str:
+        """Writer: set of the task ids that have assignee failures (for ``pwasync status``)."""
+        return f"{self.prefix}:writer:failed-tasks"
+
+    @property
+    def writer_mailboxes(self) -> str:
+        """Writer: hash of mailbox -> ``clean`` (held none of our events when first seen) or
+        ``verify`` (held some: look events up before creating them)."""
+        return f"{self.prefix}:writer:mailboxes"
+
+    def writer_probe(self, mailbox: str) -> str:
+        """Writer: held by the one writer asking Graph for a mailbox's state (a short lease)."""
+        return f"{self.prefix}:writer:probe:{mailbox}"
+
+    def graph_slots(self, mailbox: str) -> str:
+        """Writer: sorted set of the Graph requests in flight to a mailbox, by lease end (ms)."""
+        return f"{self.prefix}:graph:slots:{mailbox}"
+
+    def graph_pause(self, mailbox: str) -> str:
+        """Writer: exists while Graph asked every writer to leave a mailbox alone (429)."""
+        return f"{self.prefix}:graph:pause:{mailbox}"
+
+    def graph_budget(self, mailbox: str) -> str:
+        """Writer: hash of minute -> Graph requests sent to a mailbox in that minute."""
+        return f"{self.prefix}:graph:budget:{mailbox}"
+
     @property
     def all_pattern(self) -> str:
         return f"{self.prefix}:*"

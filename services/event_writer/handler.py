@@ -1,118 +1,217 @@
 """Handling one ``task.changed``: bring the task's events to the state the message describes.
 
-Exactly-once effect under at-least-once delivery: before creating, the writer looks the event up
-by its task-key extended property (a crash after Graph created it but before the bookkeeping was
-written leaves such an event behind), and the POST carries a deterministic transactionId. Each
-event is recorded in Redis as soon as it is written, so a retry repeats only what is missing.
+1. **Order** (``ordering``, ``task_store.begin``): take the task's lease (another writer busy
+   with the task: wait up to ``lease_wait_seconds``, then retry the message later) and drop a
+   snapshot older than the newest one accepted (acked, nothing written).
+2. **Plan** (``planner``): per assignee create, update (only when the fingerprint of the mapped
+   fields changed), move, delete or keep; only events in the map are ever updated or deleted.
+3. **Write** (``steps``): one step per assignee, all at once, through the dispatcher (which
+   batches them with other tasks' requests inside Outlook's limits).
+4. **Record** (``task_store.finish``): map entries, assignee failures, the tombstone of a
+   removal, and the lease given back; then ``transfer.succeeded`` when the task has events.
 
-Outcome per message: every assignee done -> ``transfer.succeeded`` is published (when the task
-has at least one event) and the delivery is acked; a retryable failure for any assignee ->
-the message is retried later, after the other assignees were done; a mailbox that cannot take
-events is logged and skipped without blocking the others; if every assignee failed
-permanently, the message is dead-lettered with the reasons.
+Exactly-once creates without a lookup before every POST: the POST carries a deterministic
+transactionId, and the writer looks the event up by its task-key property first only when the
+map may be missing it: the task is **dirty** (an earlier handling died between Graph and
+Redis, or did not learn whether its POST worked) or the mailbox is in **verify** state (it held
+events of ours when Redis first saw it: Redis lost its data). The first create in a mailbox in
+Redis's lifetime asks Graph once whether it holds any event of this scenario.
+
+Outcome: every assignee done -> ack; a retryable failure for any assignee -> the message is
+retried later, after the other assignees were done; a mailbox that cannot take events (unknown,
+unlicensed, outside the app's scope) or an assignee without e-mail is **recorded for that
+assignee** (``writer:failures:<task>``) and the message is acked; any other permanent Graph
+error (a request Graph refuses whoever receives it) dead-letters the message with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 from common.consumer import Delivery
-from common.errors import PermanentError, RetryableError
+from common.errors import PermanentError, PwasyncError, RetryableError
 from common.logging import get_logger
 from common.messages import TaskChanged, TransferSucceeded, decode
-from services.event_writer import event_mapping
-from services.event_writer.event_map import EventMap
-from services.event_writer.graph import EventNotFound, GraphCalendar
+from services.event_writer import event_mapping, graph_protocol
+from services.event_writer.event_mapping import EventRules
+from services.event_writer.graph_protocol import EventNotFound, MailboxUnavailable
+from services.event_writer.ordering import order_key
 from services.event_writer.planner import (
     Action,
     Create,
     Delete,
     DesiredEvent,
     Keep,
+    Move,
     RecordedEvent,
     Update,
     plan,
+)
+from services.event_writer.steps import Submit, run_steps
+from services.event_writer.task_store import (
+    AssigneeFailure,
+    Begun,
+    Busy,
+    Finish,
+    MailboxState,
+    Stale,
+    TaskStore,
 )
 
 log = get_logger(__name__)
 
 PublishTransfer = Callable[[TransferSucceeded], None]
+GraphStep = Generator[graph_protocol.GraphRequest, graph_protocol.GraphResult, Any]
+
+
+@dataclass(frozen=True)
+class Written:
+    event: RecordedEvent
+
+
+@dataclass(frozen=True)
+class Kept:
+    event: RecordedEvent
+
+
+@dataclass(frozen=True)
+class Removed:
+    resource_id: UUID
 
 
 @dataclass
-class Outcome:
-    written: list[str] = field(default_factory=list)  # mailboxes that hold the event now
-    permanent_failures: dict[str, str] = field(default_factory=dict)
-    retryable_failures: dict[str, RetryableError] = field(default_factory=dict)
+class _Handling:
+    task: TaskChanged
+    begun: Begun
+    deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
 
 
 class TaskChangedHandler:
     def __init__(
         self,
         *,
-        calendar: GraphCalendar,
-        event_map: EventMap,
+        store: TaskStore,
+        submit: Submit,
         publish_transfer: PublishTransfer,
+        rules: EventRules | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease_wait_seconds: float = 5.0,
+        probe_wait_seconds: float = 15.0,
+        stop: threading.Event | None = None,
     ) -> None:
-        self._calendar = calendar
-        self._event_map = event_map
+        self._store = store
+        self._submit = submit
         self._publish_transfer = publish_transfer
+        self._rules = rules or EventRules()
         self._clock = clock
+        self._lease_wait = lease_wait_seconds
+        self._probe_wait = probe_wait_seconds
+        self._stop = stop or threading.Event()
 
     def __call__(self, delivery: Delivery) -> None:
         self.handle(decode(delivery.body, TaskChanged))
 
     def handle(self, task: TaskChanged) -> None:
-        recorded = self._event_map.load(task.task_id)
-        actions = plan(self._desired(task), recorded)
-        outcome = Outcome()
-        for action in actions:
-            self._apply(task, action, outcome)
-
-        if outcome.retryable_failures:
-            first = next(iter(outcome.retryable_failures.values()))
-            raise RetryableError(
-                f"{len(outcome.retryable_failures)} mailbox(es) to retry: {first}",
-                retry_after=first.retry_after,
+        desired, failures = self._desired(task)
+        begun = self._begin(task, [d.mailbox for d in desired])
+        if begun is None:
+            return
+        handling = _Handling(task, begun)
+        try:
+            actions = plan(desired, begun.recorded)
+            steps = {i: self._step(handling, action) for i, action in enumerate(actions)}
+            results = run_steps(self._submit, steps)
+            outcome = Finish(
+                failures=failures,
+                uncertain=results.uncertain,
+                removal=task.change == "remove",
             )
-        if outcome.written:
+            written: list[str] = []
+            retryable: list[RetryableError] = []
+            refused: list[str] = []
+            unexpected: list[Exception] = []
+            for index, action in enumerate(actions):
+                resource_id, mailbox = _target(action)
+                if resource_id in handling.deleted:
+                    outcome.forget.append(resource_id)
+                if index in results.values:
+                    value = results.values[index]
+                    if isinstance(value, Written):
+                        outcome.record.append(value.event)
+                    if isinstance(value, Written | Kept):
+                        written.append(mailbox)
+                    continue
+                error = results.errors[index]
+                if isinstance(error, MailboxUnavailable):
+                    outcome.failures.append(self._failure(task, resource_id, mailbox, error))
+                elif isinstance(error, RetryableError):
+                    retryable.append(error)
+                elif isinstance(error, PermanentError):
+                    refused.append(f"{mailbox}: {error}")
+                else:
+                    unexpected.append(error)
+        except BaseException:
+            self._store.abandon(task.task_id, begun.token)
+            raise
+        self._store.finish(task.task_id, begun.token, outcome)
+
+        if unexpected:
+            raise unexpected[0]
+        if retryable:
+            waits = [e.retry_after for e in retryable if e.retry_after]
+            raise RetryableError(
+                f"{len(retryable)} mailbox(es) to retry: {retryable[0]}",
+                retry_after=max(waits) if waits else None,
+            )
+        if refused:
+            raise PermanentError("Graph refused the task's event: " + "; ".join(sorted(refused)))
+        if written and task.change != "remove":
             self._publish_transfer(
                 TransferSucceeded(
                     scenario=task.scenario,
                     project_id=task.project_id,
                     task_id=task.task_id,
                     transferred_at=self._clock(),
-                    mailboxes=sorted(outcome.written),
+                    mailboxes=sorted(set(written)),
                 )
             )
-        elif outcome.permanent_failures:
-            reasons = "; ".join(f"{m}: {r}" for m, r in sorted(outcome.permanent_failures.items()))
-            raise PermanentError(f"no mailbox of the task could take its event ({reasons})")
         log.info(
             "task events written",
             task_id=str(task.task_id),
             change=task.change,
             actions=_count(actions),
-            mailboxes=len(outcome.written),
-            failed=len(outcome.permanent_failures),
+            mailboxes=len(set(written)),
+            failed=len(outcome.failures),
         )
 
-    def _desired(self, task: TaskChanged) -> list[DesiredEvent]:
+    # --- before writing ------------------------------------------------------------------------
+
+    def _desired(self, task: TaskChanged) -> tuple[list[DesiredEvent], list[AssigneeFailure]]:
         if task.change == "remove":
-            return []
-        content = event_mapping.event_content(task)
+            return [], []
+        content = event_mapping.event_content(task, self._rules)
         digest = event_mapping.fingerprint(content)
         desired: dict[str, DesiredEvent] = {}
+        failures = []
         for assignee in task.assignees:
-            if not assignee.email:
-                log.info(
-                    "assignee has no e-mail address; no event for them",
-                    task_id=str(task.task_id),
-                    resource_id=str(assignee.resource_id),
-                    assignee=assignee.name,
+            if not assignee.email or not assignee.email.strip():
+                failures.append(
+                    AssigneeFailure(
+                        resource_id=assignee.resource_id,
+                        assignee=assignee.name,
+                        mailbox=None,
+                        code="NoEmailAddress",
+                        reason="the resource has no e-mail address in PWA",
+                        at=self._clock().isoformat(),
+                    )
                 )
                 continue
             mailbox = assignee.email.strip().lower()
@@ -121,70 +220,154 @@ class TaskChangedHandler:
             desired.setdefault(
                 mailbox, DesiredEvent(assignee.resource_id, mailbox, content, digest)
             )
-        return list(desired.values())
+        return list(desired.values()), failures
 
-    def _apply(self, task: TaskChanged, action: Action, outcome: Outcome) -> None:
-        mailbox = _mailbox_of(action)
-        try:
-            if isinstance(action, Create):
-                self._create(task, action.desired)
-                outcome.written.append(mailbox)
-            elif isinstance(action, Update):
-                self._update(task, action)
-                outcome.written.append(mailbox)
-            elif isinstance(action, Delete):
-                self._calendar.delete_event(mailbox, action.recorded.event_id)
-                self._event_map.forget(task.task_id, action.recorded.resource_id)
-            elif isinstance(action, Keep):
-                outcome.written.append(mailbox)
-        except RetryableError as exc:
-            outcome.retryable_failures[mailbox] = exc
-        except PermanentError as exc:
-            log.error(
-                "mailbox failed permanently; other assignees continue",
-                task_id=str(task.task_id),
-                mailbox=mailbox,
-                reason=str(exc),
+    def _begin(self, task: TaskChanged, mailboxes: list[str]) -> Begun | None:
+        order = order_key(task)
+        deadline = time.monotonic() + self._lease_wait
+        delay = 0.02
+        while True:
+            begin = self._store.begin(task.task_id, order, task.change, mailboxes)
+            if isinstance(begin, Begun):
+                return begin
+            if isinstance(begin, Stale):
+                log.info(
+                    "older snapshot ignored; a newer one was applied",
+                    task_id=str(task.task_id),
+                    snapshot=order,
+                    newest=begin.newest,
+                )
+                return None
+            assert isinstance(begin, Busy)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                raise RetryableError("another writer is working on this task")
+            self._stop.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.25)
+
+    # --- the steps, one per assignee -----------------------------------------------------------
+
+    def _step(self, handling: _Handling, action: Action) -> GraphStep:
+        if isinstance(action, Create):
+            return self._create(handling, action.desired)
+        if isinstance(action, Update):
+            return self._update(handling, action.desired, action.recorded)
+        if isinstance(action, Move):
+            return self._move(handling, action.desired, action.recorded)
+        if isinstance(action, Delete):
+            return self._delete(handling, action.recorded)
+        assert isinstance(action, Keep)
+        return _done(Kept(action.recorded))
+
+    def _create(
+        self, handling: _Handling, desired: DesiredEvent, *, replaces: str | None = None
+    ) -> GraphStep:
+        task, mailbox = handling.task, desired.mailbox
+        state = handling.begun.mailbox_states.get(mailbox)
+        if state is None:
+            state = yield from self._mailbox_state(task, mailbox)
+        event_id = None
+        if handling.begun.was_dirty or state == "verify":
+            key = event_mapping.task_key(task.scenario, task.task_id)
+            found = yield graph_protocol.find_by_property(
+                mailbox, event_mapping.TASK_KEY_PROPERTY, key
             )
-            outcome.permanent_failures[mailbox] = str(exc)
-
-    def _create(self, task: TaskChanged, desired: DesiredEvent) -> None:
-        key = event_mapping.task_key(task.scenario, task.task_id)
-        event_id = self._calendar.find_event_id(
-            desired.mailbox, event_mapping.TASK_KEY_PROPERTY, key
-        )
+            ids = graph_protocol.event_ids(found)
+            if ids:
+                event_id = ids[0]
+                log.info("event found by its task key; adopting it", mailbox=mailbox)
+                for extra in ids[1:]:  # duplicates an earlier failure left: ours, so removed
+                    with contextlib.suppress(EventNotFound):
+                        yield graph_protocol.delete(mailbox, extra)
+                yield graph_protocol.update(mailbox, event_id, desired.content)
         if event_id is None:
-            created = self._calendar.create_event(
-                desired.mailbox, event_mapping.new_event(task, desired.resource_id)
+            body = event_mapping.new_event(
+                task, desired.resource_id, self._rules, replaces=replaces
             )
-            event_id = created["id"]
-        else:
-            # Found from an earlier attempt whose bookkeeping was lost: bring it up to date.
-            self._calendar.update_event(desired.mailbox, event_id, desired.content)
-        self._record(task, desired, event_id)
+            created = yield graph_protocol.create(mailbox, body)
+            event_id = graph_protocol.created_id(created)
+        return Written(RecordedEvent(desired.resource_id, mailbox, event_id, desired.fingerprint))
 
-    def _update(self, task: TaskChanged, action: Update) -> None:
+    def _mailbox_state(self, task: TaskChanged, mailbox: str) -> GraphStep:
+        """Does this mailbox, new to Redis, hold events of ours? Asked once, by one writer."""
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self._probe_wait
+        while True:
+            state: MailboxState | None = self._store.mailbox_state(mailbox)
+            if state is not None:
+                return state
+            if self._store.claim_probe(mailbox, token):
+                break
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise RetryableError(f"another writer is still probing {mailbox}")
+            self._stop.wait(0.02)
         try:
-            self._calendar.update_event(
-                action.desired.mailbox, action.recorded.event_id, action.desired.content
-            )
-            self._record(task, action.desired, action.recorded.event_id)
+            state = self._store.mailbox_state(mailbox)
+            if state is None:
+                found = yield graph_protocol.find_by_property(
+                    mailbox, event_mapping.SCENARIO_PROPERTY, task.scenario, top=1
+                )
+                state = "verify" if graph_protocol.event_ids(found) else "clean"
+                self._store.mark_mailbox(mailbox, state)
+        finally:
+            self._store.release_probe(mailbox, token)
+        return state
+
+    def _update(
+        self, handling: _Handling, desired: DesiredEvent, recorded: RecordedEvent
+    ) -> GraphStep:
+        try:
+            yield graph_protocol.update(desired.mailbox, recorded.event_id, desired.content)
         except EventNotFound:
             # The owner deleted it in Outlook; the task still wants it, so it is written again.
-            self._event_map.forget(task.task_id, action.recorded.resource_id)
-            self._create(task, action.desired)
+            handling.deleted.add(recorded.resource_id)
+            return (yield from self._create(handling, desired, replaces=recorded.event_id))
+        return Written(
+            RecordedEvent(
+                desired.resource_id, desired.mailbox, recorded.event_id, desired.fingerprint
+            )
+        )
 
-    def _record(self, task: TaskChanged, desired: DesiredEvent, event_id: str) -> None:
-        self._event_map.record(
-            task.task_id,
-            RecordedEvent(desired.resource_id, desired.mailbox, event_id, desired.fingerprint),
+    def _move(self, handling: _Handling, desired: DesiredEvent, recorded: RecordedEvent):
+        yield from self._delete(handling, recorded)
+        return (yield from self._create(handling, desired))
+
+    def _delete(self, handling: _Handling, recorded: RecordedEvent) -> GraphStep:
+        # Gone already, or the whole mailbox is: either way the map entry goes.
+        with contextlib.suppress(EventNotFound, MailboxUnavailable):
+            yield graph_protocol.delete(recorded.mailbox, recorded.event_id)
+        handling.deleted.add(recorded.resource_id)
+        return Removed(recorded.resource_id)
+
+    def _failure(
+        self, task: TaskChanged, resource_id: UUID, mailbox: str, error: PwasyncError
+    ) -> AssigneeFailure:
+        name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
+        log.error(
+            "mailbox cannot take the event; recorded for the assignee, the others go on",
+            task_id=str(task.task_id),
+            mailbox=mailbox,
+            reason=str(error),
+        )
+        return AssigneeFailure(
+            resource_id=resource_id,
+            assignee=name,
+            mailbox=mailbox,
+            code=getattr(error, "code", None) or error.__class__.__name__,
+            reason=str(error),
+            at=self._clock().isoformat(),
         )
 
 
-def _mailbox_of(action: Action) -> str:
-    if isinstance(action, Create | Update):
-        return action.desired.mailbox
-    return action.recorded.mailbox
+def _done(value: Any) -> GraphStep:
+    return value
+    yield  # a generator that asks Graph nothing
+
+
+def _target(action: Action) -> tuple[UUID, str]:
+    if isinstance(action, Create | Update | Move):
+        return action.desired.resource_id, action.desired.mailbox
+    return action.recorded.resource_id, action.recorded.mailbox
 
 
 def _count(actions: list[Action]) -> dict[str, int]:

@@ -45,11 +45,20 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Move:
+    """The resource's e-mail changed: the old mailbox loses the event, then the new one gets
+    it (one step, so the map never forgets an event it has not deleted)."""
+
+    desired: DesiredEvent
+    recorded: RecordedEvent
+
+
+@dataclass(frozen=True)
 class Keep:
     recorded: RecordedEvent
 
 
-Action = Create | Update | Delete | Keep
+Action = Create | Update | Move | Delete | Keep
 
 
 def plan(desired: list[DesiredEvent], recorded: dict[UUID, RecordedEvent]) -> list[Action]:
@@ -60,9 +69,7 @@ def plan(desired: list[DesiredEvent], recorded: dict[UUID, RecordedEvent]) -> li
         if existing is None:
             actions.append(Create(event))
         elif existing.mailbox.lower() != event.mailbox.lower():
-            # The resource's e-mail changed: the old mailbox loses the event, the new one gets it.
-            actions.append(Delete(existing))
-            actions.append(Create(event))
+            actions.append(Move(event, existing))
         elif existing.fingerprint != event.fingerprint:
             actions.append(Update(event, existing))
         else:

@@ -1,4 +1,12 @@
-"""The writer process: consumes ``task.changed`` and writes Outlook events through Graph."""
+"""The writer process: consumes ``task.changed`` and writes Outlook events through Graph.
+
+Threads: pika's I/O thread; ``PWASYNC_WRITER_CONCURRENCY`` handler threads (= prefetch), which
+mostly wait for Graph; one dispatcher thread and a few sender threads that batch the handlers'
+Graph requests inside the per-mailbox limits shared in Redis; one thread renewing task leases.
+On SIGTERM the consumer stops taking work and lets in-flight handlers finish (the dispatcher
+keeps sending for them; requests that would have to wait out a 429 fail over to a delayed
+retry instead), then the dispatcher and the connections close.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +18,70 @@ from common.logging import get_logger
 from common.messages import TransferSucceeded
 from common.settings import Settings
 from common.topology import routing_key_transfer_succeeded
-from services.event_writer.event_map import EventMap
-from services.event_writer.graph import GraphCalendar
+from services.event_writer.dispatcher import GraphDispatcher
+from services.event_writer.event_mapping import EventRules
+from services.event_writer.graph import GraphTransport
 from services.event_writer.handler import TaskChangedHandler
+from services.event_writer.mailbox_limits import MailboxLimiter
+from services.event_writer.task_store import TaskStore
 from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
+
+SENDERS = 16  # $batch requests in flight per writer
+
+
+def event_rules(settings: Settings) -> EventRules:
+    return EventRules(
+        show_as=settings.event_show_as,
+        all_day=settings.event_all_day,
+        reminder_minutes=settings.event_reminder,
+        category=settings.event_category,
+    )
 
 
 def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
     infra = open_infrastructure(settings, "writer", stop)
     concurrency = settings.writer_concurrency
-    http = new_http_client(ca_bundle=settings.ca_bundle, max_connections=concurrency * 2)
-    calendar = GraphCalendar(http, settings.graph_url, GraphAppTokens(settings, http), stop=stop)
+    http = new_http_client(ca_bundle=settings.ca_bundle, max_connections=SENDERS + 4)
+    transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
+    limiter = MailboxLimiter(
+        infra.redis,
+        infra.keys,
+        infra.redis_url,
+        concurrency=settings.graph_mailbox_concurrency,
+        budget=settings.graph_mailbox_budget,
+    )
+    dispatcher = GraphDispatcher(
+        transport, limiter, batch_size=settings.graph_batch_size, senders=SENDERS, stop=stop
+    ).start()
+    store = TaskStore(infra.redis, infra.keys, infra.redis_url)
+    leases_stop = threading.Event()
+    store.keep_leases(leases_stop)
     routing_key = routing_key_transfer_succeeded(settings.scenario)
 
     def publish_transfer(message: TransferSucceeded) -> None:
         infra.publish(routing_key, message)
 
     handler = TaskChangedHandler(
-        calendar=calendar,
-        event_map=EventMap(infra.redis, infra.keys, infra.redis_url),
+        store=store,
+        submit=dispatcher.submit,
         publish_transfer=publish_transfer,
+        rules=event_rules(settings),
+        stop=stop,
     )
-    log.info("writer starting", concurrency=concurrency, graph=settings.graph_url)
+    log.info(
+        "writer starting",
+        concurrency=concurrency,
+        graph=settings.graph_url,
+        batch_size=settings.graph_batch_size,
+    )
     try:
         infra.consumer(infra.topology.task_changes, handler, concurrency=concurrency).run(stop)
     finally:
+        dispatcher.close(timeout=1.0)
+        leases_stop.set()
         infra.close()
         http.close()
+        log.info("writer stopped", graph_requests=dict(dispatcher.sent))

@@ -3,68 +3,152 @@
 from __future__ import annotations
 
 import itertools
+import re
+from concurrent.futures import Future
 from typing import Any
+from urllib.parse import unquote
 from uuid import UUID
 
-from services.event_writer.graph import EventNotFound, MailboxUnavailable
+from services.event_writer.graph_protocol import GraphRequest, GraphResult
 from services.event_writer.planner import RecordedEvent
+from services.event_writer.task_store import Begun, Busy, Finish, Stale
+
+_FILTER = re.compile(r"ep/id eq '(?P<id>[^']+)' and ep/value eq '(?P<value>(?:[^']|'')*)'")
 
 
-class FakeCalendar:
-    """Behaves like GraphCalendar over a dict of mailboxes; failures can be scripted."""
+def _error(status: int, code: str) -> GraphResult:
+    return GraphResult(status, {"error": {"code": code, "message": code}})
 
-    def __init__(self, mailboxes: list[str]) -> None:
+
+class FakeGraph:
+    """Answers GraphRequests like Graph's calendar over a dict of mailboxes, at once.
+
+    ``dedupe`` turns transactionId deduplication on (Graph's window is undocumented, so the
+    tests that prove exactly-once effect run without it); ``fail_next[mailbox]`` scripts the
+    next answer (a GraphResult or an exception) for a mailbox.
+    """
+
+    def __init__(self, mailboxes: list[str], *, dedupe: bool = False) -> None:
         self.events: dict[str, dict[str, dict[str, Any]]] = {m.lower(): {} for m in mailboxes}
         self.calls: list[tuple[str, str]] = []
-        self.fail_next: dict[str, Exception] = {}
+        self.fail_next: dict[str, list[GraphResult | Exception]] = {}
+        self.dedupe = dedupe
         self._ids = itertools.count(1)
 
-    def _mailbox(self, mailbox: str, op: str) -> dict[str, dict[str, Any]]:
-        self.calls.append((op, mailbox))
-        if mailbox in self.fail_next:
-            raise self.fail_next.pop(mailbox)
-        if mailbox not in self.events:
-            raise MailboxUnavailable(f"no mailbox {mailbox}", status=404, code="ErrorInvalidUser")
-        return self.events[mailbox]
+    def submit(self, request: GraphRequest) -> Future[GraphResult]:
+        future: Future[GraphResult] = Future()
+        self.calls.append((request.method, request.mailbox))
+        scripted = self.fail_next.get(request.mailbox)
+        if scripted:
+            answer = scripted.pop(0)
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+            return future
+        future.set_result(self.answer(request))
+        return future
 
-    def create_event(self, mailbox: str, event: dict[str, Any]) -> dict[str, Any]:
-        box = self._mailbox(mailbox, "create")
-        for existing in box.values():
-            if existing.get("transactionId") == event.get("transactionId"):
-                return existing
-        event_id = f"evt-{next(self._ids)}"
-        box[event_id] = {**event, "id": event_id}
-        return box[event_id]
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.calls if m == method)
 
-    def update_event(self, mailbox: str, event_id: str, changes: dict[str, Any]) -> dict[str, Any]:
-        box = self._mailbox(mailbox, "update")
+    def answer(self, request: GraphRequest) -> GraphResult:
+        box = self.events.get(request.mailbox)
+        if box is None:
+            return _error(404, "ErrorInvalidUser")
+        event_id = unquote(request.path.split("/")[2]) if request.path.count("/") >= 2 else None
+        if request.method == "POST":
+            body = request.body or {}
+            if self.dedupe:
+                for existing in box.values():
+                    if existing.get("transactionId") == body.get("transactionId"):
+                        return GraphResult(201, existing)
+            new_id = f"evt-{next(self._ids)}"
+            box[new_id] = {**body, "id": new_id}
+            return GraphResult(201, box[new_id])
+        if request.method == "GET":
+            match = _FILTER.search(dict(request.params)["$filter"])
+            assert match, request.params
+            wanted = (match["id"], match["value"].replace("''", "'"))
+            found = [
+                {"id": i}
+                for i, e in box.items()
+                if any(
+                    (p["id"], p["value"]) == wanted
+                    for p in e.get("singleValueExtendedProperties", [])
+                )
+            ]
+            return GraphResult(200, {"value": found[: int(dict(request.params)["$top"])]})
         if event_id not in box:
-            raise EventNotFound("gone", status=404, code="ErrorItemNotFound")
-        box[event_id].update(changes)
-        return box[event_id]
-
-    def delete_event(self, mailbox: str, event_id: str) -> bool:
-        box = self._mailbox(mailbox, "delete")
-        return box.pop(event_id, None) is not None
-
-    def find_event_id(self, mailbox: str, property_id: str, value: str) -> str | None:
-        box = self._mailbox(mailbox, "find")
-        for event_id, event in box.items():
-            for prop in event.get("singleValueExtendedProperties", []):
-                if prop["id"] == property_id and prop["value"] == value:
-                    return event_id
-        return None
+            return _error(404, "ErrorItemNotFound")
+        if request.method == "PATCH":
+            box[event_id].update(request.body or {})
+            return GraphResult(200, box[event_id])
+        if request.method == "DELETE":
+            del box[event_id]
+            return GraphResult(204)
+        raise AssertionError(request)
 
 
-class MemoryEventMap:
+class MemoryTaskStore:
+    """TaskStore's contract in memory: lease, order, dirty, map, failures, mailbox states."""
+
     def __init__(self) -> None:
-        self.entries: dict[UUID, dict[UUID, RecordedEvent]] = {}
+        self.maps: dict[UUID, dict[UUID, RecordedEvent]] = {}
+        self.order: dict[UUID, str] = {}
+        self.dirty: dict[UUID, bool] = {}
+        self.leases: dict[UUID, str] = {}
+        self.failures: dict[UUID, list] = {}
+        self.mailboxes: dict[str, str] = {}
+        self.tombstones: set[UUID] = set()
+        self.crash_on_finish = False
+        self._tokens = itertools.count(1)
 
-    def load(self, task_id: UUID) -> dict[UUID, RecordedEvent]:
-        return dict(self.entries.get(task_id, {}))
+    def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]):
+        if task_id in self.leases:
+            return Busy(1.0)
+        newest = self.order.get(task_id)
+        if newest is not None and order < newest:
+            return Stale(newest)
+        token = f"t{next(self._tokens)}"
+        self.leases[task_id] = token
+        was_dirty = self.dirty.get(task_id, False)
+        self.order[task_id] = order
+        self.dirty[task_id] = True
+        self.tombstones.discard(task_id)
+        states = {m: self.mailboxes[m] for m in mailboxes if m in self.mailboxes}
+        return Begun(token, was_dirty, dict(self.maps.get(task_id, {})), states)
 
-    def record(self, task_id: UUID, event: RecordedEvent) -> None:
-        self.entries.setdefault(task_id, {})[event.resource_id] = event
+    def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+        if self.crash_on_finish:
+            raise RuntimeError("the writer died before recording")
+        entries = self.maps.setdefault(task_id, {})
+        for resource_id in outcome.forget:
+            entries.pop(resource_id, None)
+        for event in outcome.record:
+            entries[event.resource_id] = event
+        self.failures[task_id] = list(outcome.failures)
+        if not outcome.uncertain:
+            self.dirty[task_id] = False
+        if outcome.removal:
+            self.maps.pop(task_id, None)
+            self.tombstones.add(task_id)
+        self.leases.pop(task_id, None)
+        return True
 
-    def forget(self, task_id: UUID, resource_id: UUID) -> None:
-        self.entries.get(task_id, {}).pop(resource_id, None)
+    def abandon(self, task_id: UUID, token: str) -> None:
+        if self.leases.get(task_id) == token:
+            del self.leases[task_id]
+
+    def mailbox_state(self, mailbox: str):
+        return self.mailboxes.get(mailbox)
+
+    def claim_probe(self, mailbox: str, token: str) -> bool:
+        return True
+
+    def release_probe(self, mailbox: str, token: str) -> None:
+        pass
+
+    def mark_mailbox(self, mailbox: str, state: str) -> None:
+        if state == "verify" or mailbox not in self.mailboxes:
+            self.mailboxes[mailbox] = state

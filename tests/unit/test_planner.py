@@ -5,6 +5,7 @@ from services.event_writer.planner import (
     Delete,
     DesiredEvent,
     Keep,
+    Move,
     RecordedEvent,
     Update,
     plan,
@@ -49,7 +50,7 @@ def test_a_removal_deletes_everything_recorded():
 
 def test_a_changed_mailbox_moves_the_event():
     actions = plan([desired(A, "new@x.com")], {A: recorded(A, "old@x.com")})
-    assert actions == [Delete(recorded(A, "old@x.com")), Create(desired(A, "new@x.com"))]
+    assert actions == [Move(desired(A, "new@x.com"), recorded(A, "old@x.com"))]
 
 
 def test_mailbox_case_does_not_count_as_a_change():

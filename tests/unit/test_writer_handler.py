@@ -1,28 +1,32 @@
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from common.errors import PermanentError, RetryableApiError, RetryableError
 from common.messages import Assignee, TaskChanged
+from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
-from tests.unit.fakes import FakeCalendar, MemoryEventMap
+from tests.unit.fakes import FakeGraph, MemoryTaskStore
 
 ALICE, BOB, NOBODY = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+TASK = uuid.UUID(int=7)
+A_BOX, B_BOX = "alice@contoso.com", "bob@contoso.com"
 
 
 def task(assignees, **overrides):
     values = dict(
         scenario="acme",
-        project_id=uuid.uuid4(),
-        task_id=uuid.UUID(int=7),
+        project_id=uuid.UUID(int=1),
+        task_id=TASK,
         task_name="Pack",
         start=datetime(2026, 12, 1, 9),
         finish=datetime(2026, 12, 1, 17),
         timezone="UTC",
         assignees=assignees,
         revision=NOW,
+        read_at=NOW,
     )
     values.update(overrides)
     return TaskChanged(**values)
@@ -35,123 +39,221 @@ ASSIGNEES = [
 ]
 
 
+class World:
+    def __init__(self, *, dedupe=False):
+        self.graph = FakeGraph([A_BOX, B_BOX], dedupe=dedupe)
+        self.store = MemoryTaskStore()
+        self.transfers = []
+        self.handler = TaskChangedHandler(
+            store=self.store,
+            submit=self.graph.submit,
+            publish_transfer=self.transfers.append,
+            clock=lambda: NOW,
+            lease_wait_seconds=0.05,
+        )
+
+    def handle(self, message):
+        self.handler.handle(message)
+
+    def events(self, mailbox=None):
+        boxes = [mailbox] if mailbox else list(self.graph.events)
+        return [e for box in boxes for e in self.graph.events[box].values()]
+
+
 @pytest.fixture
 def world():
-    calendar = FakeCalendar(["alice@contoso.com", "bob@contoso.com"])
-    event_map = MemoryEventMap()
-    transfers = []
-    handler = TaskChangedHandler(
-        calendar=calendar,
-        event_map=event_map,
-        publish_transfer=transfers.append,
-        clock=lambda: NOW,
-    )
-    return calendar, event_map, transfers, handler
+    return World()
 
 
 def test_each_assignee_with_a_mailbox_gets_one_event_and_a_transfer_is_published(world):
-    calendar, event_map, transfers, handler = world
-    handler.handle(task(ASSIGNEES))
-    assert {m: len(e) for m, e in calendar.events.items()} == {
-        "alice@contoso.com": 1,
-        "bob@contoso.com": 1,
-    }
-    assert len(event_map.load(uuid.UUID(int=7))) == 2
-    [transfer] = transfers
-    assert transfer.mailboxes == ["alice@contoso.com", "bob@contoso.com"]
+    world.handle(task(ASSIGNEES))
+    assert len(world.events(A_BOX)) == 1 and len(world.events(B_BOX)) == 1
+    assert set(world.store.maps[TASK]) == {ALICE, BOB}
+    [transfer] = world.transfers
+    assert transfer.mailboxes == [A_BOX, B_BOX]
     assert transfer.transferred_at == NOW
 
 
+def test_a_create_asks_graph_nothing_else_once_the_mailbox_is_known(world):
+    world.handle(task(ASSIGNEES))
+    # The first event in each mailbox: one probe (does it hold events of ours?) and one POST.
+    assert world.graph.count("GET") == 2 and world.graph.count("POST") == 2
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))
+    assert world.graph.calls == [("POST", A_BOX)]  # no lookup before the create
+    assert world.store.mailboxes == {A_BOX: "clean", B_BOX: "clean"}
+
+
 def test_redelivery_writes_nothing_new(world):
-    calendar, _, transfers, handler = world
-    handler.handle(task(ASSIGNEES))
-    calls_before = len(calendar.calls)
-    handler.handle(task(ASSIGNEES))
-    assert sum(len(e) for e in calendar.events.values()) == 2
-    assert len(calendar.calls) == calls_before  # all kept, no Graph call
-    assert len(transfers) == 2  # the ledger makes the second one count for nothing
+    world.handle(task(ASSIGNEES))
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES))
+    assert len(world.events()) == 2
+    assert world.graph.calls == []  # all kept, no Graph call
+    assert len(world.transfers) == 2  # the ledger makes the second one count for nothing
 
 
-def test_a_lost_map_entry_is_recovered_through_the_extended_property(world):
-    calendar, event_map, _, handler = world
-    handler.handle(task(ASSIGNEES))
-    event_map.entries.clear()  # bookkeeping lost (crash after the POST, or Redis data loss)
-    handler.handle(task(ASSIGNEES, finish=datetime(2026, 12, 2, 17)))
-    assert sum(len(e) for e in calendar.events.values()) == 2
-    [alice_event] = calendar.events["alice@contoso.com"].values()
+def test_a_changed_task_is_patched_in_place_only_when_a_mapped_field_changed(world):
+    world.handle(task(ASSIGNEES))
+    ids_before = {m: set(e) for m, e in world.graph.events.items()}
+    world.graph.calls.clear()
+    later = NOW + timedelta(hours=1)
+    world.handle(task(ASSIGNEES, task_name="Pack and label", revision=later))
+    assert {m: set(e) for m, e in world.graph.events.items()} == ids_before
+    assert sorted(world.graph.calls) == [("PATCH", A_BOX), ("PATCH", B_BOX)]
+    assert {e["subject"] for e in world.events()} == {"Pack and label"}
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES, task_name="Pack and label", revision=later, read_at=later))
+    assert world.graph.calls == []  # a newer snapshot with the same mapped fields
+
+
+def test_each_removal_path_deletes_the_event(world):
+    world.handle(task(ASSIGNEES))
+    # An assignee removed from the task.
+    world.handle(task(ASSIGNEES[:1], revision=NOW + timedelta(hours=1)))
+    assert world.events(B_BOX) == [] and len(world.events(A_BOX)) == 1
+    # The assignee's mailbox changed: the old one loses the event, the new one gets it.
+    moved = Assignee(resource_id=ALICE, name="Alice", email="bob@contoso.com")
+    world.handle(task([moved], revision=NOW + timedelta(hours=2)))
+    assert world.events(A_BOX) == [] and len(world.events(B_BOX)) == 1
+    assert world.store.maps[TASK][ALICE].mailbox == B_BOX
+    # The task left the selection (flag cleared, deleted, no longer eligible).
+    world.handle(task([], change="remove", start=None, revision=NOW + timedelta(hours=3)))
+    assert world.events() == []
+    assert TASK not in world.store.maps and TASK in world.store.tombstones
+    assert len(world.transfers) == 3  # a removal transfers nothing
+
+
+def test_a_stale_snapshot_never_undoes_a_newer_one(world):
+    newer = NOW + timedelta(hours=1)
+    world.handle(task(ASSIGNEES, task_name="new name", revision=newer))
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES, task_name="old name"))  # a late retry of an older message
+    assert world.graph.calls == []
+    assert {e["subject"] for e in world.events()} == {"new name"}
+    # A removal's tombstone keeps a late upsert from bringing the events back.
+    world.handle(task([], change="remove", revision=newer + timedelta(hours=1)))
+    world.handle(task(ASSIGNEES, revision=newer))
+    assert world.events() == []
+
+
+def test_a_snapshot_of_the_same_publish_read_later_is_applied(world):
+    world.handle(task(ASSIGNEES))
+    moved = Assignee(resource_id=BOB, name="Bob", email="alice@contoso.com")
+    world.handle(task([ASSIGNEES[0], moved], read_at=NOW + timedelta(minutes=5)))
+    assert world.events(B_BOX) == []
+
+
+def test_a_crash_between_graph_and_the_bookkeeping_creates_no_duplicate(world):
+    world.store.crash_on_finish = True
+    with pytest.raises(RuntimeError):
+        world.handle(task(ASSIGNEES))
+    world.store.leases.clear()  # the dead writer's lease ran out
+    world.store.crash_on_finish = False
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES))  # Graph's transactionId dedupe is off in this fake
+    assert len(world.events(A_BOX)) == 1 and len(world.events(B_BOX)) == 1
+    assert sorted(world.graph.calls) == [("GET", A_BOX), ("GET", B_BOX)] + [
+        ("PATCH", A_BOX),
+        ("PATCH", B_BOX),
+    ]
+    assert set(world.store.maps[TASK]) == {ALICE, BOB}
+    assert world.store.dirty[TASK] is False
+
+
+def test_a_post_that_timed_out_is_looked_up_on_the_retry(world):
+    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))  # the mailbox is known
+    world.graph.fail_next[A_BOX] = [RetryableApiError("Graph timed out")]
+    with pytest.raises(RetryableError):
+        world.handle(task(ASSIGNEES[:1]))
+    assert world.store.dirty[TASK] is True
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES[:1]))
+    assert world.graph.calls == [("GET", A_BOX), ("POST", A_BOX)]
+    assert world.store.dirty[TASK] is False
+
+
+def test_a_lost_map_is_recovered_through_the_extended_property(world):
+    world.handle(task(ASSIGNEES))
+    world.store.__init__()  # Redis lost its data
+    world.graph.calls.clear()
+    world.handle(task(ASSIGNEES, finish=datetime(2026, 12, 2, 17)))
+    assert len(world.events(A_BOX)) == 1 and len(world.events(B_BOX)) == 1
+    [alice_event] = world.events(A_BOX)
     assert alice_event["end"]["dateTime"] == "2026-12-02T17:00:00"
-
-
-def test_a_changed_task_updates_in_place(world):
-    calendar, _, _, handler = world
-    handler.handle(task(ASSIGNEES))
-    ids_before = {m: set(e) for m, e in calendar.events.items()}
-    handler.handle(task(ASSIGNEES, task_name="Pack and label"))
-    assert {m: set(e) for m, e in calendar.events.items()} == ids_before
-    assert all(
-        event["subject"] == "Pack and label"
-        for box in calendar.events.values()
-        for event in box.values()
+    assert world.store.mailboxes == {A_BOX: "verify", B_BOX: "verify"}
+    # Per mailbox: the probe, the lookup by task key, the PATCH of the adopted event; no POST.
+    assert (world.graph.count("GET"), world.graph.count("PATCH"), world.graph.count("POST")) == (
+        4,
+        2,
+        0,
     )
 
 
-def test_removed_assignee_and_removed_task_lose_their_events(world):
-    calendar, event_map, transfers, handler = world
-    handler.handle(task(ASSIGNEES))
-    handler.handle(task(ASSIGNEES[:1]))
-    assert len(calendar.events["bob@contoso.com"]) == 0
-    assert len(calendar.events["alice@contoso.com"]) == 1
-    handler.handle(task([], change="remove", start=None, finish=None))
-    assert sum(len(e) for e in calendar.events.values()) == 0
-    assert event_map.load(uuid.UUID(int=7)) == {}
-    assert len(transfers) == 2  # a removal transfers nothing
+def test_an_event_deleted_by_its_owner_is_written_again_under_a_new_transaction_id():
+    world = World(dedupe=True)
+    world.handle(task(ASSIGNEES))
+    [before] = world.events(B_BOX)
+    world.graph.events[B_BOX].clear()
+    world.handle(task(ASSIGNEES, task_name="renamed", revision=NOW + timedelta(hours=1)))
+    [after] = world.events(B_BOX)
+    assert after["transactionId"] != before["transactionId"]
+    assert world.store.maps[TASK][BOB].event_id == after["id"]
 
 
-def test_an_event_deleted_by_its_owner_is_written_again(world):
-    calendar, _, _, handler = world
-    handler.handle(task(ASSIGNEES))
-    calendar.events["bob@contoso.com"].clear()
-    handler.handle(task(ASSIGNEES, task_name="renamed"))
-    assert len(calendar.events["bob@contoso.com"]) == 1
-
-
-def test_an_unknown_mailbox_does_not_block_the_others(world):
-    calendar, _, transfers, handler = world
+def test_an_unknown_mailbox_is_recorded_for_its_assignee_and_does_not_block_the_others(world):
     ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
-    handler.handle(task([*ASSIGNEES, ghost]))
-    assert sum(len(e) for e in calendar.events.values()) == 2
-    assert transfers[0].mailboxes == ["alice@contoso.com", "bob@contoso.com"]
+    world.handle(task([*ASSIGNEES, ghost]))  # acked: no exception
+    assert len(world.events()) == 2
+    assert world.transfers[0].mailboxes == [A_BOX, B_BOX]
+    failures = {f.assignee: f for f in world.store.failures[TASK]}
+    assert failures["Ghost"].code == "ErrorInvalidUser"
+    assert failures["Ghost"].mailbox == "ghost@contoso.com"
+    assert failures["Crane"].code == "NoEmailAddress"
 
 
-def test_when_no_mailbox_can_take_the_event_the_message_is_permanent(world):
-    _, _, transfers, handler = world
+def test_a_task_whose_only_assignee_fails_permanently_is_acked_with_the_failure(world):
     ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
-    with pytest.raises(PermanentError, match="ghost@contoso.com"):
-        handler.handle(task([ghost]))
-    assert transfers == []
+    world.handle(task([ghost]))
+    assert world.transfers == []
+    [failure] = world.store.failures[TASK]
+    assert failure.code == "ErrorInvalidUser"
+    # Once the assignee is gone from the task, so is the failure record.
+    world.handle(task(ASSIGNEES[:1], revision=NOW + timedelta(hours=1)))
+    assert world.store.failures[TASK] == []
 
 
 def test_a_retryable_failure_retries_the_message_after_doing_the_rest(world):
-    calendar, event_map, transfers, handler = world
-    calendar.fail_next["bob@contoso.com"] = RetryableApiError("429", retry_after=3)
+    world.graph.fail_next[B_BOX] = [
+        GraphResult(503, {"error": {"code": "ServiceUnavailable"}}, {"retry-after": "3"})
+    ]
     with pytest.raises(RetryableError) as caught:
-        handler.handle(task(ASSIGNEES))
+        world.handle(task(ASSIGNEES))
     assert caught.value.retry_after == 3
-    assert len(calendar.events["alice@contoso.com"]) == 1
-    assert transfers == []  # not transferred until every assignee is done
-    handler.handle(task(ASSIGNEES))
-    assert sum(len(e) for e in calendar.events.values()) == 2
-    assert len(transfers) == 1
+    assert len(world.events(A_BOX)) == 1
+    assert world.transfers == []  # not transferred until every assignee is done
+    world.handle(task(ASSIGNEES))
+    assert len(world.events()) == 2
+    assert len(world.transfers) == 1
 
 
-def test_a_task_without_any_mailbox_publishes_no_transfer(world):
-    _, _, transfers, handler = world
-    handler.handle(task(ASSIGNEES[2:]))
-    assert transfers == []
+def test_a_request_graph_refuses_for_everyone_dead_letters_the_message(world):
+    world.graph.fail_next[A_BOX] = [
+        GraphResult(400, {"error": {"code": "ErrorInvalidRequest", "message": "bad body"}})
+    ]
+    with pytest.raises(PermanentError, match="bad body"):
+        world.handle(task(ASSIGNEES[:1]))
+    assert world.store.leases == {}
 
 
 def test_two_resources_sharing_a_mailbox_get_one_event(world):
-    calendar, _, _, handler = world
     twin = Assignee(resource_id=uuid.uuid4(), name="Alice (2)", email="alice@contoso.com")
-    handler.handle(task([ASSIGNEES[0], twin]))
-    assert len(calendar.events["alice@contoso.com"]) == 1
+    world.handle(task([ASSIGNEES[0], twin]))
+    assert len(world.events(A_BOX)) == 1
+
+
+def test_a_task_busy_in_another_writer_is_retried_later(world):
+    world.store.leases[TASK] = "someone else"
+    with pytest.raises(RetryableError, match="another writer"):
+        world.handle(task(ASSIGNEES))
+    assert world.graph.calls == []

@@ -1,0 +1,174 @@
+"""Outlook's per-mailbox limits, shared by every writer replica through Redis.
+
+Outlook allows an app 4 concurrent requests and 10,000 requests per 10 minutes per mailbox,
+and answers 429 with Retry-After beyond them. Every writer replica asks here before it sends:
+
+- **slots**: a lease-based semaphore per mailbox, a sorted set of request tokens scored by the
+  end of their lease. A request holds one slot from before it is sent until its answer is in
+  (a ``$batch`` item holds its own slot for the whole batch). A writer that dies holding slots
+  loses them when their lease ends (``LEASE``, longer than the HTTP timeout);
+- **pause**: a key set with the Retry-After of a 429; while it exists no replica sends to
+  that mailbox (other mailboxes go on);
+- **budget**: requests per minute bucket; a request is admitted while the buckets that overlap
+  the last 10 minutes hold fewer than the budget. Counting whole buckets overcounts a little,
+  so the real sliding window is never exceeded.
+
+One Lua script decides for many mailboxes at once, with Redis's own clock (replicas' clocks
+may differ), so a whole batch costs one round trip. Every key carries the scenario hash tag.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis
+
+from common.redis_store import Keys, redis_errors
+
+LEASE_SECONDS = 45.0  # > the HTTP timeout (30 s): a slot outlives the request it covers
+BUDGET_WINDOW_SECONDS = 600
+BUDGET_BUCKET_SECONDS = 60
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local bucket = tonumber(ARGV[5])
+local span = math.floor(window / bucket)
+local current = math.floor(now / bucket)
+local oldest = current - span
+local out = {}
+local a = 6
+for i = 0, (#KEYS / 3) - 1 do
+  local slots, pause, spent = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  local want = tonumber(ARGV[a])
+  a = a + 1
+  local tokens = {}
+  for j = 1, want do
+    tokens[j] = ARGV[a]
+    a = a + 1
+  end
+  local granted, wait = 0, 0
+  local paused = redis.call('PTTL', pause)
+  if paused > 0 then
+    wait = paused
+  else
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    local free = limit - redis.call('ZCARD', slots)
+    local used, first = 0, nil
+    local buckets = redis.call('HGETALL', spent)
+    for k = 1, #buckets, 2 do
+      local b = tonumber(buckets[k])
+      if b < oldest then
+        redis.call('HDEL', spent, buckets[k])
+      else
+        used = used + tonumber(buckets[k + 1])
+        if first == nil or b < first then first = b end
+      end
+    end
+    local left = budget - used
+    granted = math.max(0, math.min(want, free, left))
+    if left <= 0 and first ~= nil then
+      wait = (first + span + 1) * bucket - now
+    end
+    for j = 1, granted do
+      redis.call('ZADD', slots, now + lease, tokens[j])
+    end
+    if granted > 0 then
+      redis.call('PEXPIRE', slots, lease * 2)
+      redis.call('HINCRBY', spent, current, granted)
+      redis.call('PEXPIRE', spent, window + bucket * 2)
+    end
+  end
+  out[#out + 1] = granted
+  out[#out + 1] = wait
+end
+return out
+"""
+
+_PAUSE = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    tokens: tuple[str, ...]  # one per admitted request
+    wait_seconds: float  # > 0: paused, or out of budget, for this long
+
+
+class MailboxLimiter:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        redis_url: str,
+        *,
+        concurrency: int = 4,
+        budget: int = 10_000,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._url = redis_url
+        self.concurrency = concurrency
+        self.budget = budget
+        self._acquire = client.register_script(_ACQUIRE)
+        self._pause = client.register_script(_PAUSE)
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
+
+    def acquire(self, wanted: Mapping[str, int]) -> dict[str, Grant]:
+        """Admit up to ``wanted[mailbox]`` requests per mailbox; one round trip for all."""
+        mailboxes = [m for m, n in wanted.items() if n > 0]
+        if not mailboxes:
+            return {}
+        keys: list[str] = []
+        args: list[str | int | float] = [
+            int(LEASE_SECONDS * 1000),
+            self.concurrency,
+            self.budget,
+            BUDGET_WINDOW_SECONDS * 1000,
+            BUDGET_BUCKET_SECONDS * 1000,
+        ]
+        offered: dict[str, list[str]] = {}
+        for mailbox in mailboxes:
+            keys += [
+                self._keys.graph_slots(mailbox),
+                self._keys.graph_pause(mailbox),
+                self._keys.graph_budget(mailbox),
+            ]
+            tokens = [
+                f"{self._prefix}:{next(self._counter)}"
+                for _ in range(min(wanted[mailbox], self.concurrency))
+            ]
+            offered[mailbox] = tokens
+            args += [len(tokens), *tokens]
+        with redis_errors(self._url):
+            answer = self._acquire(keys=keys, args=args)
+        grants = {}
+        for index, mailbox in enumerate(mailboxes):
+            granted, wait_ms = int(answer[index * 2]), int(answer[index * 2 + 1])
+            grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000)
+        return grants
+
+    def release(self, tokens: Mapping[str, list[str]]) -> None:
+        with redis_errors(self._url):
+            pipe = self._redis.pipeline(transaction=False)
+            for mailbox, held in tokens.items():
+                if held:
+                    pipe.zrem(self._keys.graph_slots(mailbox), *held)
+            pipe.execute()
+
+    def pause(self, mailbox: str, seconds: float) -> None:
+        """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
+        with redis_errors(self._url):
+            self._pause(keys=[self._keys.graph_pause(mailbox)], args=[max(1, int(seconds * 1000))])

@@ -1,0 +1,355 @@
+"""The writer's bookkeeping per task, in Redis: lease, order, event map, failures.
+
+A handling is two scripts (two round trips), whatever the number of assignees:
+
+``begin`` (atomic): takes the task's **lease** (a writer works on a task only while it holds
+it, so two replicas never work on one task at once; the loser waits a little, then retries the
+message later); refuses a **stale** snapshot (older than the newest accepted, see
+``ordering``); records the message's key as the newest accepted and marks the task **dirty**
+(this handling may write to Graph before it records what it wrote); and returns whether the task
+was dirty already (an earlier handling died or did not learn whether its POST worked), the
+**event map** (assignee resource id -> the event written for them) and the mailbox states.
+
+``finish`` (atomic): records and forgets map entries, replaces the task's assignee failures,
+clears ``dirty`` unless an outcome is unknown, turns a removal into a tombstone (the map goes,
+the order record stays for ``TOMBSTONE``), and gives the lease back.
+
+A lease lasts ``LEASE`` and is renewed every ``LEASE / 3`` while the handling runs, so a writer
+that dies loses it within seconds. If ``finish`` finds the lease gone (the writer stalled past
+it), it still records what was written (it is in Graph) and leaves the task dirty.
+
+Mailbox states (``writer:mailboxes``): the first time a mailbox is about to get an event in
+this Redis's lifetime, the writer asks Graph whether it holds any event of this scenario:
+``clean`` if not, ``verify`` if so (Redis lost its data: events exist that the map does not
+know). Creates in a ``verify`` mailbox, and creates of a dirty task, look the event up first.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+import redis
+
+from common.errors import PermanentError
+from common.logging import get_logger
+from common.redis_store import Keys, redis_errors
+from services.event_writer.planner import RecordedEvent
+
+log = get_logger(__name__)
+
+LEASE = timedelta(seconds=10)
+TOMBSTONE = timedelta(days=30)
+MailboxState = Literal["clean", "verify"]
+
+_BEGIN = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return {'busy', redis.call('PTTL', KEYS[1])}
+end
+local newest = redis.call('HGET', KEYS[2], 'order')
+if newest and ARGV[3] < newest then
+  return {'stale', newest}
+end
+local dirty = redis.call('HGET', KEYS[2], 'dirty') or '0'
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'order', ARGV[3], 'change', ARGV[4], 'dirty', '1')
+redis.call('PERSIST', KEYS[2])
+local states = {}
+if #ARGV > 4 then
+  states = redis.call('HMGET', KEYS[4], unpack(ARGV, 5))
+end
+return {'ok', dirty, redis.call('HGETALL', KEYS[3]), states}
+"""
+
+_FINISH = """
+local mine = redis.call('GET', KEYS[1]) == ARGV[1]
+local a = 5
+local n = tonumber(ARGV[a]); a = a + 1
+for i = 1, n do
+  redis.call('HDEL', KEYS[3], ARGV[a]); a = a + 1
+end
+n = tonumber(ARGV[a]); a = a + 1
+for i = 1, n do
+  redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1]); a = a + 2
+end
+redis.call('DEL', KEYS[4])
+n = tonumber(ARGV[a]); a = a + 1
+for i = 1, n do
+  redis.call('HSET', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2
+end
+if n > 0 then
+  redis.call('SADD', KEYS[5], ARGV[4])
+else
+  redis.call('SREM', KEYS[5], ARGV[4])
+end
+if ARGV[2] == '0' and mine then
+  redis.call('HSET', KEYS[2], 'dirty', '0')
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('DEL', KEYS[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+if mine then
+  redis.call('DEL', KEYS[1])
+end
+return mine and 1 or 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Busy:
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class Stale:
+    newest: str
+
+
+@dataclass(frozen=True)
+class Begun:
+    token: str
+    was_dirty: bool
+    recorded: dict[UUID, RecordedEvent]
+    mailbox_states: dict[str, MailboxState] = field(default_factory=dict)
+
+
+Begin = Busy | Stale | Begun
+
+
+@dataclass(frozen=True)
+class AssigneeFailure:
+    """Why an assignee has no event for a task (permanent until something changes)."""
+
+    resource_id: UUID
+    assignee: str
+    mailbox: str | None
+    code: str
+    reason: str
+    at: str  # ISO 8601 UTC
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "resource_id": str(self.resource_id),
+                "assignee": self.assignee,
+                "mailbox": self.mailbox,
+                "code": self.code,
+                "reason": self.reason,
+                "at": self.at,
+            }
+        )
+
+
+@dataclass
+class Finish:
+    """What a handling leaves behind."""
+
+    record: list[RecordedEvent] = field(default_factory=list)
+    forget: list[UUID] = field(default_factory=list)
+    failures: list[AssigneeFailure] = field(default_factory=list)
+    uncertain: bool = False  # a POST may have created an event nobody recorded
+    removal: bool = False
+
+
+class TaskStore:
+    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+        self._redis = client
+        self._keys = keys
+        self._url = redis_url
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._held: dict[str, str] = {}  # lease key -> token, renewed while held
+        self._held_lock = threading.Lock()
+
+    # --- a handling ----------------------------------------------------------------------------
+
+    def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]) -> Begin:
+        token = uuid.uuid4().hex
+        lease_key = self._keys.writer_lease(task_id)
+        with redis_errors(self._url):
+            answer = self._begin(
+                keys=[
+                    lease_key,
+                    self._keys.writer_task(task_id),
+                    self._keys.task_events(task_id),
+                    self._keys.writer_mailboxes,
+                ],
+                args=[token, _ms(LEASE), order, change, *mailboxes],
+            )
+        kind = answer[0]
+        if kind == "busy":
+            return Busy(max(int(answer[1]), 0) / 1000)
+        if kind == "stale":
+            return Stale(answer[1])
+        with self._held_lock:
+            self._held[lease_key] = token
+        raw = answer[2]
+        recorded = _parse_map(task_id, dict(zip(raw[::2], raw[1::2], strict=True)))
+        states = {
+            mailbox: state
+            for mailbox, state in zip(mailboxes, answer[3], strict=True)
+            if state in ("clean", "verify")
+        }
+        return Begun(token, answer[1] == "1", recorded, states)
+
+    def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+        """Record the outcome and give the lease back; False when the lease had been lost."""
+        args: list[Any] = [
+            token,
+            "1" if outcome.uncertain else "0",
+            _ms(TOMBSTONE) if outcome.removal else 0,
+            str(task_id),
+            len(outcome.forget),
+            *[str(r) for r in outcome.forget],
+            len(outcome.record),
+        ]
+        for event in outcome.record:
+            args += [str(event.resource_id), _map_value(event)]
+        args.append(len(outcome.failures))
+        for failure in outcome.failures:
+            args += [str(failure.resource_id), failure.to_json()]
+        lease_key = self._keys.writer_lease(task_id)
+        try:
+            with redis_errors(self._url):
+                mine = self._finish(
+                    keys=[
+                        lease_key,
+                        self._keys.writer_task(task_id),
+                        self._keys.task_events(task_id),
+                        self._keys.writer_failures(task_id),
+                        self._keys.writer_failed_tasks,
+                    ],
+                    args=args,
+                )
+        finally:
+            self._forget_lease(lease_key)
+        if not mine:
+            log.warning("the task's lease ran out before its outcome was recorded")
+        return bool(mine)
+
+    def abandon(self, task_id: UUID, token: str) -> None:
+        """Give the lease back without recording anything; the task stays dirty."""
+        lease_key = self._keys.writer_lease(task_id)
+        self._forget_lease(lease_key)
+        with redis_errors(self._url):
+            self._release(keys=[lease_key], args=[token])
+
+    # --- mailboxes -----------------------------------------------------------------------------
+
+    def mark_mailbox(self, mailbox: str, state: MailboxState) -> None:
+        """``verify`` always wins: a mailbox known to hold unrecorded events stays so."""
+        with redis_errors(self._url):
+            if state == "verify":
+                self._redis.hset(self._keys.writer_mailboxes, mailbox, state)
+            else:
+                self._redis.hsetnx(self._keys.writer_mailboxes, mailbox, state)
+
+    def mailbox_state(self, mailbox: str) -> MailboxState | None:
+        with redis_errors(self._url):
+            state = self._redis.hget(self._keys.writer_mailboxes, mailbox)
+        return state if state in ("clean", "verify") else None
+
+    def claim_probe(self, mailbox: str, token: str) -> bool:
+        """Only one writer at a time asks Graph about a mailbox, and nobody creates in it
+        meanwhile; so a probe never sees another writer's brand-new event."""
+        with redis_errors(self._url):
+            return bool(
+                self._redis.set(self._keys.writer_probe(mailbox), token, nx=True, px=_ms(LEASE))
+            )
+
+    def release_probe(self, mailbox: str, token: str) -> None:
+        with redis_errors(self._url):
+            self._release(keys=[self._keys.writer_probe(mailbox)], args=[token])
+
+    # --- reports -------------------------------------------------------------------------------
+
+    def failures(self) -> dict[UUID, list[dict[str, Any]]]:
+        """Every task with assignee failures -> the failures (for ``pwasync status``)."""
+        with redis_errors(self._url):
+            tasks = sorted(self._redis.smembers(self._keys.writer_failed_tasks))
+            report = {}
+            for task in tasks:
+                values = self._redis.hvals(self._keys.writer_failures(task))
+                report[UUID(task)] = [json.loads(v) for v in values]
+        return report
+
+    # --- leases --------------------------------------------------------------------------------
+
+    def keep_leases(self, stop: threading.Event) -> threading.Thread:
+        """Renew every held lease every LEASE/3 until ``stop``; returns the started thread."""
+
+        def run() -> None:
+            while not stop.wait(LEASE.total_seconds() / 3):
+                self.renew_leases()
+
+        thread = threading.Thread(target=run, name="task-leases", daemon=True)
+        thread.start()
+        return thread
+
+    def renew_leases(self) -> None:
+        with self._held_lock:
+            held = list(self._held.items())
+        if not held:
+            return
+        try:
+            with redis_errors(self._url):
+                pipe = self._redis.pipeline(transaction=False)
+                for key, token in held:
+                    self._renew(keys=[key], args=[token, _ms(LEASE)], client=pipe)
+                pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("could not renew task leases", error=str(exc))
+
+    def _forget_lease(self, key: str) -> None:
+        with self._held_lock:
+            self._held.pop(key, None)
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000)
+
+
+def _map_value(event: RecordedEvent) -> str:
+    return json.dumps(
+        {"mailbox": event.mailbox, "event_id": event.event_id, "fingerprint": event.fingerprint}
+    )
+
+
+def _parse_map(task_id: UUID, raw: dict[str, str]) -> dict[UUID, RecordedEvent]:
+    recorded = {}
+    for key, value in raw.items():
+        try:
+            data = json.loads(value)
+            resource_id = UUID(key)
+            recorded[resource_id] = RecordedEvent(
+                resource_id=resource_id,
+                mailbox=data["mailbox"],
+                event_id=data["event_id"],
+                fingerprint=data.get("fingerprint", ""),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(f"corrupt event map entry for task {task_id}: {exc}") from None
+    return recorded

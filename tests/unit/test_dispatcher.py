@@ -1,0 +1,165 @@
+"""The batching layer with an in-memory transport and limiter (our own ports)."""
+
+import threading
+from collections import Counter
+
+import pytest
+
+from common.errors import RetryableApiError
+from services.event_writer import graph_protocol as gp
+from services.event_writer.dispatcher import GraphDispatcher
+from services.event_writer.graph_protocol import GraphResult
+from services.event_writer.mailbox_limits import Grant
+
+
+class Limiter:
+    concurrency = 4
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.held = Counter()
+        self.peak = Counter()
+        self.paused = {}
+        self.budget_wait = {}
+        self.n = 0
+
+    def acquire(self, wanted):
+        grants = {}
+        with self.lock:
+            for mailbox, count in wanted.items():
+                if mailbox in self.budget_wait:
+                    grants[mailbox] = Grant((), self.budget_wait[mailbox])
+                    continue
+                granted = max(0, min(count, self.concurrency - self.held[mailbox]))
+                self.held[mailbox] += granted
+                self.peak[mailbox] = max(self.peak[mailbox], self.held[mailbox])
+                tokens = []
+                for _ in range(granted):
+                    self.n += 1
+                    tokens.append(str(self.n))
+                grants[mailbox] = Grant(tuple(tokens), 0.0)
+        return grants
+
+    def release(self, tokens):
+        with self.lock:
+            for mailbox, held in tokens.items():
+                self.held[mailbox] -= len(held)
+
+    def pause(self, mailbox, seconds):
+        self.paused[mailbox] = seconds
+
+
+class Transport:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sent = []  # one list of requests per HTTP request
+        self.script = {}  # mailbox -> results to answer first
+
+    def _answer(self, request):
+        with self.lock:
+            queue = self.script.get(request.mailbox)
+            if queue:
+                return queue.pop(0)
+        return GraphResult(201, {"id": f"{request.mailbox}:{request.body['n']}"})
+
+    def send(self, request):
+        with self.lock:
+            self.sent.append([request])
+        return self._answer(request)
+
+    def send_batch(self, requests):
+        with self.lock:
+            self.sent.append(list(requests))
+        return [self._answer(r) for r in requests]
+
+
+@pytest.fixture
+def parts():
+    transport, limiter = Transport(), Limiter()
+    dispatcher = GraphDispatcher(
+        transport, limiter, linger_seconds=0.05, max_wait_seconds=1.0, poll_seconds=0.005
+    )
+    yield transport, limiter, dispatcher
+    dispatcher.close()
+
+
+def submit_all(dispatcher, requests):
+    futures = [dispatcher.submit(r) for r in requests]
+    dispatcher.start()
+    return futures
+
+
+def test_requests_are_batched_by_twenty_and_each_future_gets_its_own_answer(parts):
+    transport, limiter, dispatcher = parts
+    requests = [gp.create(f"m{i % 10}@x.com", {"n": i}) for i in range(30)]
+    futures = submit_all(dispatcher, requests)
+    results = [f.result(timeout=10) for f in futures]
+    assert [r.body["id"] for r in results] == [f"m{i % 10}@x.com:{i}" for i in range(30)]
+    assert all(len(sent) <= gp.MAX_BATCH for sent in transport.sent)
+    assert len(transport.sent) < 30  # batched
+    assert max(limiter.peak.values()) <= 4
+    assert sum(limiter.held.values()) == 0  # every slot given back
+
+
+def test_one_mailbox_never_has_more_than_four_requests_in_flight(parts):
+    transport, limiter, dispatcher = parts
+    futures = submit_all(dispatcher, [gp.create("busy@x.com", {"n": i}) for i in range(13)])
+    assert all(f.result(timeout=10).ok for f in futures)
+    assert limiter.peak["busy@x.com"] == 4
+    assert all(len(sent) <= 4 for sent in transport.sent)
+
+
+def test_a_throttled_item_pauses_its_mailbox_and_is_sent_again_alone(parts):
+    transport, limiter, dispatcher = parts
+    transport.script["slow@x.com"] = [GraphResult(429, {}, {"retry-after": "0.01"})]
+    futures = submit_all(
+        dispatcher, [gp.create("slow@x.com", {"n": 0}), gp.create("fast@x.com", {"n": 1})]
+    )
+    assert futures[0].result(timeout=10).body["id"] == "slow@x.com:0"
+    assert futures[1].result(timeout=10).body["id"] == "fast@x.com:1"
+    assert limiter.paused == {"slow@x.com": 0.01}  # shared with every replica
+    assert [r.mailbox for r in transport.sent[-1]] == ["slow@x.com"]
+    assert dispatcher.sent["throttled"] == 1
+
+
+def test_a_mailbox_throttled_again_and_again_fails_over_to_a_delayed_retry(parts):
+    transport, _, dispatcher = parts
+    transport.script["slow@x.com"] = [GraphResult(429, {}, {"retry-after": "0.01"})] * 4
+    [future] = submit_all(dispatcher, [gp.create("slow@x.com", {"n": 0})])
+    with pytest.raises(RetryableApiError) as caught:
+        future.result(timeout=10)
+    assert caught.value.retry_after == 0.01
+
+
+def test_a_long_retry_after_is_not_waited_out_in_the_writer(parts):
+    transport, _, dispatcher = parts
+    transport.script["slow@x.com"] = [GraphResult(429, {}, {"retry-after": "120"})]
+    [future] = submit_all(dispatcher, [gp.create("slow@x.com", {"n": 0})])
+    with pytest.raises(RetryableApiError) as caught:
+        future.result(timeout=10)
+    assert caught.value.retry_after == 120
+
+
+def test_a_mailbox_out_of_budget_fails_its_requests_as_retryable(parts):
+    _, limiter, dispatcher = parts
+    limiter.budget_wait["spent@x.com"] = 300.0
+    futures = submit_all(
+        dispatcher, [gp.create("spent@x.com", {"n": 0}), gp.create("ok@x.com", {"n": 1})]
+    )
+    with pytest.raises(RetryableApiError) as caught:
+        futures[0].result(timeout=10)
+    assert caught.value.retry_after == 300.0
+    assert futures[1].result(timeout=10).ok
+
+
+def test_a_failed_batch_fails_each_of_its_requests(parts):
+    transport, _, dispatcher = parts
+
+    def broken(requests):
+        raise RetryableApiError("Graph unreachable")
+
+    transport.send_batch = broken
+    futures = submit_all(dispatcher, [gp.create(f"m{i}@x.com", {"n": i}) for i in range(3)])
+    for future in futures:
+        with pytest.raises(RetryableApiError):
+            future.result(timeout=10)

@@ -1,0 +1,71 @@
+from common.errors import PermanentApiError, RetryableApiError
+from services.event_writer import graph_protocol as gp
+from services.event_writer.graph_protocol import EventNotFound, GraphResult, MailboxUnavailable
+
+
+def error(status, code, headers=None):
+    return GraphResult(status, {"error": {"code": code, "message": "m"}}, headers or {})
+
+
+def test_a_batch_carries_relative_urls_and_a_content_type_for_bodies():
+    body = gp.batch_body(
+        [gp.create("a@x.com", {"subject": "s"}), gp.delete("b+1@x.com", "AAMk/1=")]
+    )
+    assert body == {
+        "requests": [
+            {
+                "id": "0",
+                "method": "POST",
+                "url": "/users/a@x.com/events",
+                "headers": {"Content-Type": "application/json"},
+                "body": {"subject": "s"},
+            },
+            {"id": "1", "method": "DELETE", "url": "/users/b%2B1@x.com/events/AAMk%2F1%3D"},
+        ]
+    }
+
+
+def test_batch_results_come_back_in_request_order_whatever_the_answer_order():
+    payload = {
+        "responses": [
+            {"id": "1", "status": 429, "headers": {"Retry-After": "2.5"}, "body": {}},
+            {"id": "0", "status": 201, "body": {"id": "e1"}},
+        ]
+    }
+    first, second, missing = gp.batch_results(3, payload)
+    assert (first.status, gp.created_id(first)) == (201, "e1")
+    assert second.throttled and second.retry_after == 2.5
+    assert missing.status == 502
+
+
+def test_a_lookup_filters_on_the_documented_extended_property_shape():
+    request = gp.find_by_property("a@x.com", "String {g} Name k", "it's")
+    assert dict(request.params)["$filter"] == (
+        "singleValueExtendedProperties/any(ep: ep/id eq 'String {g} Name k' "
+        "and ep/value eq 'it''s')"
+    )
+    assert request.relative_url.startswith("/users/a@x.com/events?%24filter=")
+
+
+def test_what_a_failed_answer_means():
+    create = gp.create("a@x.com", {})
+    patch = gp.update("a@x.com", "e1", {})
+    assert isinstance(
+        gp.error_for(create, error(404, "MailboxNotEnabledForRESTAPI")), MailboxUnavailable
+    )
+    assert isinstance(gp.error_for(create, error(404, "ErrorInvalidUser")), MailboxUnavailable)
+    assert isinstance(gp.error_for(create, error(403, "ErrorAccessDenied")), MailboxUnavailable)
+    assert isinstance(gp.error_for(patch, error(404, "ErrorItemNotFound")), EventNotFound)
+    throttled = gp.error_for(create, error(429, "TooManyRequests", {"retry-after": "4"}))
+    assert isinstance(throttled, RetryableApiError) and throttled.retry_after == 4
+    assert isinstance(gp.error_for(create, error(400, "ErrorInvalidRequest")), PermanentApiError)
+    assert isinstance(gp.error_for(create, error(500, "x")), RetryableApiError)
+
+
+def test_only_a_create_without_a_clear_answer_is_uncertain():
+    create = gp.create("a@x.com", {})
+    assert gp.outcome_uncertain(create, RetryableApiError("timed out"))
+    assert gp.outcome_uncertain(create, RetryableApiError("500", status=500))
+    assert not gp.outcome_uncertain(create, RetryableApiError("429", status=429))
+    assert not gp.outcome_uncertain(create, PermanentApiError("400", status=400))
+    assert not gp.outcome_uncertain(gp.delete("a@x.com", "e"), RetryableApiError("timed out"))
