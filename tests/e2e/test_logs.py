@@ -1,0 +1,39 @@
+"""What the services write to their logs: one JSON object per line, the sync request's
+correlation id on every line its work causes, and never a secret."""
+
+import json
+import re
+
+import pytest
+
+from tests.e2e.harness import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
+
+
+def test_logs_are_json_correlated_and_free_of_secrets(pipeline):
+    for name in ("poller", "writer", "ledger"):
+        pipeline.start(name)
+    pipeline.cli("fields", "create")
+    pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)
+    requested = pipeline.cli("sync-now").stdout
+    correlation_id = re.search(r"correlation id ([0-9a-f-]{36})", requested).group(1)
+    assert wait_for(lambda: pipeline.usage()["endpoints_in_use"] == 4, timeout=60)
+    assert set(pipeline.stop_all().values()) == {0}
+
+    secrets = [
+        pipeline.env["PWASYNC_PWA_PASSWORD"],
+        pipeline.env["PWASYNC_GRAPH_CLIENT_SECRET"],
+    ]
+    for name in ("poller", "writer", "ledger"):
+        text = (pipeline.workdir / "logs" / f"{name}.log").read_text()
+        for secret in secrets:
+            assert secret not in text, f"a secret in the {name} log"
+        assert not JWT.search(text), f"a token in the {name} log"
+        assert "Bearer " not in text
+        lines = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+        assert all({"event", "level", "timestamp", "service"} <= line.keys() for line in lines)
+        caused = [line for line in lines if line.get("correlation_id") == correlation_id]
+        assert caused, f"no {name} line carries the sync request's correlation id"
