@@ -138,6 +138,10 @@ class SandboxClient:
         return self._call("DELETE", f"/tasks/{task_id}",
                           params={"publish": str(publish).lower()})
 
+    def update_project(self, project_id: str, publish: bool = True, **changes: Any) -> dict:
+        """Change ``type`` (6 = master project) or ``name``, and publish."""
+        return self._call("PATCH", f"/projects/{project_id}", {**changes, "publish": publish})
+
     def delete_project(self, project_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/projects/{project_id}")
 

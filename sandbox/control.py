@@ -250,6 +250,19 @@ async def delete_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     return {"removed_task_ids": removed, "project_id": project.id, "published": bool(published)}
 
 
+async def update_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    """Change a project's name or type (e.g. 6 to make it a master project), as PWA's project
+    settings do; published unless ``publish`` is false."""
+    project = sandbox.tenant.project(request.path_params["project_id"])
+    body = await _body(request)
+    if "type" in body:
+        project.project_type = int(body["type"])
+    if "name" in body:
+        project.draft.name = str(body["name"])
+    published = _publish(sandbox, [project]) if _publish_flag(request, body) else []
+    return {**_project_summary(project), "published_now": bool(published)}
+
+
 async def delete_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     # Deleting a project in PWA removes it from the draft and the published store at once.
     project = sandbox.tenant.project(request.path_params["project_id"])
@@ -330,6 +343,7 @@ routes = [
     _route("/projects", create_project, "POST"),
     _route("/projects/{project_id}/publish", publish_project, "POST"),
     _route("/projects/{project_id}/tasks", add_task, "POST"),
+    _route("/projects/{project_id}", update_project, "PATCH"),
     _route("/projects/{project_id}", delete_project, "DELETE"),
     _route("/generate", generate_data, "POST"),
     _route("/events", all_events, "GET"),
