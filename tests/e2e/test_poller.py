@@ -1,0 +1,146 @@
+"""The poller in the whole pipeline: removals reach the writer for every way a task leaves the
+selection, and several poller replicas run one poll at a time, coalescing requests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pika
+import pytest
+
+from common.rabbit import QueueState, RabbitConnector, inspect_queue
+from common.redis_store import Keys, connect_redis
+from common.topology import topology_for
+from tests.e2e.harness import Pipeline, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+ADELE = "adele.vance@contoso.onmicrosoft.com"
+FROM_THE_START = {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z", "PWASYNC_SYNC_OVERLAP_SECONDS": "0"}
+
+
+def resource_of(pipeline: Pipeline, email: str) -> str:
+    return next(r["id"] for r in pipeline.client.tenant()["resources"] if r["email"] == email)
+
+
+def flagged_task(name: str, resource: str, day: int = 1) -> dict:
+    return {
+        "name": name,
+        "start": f"2026-12-{day:02d}T09:00:00",
+        "finish": f"2026-12-{day:02d}T10:00:00",
+        "assignees": [resource],
+        "flag": True,
+    }
+
+
+def runs(redis_url: str, scenario: str) -> list[dict]:
+    client = connect_redis(redis_url)
+    try:
+        raw = client.lrange(f"{Keys(scenario).prefix}:poller:runs", 0, -1)
+    finally:
+        client.close()
+    return [json.loads(item) for item in raw]
+
+
+def test_removals_reach_the_writer_for_every_way_a_task_leaves_the_selection(pipeline, redis_url):
+    client = pipeline.client
+    client.generate(projects=1, tasks_per_project=1, flagged=True, ensure_field=True)
+    adele = resource_of(pipeline, ADELE)
+    names = ["stays", "flag cleared", "deleted", "dates removed", "becomes a summary"]
+    main = client.create_project(
+        "Leaving", [flagged_task(n, adele, day) for day, n in enumerate(names, 1)]
+    )
+    ids = dict(zip(names, main["task_ids"], strict=True))
+    doomed = client.create_project("Deleted project", [flagged_task("in a deleted", adele)])
+    retyped = client.create_project("Becomes master", [flagged_task("in a master", adele)])
+    for name in ("poller", "writer-1", "ledger"):
+        pipeline.start(name, FROM_THE_START)
+    pipeline.cli("sync-now")
+
+    def adeles_tasks() -> set[str]:
+        return {task for mailbox, task in pipeline.event_keys() if mailbox == ADELE}
+
+    everything = {*ids.values(), doomed["task_ids"][0], retyped["task_ids"][0]}
+    assert wait_for(lambda: adeles_tasks() >= everything, timeout=60)
+
+    client.flag_tasks([ids["flag cleared"]], value=None)
+    client.delete_task(ids["deleted"])
+    client.update_task(ids["dates removed"], start=None, finish=None)
+    client.add_task(
+        main["project_id"],
+        name="child",
+        parent=ids["becomes a summary"],
+        start="2026-12-20T09:00:00",
+        finish="2026-12-20T10:00:00",
+    )
+    client.delete_project(doomed["project_id"])
+    client.update_project(retyped["project_id"], type=6)
+    pipeline.cli("sync-now")
+
+    gone = everything - {ids["stays"]}
+    assert wait_for(lambda: not (adeles_tasks() & gone), timeout=60), adeles_tasks() & gone
+    assert ids["stays"] in adeles_tasks()
+    last = runs(redis_url, pipeline.scenario)[0]
+    assert last["tasks"]["removed"] == 6 and last["projects"]["deleted"] == 1
+    assert set(pipeline.stop_all().values()) == {0}
+    removed = {
+        (line["task_id"], line["reason"])
+        for line in pipeline.log_lines("poller")
+        if line["event"] == "task left the selection; removal published"
+    }
+    assert removed >= {
+        (ids["flag cleared"], "not_flagged"),
+        (ids["deleted"], "deleted"),
+        (ids["dates removed"], "no_start"),
+        (ids["becomes a summary"], "summary_task"),
+        (doomed["task_ids"][0], "project_deleted"),
+        (retyped["task_ids"][0], "master_project"),
+    }
+
+
+def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
+    tmp_path, amqp_url, redis_url, scenario
+):
+    pipeline = Pipeline(
+        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, latency_ms=20
+    )
+    try:
+        pipeline.client.generate(projects=15, tasks_per_project=20, flagged=True, ensure_field=True)
+        pipeline.start("poller-1", FROM_THE_START)
+        pipeline.start("poller-2", FROM_THE_START)
+        queue = topology_for(scenario).sync_requests.name
+        connector = RabbitConnector(amqp_url, connection_name="test")
+        assert wait_for(
+            lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 2,
+            timeout=30,
+        )
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            channel = connection.channel()
+            sent = [str(uuid.uuid4()) for _ in range(6)]
+            for correlation_id in sent:
+                channel.basic_publish(
+                    "pwasync",
+                    "sync.requested",
+                    json.dumps({"scenario": scenario, "full": True}).encode(),
+                    pika.BasicProperties(correlation_id=correlation_id),
+                )
+        finally:
+            connection.close()
+
+        def answered() -> set[str]:
+            ids = set()
+            for run in runs(redis_url, scenario):
+                ids |= {run["correlation_id"], *run["coalesced_correlation_ids"]}
+            return ids
+
+        assert wait_for(lambda: answered() >= set(sent), timeout=90)
+        history = sorted(runs(redis_url, scenario), key=lambda r: r["started_at"])
+        assert all(r["status"] == "succeeded" for r in history)
+        assert 1 <= len(history) < len(sent)  # coalesced, not one run per request
+        for earlier, later in zip(history, history[1:], strict=False):
+            assert earlier["finished_at"] <= later["started_at"]  # never two at once
+        assert set(pipeline.stop_all().values()) == {0}
+    finally:
+        pipeline.close()
