@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast chaos bench lint format validate-compose clean
+.PHONY: demo test test-fast chaos bench bench-poller lint format validate-compose clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pwasync needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -22,6 +22,10 @@ test: $(STAMP)
 # Unit tests only: no broker, no Redis, no sandbox.
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# Poller: requests and seconds of a first full sync and of incremental syncs (100 x 100 tasks).
+bench-poller: $(STAMP)
+	$(BIN)/python bench/poller.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
