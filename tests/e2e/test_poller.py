@@ -144,3 +144,50 @@ def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
         assert set(pipeline.stop_all().values()) == {0}
     finally:
         pipeline.close()
+
+
+def test_pwasync_connect_then_the_poller_syncs_with_the_stored_sign_in(pipeline, redis_url):
+    """oauth end to end: `pwasync connect` (device code approved as in a browser), `pwasync
+    check`, a poller run on the stored sign-in, and the one line after a revocation."""
+    import subprocess
+    import threading
+
+    from services.launcher import pwasync_command
+
+    client = pipeline.client
+    client.update_user(ADELE, pwa_permissions=["reporting", "manage_custom_fields"])
+    # Access tokens this close to expiry are refreshed on every use (MSAL's 5-minute margin), so
+    # the revocation below shows at once instead of when the access token expires.
+    client.config(token_lifetime_s=60)
+    oauth = {"PWASYNC_PWA_AUTH": "oauth", "PWASYNC_SECRET_KEY": "e2e-secret-key"}
+    pipeline.env.update({**oauth, **FROM_THE_START})
+    connect = subprocess.Popen(
+        pwasync_command("connect"),
+        env=pipeline.env,
+        cwd=pipeline.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    instruction = connect.stdout.readline()
+    code = instruction.rsplit("enter the code ", 1)[1].split()[0]
+    threading.Timer(0.5, lambda: client.approve_device_code(code, ADELE)).start()
+    out, err = connect.communicate(timeout=60)
+    assert connect.returncode == 0, err
+    assert f"signed in as {ADELE}" in out
+
+    assert "created Task flag field" in pipeline.cli("fields", "create").stdout
+    check = pipeline.cli("check", "--mailbox", ADELE)
+    assert check.stdout.count("ok  ") == 6, check.stdout
+
+    client.create_project("OAuth", [flagged_task("via oauth", resource_of(pipeline, ADELE))])
+    pipeline.start("poller")
+    pipeline.cli("sync-now")
+    assert wait_for(lambda: bool(runs(redis_url, pipeline.scenario)), timeout=30)
+    assert runs(redis_url, pipeline.scenario)[0]["tasks"]["published"] == 1
+
+    client.revoke_sign_ins(ADELE)
+    failed = pipeline.cli("check", "--mailbox", ADELE, check=False)
+    assert failed.returncode == 1
+    assert "AADSTS50173" in failed.stdout and "run `pwasync connect`" in failed.stdout
+    assert set(pipeline.stop_all().values()) == {0}
