@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -44,14 +44,17 @@ class Schedule:
         assert self.at is not None
         local_now = now.astimezone(tz)
         candidate_day = local_now.date()
-        # At most 8 days ahead covers every weekly case; a wall-clock time that falls into a DST
-        # gap is resolved by zoneinfo's fold rules (it shifts forward), which is what cron does.
+        # At most 8 days ahead covers every weekly case. A wall-clock time in a DST gap moves
+        # forward by the gap and one in the fall-back fold is its first occurrence (zoneinfo's
+        # fold=0), as cron does. Candidates are compared as instants: two aware datetimes with
+        # the same tzinfo compare by wall clock, which in the fold would offer the first 02:30
+        # again after it ran (the clock shows 02:15 a second time).
         for offset in range(8):
             day = candidate_day + timedelta(days=offset)
             if self.kind == "weekly" and day.weekday() != self.weekday:
                 continue
             candidate = datetime.combine(day, self.at, tzinfo=tz)
-            if candidate > local_now:
+            if candidate.astimezone(UTC) > now.astimezone(UTC):
                 return candidate
         raise AssertionError("unreachable: a weekly slot always exists within 8 days")
 

@@ -61,3 +61,19 @@ def test_invalid_schedules_are_refused(text):
 def test_describe_round_trips():
     for text in ("on_demand", "daily 06:05", "weekly mon 18:30", "every 10 minutes"):
         assert parse_schedule(text).describe() == text
+
+
+def test_a_daily_time_in_the_spring_forward_gap_moves_forward_by_the_gap():
+    # 02:30 does not exist in Berlin on 29 March 2026; it runs at 03:30 CEST (01:30 UTC).
+    due = parse_schedule("daily 02:30").next_run(datetime(2026, 3, 28, 12, 0, tzinfo=UTC), BERLIN)
+    assert due.astimezone(UTC) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+def test_a_daily_time_in_the_fall_back_fold_runs_once_at_its_first_occurrence():
+    schedule = parse_schedule("daily 02:30")
+    due = schedule.next_run(datetime(2026, 10, 24, 12, 0, tzinfo=UTC), BERLIN)
+    assert due.astimezone(UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # CEST occurrence
+    # Right after it ran, the next run is the next day's, not the second 02:30 an hour later.
+    for ran in (datetime(2026, 10, 25, 0, 31), datetime(2026, 10, 25, 1, 15)):  # 02:15 CET
+        after = schedule.next_run(ran.replace(tzinfo=UTC), BERLIN)
+        assert after.astimezone(UTC) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
