@@ -10,6 +10,7 @@ pika connections are not thread-safe, so a ``Publisher`` belongs to one thread;
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import uuid
@@ -228,3 +229,30 @@ class ThreadLocalPublisher:
         for publisher in publishers:
             publisher.close()
         self._local = threading.local()
+
+
+class PublisherPool(ThreadLocalPublisher):
+    """At most ``size`` publishers shared by any number of threads (a writer runs hundreds of
+    handler threads; one broker connection each would be wasteful). A thread borrows one for a
+    publish and gives it back."""
+
+    def __init__(self, connector: RabbitConnector, topology: Topology, size: int) -> None:
+        super().__init__(connector, topology)
+        self._idle: queue.LifoQueue[Publisher] = queue.LifoQueue()
+        for _ in range(size):
+            publisher = Publisher(connector, topology)
+            self._idle.put(publisher)
+            self._all.append(publisher)
+
+    def publish(self, routing_key: str, body: bytes, **kwargs: Any) -> str:
+        publisher = self._idle.get()
+        try:
+            return publisher.publish(routing_key, body, **kwargs)
+        finally:
+            self._idle.put(publisher)
+
+    def close(self) -> None:
+        with self._lock:
+            publishers = list(self._all)
+        for publisher in publishers:
+            publisher.close()

@@ -36,6 +36,9 @@ def connect_redis(url: str) -> redis.Redis:
     """A client with bounded reconnect retries; ``ping`` it to learn whether Redis is there."""
     return redis.Redis.from_url(
         url,
+        # One connection per thread in use; redis-py's default of 100 is below what a writer
+        # with hundreds of handler threads needs (it fails with MaxConnectionsError).
+        max_connections=1024,
         decode_responses=True,
         socket_timeout=10,
         socket_connect_timeout=5,

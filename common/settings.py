@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # Extensions of the interface page, documented in the README.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    writer_concurrency: int = Field(default=64, ge=1, le=512)
+    writer_concurrency: int = Field(default=192, ge=1, le=512)
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
     sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)

@@ -21,7 +21,7 @@ from common.errors import ConfigError
 from common.health import HealthServer
 from common.logging import get_logger
 from common.messages import encode
-from common.rabbit import RabbitConnector, ThreadLocalPublisher
+from common.rabbit import PublisherPool, RabbitConnector, ThreadLocalPublisher
 from common.redis_store import REDIS_ERRORS, Keys, connect_redis, redis_address
 from common.settings import Settings
 from common.topology import Topology, WorkQueue, topology_for
@@ -117,7 +117,9 @@ class Infrastructure:
         self.redis.close()
 
 
-def open_infrastructure(settings: Settings, service: str, stop: threading.Event) -> Infrastructure:
+def open_infrastructure(
+    settings: Settings, service: str, stop: threading.Event, *, publishers: int | None = None
+) -> Infrastructure:
     """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
     order). The broker connection is made lazily and retried by the consumer and publishers."""
     topology = topology_for(settings.scenario)
@@ -130,7 +132,12 @@ def open_infrastructure(settings: Settings, service: str, stop: threading.Event)
     infra = Infrastructure(
         topology=topology,
         connector=connector,
-        publisher=ThreadLocalPublisher(connector, topology),
+        # A connection per publishing thread, or a shared pool of ``publishers`` of them.
+        publisher=(
+            PublisherPool(connector, topology, publishers)
+            if publishers
+            else ThreadLocalPublisher(connector, topology)
+        ),
         redis=client,
         redis_url=redis_url,
         keys=Keys(settings.scenario),

@@ -29,6 +29,7 @@ from services.runtime import open_infrastructure
 log = get_logger(__name__)
 
 SENDERS = 16  # $batch requests in flight per writer
+PUBLISHERS = 8  # broker connections for transfer.succeeded, retries and dead letters
 
 
 def event_rules(settings: Settings) -> EventRules:
@@ -42,7 +43,7 @@ def event_rules(settings: Settings) -> EventRules:
 
 def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
-    infra = open_infrastructure(settings, "writer", stop)
+    infra = open_infrastructure(settings, "writer", stop, publishers=PUBLISHERS)
     concurrency = settings.writer_concurrency
     http = new_http_client(ca_bundle=settings.ca_bundle, max_connections=SENDERS + 4)
     transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
