@@ -33,6 +33,8 @@ class SyncRequested(BaseModel):
     # Set by pwasync itself; operators may leave them out.
     trigger: Literal["manual", "schedule"] = "manual"
     requested_at: AwareDatetime | None = None
+    # The operator confirms removals the deletion guard held back (README "Deletion guard").
+    allow_deletions: bool = False
 
 
 class Assignee(BaseModel):

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
     graph_mailbox_budget: int = Field(default=10_000, ge=1, le=10_000)
     graph_batch_size: int = Field(default=20, ge=1, le=20)
+    # Operations (issue 4): the deletion circuit breaker. A run that would take the events of
+    # more than this share of the synced tasks away (and more than the minimum number) holds
+    # its removals back until an operator confirms with `pwasync sync-now --allow-deletions`.
+    deletion_guard_percent: int = Field(default=30, ge=0, le=100)
+    deletion_guard_min_tasks: int = Field(default=10, ge=0)
 
     # --- validation of single values -------------------------------------------------------
 

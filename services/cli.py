@@ -92,6 +92,7 @@ def _sync_now(args: argparse.Namespace) -> int:
         task_ids=args.task,
         full=args.full,
         trigger="manual",
+        allow_deletions=args.allow_deletions,
     )
     connector = RabbitConnector(settings.amqp_url.get_secret_value(), connection_name="pwasync-cli")
     publisher = Publisher(connector, topology_for(settings.scenario))
@@ -199,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--project", action="append", type=uuid.UUID, default=[], metavar="GUID")
     sync.add_argument("--task", action="append", type=uuid.UUID, default=[], metavar="GUID")
     sync.add_argument("--full", action="store_true", help="re-read every project")
+    sync.add_argument(
+        "--allow-deletions",
+        action="store_true",
+        help="confirm the removals the deletion guard held back",
+    )
     sync.set_defaults(run=_sync_now)
 
     usage = commands.add_parser("usage", help="endpoints in use over the rolling 30 days")

@@ -97,6 +97,7 @@ def merge_requests(queued: list[QueuedRequest]) -> list[tuple[SyncRequested, lis
                 SyncRequested(
                     scenario=scenario,
                     full=any(q.request.full for q in unscoped),
+                    allow_deletions=any(q.request.allow_deletions for q in unscoped),
                     trigger="schedule"
                     if all(q.request.trigger == "schedule" for q in unscoped)
                     else "manual",
@@ -109,7 +110,12 @@ def merge_requests(queued: list[QueuedRequest]) -> list[tuple[SyncRequested, lis
         tasks = sorted({t for q in scoped for t in q.request.task_ids}, key=str)
         runs.append(
             (
-                SyncRequested(scenario=scenario, project_ids=projects, task_ids=tasks),
+                SyncRequested(
+                    scenario=scenario,
+                    project_ids=projects,
+                    task_ids=tasks,
+                    allow_deletions=any(q.request.allow_deletions for q in scoped),
+                ),
                 [q.correlation_id for q in scoped if q.correlation_id],
             )
         )

@@ -37,6 +37,7 @@ class RunSummary:
     tasks_published: int = 0
     tasks_unchanged: int = 0
     tasks_removed: int = 0
+    removals_held: int = 0
     tasks_skipped: Counter[str] = field(default_factory=Counter)
     pwa_requests: int = 0
     errors: list[str] = field(default_factory=list)
@@ -99,6 +100,7 @@ class RunSummary:
                 "published": self.tasks_published,
                 "unchanged": self.tasks_unchanged,
                 "removed": self.tasks_removed,
+                "removals_held": self.removals_held,
                 "skipped": dict(sorted(self.tasks_skipped.items())),
             },
             "pwa_requests": self.pwa_requests,

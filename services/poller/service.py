@@ -23,6 +23,7 @@ from common.settings import Settings
 from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
 from services.poller.connection import open_pwa, token_store
 from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
+from services.poller.deletion_guard import DeletionGuard
 from services.poller.odata import property_name
 from services.poller.projectdata import ProjectDataClient
 from services.poller.pwa_time import to_pwa_wall_clock
@@ -184,6 +185,9 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         overlap=timedelta(seconds=settings.sync_overlap_seconds),
         should_stop=lambda: stop.is_set() or lease_lost.is_set(),
         request_counter=lambda: pwa.requests_made,
+        deletion_guard=DeletionGuard(
+            settings.deletion_guard_percent, settings.deletion_guard_min_tasks
+        ),
     )
     coordinator = RunCoordinator(infra.redis, infra.keys, infra.redis_url)
     handler = SyncRequestHandler(

@@ -7,7 +7,9 @@ Keys (every one carries the scenario's hash tag, so they share one Redis Cluster
 - ``pwasync:{S}:poller:projects``: hash, project id -> ``{"modified", "type", "read_at"}``;
 - ``pwasync:{S}:poller:tasks:<project id>``: hash, task id -> content fingerprint of the
   task as last published (present exactly while the writer was told the task has events);
-- ``pwasync:{S}:poller:runs``: list of run summaries (JSON, newest first, at most 200).
+- ``pwasync:{S}:poller:runs``: list of run summaries (JSON, newest first, at most 200);
+- ``pwasync:{S}:poller:deletion-guard``: the deletion guard's alarm (JSON) while removals are
+  held back.
 
 A task's fingerprint is written only after the broker confirmed its message, and a project's
 state only after every task of it was handled, so a crash re-reads rather than skips.
@@ -55,6 +57,10 @@ class PollerKeys:
     @property
     def pending(self) -> str:
         return f"{self.prefix}:pending"
+
+    @property
+    def deletion_guard(self) -> str:
+        return f"{self.prefix}:deletion-guard"
 
     def tick(self, due: datetime) -> str:
         return f"{self.prefix}:tick:{due.isoformat()}"
@@ -112,6 +118,31 @@ class PollerState:
     def record_removed(self, project_id: UUID, task_id: UUID) -> None:
         with redis_errors(self._url):
             self._redis.hdel(self.keys.tasks(project_id), str(task_id))
+
+    def count_published(self, project_ids: list[UUID]) -> int:
+        """Tasks that have events now, over the given projects (one round trip)."""
+        if not project_ids:
+            return 0
+        with redis_errors(self._url):
+            pipe = self._redis.pipeline(transaction=False)
+            for project_id in project_ids:
+                pipe.hlen(self.keys.tasks(project_id))
+            return sum(pipe.execute())
+
+    # --- the deletion guard's alarm ------------------------------------------------------
+
+    def raise_deletion_alarm(self, alarm: dict[str, Any]) -> None:
+        with redis_errors(self._url):
+            self._redis.set(self.keys.deletion_guard, json.dumps(alarm, sort_keys=True))
+
+    def clear_deletion_alarm(self) -> None:
+        with redis_errors(self._url):
+            self._redis.delete(self.keys.deletion_guard)
+
+    def deletion_alarm(self) -> dict[str, Any] | None:
+        with redis_errors(self._url):
+            value = self._redis.get(self.keys.deletion_guard)
+        return json.loads(value) if value else None
 
     # --- run summaries -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ against the sandbox, the real service or test doubles.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -24,6 +25,7 @@ from services.poller.changes import (
     plan_projects,
     removal_revision,
 )
+from services.poller.deletion_guard import DeletionGuard
 from services.poller.projectdata import ProjectDataClient, ProjectRow, ResourceRow
 from services.poller.pwa_time import to_pwa_wall_clock, to_utc
 from services.poller.run_summary import RunSummary
@@ -39,6 +41,18 @@ from services.poller.state import PollerState
 log = get_logger(__name__)
 
 PublishTask = Callable[[TaskChanged], None]
+NO_GUARD = DeletionGuard(percent=100, min_tasks=0)
+
+
+@dataclass
+class PendingRemovals:
+    """The removals one project needs, and what to record once they are published."""
+
+    project_id: UUID
+    project_name: str
+    tasks: list[tuple[UUID, str]]  # task id, why it left the selection
+    revision: datetime
+    state: ProjectState | None  # saved after the removals; None: the project is gone
 
 
 class SyncInterrupted(RetryableError):
@@ -66,6 +80,7 @@ class SyncRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         should_stop: Callable[[], bool] = lambda: False,
         request_counter: Callable[[], int] = lambda: 0,
+        deletion_guard: DeletionGuard = NO_GUARD,
     ) -> None:
         self._scenario = scenario
         self._feed = feed
@@ -78,6 +93,7 @@ class SyncRunner:
         self._clock = clock
         self._should_stop = should_stop
         self._requests = request_counter
+        self._guard = deletion_guard
 
     def run(
         self,
@@ -123,6 +139,7 @@ class SyncRunner:
 
     def _run(self, request: SyncRequested, summary: RunSummary) -> None:
         known = self._state.projects()
+        synced_before = self._state.count_published(list(known))
         task_scope = set(request.task_ids) or None
         if request.project_ids or request.task_ids:
             to_read, deleted = self._scoped_projects(request, known, summary)
@@ -142,17 +159,19 @@ class SyncRunner:
             if plan.before_sync_start:
                 summary.projects_skipped["before_sync_start"] = plan.before_sync_start
 
-        for project_id in deleted:
-            self._remove_deleted_project(project_id, summary)
+        pending = [self._deleted_project(project_id) for project_id in deleted]
         resources: dict[UUID, ResourceRow] = {}
         for index, project in enumerate(to_read):
             if self._should_stop():
                 raise SyncInterrupted(
                     f"stopping: {len(to_read) - index} of {len(to_read)} projects left"
                 )
-            self._sync_project(
+            removals = self._sync_project(
                 project, known.get(project.project_id), resources, task_scope, summary
             )
+            if removals is not None:
+                pending.append(removals)
+        self._apply_removals(pending, request, synced_before, summary)
 
     def _scoped_projects(
         self, request: SyncRequested, known: dict[UUID, ProjectState], summary: RunSummary
@@ -175,7 +194,8 @@ class SyncRunner:
         resources: dict[UUID, ResourceRow],
         task_scope: set[UUID] | None,
         summary: RunSummary,
-    ) -> None:
+    ) -> PendingRemovals | None:
+        """Publish the project's upserts; return its removals (applied after the guard)."""
         read_at = self._clock()
         revision = to_utc(project.modified, self._zone)
         reason = project_skip_reason(project)
@@ -203,21 +223,26 @@ class SyncRunner:
             self._state.record_published(project.project_id, message.task_id, digest)
             summary.tasks_published += 1
         summary.tasks_unchanged += diff.unchanged
+        # A --task run looked at some tasks only; the project is not up to date because of it.
+        state = (
+            ProjectState(
+                project.modified, project.project_type, to_pwa_wall_clock(read_at, self._zone)
+            )
+            if task_scope is None
+            else None
+        )
         if diff.removals:
             previous_utc = to_utc(previous.modified, self._zone) if previous else None
-            removal_at = removal_revision(revision, previous_utc, read_at)
-            for task_id in diff.removals:
-                why = str(reason or why_not.get(task_id, "deleted"))
-                self._remove(project.project_id, project.name, task_id, removal_at, why)
-                summary.tasks_removed += 1
-        if task_scope is None:
-            # A --task run looked at some tasks only; the project is not up to date because of it.
-            self._state.save_project(
+            return PendingRemovals(
                 project.project_id,
-                ProjectState(
-                    project.modified, project.project_type, to_pwa_wall_clock(read_at, self._zone)
-                ),
+                project.name,
+                [(t, str(reason or why_not.get(t, "deleted"))) for t in diff.removals],
+                removal_revision(revision, previous_utc, read_at),
+                state,
             )
+        if state is not None:
+            self._state.save_project(project.project_id, state)
+        return None
 
     def _desired_tasks(
         self,
@@ -241,19 +266,59 @@ class SyncRunner:
         messages = [self._message(project, selected, revision) for selected in selection.selected]
         return messages, {s.task.task_id: str(s.reason) for s in selection.skipped}
 
-    def _remove_deleted_project(self, project_id: UUID, summary: RunSummary) -> None:
-        removed_at = self._clock()
+    def _deleted_project(self, project_id: UUID) -> PendingRemovals:
         published = self._state.published_tasks(project_id)
         log.info(
-            "project deleted from PWA; removing its tasks' events",
+            "project deleted from PWA; its tasks' events go",
             project_id=str(project_id),
             tasks=len(published),
         )
-        for task_id in sorted(published, key=str):
-            self._remove(project_id, "", task_id, removed_at.astimezone(UTC), "project_deleted")
-            summary.tasks_removed += 1
-        self._state.forget_project(project_id)
-        summary.projects_deleted += 1
+        return PendingRemovals(
+            project_id,
+            "",
+            [(task_id, "project_deleted") for task_id in sorted(published, key=str)],
+            self._clock().astimezone(UTC),
+            None,
+        )
+
+    def _apply_removals(
+        self,
+        pending: list[PendingRemovals],
+        request: SyncRequested,
+        synced_before: int,
+        summary: RunSummary,
+    ) -> None:
+        removing = sum(len(p.tasks) for p in pending)
+        if removing and not request.allow_deletions and self._guard.trips(removing, synced_before):
+            # Nothing of these projects is recorded, so every run finds the removals again.
+            summary.removals_held = removing
+            alarm = {
+                "run_id": summary.run_id,
+                "at": self._clock().astimezone(UTC).isoformat(),
+                "removing": removing,
+                "synced": synced_before,
+                "percent": self._guard.percent,
+                "projects_deleted": sum(1 for p in pending if p.state is None),
+            }
+            self._state.raise_deletion_alarm(alarm)
+            log.error(
+                "deletion guard: removals held back; confirm with "
+                "`pwasync sync-now --allow-deletions` if they are intended",
+                **alarm,
+            )
+            return
+        for removals in pending:
+            for task_id, why in removals.tasks:
+                self._remove(
+                    removals.project_id, removals.project_name, task_id, removals.revision, why
+                )
+                summary.tasks_removed += 1
+            if removals.state is None:
+                self._state.forget_project(removals.project_id)
+                summary.projects_deleted += 1
+            else:
+                self._state.save_project(removals.project_id, removals.state)
+        self._state.clear_deletion_alarm()
 
     def _remove(
         self, project_id: UUID, project_name: str, task_id: UUID, revision: datetime, why: str

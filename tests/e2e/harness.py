@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from sandbox.client import SandboxClient
 from services.event_writer.event_mapping import TASK_KEY_PROPERTY
 from services.launcher import (
@@ -90,6 +92,15 @@ class Pipeline:
 
     def usage(self) -> dict[str, Any]:
         return json.loads(self.cli("usage", "--json").stdout)
+
+    def redis_json_list(self, suffix: str) -> list[Any]:
+        """A JSON list kept in the scenario's Redis keys (``suffix`` after the hash tag)."""
+        client = redis.Redis.from_url(self.env["PWASYNC_REDIS_URL"], decode_responses=True)
+        try:
+            key = f"pwasync:{{{self.scenario}}}:{suffix}"
+            return [json.loads(item) for item in client.lrange(key, 0, -1)]
+        finally:
+            client.close()
 
     def log_lines(self, name: str) -> list[dict[str, Any]]:
         lines = []

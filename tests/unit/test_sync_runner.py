@@ -9,8 +9,9 @@ import pytest
 
 from common.messages import SyncRequested
 from services.poller.changes import ProjectState
+from services.poller.deletion_guard import DeletionGuard
 from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
-from services.poller.sync import SyncInterrupted, SyncRunner
+from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
@@ -107,6 +108,17 @@ class MemoryState:
     def record_run(self, summary):
         self.runs.append(summary)
 
+    def count_published(self, project_ids):
+        return sum(len(self.tasks.get(p, {})) for p in project_ids)
+
+    alarm = None
+
+    def raise_deletion_alarm(self, alarm):
+        self.alarm = alarm
+
+    def clear_deletion_alarm(self):
+        self.alarm = None
+
 
 def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours=8):
     task_id = task_id or uuid.uuid4()
@@ -122,7 +134,7 @@ def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours
     )
 
 
-def runner(feed, state, published, stop=None, overlap=timedelta(0)):
+def runner(feed, state, published, stop=None, overlap=timedelta(0), guard=NO_GUARD):
     return SyncRunner(
         scenario="acme",
         feed=feed,
@@ -134,6 +146,7 @@ def runner(feed, state, published, stop=None, overlap=timedelta(0)):
         overlap=overlap,
         clock=lambda: NOW,
         should_stop=(stop or threading.Event()).is_set,
+        deletion_guard=guard,
     )
 
 
@@ -182,6 +195,7 @@ def test_first_run_publishes_flagged_tasks_of_projects_published_after_the_sync_
         "published": 1,
         "unchanged": 0,
         "removed": 0,
+        "removals_held": 0,
         "skipped": {"not_flagged": 1},
     }
     assert summary.tasks_published == 1
@@ -389,3 +403,45 @@ def test_project_states_use_the_pwa_wall_clock():
     assert state.project_states[project.project_id] == ProjectState(
         datetime(2026, 11, 1), 0, datetime(2026, 11, 24, 13, 0)
     )
+
+
+def test_the_deletion_guard_holds_mass_removals_until_confirmed():
+    feed = FakeFeed()
+    project = feed.add_project(
+        "big", datetime(2026, 11, 1), tasks=[leaf(f"t{n}") for n in range(20)]
+    )
+    state = MemoryState()
+    published = []
+    guard = DeletionGuard(percent=30, min_tasks=5)
+    runner(feed, state, published, guard=guard).run(SyncRequested(scenario="acme"))
+    assert len(published) == 20
+
+    # The flag field was renamed by mistake: every task reads as unflagged.
+    feed.tasks_by_project[project.project_id] = [
+        leaf(t.name, t.task_id, flagged=False)(project.project_id)
+        for t in feed.tasks_by_project[project.project_id]
+    ]
+    feed.republish(project, datetime(2026, 11, 2))
+    published.clear()
+    summary = runner(feed, state, published, guard=guard).run(SyncRequested(scenario="acme"))
+    assert published == []
+    assert summary.removals_held == 20 and summary.tasks_removed == 0
+    assert state.alarm["removing"] == 20 and state.alarm["synced"] == 20
+    again = runner(feed, state, published, guard=guard).run(SyncRequested(scenario="acme"))
+    assert again.removals_held == 20  # held removals are found again by every run
+
+    confirmed = runner(feed, state, published, guard=guard).run(
+        SyncRequested(scenario="acme", allow_deletions=True)
+    )
+    assert confirmed.tasks_removed == 20
+    assert {m.change for m in published} == {"remove"}
+    assert state.alarm is None
+    assert state.published_tasks(project.project_id) == {}
+
+
+def test_the_deletion_guard_lets_ordinary_removals_through():
+    guard = DeletionGuard(percent=30, min_tasks=5)
+    assert not guard.trips(removing=5, synced=5)  # at or under the minimum
+    assert not guard.trips(removing=30, synced=100)  # at the share
+    assert guard.trips(removing=31, synced=100)
+    assert not DeletionGuard(percent=100, min_tasks=0).trips(removing=1000, synced=1000)

@@ -1,0 +1,37 @@
+"""Operations end to end: the deletion guard, dead letters and the operator's commands."""
+
+import pytest
+
+from tests.e2e.harness import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+def test_a_mass_removal_pauses_until_an_operator_allows_it(pipeline):
+    generated = pipeline.client.generate(
+        projects=1, tasks_per_project=30, flagged=True, ensure_field=True, mailboxes=5
+    )
+    env = {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z"}
+    for name in ("poller", "writer", "ledger"):
+        pipeline.start(name, env)
+    pipeline.cli("sync-now")
+    assert wait_for(lambda: len(pipeline.event_keys()) == 30, timeout=60)
+
+    # Every flag cleared at once (a renamed field, a bad bulk edit): 30 of 30 tasks would go.
+    pipeline.client.flag_tasks(generated["task_ids"], value=None, publish=True)
+    pipeline.cli("sync-now")
+
+    def held() -> bool:
+        runs = pipeline.redis_json_list("poller:runs")
+        return bool(runs) and runs[0]["tasks"]["removals_held"] == 30
+
+    assert wait_for(held, timeout=30)
+    assert len(pipeline.event_keys()) == 30  # nothing deleted
+    alarms = [
+        line for line in pipeline.log_lines("poller") if line["event"].startswith("deletion guard")
+    ]
+    assert alarms and alarms[0]["level"] == "error" and alarms[0]["removing"] == 30
+
+    pipeline.cli("sync-now", "--allow-deletions")
+    assert wait_for(lambda: len(pipeline.event_keys()) == 0, timeout=60)
+    assert set(pipeline.stop_all().values()) == {0}
