@@ -168,6 +168,12 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from services.ops.runs_command import run_runs
+
+    return run_runs(_settings(), as_json=args.json, limit=args.limit)
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from services.ops.dlq_command import run_dlq
 
@@ -228,6 +234,11 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.add_argument("--seed", type=Path, default=None, help="seed JSON (default: built-in)")
     sandbox.set_defaults(run=_sandbox)
+
+    runs = commands.add_parser("runs", help="history of sync runs and their counts")
+    runs.add_argument("--json", action="store_true")
+    runs.add_argument("--limit", type=int, default=20, metavar="N")
+    runs.set_defaults(run=_runs)
 
     dlq = commands.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")

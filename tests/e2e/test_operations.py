@@ -1,5 +1,7 @@
 """Operations end to end: the deletion guard, dead letters and the operator's commands."""
 
+import json
+
 import pytest
 
 from tests.e2e.harness import wait_for
@@ -31,6 +33,12 @@ def test_a_mass_removal_pauses_until_an_operator_allows_it(pipeline):
         line for line in pipeline.log_lines("poller") if line["event"].startswith("deletion guard")
     ]
     assert alarms and alarms[0]["level"] == "error" and alarms[0]["removing"] == 30
+
+    runs = pipeline.cli("runs").stdout
+    assert "REMOVALS HELD 30 (deletion guard)" in runs
+    assert json.loads(pipeline.cli("runs", "--json", "--limit", "1").stdout)[0]["status"] == (
+        "succeeded"
+    )
 
     pipeline.cli("sync-now", "--allow-deletions")
     assert wait_for(lambda: len(pipeline.event_keys()) == 0, timeout=60)
