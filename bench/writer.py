@@ -57,6 +57,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -143,7 +150,7 @@ class Bench:
             for i in range(replicas)
         ]
         try:
-            samples: list[tuple[float, int, float, float]] = []
+            samples: list[tuple[float, int, float, float, tuple[float, float]]] = []
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
                 count = created(self.client) - base
@@ -153,6 +160,7 @@ class Bench:
                         count,
                         sum(cpu_seconds(w.pid) for w in writers),
                         cpu_seconds(self.sandbox.process.pid),
+                        machine_busy(),
                     )
                 )
                 if count >= events:
@@ -176,6 +184,7 @@ class Bench:
             "rss_mib": max(rss),
             "writer_cpu": (last[2] - first[2]) / elapsed if elapsed > 0 else float("nan"),
             "sandbox_cpu": (last[3] - first[3]) / elapsed if elapsed > 0 else float("nan"),
+            "machine_cpu": (last[4][0] - first[4][0]) / max(last[4][1] - first[4][1], 1e-9),
             "exit_codes": codes,
         }
 
@@ -227,7 +236,8 @@ def main() -> int:
                 f"1. one writer, {args.mailboxes} mailboxes: {one['rate']:.0f} events/s "
                 f"({one['events']} events; {one['requests']} Graph requests in {one['batches']} "
                 f"batches; {one['throttled']} throttled; writer CPU {one['writer_cpu']:.0%}, "
-                f"sandbox CPU {one['sandbox_cpu']:.0%} of one core)",
+                f"sandbox CPU {one['sandbox_cpu']:.0%} of one core; machine CPU busy "
+                f"{one['machine_cpu']:.0%} of all cores)",
                 flush=True,
             )
             if args.only == "one":
@@ -255,7 +265,8 @@ def main() -> int:
                     f"{run['rate'] / rates[1]:.2f}x; peak RSS per writer {run['rss_mib']:.0f} MiB; "
                     f"writers' CPU {run['writer_cpu']:.0%}, sandbox CPU "
                     f"{run['sandbox_cpu']:.0%} of one core; {run['throttled']} throttled; "
-                    f"peak per mailbox {run['peak_per_mailbox']}",
+                    f"peak per mailbox {run['peak_per_mailbox']}; machine CPU busy "
+                    f"{run['machine_cpu']:.0%} of all cores",
                     flush=True,
                 )
             print(f"5. peak RSS of one writer (run 1): {one['rss_mib']:.0f} MiB")

@@ -218,7 +218,7 @@ def _print_left_out(workdir: Path) -> None:
                 reasons.append(f"{entry.get('task')!r}: no assignee with an e-mail address")
             elif event == "assignee has no e-mail address; no event for them":
                 reasons.append(f"{entry.get('assignee')!r} on a flagged task: no e-mail address")
-            elif event == "mailbox failed permanently; other assignees continue":
+            elif event == "mailbox cannot take events; recorded for the assignee":
                 reasons.append(f"{entry.get('mailbox')}: {entry.get('reason')}")
     print(f"Left out, with the reason ({len(set(reasons))}):")
     for reason in sorted(set(reasons)):

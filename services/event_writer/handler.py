@@ -344,7 +344,7 @@ class TaskChangedHandler:
     ) -> AssigneeFailure:
         name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
         log.error(
-            "mailbox cannot take the event; recorded for the assignee, the others go on",
+            "mailbox cannot take events; recorded for the assignee",
             task_id=str(task.task_id),
             mailbox=mailbox,
             reason=str(error),
