@@ -27,6 +27,10 @@ test-fast: $(STAMP)
 bench-poller: $(STAMP)
 	$(BIN)/python bench/poller.py
 
+# Writer benchmarks against the sandbox at 100 ms Graph latency (needs RabbitMQ and Redis).
+bench: $(STAMP)
+	$(BIN)/python bench/writer.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
