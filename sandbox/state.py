@@ -13,7 +13,7 @@ import copy
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -176,6 +176,10 @@ class Project:
     modified: datetime | None = None  # ProjectModifiedDate: set by publishing
 
     def publish(self, now: datetime) -> None:
+        # Two publishes of one project are never in the same millisecond in PWA (a publish is a
+        # queued job); the emulator can be that fast, so keep the date strictly increasing.
+        if self.modified is not None and now <= self.modified:
+            now = self.modified + timedelta(milliseconds=1)
         for task in self.draft.tasks:
             task.modified = now
             for assignment in task.assignments:

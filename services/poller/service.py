@@ -154,7 +154,11 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     assert settings.pwa_url is not None
     infra = open_infrastructure(settings, "poller", stop)
     state = PollerState(infra.redis, infra.keys, infra.redis_url)
-    start = settings.sync_start or datetime.now(UTC)
+    # Without PWASYNC_SYNC_START, "the first run's time", less the overlap that covers a PWA
+    # clock running behind ours (a publish just after this start must not count as old data).
+    start = settings.sync_start or datetime.now(UTC) - timedelta(
+        seconds=settings.sync_overlap_seconds
+    )
     in_force = state.initialize_start(to_pwa_wall_clock(start, settings.pwa_zone))
     log.info(
         "poller starting",
