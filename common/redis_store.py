@@ -146,6 +146,10 @@ class Keys:
         """Writer: hash of minute -> Graph requests sent to a mailbox in that minute."""
         return f"{self.prefix}:graph:budget:{mailbox}"
 
+    def run_events(self, correlation_id: str) -> str:
+        """Writers: what the sync run with this correlation id did in Outlook (hash)."""
+        return f"{self.prefix}:runs:events:{correlation_id}"
+
     @property
     def all_pattern(self) -> str:
         return f"{self.prefix}:*"

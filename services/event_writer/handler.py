@@ -30,6 +30,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from common.errors import PermanentError, PwasyncError, RetryableError
 from common.logging import get_logger
 from common.messages import TaskChanged, TransferSucceeded, decode
 from services.event_writer import event_mapping, graph_protocol
+from services.event_writer.endpoint_gate import EndpointGate
 from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph_protocol import EventNotFound, MailboxUnavailable
 from services.event_writer.ordering import order_key
@@ -65,10 +67,14 @@ from services.event_writer.task_store import (
     Stale,
     TaskStore,
 )
+from services.ledger.endpoints import Claim
 
 log = get_logger(__name__)
 
 PublishTransfer = Callable[[TransferSucceeded], None]
+#: Receives what one handling did in Outlook ({"created": n, "updated": n, "deleted": n,
+#: "failed": n}), to be counted for the sync run that caused it.
+CountOutcome = Callable[[dict[str, int]], None]
 GraphStep = Generator[graph_protocol.GraphRequest, graph_protocol.GraphResult, Any]
 
 
@@ -106,6 +112,8 @@ class TaskChangedHandler:
         lease_wait_seconds: float = 5.0,
         probe_wait_seconds: float = 15.0,
         stop: threading.Event | None = None,
+        gate: EndpointGate | None = None,
+        count_outcome: CountOutcome = lambda counts: None,
     ) -> None:
         self._store = store
         self._submit = submit
@@ -115,6 +123,8 @@ class TaskChangedHandler:
         self._lease_wait = lease_wait_seconds
         self._probe_wait = probe_wait_seconds
         self._stop = stop or threading.Event()
+        self._gate = gate
+        self._count_outcome = count_outcome
 
     def __call__(self, delivery: Delivery) -> None:
         self.handle(decode(delivery.body, TaskChanged))
@@ -123,6 +133,9 @@ class TaskChangedHandler:
         desired, failures = self._desired(task)
         begun = self._begin(task, [d.mailbox for d in desired])
         if begun is None:
+            return
+        claim = self._admit(task, begun, desired, failures)
+        if claim is Claim.HELD:
             return
         handling = _Handling(task, begun)
         try:
@@ -138,6 +151,7 @@ class TaskChangedHandler:
             retryable: list[RetryableError] = []
             refused: list[str] = []
             unexpected: list[Exception] = []
+            counts: Counter[str] = Counter()
             for index, action in enumerate(actions):
                 resource_id, mailbox = _target(action)
                 if resource_id in handling.deleted:
@@ -148,20 +162,27 @@ class TaskChangedHandler:
                         outcome.record.append(value.event)
                     if isinstance(value, Written | Kept):
                         written.append(mailbox)
+                    counts.update(_EFFECTS.get(type(action), ()))
                     continue
                 error = results.errors[index]
                 if isinstance(error, MailboxUnavailable):
                     outcome.failures.append(self._failure(task, resource_id, mailbox, error))
+                    counts["failed"] += 1
                 elif isinstance(error, RetryableError):
                     retryable.append(error)
                 elif isinstance(error, PermanentError):
                     refused.append(f"{mailbox}: {error}")
+                    counts["failed"] += 1
                 else:
                     unexpected.append(error)
         except BaseException:
             self._store.abandon(task.task_id, begun.token)
             raise
         self._store.finish(task.task_id, begun.token, outcome)
+        if counts:
+            self._count_outcome(dict(counts))
+        if claim is Claim.CLAIMED and not written:
+            self._gate.give_back(task.task_id)  # type: ignore[union-attr]
 
         if unexpected:
             raise unexpected[0]
@@ -221,6 +242,35 @@ class TaskChangedHandler:
                 mailbox, DesiredEvent(assignee.resource_id, mailbox, content, digest)
             )
         return list(desired.values()), failures
+
+    def _admit(
+        self,
+        task: TaskChanged,
+        begun: Begun,
+        desired: list[DesiredEvent],
+        failures: list[AssigneeFailure],
+    ) -> Claim | None:
+        """The endpoint limit (None: no limit, or nothing to claim for)."""
+        if self._gate is None:
+            return None
+        if task.change == "remove":
+            self._gate.forget(task.task_id)
+            return None
+        if not desired:
+            return None
+        claim = self._gate.admit(task)
+        if claim is Claim.HELD:
+            # Nothing is written, so nothing new can be uncertain; the snapshot stays the
+            # newest accepted, and the ledger sends it again when a slot frees up.
+            self._store.finish(
+                task.task_id, begun.token, Finish(failures=failures, uncertain=begun.was_dirty)
+            )
+            log.warning(
+                "task held back: the endpoint limit is reached",
+                task_id=str(task.task_id),
+                project_id=str(task.project_id),
+            )
+        return claim
 
     def _begin(self, task: TaskChanged, mailboxes: list[str]) -> Begun | None:
         order = order_key(task)
@@ -368,6 +418,15 @@ def _target(action: Action) -> tuple[UUID, str]:
     if isinstance(action, Create | Update | Move):
         return action.desired.resource_id, action.desired.mailbox
     return action.recorded.resource_id, action.recorded.mailbox
+
+
+#: What each action did in Outlook once it succeeded.
+_EFFECTS: dict[type, tuple[str, ...]] = {
+    Create: ("created",),
+    Update: ("updated",),
+    Move: ("deleted", "created"),
+    Delete: ("deleted",),
+}
 
 
 def _count(actions: list[Action]) -> dict[str, int]:

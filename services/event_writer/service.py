@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import threading
 
+import structlog
+
 from common.http import new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.messages import TransferSucceeded
+from common.run_events import RunEvents
 from common.settings import Settings
 from common.topology import routing_key_transfer_succeeded
 from services.event_writer.dispatcher import GraphDispatcher
+from services.event_writer.endpoint_gate import EndpointGate
 from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph import GraphTransport
 from services.event_writer.handler import TaskChangedHandler
 from services.event_writer.mailbox_limits import MailboxLimiter
 from services.event_writer.task_store import TaskStore
+from services.ledger.endpoints import EndpointLedger
 from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
@@ -65,12 +70,23 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     def publish_transfer(message: TransferSucceeded) -> None:
         infra.publish(routing_key, message)
 
+    run_events = RunEvents(infra.redis, infra.keys, infra.redis_url)
+
+    def count_outcome(counts: dict[str, int]) -> None:
+        run_events.add(structlog.contextvars.get_contextvars().get("correlation_id"), counts)
+
+    gate = None
+    if settings.endpoint_limit:
+        ledger = EndpointLedger(infra.redis, infra.keys, infra.redis_url)
+        gate = EndpointGate(ledger, settings.endpoint_limit)
     handler = TaskChangedHandler(
         store=store,
         submit=dispatcher.submit,
         publish_transfer=publish_transfer,
         rules=event_rules(settings),
         stop=stop,
+        gate=gate,
+        count_outcome=count_outcome,
     )
     log.info(
         "writer starting",

@@ -53,10 +53,12 @@ class Pipeline:
         self.services[name] = process
         return process
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             pwasync_command(*args),
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.workdir,
             capture_output=True,
             text=True,

@@ -43,3 +43,37 @@ def test_a_mass_removal_pauses_until_an_operator_allows_it(pipeline):
     pipeline.cli("sync-now", "--allow-deletions")
     assert wait_for(lambda: len(pipeline.event_keys()) == 0, timeout=60)
     assert set(pipeline.stop_all().values()) == {0}
+
+
+def test_the_endpoint_limit_holds_tasks_back_until_it_is_raised(pipeline):
+    generated = pipeline.client.generate(
+        projects=1, tasks_per_project=5, flagged=True, ensure_field=True, mailboxes=5
+    )
+    limited = {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z", "PWASYNC_ENDPOINT_LIMIT": "2"}
+    for name in ("poller", "writer-1", "writer-2", "ledger"):
+        pipeline.start(name, limited)
+    pipeline.cli("sync-now")
+
+    def usage():
+        return json.loads(
+            pipeline.cli("usage", "--json", env={"PWASYNC_ENDPOINT_LIMIT": "2"}).stdout
+        )
+
+    assert wait_for(lambda: len(usage()["held"]) == 3, timeout=60)
+    report = usage()
+    assert report["endpoints_in_use"] == 2 and report["limit"] == 2
+    assert len({task for _, task in pipeline.event_keys()}) == 2
+    held = {h["task_id"] for h in report["held"]}
+    assert held | {t["task_id"] for t in report["tasks"]} == set(generated["task_ids"])
+
+    # The operator raises the limit; every process reads it at start.
+    for name in ("writer-1", "writer-2", "ledger"):
+        assert pipeline.services.pop(name).terminate() == 0
+    raised = {**limited, "PWASYNC_ENDPOINT_LIMIT": "10"}
+    for name in ("writer-1", "writer-2", "ledger"):
+        pipeline.start(name, raised)
+    assert wait_for(lambda: len({t for _, t in pipeline.event_keys()}) == 5, timeout=60)
+    assert wait_for(lambda: usage()["endpoints_in_use"] == 5, timeout=30)
+    assert usage()["held"] == []
+    assert all(count == 1 for count in pipeline.event_keys().values())
+    assert set(pipeline.stop_all().values()) == {0}

@@ -257,3 +257,86 @@ def test_a_task_busy_in_another_writer_is_retried_later(world):
     with pytest.raises(RetryableError, match="another writer"):
         world.handle(task(ASSIGNEES))
     assert world.graph.calls == []
+
+
+class FakeGate:
+    """The endpoint gate over a fixed number of slots (the Lua rule is tested on Redis)."""
+
+    def __init__(self, slots):
+        self.slots = slots
+        self.holders, self.held, self.given_back, self.forgotten = set(), [], [], []
+
+    def admit(self, message):
+        from services.ledger.endpoints import Claim
+
+        if message.task_id in self.holders:
+            return Claim.HOLDS
+        if len(self.holders) < self.slots:
+            self.holders.add(message.task_id)
+            return Claim.CLAIMED
+        self.held.append(message.task_id)
+        return Claim.HELD
+
+    def give_back(self, task_id):
+        self.holders.discard(task_id)
+        self.given_back.append(task_id)
+
+    def forget(self, task_id):
+        self.forgotten.append(task_id)
+
+
+def gated_world(slots):
+    world = World()
+    world.gate = FakeGate(slots)
+    world.counts = []
+    world.handler = TaskChangedHandler(
+        store=world.store,
+        submit=world.graph.submit,
+        publish_transfer=world.transfers.append,
+        clock=lambda: NOW,
+        lease_wait_seconds=0.05,
+        gate=world.gate,
+        count_outcome=world.counts.append,
+    )
+    return world
+
+
+def test_a_task_without_an_endpoint_is_held_back_when_the_limit_is_reached():
+    world = gated_world(slots=1)
+    first, second = uuid.UUID(int=11), uuid.UUID(int=12)
+    world.handle(task(ASSIGNEES, task_id=first))
+    world.handle(task(ASSIGNEES, task_id=second))
+    assert world.gate.held == [second]
+    assert len(world.events()) == 2  # only the first task's two events
+    assert [t.task_id for t in world.transfers] == [first]
+    # The holder keeps syncing at the limit.
+    world.handle(task(ASSIGNEES, task_id=first, task_name="renamed", revision=NOW + timedelta(1)))
+    assert {e["subject"] for e in world.events()} == {"renamed"}
+
+
+def test_a_claimed_task_that_wrote_nothing_gives_its_slot_back():
+    world = gated_world(slots=1)
+    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
+    world.handle(task([ghost]))
+    assert world.gate.given_back == [TASK]
+    assert world.transfers == []
+
+
+def test_a_removed_task_leaves_the_held_list():
+    world = gated_world(slots=0)
+    world.handle(task(ASSIGNEES))
+    world.handle(task([], change="remove", start=None, finish=None, revision=NOW + timedelta(1)))
+    assert world.gate.forgotten == [TASK]
+
+
+def test_each_handling_reports_what_it_did_for_its_run():
+    world = gated_world(slots=10)
+    world.handle(task(ASSIGNEES))
+    world.handle(task(ASSIGNEES[:1], task_name="x", revision=NOW + timedelta(hours=1)))
+    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
+    world.handle(task([ghost], task_id=uuid.uuid4()))
+    assert world.counts == [
+        {"created": 2},
+        {"updated": 1, "deleted": 1},
+        {"failed": 1},
+    ]
