@@ -1,7 +1,8 @@
 """``pwasync runs [--json] [--limit N]``: the history of sync runs, newest first.
 
-The poller keeps each run's summary in Redis (README "Run summaries"); the writers add what the
-run's messages did in Outlook, counted under the run's correlation id.
+The poller keeps each run's summary in Redis (README "Run summaries"); the writers count what
+the run's messages did in Outlook under its correlation id (``common/run_events.py``): events
+created (+), updated (~), deleted (-) and failed (!).
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ import json
 from typing import Any
 
 from common.redis_store import Keys, connect_redis
+from common.run_events import EFFECTS, RunEvents
 from common.settings import Settings
 from services.poller.state import PollerState
 
 
 def load_runs(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """The poller's run summaries, each with ``events``: what its messages did in Outlook."""
     url = settings.redis_url.get_secret_value()
     client = connect_redis(url)
+    keys = Keys(settings.scenario)
     try:
-        return PollerState(client, Keys(settings.scenario), url).runs(limit)
+        runs = PollerState(client, keys, url).runs(limit)
+        run_events = RunEvents(client, keys, url)
+        for run in runs:
+            ids = [run.get("correlation_id"), *run.get("coalesced_correlation_ids", [])]
+            run["events"] = run_events.totals([i for i in ids if i])
+        return runs
     finally:
         client.close()
 
@@ -35,7 +44,7 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         f"{'started (UTC)':19}  {'trigger':8}  {'status':11}  {'secs':>6}  "
         f"{'projects read/listed':>20}  {'published':>9}  {'unchanged':>9}  {'removed':>7}  "
-        "skipped / notes"
+        f"{'events +/~/-/!':>15}  skipped / notes"
     ]
     for run in runs:
         projects, tasks = run.get("projects", {}), run.get("tasks", {})
@@ -53,10 +62,12 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
         started = (run.get("started_at") or "")[:19].replace("T", " ")
         duration = run.get("duration_seconds")
         read = f"{projects.get('read', 0)}/{projects.get('listed', 0)}"
+        events = run.get("events", {})
+        effects = "/".join(str(events.get(e, 0)) for e in EFFECTS)
         lines.append(
             f"{started:19}  {run.get('trigger', ''):8}  {run.get('status', ''):11}  "
             f"{duration if duration is not None else '':>6}  {read:>20}  "
             f"{tasks.get('published', 0):>9}  {tasks.get('unchanged', 0):>9}  "
-            f"{tasks.get('removed', 0):>7}  {'; '.join(notes)}"
+            f"{tasks.get('removed', 0):>7}  {effects:>15}  {'; '.join(notes)}"
         )
     return "\n".join(lines)
