@@ -82,19 +82,31 @@ class QueueState:
     consumers: int
 
 
-def inspect_queue(connector: RabbitConnector, name: str) -> QueueState | None:
-    """Ready messages and consumers of a queue; None when it does not exist (yet)."""
+def inspect_queues(connector: RabbitConnector, names: list[str]) -> dict[str, QueueState | None]:
+    """Ready messages and consumers of each queue (None: it does not exist yet), over one
+    connection. A passive declare of a missing queue closes its channel, hence one per miss."""
     connection = connector.connect()
+    states: dict[str, QueueState | None] = {}
     try:
-        result = connection.channel().queue_declare(name, passive=True)
-        return QueueState(result.method.message_count, result.method.consumer_count)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404:
-            return None
-        raise
+        channel = connection.channel()
+        for name in names:
+            try:
+                result = channel.queue_declare(name, passive=True)
+                states[name] = QueueState(result.method.message_count, result.method.consumer_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                states[name] = None
+                channel = connection.channel()
     finally:
         if connection.is_open:
             connection.close()
+    return states
+
+
+def inspect_queue(connector: RabbitConnector, name: str) -> QueueState | None:
+    """Ready messages and consumers of a queue; None when it does not exist (yet)."""
+    return inspect_queues(connector, [name])[name]
 
 
 def declare_topology(channel: BlockingChannel, topology: Topology) -> None:

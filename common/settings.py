@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # its removals back until an operator confirms with `pwasync sync-now --allow-deletions`.
     deletion_guard_percent: int = Field(default=30, ge=0, le=100)
     deletion_guard_min_tasks: int = Field(default=10, ge=0)
+    # `pwasync status` reads unacked counts from the RabbitMQ management API when given its
+    # URL (e.g. http://user:password@rabbitmq:15672); AMQP alone reports only ready messages.
+    rabbitmq_management_url: SecretStr | None = None
 
     # --- validation of single values -------------------------------------------------------
 
@@ -124,6 +127,14 @@ class Settings(BaseSettings):
             return None
         _require_url(value, ("https", "http"), "an https:// URL of the PWA site")
         return value.rstrip("/")
+
+    @field_validator("rabbitmq_management_url")
+    @classmethod
+    def _management_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        _require_url(value.get_secret_value(), ("http", "https"), "an http(s):// URL")
+        return value
 
     @field_validator("authority_host", "graph_url")
     @classmethod

@@ -168,6 +168,14 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _status(args: argparse.Namespace) -> int:
+    from services.ops.status import collect_status, status_table
+
+    status = collect_status(_settings())
+    print(json.dumps(status) if args.json else status_table(status))
+    return EXIT_OK
+
+
 def _runs(args: argparse.Namespace) -> int:
     from services.ops.runs_command import run_runs
 
@@ -234,6 +242,10 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.add_argument("--seed", type=Path, default=None, help="seed JSON (default: built-in)")
     sandbox.set_defaults(run=_sandbox)
+
+    status = commands.add_parser("status", help="queues, last sync, throttling, usage")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
 
     runs = commands.add_parser("runs", help="history of sync runs and their counts")
     runs.add_argument("--json", action="store_true")

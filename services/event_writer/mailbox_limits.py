@@ -172,3 +172,16 @@ class MailboxLimiter:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
         with redis_errors(self._url):
             self._pause(keys=[self._keys.graph_pause(mailbox)], args=[max(1, int(seconds * 1000))])
+
+    def paused(self) -> dict[str, float]:
+        """Mailboxes every replica is leaving alone now (a 429's Retry-After): seconds left."""
+        prefix = self._keys.graph_pause("")
+        with redis_errors(self._url):
+            keys = list(self._redis.scan_iter(match=f"{prefix}*", count=1000))
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.pttl(key)
+            ttls = pipe.execute()
+        return {
+            key[len(prefix) :]: ttl / 1000 for key, ttl in zip(keys, ttls, strict=True) if ttl > 0
+        }

@@ -34,6 +34,16 @@ def test_a_mass_removal_pauses_until_an_operator_allows_it(pipeline):
     ]
     assert alarms and alarms[0]["level"] == "error" and alarms[0]["removing"] == 30
 
+    status = json.loads(pipeline.cli("status", "--json").stdout)
+    assert status["deletion_guard"]["removing"] == 30
+    table = pipeline.cli(
+        "status", env={"PWASYNC_RABBITMQ_MANAGEMENT_URL": "http://ops:s3cret-pw@127.0.0.1:9"}
+    ).stdout
+    assert "DELETION GUARD: 30 of 30 synced tasks would lose their events" in table
+    assert "s3cret-pw" not in table
+    work = {q["queue"]: q for q in status["queues"] if q["role"] == "work"}
+    assert all(q["consumers"] == 1 and q["ready"] == 0 for q in work.values())
+
     runs = pipeline.cli("runs").stdout
     assert "REMOVALS HELD 30 (deletion guard)" in runs
     assert json.loads(pipeline.cli("runs", "--json", "--limit", "1").stdout)[0]["status"] == (
@@ -63,6 +73,16 @@ def test_the_endpoint_limit_holds_tasks_back_until_it_is_raised(pipeline):
     report = usage()
     assert report["endpoints_in_use"] == 2 and report["limit"] == 2
     assert len({task for _, task in pipeline.event_keys()}) == 2
+    status = json.loads(
+        pipeline.cli("status", "--json", env={"PWASYNC_ENDPOINT_LIMIT": "2"}).stdout
+    )
+    assert status["usage"] == {
+        "endpoints_in_use": 2,
+        "limit": 2,
+        "held": 3,
+        "expiring_within_7_days": 0,
+    }
+    assert status["last_sync"]["events"]["created"] == 2
     held = {h["task_id"] for h in report["held"]}
     assert held | {t["task_id"] for t in report["tasks"]} == set(generated["task_ids"])
 

@@ -14,3 +14,13 @@ def test_keys_of_a_scenario_share_one_cluster_slot():
     keys = Keys("acme")
     for key in (keys.watermark, keys.endpoint(uuid.uuid4()), keys.task_events(uuid.uuid4())):
         assert key.startswith("pwasync:{acme}:")
+
+
+def test_paused_mailboxes_are_reported_with_the_time_left(redis_client, redis_url, scenario):
+    from services.event_writer.mailbox_limits import MailboxLimiter
+
+    limiter = MailboxLimiter(redis_client, Keys(scenario), redis_url)
+    limiter.pause("adele@contoso.com", 30)
+    paused = limiter.paused()
+    assert list(paused) == ["adele@contoso.com"]
+    assert 25 < paused["adele@contoso.com"] <= 30
