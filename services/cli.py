@@ -94,6 +94,10 @@ def _sync_now(args: argparse.Namespace) -> int:
         trigger="manual",
         allow_deletions=args.allow_deletions,
     )
+    if args.dry_run:
+        from services.ops.dry_run import run_dry_run
+
+        return run_dry_run(settings, request)
     connector = RabbitConnector(settings.amqp_url.get_secret_value(), connection_name="pwasync-cli")
     publisher = Publisher(connector, topology_for(settings.scenario))
     try:
@@ -218,6 +222,11 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-deletions",
         action="store_true",
         help="confirm the removals the deletion guard held back",
+    )
+    sync.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the sync would create, update and delete; change nothing",
     )
     sync.set_defaults(run=_sync_now)
 

@@ -100,6 +100,37 @@ class _Handling:
     deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
 
 
+def desired_events(
+    task: TaskChanged, rules: EventRules, now: datetime
+) -> tuple[list[DesiredEvent], list[AssigneeFailure]]:
+    """The events the message asks for, one per mailbox, and the assignees who cannot have
+    one (no e-mail address)."""
+    if task.change == "remove":
+        return [], []
+    content = event_mapping.event_content(task, rules)
+    digest = event_mapping.fingerprint(content)
+    desired: dict[str, DesiredEvent] = {}
+    failures = []
+    for assignee in task.assignees:
+        if not assignee.email or not assignee.email.strip():
+            failures.append(
+                AssigneeFailure(
+                    resource_id=assignee.resource_id,
+                    assignee=assignee.name,
+                    mailbox=None,
+                    code="NoEmailAddress",
+                    reason="the resource has no e-mail address in PWA",
+                    at=now.isoformat(),
+                )
+            )
+            continue
+        mailbox = assignee.email.strip().lower()
+        # Two resources sharing one mailbox get one event, or a removal of one would take the
+        # other's event away.
+        desired.setdefault(mailbox, DesiredEvent(assignee.resource_id, mailbox, content, digest))
+    return list(desired.values()), failures
+
+
 class TaskChangedHandler:
     def __init__(
         self,
@@ -130,7 +161,7 @@ class TaskChangedHandler:
         self.handle(decode(delivery.body, TaskChanged))
 
     def handle(self, task: TaskChanged) -> None:
-        desired, failures = self._desired(task)
+        desired, failures = desired_events(task, self._rules, self._clock())
         begun = self._begin(task, [d.mailbox for d in desired])
         if begun is None:
             return
@@ -214,34 +245,6 @@ class TaskChangedHandler:
         )
 
     # --- before writing ------------------------------------------------------------------------
-
-    def _desired(self, task: TaskChanged) -> tuple[list[DesiredEvent], list[AssigneeFailure]]:
-        if task.change == "remove":
-            return [], []
-        content = event_mapping.event_content(task, self._rules)
-        digest = event_mapping.fingerprint(content)
-        desired: dict[str, DesiredEvent] = {}
-        failures = []
-        for assignee in task.assignees:
-            if not assignee.email or not assignee.email.strip():
-                failures.append(
-                    AssigneeFailure(
-                        resource_id=assignee.resource_id,
-                        assignee=assignee.name,
-                        mailbox=None,
-                        code="NoEmailAddress",
-                        reason="the resource has no e-mail address in PWA",
-                        at=self._clock().isoformat(),
-                    )
-                )
-                continue
-            mailbox = assignee.email.strip().lower()
-            # Two resources sharing one mailbox get one event, or a removal of one would take
-            # the other's event away.
-            desired.setdefault(
-                mailbox, DesiredEvent(assignee.resource_id, mailbox, content, digest)
-            )
-        return list(desired.values()), failures
 
     def _admit(
         self,

@@ -286,6 +286,12 @@ class TaskStore:
 
     # --- reports -------------------------------------------------------------------------------
 
+    def recorded(self, task_id: UUID) -> dict[UUID, RecordedEvent]:
+        """The events recorded for a task, read without a lease (dry runs, reports)."""
+        with redis_errors(self._url):
+            raw = self._redis.hgetall(self._keys.task_events(task_id))
+        return _parse_map(task_id, raw)
+
     def failures(self) -> dict[UUID, list[dict[str, Any]]]:
         """Every task with assignee failures -> the failures (for ``pwasync status``)."""
         with redis_errors(self._url):

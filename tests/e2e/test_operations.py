@@ -97,3 +97,61 @@ def test_the_endpoint_limit_holds_tasks_back_until_it_is_raised(pipeline):
     assert usage()["held"] == []
     assert all(count == 1 for count in pipeline.event_keys().values())
     assert set(pipeline.stop_all().values()) == {0}
+
+
+def test_a_dry_run_lists_the_planned_changes_and_touches_nothing(pipeline):
+    pipeline.cli("fields", "create")
+    pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)
+    ids = {name: task for name, task in _seed_tasks().items()}
+
+    before = pipeline.cli("sync-now", "--dry-run").stdout.splitlines()
+    creates = sorted(
+        (line.split()[1], line.split(" [")[0].split(maxsplit=2)[2])
+        for line in before
+        if line.startswith("create")
+    )
+    # Mailboxes that will turn out not to exist or to be unlicensed are planned too: only
+    # Graph can tell, and the dry run asks Graph nothing.
+    assert creates == [
+        ("adele.vance@contoso.onmicrosoft.com", "Kick-off meeting"),
+        ("adele.vance@contoso.onmicrosoft.com", "User training"),
+        ("alex.wilber@contoso.onmicrosoft.com", "Site survey"),
+        ("irvin.sayers@contoso.onmicrosoft.com", "IT handover"),
+        ("johanna.lorenz@contoso.onmicrosoft.com", "Furniture order"),
+        ("lee.gu@contoso.onmicrosoft.com", "User training"),
+        ("megan.bowen@contoso.onmicrosoft.com", "Site survey"),
+        ("nestor.wilke@contoso.onmicrosoft.com", "Go-live"),
+    ]
+    assert any(line.startswith("skip") and "no e-mail" in line for line in before)
+    assert before[-1].startswith("dry run: 8 to create, 0 to update, 0 to delete")
+    assert pipeline.client.events() == []
+
+    for name in ("poller", "writer", "ledger"):
+        pipeline.start(name, {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z"})
+    pipeline.cli("sync-now")
+    assert wait_for(lambda: len(pipeline.event_keys()) == 6, timeout=60)
+    assert wait_for(lambda: "0 to create, 0 to update, 0 to delete" in _last(pipeline), timeout=30)
+
+    pipeline.client.update_task(ids["Kick-off meeting"], name="Kick-off (moved)")
+    pipeline.client.flag_tasks([ids["Site survey"]], value=None, publish=True)
+    planned = pipeline.cli("sync-now", "--dry-run").stdout.splitlines()
+    assert sorted(" ".join(line.split(" [")[0].split()) for line in planned[:-1]) == [
+        f"delete alex.wilber@contoso.onmicrosoft.com (task {ids['Site survey']})",
+        f"delete megan.bowen@contoso.onmicrosoft.com (task {ids['Site survey']})",
+        "update adele.vance@contoso.onmicrosoft.com Kick-off (moved)",
+    ]
+    assert len(pipeline.event_keys()) == 6  # still nothing changed
+    assert set(pipeline.stop_all().values()) == {0}
+
+
+def _last(pipeline) -> str:
+    return pipeline.cli("sync-now", "--dry-run").stdout.splitlines()[-1]
+
+
+def _seed_tasks() -> dict[str, str]:
+    from pathlib import Path
+
+    import sandbox
+
+    seed = json.loads((Path(sandbox.__file__).parent / "seed" / "default.json").read_text())
+    return {task["name"]: task["id"] for p in seed["projects"] for task in p["tasks"]}
