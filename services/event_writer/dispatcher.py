@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from common import metrics
 from common.errors import PwasyncError, RetryableApiError
 from common.logging import get_logger
 from services.event_writer.graph_protocol import MAX_BATCH, GraphRequest, GraphResult
@@ -255,11 +256,14 @@ class GraphDispatcher:
         requeued = []
         for index, op in enumerate(ops):
             if error is not None:
+                metrics.HTTP_REQUESTS.labels("graph", op.request.method, "error").inc()
                 _fail(op, error)
                 continue
             assert results is not None
             result = results[index]
+            metrics.HTTP_REQUESTS.labels("graph", op.request.method, str(result.status)).inc()
             if result.throttled:
+                metrics.THROTTLED.labels("graph").inc()
                 with self._cond:
                     self.sent["throttled"] += 1
                 if self._throttled(op, result):
@@ -302,6 +306,7 @@ class GraphDispatcher:
         with self._cond:
             box = self._mailboxes[mailbox]
             box.paused_until = max(box.paused_until, self._clock() + wait)
+        metrics.THROTTLE_WAIT_SECONDS.labels("graph").inc(wait)
         if (
             op.throttle_waits > self._max_throttle_waits
             or wait > self._max_wait

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from common import metrics
 from common.errors import PermanentApiError, RetryableApiError
 from common.http import api_error, transport_errors
 from common.logging import get_logger
@@ -28,6 +29,7 @@ log = get_logger(__name__)
 
 VERBOSE_JSON = "application/json;odata=verbose"
 SERVICE = "Project Online"
+METRIC_SERVICE = "pwa"
 
 
 class PwaHttp:
@@ -76,10 +78,14 @@ class PwaHttp:
                         method, url, headers=request_headers, json=json_body, auth=self._auth
                     )
             except RetryableApiError as exc:
+                metrics.HTTP_REQUESTS.labels(METRIC_SERVICE, method, "error").inc()
                 if attempt == self._max_attempts:
                     raise
                 self._wait(attempt, None, str(exc))
                 continue
+            metrics.HTTP_REQUESTS.labels(METRIC_SERVICE, method, str(response.status_code)).inc()
+            if response.status_code in (429, 503):
+                metrics.THROTTLED.labels(METRIC_SERVICE).inc()
             if response.is_success:
                 return _json(response)
             error = api_error(SERVICE, response, _error_text(response))
@@ -98,6 +104,7 @@ class PwaHttp:
         # Jitter, never shorter than the server asked: replicas throttled together spread out.
         delay = min(delay * random.uniform(1.0, 1.2), self._max_wait * 1.2)
         log.warning("Project Online request failed; waiting", reason=reason, wait_seconds=delay)
+        metrics.THROTTLE_WAIT_SECONDS.labels(METRIC_SERVICE).inc(delay)
         self._sleep(delay)
 
 

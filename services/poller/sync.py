@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from common import metrics
 from common.errors import RetryableError
 from common.logging import get_logger
 from common.messages import MAX_TASK_NAME, Assignee, SyncRequested, TaskChanged
@@ -128,6 +129,7 @@ class SyncRunner:
         summary.pwa_requests = self._requests() - requests_before
         summary.finish(status, self._clock(), error)
         record = summary.to_json()
+        _observe(summary, record)
         try:
             self._state.record_run(record)
         except Exception as exc:  # noqa: BLE001 - the summary is logged below either way
@@ -393,3 +395,18 @@ def _request_fields(request: SyncRequested) -> dict[str, object]:
         "project_ids": [str(p) for p in request.project_ids],
         "task_ids": [str(t) for t in request.task_ids],
     }
+
+
+def _observe(summary: RunSummary, record: dict[str, object]) -> None:
+    if record.get("duration_seconds") is not None:
+        metrics.POLL_SECONDS.observe(float(record["duration_seconds"]))  # type: ignore[arg-type]
+    for outcome, count in (
+        ("published", summary.tasks_published),
+        ("unchanged", summary.tasks_unchanged),
+        ("removed", summary.tasks_removed),
+        ("removal_held", summary.removals_held),
+    ):
+        if count:
+            metrics.TASKS.labels(outcome, "").inc(count)
+    for reason, count in summary.tasks_skipped.items():
+        metrics.TASKS.labels("skipped", reason).inc(count)

@@ -3,7 +3,9 @@ correlation id on every line its work causes, and never a secret."""
 
 import json
 import re
+import socket
 
+import httpx
 import pytest
 
 from tests.e2e.harness import wait_for
@@ -13,14 +15,38 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_logs_are_json_correlated_and_free_of_secrets(pipeline):
+    ports = {name: free_port() for name in ("poller", "writer", "ledger")}
     for name in ("poller", "writer", "ledger"):
-        pipeline.start(name)
+        pipeline.start(name, {"PWASYNC_HTTP_PORT": str(ports[name])})
     pipeline.cli("fields", "create")
     pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)
     requested = pipeline.cli("sync-now").stdout
     correlation_id = re.search(r"correlation id ([0-9a-f-]{36})", requested).group(1)
     assert wait_for(lambda: pipeline.usage()["endpoints_in_use"] == 4, timeout=60)
+
+    def metric(name: str, sample: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{ports[name]}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample)
+        )
+
+    assert (
+        metric("writer", 'pwasync_http_requests_total{method="POST",service="graph",status="201"}')
+        >= 6
+    )
+    assert (
+        metric("poller", 'pwasync_http_requests_total{method="GET",service="pwa",status="200"}') > 0
+    )
+    assert metric("poller", "pwasync_poll_duration_seconds_count") >= 1
+    assert metric("ledger", 'pwasync_messages_total{outcome="acked"') >= 4
+    assert metric("ledger", "pwasync_endpoints_in_use") == 4
     assert set(pipeline.stop_all().values()) == {0}
 
     secrets = [
