@@ -10,19 +10,28 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+TransportFault = Literal["reset", "timeout", "spike"]
 
 
 @dataclass
 class FaultPlan:
-    """Random failures injected into one surface before a request is handled.
+    """Random failures injected into one surface (Graph or PWA).
 
-    Ratios are probabilities per request.  New kinds of fault (connection resets, slow
-    bodies…) belong here as further ratios, drawn in ``draw``.
+    Ratios are probabilities. Status faults (429, 503) are drawn per request, and per item of a
+    ``$batch``; transport faults (reset, timeout, spike) per HTTP request, whole batches
+    included. ``page_failure_ratio`` applies to the next pages of a paged feed (``$skip``).
     """
 
     throttle_ratio: float = 0.0  # 429 with Retry-After
     unavailable_ratio: float = 0.0  # 503 with Retry-After
+    reset_ratio: float = 0.0  # the connection drops before the request is handled, no answer
+    timeout_ratio: float = 0.0  # handled, but answered only after stall_s: the client gave up
+    spike_ratio: float = 0.0  # answered spike_ms later than usual
+    page_failure_ratio: float = 0.0  # a next page answers 500 (no Retry-After)
+    spike_ms: float = 2000.0
+    stall_s: float = 35.0  # above the 30 s most clients wait
 
     def draw(self, rng: random.Random) -> int | None:
         """The status to fail this request with, or None to handle it normally."""
@@ -32,6 +41,33 @@ class FaultPlan:
         if roll < self.throttle_ratio + self.unavailable_ratio:
             return 503
         return None
+
+    def draw_transport(self, rng: random.Random) -> TransportFault | None:
+        """What happens to this HTTP request's connection, or None for nothing special."""
+        roll = rng.random()
+        for fault, ratio in (
+            ("reset", self.reset_ratio),
+            ("timeout", self.timeout_ratio),
+            ("spike", self.spike_ratio),
+        ):
+            if roll < ratio:
+                return fault  # type: ignore[return-value]
+            roll -= ratio
+        return None
+
+    def draw_page_failure(self, rng: random.Random) -> bool:
+        return self.page_failure_ratio > 0 and rng.random() < self.page_failure_ratio
+
+    def set(self, name: str, value: Any, surface: str) -> None:
+        """Change one knob; raises ValueError naming it when the value does not fit."""
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise ValueError(f"faults.{surface}.{name} is not a known fault setting")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+            name.endswith("_ratio") and value > 1
+        ):
+            limit = "a ratio in [0, 1]" if name.endswith("_ratio") else "a non-negative number"
+            raise ValueError(f"faults.{surface}.{name} must be {limit}")
+        setattr(self, name, float(value))
 
 
 @dataclass
@@ -47,6 +83,9 @@ class SandboxConfig:
     # How long a transactionId deduplicates POSTs; None = as long as the event exists.
     transaction_id_window_s: float | None = None
     pwa_page_sizes: dict[str, int] = field(default_factory=dict)
+    # Bad data in the reporting feed: task id -> ProjectData property -> the raw JSON value its
+    # Tasks rows carry instead (an unparsable date, a finish before the start, year 1...).
+    task_row_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: dict[str, FaultPlan] = field(
         default_factory=lambda: {"graph": FaultPlan(), "pwa": FaultPlan()}
     )
@@ -61,6 +100,8 @@ class SandboxConfig:
                 self._update_faults(value)
             elif name == "pwa_page_sizes":
                 self._update_page_sizes(value)
+            elif name == "task_row_overrides":
+                self._update_row_overrides(value)
             else:
                 setattr(self, name, _coerce(name, value, getattr(self, name), known[name].type))
 
@@ -69,13 +110,11 @@ class SandboxConfig:
             raise ValueError("faults must be an object like {\"graph\": {\"throttle_ratio\": 0.1}}")
         for surface, ratios in value.items():
             if surface not in self.faults:
-                raise ValueError(f"unknown fault surface {surface!r}; known: graph, pwa")
-            plan = self.faults[surface]
-            for name, ratio in ratios.items():
-                if not hasattr(plan, name) or not isinstance(ratio, int | float) \
-                        or not 0 <= ratio <= 1:
-                    raise ValueError(f"faults.{surface}.{name} must be a known ratio in [0, 1]")
-                setattr(plan, name, float(ratio))
+                raise ValueError(f"faults.{surface}: unknown fault surface; known: graph, pwa")
+            if not isinstance(ratios, dict):
+                raise ValueError(f"faults.{surface} must be an object of fault settings")
+            for name, setting in ratios.items():
+                self.faults[surface].set(name, setting, surface)
 
     def _update_page_sizes(self, value: Any) -> None:
         if not isinstance(value, dict) or not all(
@@ -83,6 +122,14 @@ class SandboxConfig:
         ):
             raise ValueError("pwa_page_sizes must map entity set names to positive integers")
         self.pwa_page_sizes.update(value)
+
+    def _update_row_overrides(self, value: Any) -> None:
+        if not isinstance(value, dict) or not all(
+            isinstance(row, dict) and all(isinstance(p, str) for p in row)
+            for row in value.values()
+        ):
+            raise ValueError("task_row_overrides must map task ids to {property: raw value}")
+        self.task_row_overrides = {str(task).lower(): dict(row) for task, row in value.items()}
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -287,6 +287,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "start_time_zone": event.start_zone, "end_time_zone": event.end_zone,
         "is_all_day": props.get("isAllDay", False), "show_as": props.get("showAs", "busy"),
         "categories": props.get("categories", []), "transaction_id": event.transaction_id,
+        "body": (props.get("body") or {}).get("content", ""),
         "extended_properties": dict(event.extended), "change_key": event.change_key,
         "created": event.created.isoformat(), "modified": event.modified.isoformat(),
     }

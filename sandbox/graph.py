@@ -6,7 +6,8 @@ Every request (or batch item) goes through: bearer authentication (401
 ``ErrorAccessDenied``: app-only tokens need the Calendars role, delegated tokens only reach the
 signed-in user's own mailbox), injected faults, the per-mailbox throttle (429) and the injected
 latency, during which the request holds its mailbox slot.  Every response carries
-``request-id`` and ``client-request-id``.
+``request-id`` and ``client-request-id``.  Transport faults (a dropped connection, an answer
+after the client gave up, a latency spike) apply to whole HTTP requests (``transport_faults``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sandbox.graph_protocol import GraphError, GraphRequest, GraphResponse
 from sandbox.state import MailboxKind, User
 from sandbox.throttle import Throttled, format_retry_after
 from sandbox.tokens import EXPIRED, MISSING, Principal, TokenError, bearer_token
+from sandbox.transport_faults import Dropped, serve_with_faults
 
 READ_ROLES = frozenset({"Calendars.Read", "Calendars.ReadWrite"})
 WRITE_ROLES = frozenset({"Calendars.ReadWrite"})
@@ -79,6 +81,7 @@ class GraphApi:
         _authorize(principal, mailbox, request.method)
         status = self.sandbox.config.faults["graph"].draw(self.sandbox.rng)
         if status:
+            self.sandbox.stats.fault("graph", "throttle" if status == 429 else "unavailable")
             raise GraphError(status, "TooManyRequests" if status == 429 else "ServiceUnavailable",
                              "Please retry again later." if status == 429 else
                              "The service is temporarily unavailable.", {"Retry-After": "1"})
@@ -187,6 +190,12 @@ def _to_http(response: GraphResponse) -> Response:
 
 
 async def _endpoint(request: Request) -> Response:
+    api: GraphApi = request.app.state.graph
+    response = await serve_with_faults(api.sandbox, "graph", request, lambda: _serve(request))
+    return Dropped() if response is None else response
+
+
+async def _serve(request: Request) -> Response:
     api: GraphApi = request.app.state.graph
     graph_request = GraphRequest(
         method=request.method,

@@ -228,12 +228,22 @@ def _entity(call: PwaCall, entity_set: EntitySet, row: dict[str, Any],
     if call.fmt is Format.VERBOSE:
         entity["__metadata"] = {"id": uri, "uri": uri,
                                 "type": f"{NAMESPACE}.{entity_set.type_name}"}
+    overrides = _row_overrides(call, entity_set, row)
     for name in names:
-        if name in properties:
+        if name in overrides:
+            entity[name] = overrides[name]  # bad data, exactly as configured
+        elif name in properties:
             entity[name] = encode_value(row.get(name), properties[name], call.fmt)
         elif call.fmt is Format.VERBOSE:  # navigation links exist only in verbose payloads
             entity[name] = {"__deferred": {"uri": f"{uri}/{name}"}}
     return entity
+
+
+def _row_overrides(call: PwaCall, entity_set: EntitySet, row: dict[str, Any]) -> dict[str, Any]:
+    """The raw values ``task_row_overrides`` puts into this row (Tasks rows only)."""
+    if entity_set.name != "Tasks":
+        return {}
+    return call.sandbox.config.task_row_overrides.get(str(row.get("TaskId", "")).lower(), {})
 
 
 def _service_root(call: PwaCall) -> str:

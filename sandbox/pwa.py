@@ -1,5 +1,6 @@
 """What every PWA (SharePoint) endpoint shares: format negotiation, bearer authentication,
-permission checks, injected latency and faults, and request statistics.
+permission checks, injected latency and faults (throttling, unavailability, a failing next
+page, and the transport faults of ``transport_faults``), and request statistics.
 
 SharePoint accepts only delegated tokens for Project Online: an app-only token is refused
 with 401, as Microsoft documents ("many Project Server APIs require a user context").  Token
@@ -28,6 +29,7 @@ from sandbox.odata_format import (
 )
 from sandbox.state import User
 from sandbox.tokens import BAD_SIGNATURE, EXPIRED, MISSING, Principal, TokenError, bearer_token
+from sandbox.transport_faults import Dropped, serve_with_faults
 
 # Delegated permissions of the SharePoint resource that the PWA endpoints honour.
 READ_SCOPES = frozenset({"ProjectWebAppReporting.Read", "ProjectWebApp.FullControl"})
@@ -78,11 +80,15 @@ def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
         except NotAcceptable:
             fmt = None
         if fmt is None and json_only:
-            response: Response = PlainTextResponse(
+            response: Response | None = PlainTextResponse(
                 "The sandbox serves JSON only: send Accept: application/json (or "
                 "application/json;odata=verbose) or $format=json.", status_code=406)
         else:
-            response = await _handle(handler, request, sandbox, fmt or Format.MINIMAL)
+            response = await serve_with_faults(
+                sandbox, "pwa", request,
+                lambda: _handle(handler, request, sandbox, fmt or Format.MINIMAL))
+        if response is None:
+            return Dropped()
         sandbox.stats.pwa_response(path_key(request), response.status_code)
         return response
 
@@ -91,7 +97,7 @@ def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
 
 async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: Format) -> Response:
     try:
-        _inject_fault(sandbox)
+        _inject_fault(sandbox, request)
         ntlm = _windows_authentication(sandbox, request)
         if isinstance(ntlm, Response):
             return ntlm
@@ -109,13 +115,25 @@ async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: For
         return error_response(error, fmt)
 
 
-def _inject_fault(sandbox: Sandbox) -> None:
-    status = sandbox.config.faults["pwa"].draw(sandbox.rng)
+def _inject_fault(sandbox: Sandbox, request: Request) -> None:
+    plan = sandbox.config.faults["pwa"]
+    status = plan.draw(sandbox.rng)
     if status == 429:
+        sandbox.stats.fault("pwa", "throttle")
         raise ODataError(429, "The request has been throttled.", headers={"Retry-After": "2"})
     if status == 503:
+        sandbox.stats.fault("pwa", "unavailable")
         raise ODataError(503, "The service is temporarily unavailable.",
                          headers={"Retry-After": "5"})
+    if _next_page(request) and plan.draw_page_failure(sandbox.rng):
+        # A page in the middle of a paged read fails, as a SQL timeout behind the feed does.
+        sandbox.stats.fault("pwa", "page_failure")
+        raise ODataError(500, "An error occurred while processing this request.")
+
+
+def _next_page(request: Request) -> bool:
+    skip = request.query_params.get("$skip", "")
+    return skip.isdigit() and int(skip) > 0
 
 
 def _windows_authentication(sandbox: Sandbox,

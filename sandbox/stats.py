@@ -19,6 +19,7 @@ class Stats:
         self.pwa_requests: Counter[str] = Counter()
         self.pwa_statuses: Counter[int] = Counter()
         self.token_requests: Counter[tuple[str, str]] = Counter()
+        self.faults: Counter[tuple[str, str]] = Counter()
 
     def graph_response(self, method: str, status: int) -> None:
         self.graph_requests[(method, status)] += 1
@@ -34,6 +35,11 @@ class Stats:
         self.pwa_requests[path_key] += 1
         self.pwa_statuses[status] += 1
 
+    def fault(self, surface: str, kind: str) -> None:
+        """An injected fault: ``throttle``, ``unavailable``, ``reset``, ``timeout``, ``spike``,
+        ``page_failure``."""
+        self.faults[(surface, kind)] += 1
+
     def token_response(self, grant_type: str, error: str | None) -> None:
         self.token_requests[(grant_type, error or "ok")] += 1
 
@@ -44,6 +50,9 @@ class Stats:
         tokens: dict[str, dict[str, int]] = {}
         for (grant, outcome), count in sorted(self.token_requests.items()):
             tokens.setdefault(grant, {})[outcome] = count
+        faults: dict[str, dict[str, int]] = {"graph": {}, "pwa": {}}
+        for (surface, kind), count in sorted(self.faults.items()):
+            faults.setdefault(surface, {})[kind] = count
         return {
             "graph": {
                 "requests": sum(self.graph_requests.values()),
@@ -61,4 +70,5 @@ class Stats:
                 "by_status": {str(s): c for s, c in sorted(self.pwa_statuses.items())},
             },
             "tokens": {"requests": sum(self.token_requests.values()), "by_grant": tokens},
+            "faults": faults,
         }
