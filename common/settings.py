@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Extensions of the interface page, documented in the README.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     writer_concurrency: int = Field(default=192, ge=1, le=512)
+    # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
+    # a timeout (retried: the outcome of a POST that timed out is checked before it is repeated).
+    http_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
     sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)

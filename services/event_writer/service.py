@@ -50,7 +50,11 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
     infra = open_infrastructure(settings, "writer", stop, publishers=PUBLISHERS)
     concurrency = settings.writer_concurrency
-    http = new_http_client(ca_bundle=settings.ca_bundle, max_connections=SENDERS + 4)
+    http = new_http_client(
+        ca_bundle=settings.ca_bundle,
+        timeout=settings.http_timeout_seconds,
+        max_connections=SENDERS + 4,
+    )
     transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
     limiter = MailboxLimiter(
         infra.redis,

@@ -51,7 +51,7 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
     settings.require_pwa()
     name = settings.create_event_field
     lines: list[str] = []
-    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+    with _http_client(settings) as http:
         client = CustomFieldsClient(open_pwa(settings, http, _redis_if_needed(settings)))
         task_entity = client.task_entity_id()
         check = client.check(name, task_entity)
@@ -89,7 +89,7 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
     settings.require_pwa()
     client = _redis_if_needed(settings)
     store = token_store(settings, client)
-    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+    with _http_client(settings) as http:
         return connect(settings, http, store, show=show)
 
 
@@ -99,7 +99,7 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
 def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
     lines: list[CheckLine] = []
-    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+    with _http_client(settings) as http:
         lines += _check_pwa(settings, http)
         lines += _check_graph(settings, http, mailbox or settings.check_mailbox)
     return lines
@@ -228,3 +228,7 @@ def _graph_error_code(response: httpx.Response) -> str:
         return str(response.json().get("error", {}).get("code", ""))
     except ValueError:
         return ""
+
+
+def _http_client(settings: Settings) -> httpx.Client:
+    return new_http_client(ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds)

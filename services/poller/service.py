@@ -169,7 +169,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     if settings.pwa_auth == "oauth" and token_store(settings, infra.redis).load_raw() is None:
         log.error("Project Online: nobody is signed in; run `pwasync connect` (runs fail until)")
 
-    http = new_http_client(ca_bundle=settings.ca_bundle)
+    http = new_http_client(ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds)
     pwa = open_pwa(settings, http, infra.redis)
     routing_key = routing_key_task_changed(settings.scenario)
 
