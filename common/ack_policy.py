@@ -6,6 +6,8 @@ One pure function, so the rule is in one place and tested without a broker:
   handler published, which the broker has confirmed);
 - it raised a ``PermanentError`` (bad input, a 4xx that repeating cannot fix): **dead-letter**
   with the reason;
+- it raised ``Contended`` (another worker holds the same work): **retry** once the holder's
+  lease may have ended, without counting an attempt;
 - it raised a ``RetryableError``, or an unexpected exception (a bug is treated as transient
   until the attempts run out, so a fix and a restart recover the work): **retry** after a delay
   that grows with the attempt and honours the server's ``Retry-After``;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import PermanentError, RetryableError
+from common.errors import Contended, PermanentError, RetryableError
 from common.topology import WorkQueue
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -32,6 +34,7 @@ class Ack:
 class Retry:
     delay_seconds: int
     reason: str
+    counts: bool = True  # raises the attempt number (False: contention, nothing failed)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ def decide(
     reason = describe_error(error)
     if isinstance(error, PermanentError):
         return DeadLetter(reason)
+    if isinstance(error, Contended):
+        # Wait out the holder's lease, in the first tier that covers it; not an attempt.
+        return Retry(queue.tier_for(error.retry_after or 0), reason, counts=False)
     if attempt >= max_attempts:
         return DeadLetter(f"gave up after {attempt} attempts; last error: {reason}")
     backoff = queue.retry_tiers[min(attempt - 1, len(queue.retry_tiers) - 1)]

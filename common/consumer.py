@@ -267,7 +267,7 @@ class Consumer:
         headers = dict(delivery.headers)
         headers[ROUTING_KEY_HEADER] = headers.get(ROUTING_KEY_HEADER, delivery.routing_key)
         if isinstance(decision, Retry):
-            headers[ATTEMPT_HEADER] = delivery.attempt + 1
+            headers[ATTEMPT_HEADER] = delivery.attempt + (1 if decision.counts else 0)
             headers[LAST_ERROR_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
             target = self._queue.retry_queue(decision.delay_seconds)
             log.warning(

@@ -6,7 +6,8 @@ ack policy only ever see this hierarchy:
 
 - ``ConfigError``: the operator must fix a setting; the process exits with code 2.
 - ``RetryableError``: the same work may succeed later (timeouts, 5xx, 429, a broker or Redis
-  that is down). Carries an optional ``retry_after`` hint in seconds.
+  that is down). Carries an optional ``retry_after`` hint in seconds. ``Contended``: another
+  worker holds the work; retried without counting an attempt.
 - ``PermanentError``: doing the same work again cannot succeed (other 4xx, bad input, a missing
   mailbox, a rejected sign-in). Goes to the dead-letter queue with its reason.
 """
@@ -28,6 +29,12 @@ class RetryableError(PwasyncError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Contended(RetryableError):
+    """Another worker holds the same piece of work right now (a task's lease): nothing failed.
+    Retried once the holder's lease may have ended (``retry_after``) without counting as a
+    failed attempt, so a crashed replica's leases can never use up a message's attempts."""
 
 
 class PermanentError(PwasyncError):

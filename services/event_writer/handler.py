@@ -38,7 +38,7 @@ from typing import Any
 from uuid import UUID
 
 from common.consumer import Delivery
-from common.errors import PermanentError, PwasyncError, RetryableError
+from common.errors import Contended, PermanentError, PwasyncError, RetryableError
 from common.logging import get_logger
 from common.messages import TaskChanged, TransferSucceeded, decode
 from services.event_writer import event_mapping, graph_protocol
@@ -294,7 +294,11 @@ class TaskChangedHandler:
             assert isinstance(begin, Busy)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stop.is_set():
-                raise RetryableError("another writer is working on this task")
+                # Retried once the holder's lease may have ended (a writer that died holds it
+                # until then), and not counted as a failed attempt.
+                raise Contended(
+                    "another writer is working on this task", retry_after=begin.retry_after
+                )
             self._stop.wait(min(delay, remaining))
             delay = min(delay * 2, 0.25)
 
@@ -352,7 +356,7 @@ class TaskChangedHandler:
             if self._store.claim_probe(mailbox, token):
                 break
             if time.monotonic() > deadline or self._stop.is_set():
-                raise RetryableError(f"another writer is still probing {mailbox}")
+                raise Contended(f"another writer is still probing {mailbox}")
             self._stop.wait(0.02)
         try:
             state = self._store.mailbox_state(mailbox)

@@ -14,7 +14,7 @@ from common.consumer import (
     Consumer,
     Delivery,
 )
-from common.errors import BadMessage, RetryableError, UnroutableMessage
+from common.errors import BadMessage, Contended, RetryableError, UnroutableMessage
 from common.rabbit import Publisher, RabbitConnector, ThreadLocalPublisher
 from common.topology import topology_for
 
@@ -150,6 +150,23 @@ def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(amqp_url, 
     assert [a for a, _ in attempts] == [1, 2]
     waited = attempts[1][1] - attempts[0][1]
     assert waited >= 1.5, waited  # the first tier is 2 s: no hot loop
+    assert depth(amqp_url, topology_for(scenario).transfers.dead_letter_queue) == 0
+
+
+def test_contention_is_retried_without_using_up_the_attempts(amqp_url, scenario):
+    attempts = []
+
+    def handler(delivery: Delivery):
+        attempts.append(delivery.attempt)
+        if len(attempts) < 3:
+            raise Contended("another writer is working on this task", retry_after=0.5)
+
+    with Harness(amqp_url, scenario, handler, max_attempts=2) as harness:
+        harness.send(b"{}")
+        deadline = time.monotonic() + 20
+        while len(attempts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert attempts == [1, 1, 1]  # never counted, so never dead-lettered at max_attempts=2
     assert depth(amqp_url, topology_for(scenario).transfers.dead_letter_queue) == 0
 
 

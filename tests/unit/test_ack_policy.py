@@ -1,7 +1,13 @@
 import pytest
 
 from common.ack_policy import Ack, DeadLetter, Retry, decide
-from common.errors import BadMessage, PermanentApiError, RetryableApiError, RetryableError
+from common.errors import (
+    BadMessage,
+    Contended,
+    PermanentApiError,
+    RetryableApiError,
+    RetryableError,
+)
 from common.topology import topology_for
 
 QUEUE = topology_for("x").task_changes
@@ -43,3 +49,11 @@ def test_unexpected_exceptions_are_retried_then_dead_lettered():
 def test_no_decision_ever_requeues_immediately(attempt):
     decision = decide(RetryableError("x"), attempt=attempt, queue=QUEUE)
     assert isinstance(decision, DeadLetter) or decision.delay_seconds >= 1
+
+
+@pytest.mark.parametrize("attempt", [1, 7, 8, 50])
+def test_contention_waits_out_the_lease_without_using_an_attempt(attempt):
+    decision = decide(Contended("busy", retry_after=8.5), attempt=attempt, queue=QUEUE)
+    assert decision == Retry(QUEUE.tier_for(8.5), "Contended: busy", counts=False)
+    assert decision.delay_seconds >= 8.5
+    assert decide(Contended("busy"), attempt=1, queue=QUEUE).delay_seconds >= 1

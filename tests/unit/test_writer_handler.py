@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.errors import PermanentError, RetryableApiError, RetryableError
+from common.errors import Contended, PermanentError, RetryableApiError, RetryableError
 from common.messages import Assignee, TaskChanged
 from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
@@ -252,10 +252,11 @@ def test_two_resources_sharing_a_mailbox_get_one_event(world):
     assert len(world.events(A_BOX)) == 1
 
 
-def test_a_task_busy_in_another_writer_is_retried_later(world):
+def test_a_task_busy_in_another_writer_is_retried_after_its_lease_without_an_attempt(world):
     world.store.leases[TASK] = "someone else"
-    with pytest.raises(RetryableError, match="another writer"):
+    with pytest.raises(Contended, match="another writer") as raised:
         world.handle(task(ASSIGNEES))
+    assert raised.value.retry_after == 1.0  # what is left of the holder's lease
     assert world.graph.calls == []
 
 
