@@ -5,8 +5,10 @@ and answers 429 with Retry-After beyond them. Every writer replica asks here bef
 
 - **slots**: a lease-based semaphore per mailbox, a sorted set of request tokens scored by the
   end of their lease. A request holds one slot from before it is sent until its answer is in
-  (a ``$batch`` item holds its own slot for the whole batch). A writer that dies holding slots
-  loses them when their lease ends (``LEASE``, longer than the HTTP timeout);
+  (a ``$batch`` item holds its own slot for the whole batch). The writer renews the leases of
+  its slots in flight every few seconds (``keep_slots``), however long the request takes, so a
+  writer that dies holding slots loses them within ``LEASE_SECONDS`` (a killed writer used to
+  block its mailboxes for every replica for 45 s, the length of the longest request);
 - **pause**: a key set with the Retry-After of a 429; while it exists no replica sends to
   that mailbox (other mailboxes go on);
 - **budget**: requests per minute bucket; a request is admitted while the buckets that overlap
@@ -20,15 +22,21 @@ may differ), so a whole batch costs one round trip. Every key carries the scenar
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
+from common.errors import PwasyncError
+from common.logging import get_logger
 from common.redis_store import Keys, redis_errors
 
-LEASE_SECONDS = 45.0  # > the HTTP timeout (30 s): a slot outlives the request it covers
+log = get_logger(__name__)
+
+LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
+RENEW_SECONDS = 3.0  # slots in flight are renewed this often, however long the request takes
 BUDGET_WINDOW_SECONDS = 600
 BUDGET_BUCKET_SECONDS = 60
 
@@ -92,6 +100,23 @@ end
 return out
 """
 
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local a = 2
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, n do
+    redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[a])
+    a = a + 1
+  end
+  redis.call('PEXPIRE', KEYS[i], lease * 2)
+end
+return 1
+"""
+
 _PAUSE = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -122,9 +147,12 @@ class MailboxLimiter:
         self.concurrency = concurrency
         self.budget = budget
         self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
         self._pause = client.register_script(_PAUSE)
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
+        self._held: dict[str, set[str]] = {}  # mailbox -> tokens in flight, renewed
+        self._held_lock = threading.Lock()
 
     def acquire(self, wanted: Mapping[str, int]) -> dict[str, Grant]:
         """Admit up to ``wanted[mailbox]`` requests per mailbox; one round trip for all."""
@@ -158,15 +186,53 @@ class MailboxLimiter:
         for index, mailbox in enumerate(mailboxes):
             granted, wait_ms = int(answer[index * 2]), int(answer[index * 2 + 1])
             grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000)
+        with self._held_lock:
+            for mailbox, grant in grants.items():
+                if grant.tokens:
+                    self._held.setdefault(mailbox, set()).update(grant.tokens)
         return grants
 
     def release(self, tokens: Mapping[str, list[str]]) -> None:
+        with self._held_lock:
+            for mailbox, released in tokens.items():
+                held = self._held.get(mailbox)
+                if held is not None:
+                    held.difference_update(released)
+                    if not held:
+                        del self._held[mailbox]
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=False)
             for mailbox, held in tokens.items():
                 if held:
                     pipe.zrem(self._keys.graph_slots(mailbox), *held)
             pipe.execute()
+
+    def renew_slots(self) -> None:
+        """Extend the lease of every slot this writer holds (one round trip)."""
+        with self._held_lock:
+            held = {mailbox: sorted(tokens) for mailbox, tokens in self._held.items() if tokens}
+        if not held:
+            return
+        keys = [self._keys.graph_slots(mailbox) for mailbox in held]
+        args: list[str | int] = [int(LEASE_SECONDS * 1000)]
+        for tokens in held.values():
+            args += [len(tokens), *tokens]
+        with redis_errors(self._url):
+            self._renew(keys=keys, args=args)
+
+    def keep_slots(self, stop: threading.Event) -> threading.Thread:
+        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread."""
+
+        def run() -> None:
+            while not stop.wait(RENEW_SECONDS):
+                try:
+                    self.renew_slots()
+                except PwasyncError as exc:  # the next round tries again
+                    log.warning("could not renew Graph slots", error=str(exc))
+
+        thread = threading.Thread(target=run, name="graph-slots", daemon=True)
+        thread.start()
+        return thread
 
     def pause(self, mailbox: str, seconds: float) -> None:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""

@@ -69,6 +69,7 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     store = TaskStore(infra.redis, infra.keys, infra.redis_url)
     leases_stop = threading.Event()
     store.keep_leases(leases_stop)
+    limiter.keep_slots(leases_stop)
     routing_key = routing_key_transfer_succeeded(settings.scenario)
 
     def publish_transfer(message: TransferSucceeded) -> None:

@@ -66,13 +66,29 @@ def test_the_ten_minute_budget_is_shared_and_says_how_long_to_wait(redis_client,
 def test_slots_of_a_dead_writer_end_with_their_lease(redis_client, keys, redis_url):
     dead = limiter(redis_client, keys, redis_url)
     dead.acquire({"m@x.com": 4})
-    # Age the leases instead of waiting 45 s.
+    # Age the leases instead of waiting for them.
     slots = keys.graph_slots("m@x.com")
     for token in redis_client.zrange(slots, 0, -1):
         redis_client.zadd(slots, {token: 1})
     assert (
         len(limiter(redis_client, keys, redis_url).acquire({"m@x.com": 4})["m@x.com"].tokens) == 4
     )
+
+
+def test_slots_in_flight_are_renewed_and_a_dead_writers_run_out(redis_client, keys, redis_url):
+    live, dead = limiter(redis_client, keys, redis_url), limiter(redis_client, keys, redis_url)
+    mine = live.acquire({"m@x.com": 3})["m@x.com"].tokens
+    theirs = dead.acquire({"m@x.com": 1})["m@x.com"].tokens
+    live.release({"m@x.com": [mine[2]]})  # answered: given back, never renewed again
+    slots = keys.graph_slots("m@x.com")
+    seconds, micros = redis_client.time()
+    soon = seconds * 1000 + micros // 1000 + 500
+    redis_client.zadd(slots, {token: soon for token in redis_client.zrange(slots, 0, -1)})
+    live.renew_slots()  # what the writer's renewal thread does every few seconds
+    scores = dict(redis_client.zrange(slots, 0, -1, withscores=True))
+    assert set(scores) == {*mine[:2], *theirs}
+    assert all(scores[token] > soon + 5000 for token in mine[:2])
+    assert scores[theirs[0]] == soon  # the dead writer renews nothing: its slot lapses
 
 
 def test_begin_and_finish_keep_order_lease_dirt_and_the_map(redis_client, keys, redis_url):
