@@ -2,7 +2,8 @@
 
 Every replica consumes ``sync.requested`` from the scenario's one queue. A replica that takes a
 request first tries the scenario's **run lease** in Redis (``poller:lock``, an owner token with
-a 60-second expiry that the running replica renews every 20 seconds):
+a 20-second expiry that the running replica renews every 5 seconds, so a replica that dies
+mid-poll holds it up for 20 s at most):
 
 - it gets the lease: it runs the request, then every request that was queued meanwhile
   (merged, see ``merge_requests``), and gives the lease back only when nothing is queued;
@@ -37,8 +38,8 @@ from services.poller.state import PollerKeys
 
 log = get_logger(__name__)
 
-LEASE_MS = 60_000
-RENEW_EVERY_SECONDS = 20.0
+LEASE_MS = 20_000
+RENEW_EVERY_SECONDS = 5.0
 TICK_MARK_SECONDS = 86_400
 
 _ACQUIRE_OR_QUEUE = """

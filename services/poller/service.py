@@ -34,7 +34,7 @@ from services.runtime import open_infrastructure
 log = get_logger(__name__)
 
 #: How often each replica looks for requests queued by a replica that died holding the lease.
-ORPHAN_CHECK_SECONDS = 30.0
+ORPHAN_CHECK_SECONDS = 10.0
 
 
 class SyncRequestHandler:
