@@ -99,8 +99,12 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "httpx", "httpcore", "msal", "urllib3", "uvicorn.access"):
+    for noisy in ("httpx", "httpcore", "msal", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Every pika failure reaches our edge as an exception and is logged there once, in our
+    # words ("broker connection lost; reconnecting"); pika's own lines said it again, seven
+    # times per failed connection attempt of every connection, during a broker outage.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def _add_service(service: str) -> Any:

@@ -21,12 +21,22 @@ def test_one_json_object_per_line_with_the_bound_correlation_id():
     def emit():
         structlog.contextvars.bind_contextvars(correlation_id="corr-1")
         get_logger("t").info("hello", task_id="t1")
-        logging.getLogger("pika").warning("library line")
+        logging.getLogger("msal").warning("library line")
 
     lines = [json.loads(line) for line in capture(emit).splitlines()]
     assert [line["event"] for line in lines] == ["hello", "library line"]
     assert all(line["correlation_id"] == "corr-1" and line["service"] == "test" for line in lines)
     assert lines[0]["level"] == "info" and "timestamp" in lines[0]
+
+
+def test_pikas_own_failure_lines_are_left_out_ours_say_it_once():
+    def emit():
+        logging.getLogger("pika.adapters.utils.connection_workflow").error("Socket failed")
+        logging.getLogger("pika").warning("Unexpected connection close detected")
+        get_logger("t").warning("broker connection lost; reconnecting")
+
+    lines = [json.loads(line) for line in capture(emit).splitlines()]
+    assert [line["event"] for line in lines] == ["broker connection lost; reconnecting"]
 
 
 def test_secrets_never_reach_the_output():
