@@ -175,7 +175,9 @@ class TaskChangedHandler:
             results = run_steps(self._submit, steps)
             outcome = Finish(
                 failures=failures,
-                uncertain=results.uncertain,
+                # A task that was dirty stays so unless every step went through: a step that
+                # failed (its lookup, say) has not found the event an earlier handling left.
+                uncertain=results.uncertain or (begun.was_dirty and bool(results.errors)),
                 removal=task.change == "remove",
             )
             written: list[str] = []

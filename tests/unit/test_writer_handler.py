@@ -341,3 +341,21 @@ def test_each_handling_reports_what_it_did_for_its_run():
         {"updated": 1, "deleted": 1},
         {"failed": 1},
     ]
+
+
+def test_a_dirty_task_stays_dirty_until_a_handling_resolves_the_doubt(world):
+    # The fault suite found it: an event written and not recorded (dirty), then a retry whose
+    # lookup failed cleared the dirt, and the retry after that created a second event.
+    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))  # the mailbox is known
+    world.store.crash_on_finish = True
+    with pytest.raises(RuntimeError):
+        world.handle(task(ASSIGNEES[:1]))  # the event is in Graph, the map does not know it
+    world.store.leases.clear()
+    world.store.crash_on_finish = False
+    world.graph.fail_next[A_BOX] = [RetryableApiError("Graph unreachable (reset)")]
+    with pytest.raises(RetryableError):
+        world.handle(task(ASSIGNEES[:1]))  # the lookup itself fails
+    assert world.store.dirty[TASK] is True
+    world.handle(task(ASSIGNEES[:1]))
+    assert len(world.events(A_BOX)) == 2  # the first task's event and this one: no duplicate
+    assert world.store.dirty[TASK] is False
