@@ -47,8 +47,9 @@ from services.launcher import (  # noqa: E402
     start_sandbox,
 )
 
-AMQP_URL = os.environ.get("PWASYNC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-REDIS_URL = os.environ.get("PWASYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The broker and Redis on this machine, as for the demo; PWASYNC_AMQP_URL / _REDIS_URL override.
+AMQP_URL = os.environ.get("PWASYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("PWASYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

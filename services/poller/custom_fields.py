@@ -149,7 +149,6 @@ class CustomFieldsClient:
         return True
 
     def create_flag_field(self, name: str, task_entity_id: str) -> str:
-        digest = self._digest()
         body = {
             "parameters": {
                 "Id": str(uuid.uuid4()),
@@ -165,12 +164,7 @@ class CustomFieldsClient:
             }
         }
         try:
-            created = self._http.request_json(
-                "POST",
-                f"{self._api}/CustomFields/Add",
-                json_body=body,
-                headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
-            )
+            created = self._add(body)
         except PermanentApiError as exc:
             if exc.status == 403:
                 raise PermanentApiError(
@@ -190,15 +184,9 @@ class CustomFieldsClient:
         entity) is refused with 403 before validation without the permission, and with a
         validation error (400) with it. (The order of the two checks on the real service is
         not documented; a 400 is also what the sandbox answers.)"""
-        digest = self._digest()
         probe = {"parameters": {"Name": "", "EntityTypeId": ZERO_GUID, "FieldType": FLAG}}
         try:
-            self._http.request_json(
-                "POST",
-                f"{self._api}/CustomFields/Add",
-                json_body=probe,
-                headers={"X-RequestDigest": digest, "Content-Type": "application/json"},
-            )
+            self._add(probe)
         except PermanentApiError as exc:
             if exc.status == 403:
                 return False
@@ -206,6 +194,15 @@ class CustomFieldsClient:
                 return True
             raise
         raise PermanentApiError("CustomFields/Add accepted a field without a name")
+
+    def _add(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST CustomFields/Add (every non-GET call needs a fresh request digest)."""
+        return self._http.request_json(
+            "POST",
+            f"{self._api}/CustomFields/Add",
+            json_body=body,
+            headers={"X-RequestDigest": self._digest(), "Content-Type": "application/json"},
+        )
 
     def _digest(self) -> str:
         data = self._http.request_json("POST", f"{self._http.site_url}/_api/contextinfo")
