@@ -19,6 +19,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from common.errors import BadMessage
 
 MAX_TASK_NAME = 2000  # longer names are cut by the poller, never rejected
+#: The dates Project can schedule (1984-01-01 to 2149-12-31): a date outside them in the
+#: reporting feed is an error in the data (year 1, a sentinel), never a real task date.
+PROJECT_DATES = (datetime(1984, 1, 1), datetime(2149, 12, 31, 23, 59, 59))
+
+
+def within_project_dates(value: datetime) -> bool:
+    return PROJECT_DATES[0] <= value.replace(tzinfo=None) <= PROJECT_DATES[1]
 
 
 class SyncRequested(BaseModel):
@@ -92,6 +99,8 @@ class TaskChanged(BaseModel):
     def _naive(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is not None:
             raise ValueError("PWA wall-clock times carry no offset; see 'timezone'")
+        if value is not None and not within_project_dates(value):
+            raise ValueError("is outside the dates Project can schedule (1984 to 2149)")
         return value
 
 

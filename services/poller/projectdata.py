@@ -8,14 +8,15 @@ implemented by the feed, so a project's tasks and assignments are read through n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 from uuid import UUID
 
 from common.errors import PermanentApiError
+from common.messages import within_project_dates
 from services.poller import odata
 from services.poller.pwa_http import PwaHttp
 
@@ -34,6 +35,7 @@ RESOURCE_FIELDS = ("ResourceId", "ResourceName", "ResourceEmailAddress")
 
 #: A feed that keeps sending next links past this many pages is broken; stop instead of looping.
 MAX_PAGES = 10_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,16 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+class UnreadableRow:
+    """A row of the feed that cannot be understood (a malformed value). The task or project it
+    stands for is left as it was: neither synced nor removed, and the run goes on."""
+
+    key: UUID | None  # the task or project id; None when even that is unreadable
+    name: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class AssignmentRow:
     task_id: UUID
     resource_id: UUID
@@ -77,9 +89,12 @@ class ProjectDataClient:
 
     # --- entity sets -------------------------------------------------------------------------
 
-    def projects(self, *, project_ids: list[UUID] | None = None) -> Iterator[ProjectRow]:
+    def projects(
+        self, *, project_ids: list[UUID] | None = None
+    ) -> Iterator[ProjectRow | UnreadableRow]:
         """Every project (one request per page of 300 online, 100 on-premises), or the given
-        ones; only the four properties change detection needs."""
+        ones; only the four properties change detection needs. A malformed row comes as an
+        ``UnreadableRow``."""
         params = {"$select": ",".join(PROJECT_FIELDS)}
         # Key filters keep the query cheap; a long list is split so the URL stays short.
         id_batches = _chunks(list(project_ids), 50) if project_ids else [None]
@@ -89,31 +104,38 @@ class ProjectDataClient:
                     "ProjectId", [odata.guid_literal(p) for p in batch]
                 )
             for row in self.rows("Projects", dict(params)):
-                yield ProjectRow(
-                    project_id=UUID(row["ProjectId"]),
-                    name=row.get("ProjectName") or "",
-                    project_type=int(row.get("ProjectType") or 0),
-                    modified=_required_date(row, "ProjectModifiedDate"),
-                )
+                try:
+                    yield ProjectRow(
+                        project_id=_field(row, "ProjectId", UUID),
+                        name=row.get("ProjectName") or "",
+                        project_type=_field(row, "ProjectType", lambda v: int(v or 0)),
+                        modified=_field(row, "ProjectModifiedDate", _project_date),
+                    )
+                except ValueError as exc:
+                    yield _unreadable(row, "ProjectId", "ProjectName", exc)
 
     @property
     def requests_made(self) -> int:
         return self._http.requests_made
 
-    def tasks(self, project_id: UUID, flag_property: str) -> Iterator[TaskRow]:
+    def tasks(self, project_id: UUID, flag_property: str) -> Iterator[TaskRow | UnreadableRow]:
+        """The project's tasks; a malformed row comes as an ``UnreadableRow``."""
         path = f"Projects({odata.guid_literal(project_id)})/Tasks"
         params = {"$select": ",".join((*TASK_FIELDS, flag_property))}
         for row in self.rows(path, params):
-            yield TaskRow(
-                project_id=UUID(row["ProjectId"]),
-                task_id=UUID(row["TaskId"]),
-                name=row.get("TaskName") or "",
-                start=odata.parse_datetime(row.get("TaskStartDate")),
-                finish=odata.parse_datetime(row.get("TaskFinishDate")),
-                is_summary=odata.parse_bool(row.get("TaskIsSummary")),
-                is_project_summary=odata.parse_bool(row.get("TaskIsProjectSummary")),
-                flagged=odata.parse_bool(row.get(flag_property)),
-            )
+            try:
+                yield TaskRow(
+                    project_id=_field(row, "ProjectId", UUID),
+                    task_id=_field(row, "TaskId", UUID),
+                    name=row.get("TaskName") or "",
+                    start=_field(row, "TaskStartDate", odata.parse_datetime),
+                    finish=_field(row, "TaskFinishDate", odata.parse_datetime),
+                    is_summary=odata.parse_bool(row.get("TaskIsSummary")),
+                    is_project_summary=odata.parse_bool(row.get("TaskIsProjectSummary")),
+                    flagged=odata.parse_bool(row.get(flag_property)),
+                )
+            except ValueError as exc:
+                yield _unreadable(row, "TaskId", "TaskName", exc)
 
     def assignments(self, project_id: UUID) -> Iterator[AssignmentRow]:
         path = f"Projects({odata.guid_literal(project_id)})/Assignments"
@@ -179,11 +201,28 @@ def _page(data: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     raise PermanentApiError("Project Online answered with neither 'd' nor 'value'")
 
 
-def _required_date(row: dict[str, Any], name: str) -> datetime:
-    value = odata.parse_datetime(row.get(name))
-    if value is None:
-        raise PermanentApiError(f"Project Online row without {name}: {row.get('ProjectId')}")
-    return value
+def _field(row: dict[str, Any], name: str, parse: Callable[[Any], T]) -> T:
+    """``parse(row[name])``; a ValueError that names the property when it does not parse."""
+    value = row.get(name)
+    try:
+        return parse(value)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        raise ValueError(f"{name} is not readable: {str(value)[:80]!r}") from None
+
+
+def _project_date(value: Any) -> datetime:
+    parsed = odata.parse_datetime(value)
+    if parsed is None or not within_project_dates(parsed):
+        raise ValueError("missing or outside the dates Project can schedule")
+    return parsed
+
+
+def _unreadable(row: dict[str, Any], key: str, name: str, problem: Exception) -> UnreadableRow:
+    try:
+        parsed_key: UUID | None = UUID(str(row.get(key)))
+    except ValueError:
+        parsed_key = None
+    return UnreadableRow(parsed_key, str(row.get(name) or "")[:200], str(problem))
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

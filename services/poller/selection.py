@@ -1,7 +1,8 @@
 """Which tasks get events: the poller's deciding logic, as pure functions.
 
 A task is selected when its project can carry events, its flag field is Yes, it is a leaf task
-(not a summary, not the project summary), and it has a start and a finish that make sense.
+(not a summary, not the project summary), and it has a start and a finish that make sense
+(within the dates Project can schedule, the finish not before the start).
 Everything left out gets a reason, so an operator can answer "why has this task no event?".
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
+from common.messages import within_project_dates
 from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 
 #: ProjectType values (ProjectData Int32) whose tasks never get events.
@@ -29,6 +31,7 @@ class SkipReason(StrEnum):
     SUMMARY_TASK = "summary_task"
     NO_START = "no_start"
     NO_FINISH = "no_finish"
+    DATE_OUT_OF_RANGE = "date_out_of_range"
     FINISH_BEFORE_START = "finish_before_start"
 
 
@@ -85,6 +88,8 @@ def task_skip_reason(task: TaskRow) -> SkipReason | None:
         return SkipReason.NO_START
     if task.finish is None:
         return SkipReason.NO_FINISH
+    if not (within_project_dates(task.start) and within_project_dates(task.finish)):
+        return SkipReason.DATE_OUT_OF_RANGE
     if task.finish < task.start:
         return SkipReason.FINISH_BEFORE_START
     return None

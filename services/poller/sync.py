@@ -27,7 +27,13 @@ from services.poller.changes import (
     removal_revision,
 )
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.projectdata import ProjectDataClient, ProjectRow, ResourceRow
+from services.poller.projectdata import (
+    ProjectDataClient,
+    ProjectRow,
+    ResourceRow,
+    TaskRow,
+    UnreadableRow,
+)
 from services.poller.pwa_time import to_pwa_wall_clock, to_utc
 from services.poller.run_summary import RunSummary
 from services.poller.selection import (
@@ -43,6 +49,8 @@ log = get_logger(__name__)
 
 PublishTask = Callable[[TaskChanged], None]
 NO_GUARD = DeletionGuard(percent=100, min_tasks=0)
+#: Why a task or project of an unreadable row gets nothing done to it (counted and logged).
+UNREADABLE = "unreadable_row"
 
 
 @dataclass
@@ -146,8 +154,8 @@ class SyncRunner:
         if request.project_ids or request.task_ids:
             to_read, deleted = self._scoped_projects(request, known, summary)
         else:
-            listed = list(self._feed.projects())
-            summary.projects_listed = len(listed)
+            listed, unreadable = self._listed_projects(summary)
+            summary.projects_listed = len(listed) + len(unreadable)
             start = self._state.start()
             plan = plan_projects(
                 listed,
@@ -156,7 +164,8 @@ class SyncRunner:
                 overlap=self._overlap,
                 full=request.full,
             )
-            to_read, deleted = plan.to_read, plan.deleted
+            # A project whose row cannot be read is not gone: its tasks keep their events.
+            to_read, deleted = plan.to_read, [p for p in plan.deleted if p not in unreadable]
             summary.projects_unchanged = plan.unchanged
             if plan.before_sync_start:
                 summary.projects_skipped["before_sync_start"] = plan.before_sync_start
@@ -183,11 +192,31 @@ class SyncRunner:
             project_ids |= self._feed.task_projects(list(request.task_ids))
         if not project_ids:
             return [], []
-        listed = list(self._feed.projects(project_ids=sorted(project_ids, key=str)))
-        summary.projects_listed = len(listed)
-        found = {p.project_id for p in listed}
+        listed, unreadable = self._listed_projects(summary, sorted(project_ids, key=str))
+        summary.projects_listed = len(listed) + len(unreadable)
+        found = {p.project_id for p in listed} | unreadable
         deleted = sorted((p for p in request.project_ids if p in known and p not in found), key=str)
         return sorted(listed, key=lambda p: p.modified), deleted
+
+    def _listed_projects(
+        self, summary: RunSummary, project_ids: list[UUID] | None = None
+    ) -> tuple[list[ProjectRow], set[UUID]]:
+        """The readable project rows, and the ids of the rows that are not (logged)."""
+        listed, unreadable = [], set()
+        for row in self._feed.projects(project_ids=project_ids):
+            if isinstance(row, ProjectRow):
+                listed.append(row)
+                continue
+            summary.projects_skipped[UNREADABLE] += 1
+            if row.key is not None:
+                unreadable.add(row.key)
+            log.error(
+                "project row unreadable; the project is left as it was",
+                project_id=str(row.key) if row.key else None,
+                project=row.name,
+                problem=row.problem,
+            )
+        return listed, unreadable
 
     def _sync_project(
         self,
@@ -220,6 +249,8 @@ class SyncRunner:
         diff = diff_tasks(
             desired, self._state.published_tasks(project.project_id), scope=task_scope
         )
+        # What could not be read is neither synced nor removed: it keeps the events it has.
+        diff.removals = [t for t in diff.removals if why_not.get(t) != UNREADABLE]
         for message, digest in diff.upserts:
             self._publish(message)
             self._state.record_published(project.project_id, message.task_id, digest)
@@ -254,10 +285,13 @@ class SyncRunner:
         revision: datetime,
         summary: RunSummary,
     ) -> tuple[list[TaskChanged], dict[UUID, str]]:
-        """The task.changed of every selected task, and why each other task is not selected."""
-        tasks = list(self._feed.tasks(project.project_id, self._flag_property))
+        """The task.changed of every selected task, and why each other task is not selected (an
+        unreadable row: ``UNREADABLE``, and the task is left as it was)."""
+        rows = list(self._feed.tasks(project.project_id, self._flag_property))
         if task_scope is not None:
-            tasks = [t for t in tasks if t.task_id in task_scope]
+            rows = [r for r in rows if _row_task(r) in task_scope]
+        tasks = [r for r in rows if isinstance(r, TaskRow)]
+        unreadable = self._unreadable_tasks(project, rows, summary)
         assignments = list(self._feed.assignments(project.project_id))
         missing = {a.resource_id for a in assignments} - resources.keys()
         if missing:
@@ -266,7 +300,26 @@ class SyncRunner:
         self._log_skips(project, selection)
         summary.tasks_skipped.update(selection.skip_counts())
         messages = [self._message(project, selected, revision) for selected in selection.selected]
-        return messages, {s.task.task_id: str(s.reason) for s in selection.skipped}
+        why_not = {s.task.task_id: str(s.reason) for s in selection.skipped}
+        return messages, {**why_not, **dict.fromkeys(unreadable, UNREADABLE)}
+
+    def _unreadable_tasks(
+        self, project: ProjectRow, rows: list[TaskRow | UnreadableRow], summary: RunSummary
+    ) -> set[UUID]:
+        unreadable = set()
+        for row in rows:
+            if isinstance(row, UnreadableRow):
+                summary.tasks_skipped[UNREADABLE] += 1
+                if row.key is not None:
+                    unreadable.add(row.key)
+                log.error(
+                    "task row unreadable; the task is left as it was",
+                    task_id=str(row.key) if row.key else None,
+                    task=row.name,
+                    project=project.name,
+                    problem=row.problem,
+                )
+        return unreadable
 
     def _deleted_project(self, project_id: UUID) -> PendingRemovals:
         published = self._state.published_tasks(project_id)
@@ -386,6 +439,10 @@ class SyncRunner:
                 project=project.name,
                 reason=str(skipped.reason),
             )
+
+
+def _row_task(row: TaskRow | UnreadableRow) -> UUID | None:
+    return row.task_id if isinstance(row, TaskRow) else row.key
 
 
 def _request_fields(request: SyncRequested) -> dict[str, object]:

@@ -74,6 +74,14 @@ def test_task_times_must_be_wall_clock_and_zone_must_exist():
         _task(timezone="Nowhere/Town")
 
 
+@pytest.mark.parametrize("start", [datetime(1, 1, 1), datetime(1983, 12, 31), datetime(9999, 1, 1)])
+def test_a_task_outside_the_dates_project_can_schedule_is_a_bad_message(start):
+    data = json.loads(encode(_task()))
+    data["start"] = start.isoformat()
+    with pytest.raises(BadMessage, match="start: .*outside the dates Project can schedule"):
+        decode(json.dumps(data).encode(), TaskChanged)
+
+
 def test_transfer_needs_an_aware_time():
     with pytest.raises(ValueError):
         TransferSucceeded(

@@ -29,9 +29,18 @@ def test_only_flagged_leaf_tasks_with_sane_dates_are_selected():
         task("no finish", finish=None),
         task("backwards", start=datetime(2026, 12, 3), finish=datetime(2026, 12, 1)),
         task("milestone", start=datetime(2026, 12, 1, 9), finish=datetime(2026, 12, 1, 9)),
+        task("year 1", start=datetime(1, 1, 1), finish=datetime(2026, 12, 1)),
+        task("year 9999", finish=datetime(9999, 12, 31, 23, 59)),
+        task("before 1984", start=datetime(1983, 12, 31, 23), finish=datetime(2026, 12, 1)),
+        task("after 2149", finish=datetime(2150, 1, 1)),
+        task("first and last day", start=datetime(1984, 1, 1), finish=datetime(2149, 12, 31, 17)),
     ]
     selection = select_tasks(tasks, [], {})
-    assert [s.task.name for s in selection.selected] == ["leaf", "milestone"]
+    assert [s.task.name for s in selection.selected] == [
+        "leaf",
+        "milestone",
+        "first and last day",
+    ]
     assert {s.task.name: s.reason for s in selection.skipped} == {
         "unflagged": SkipReason.NOT_FLAGGED,
         "summary": SkipReason.SUMMARY_TASK,
@@ -39,6 +48,10 @@ def test_only_flagged_leaf_tasks_with_sane_dates_are_selected():
         "no start": SkipReason.NO_START,
         "no finish": SkipReason.NO_FINISH,
         "backwards": SkipReason.FINISH_BEFORE_START,
+        "year 1": SkipReason.DATE_OUT_OF_RANGE,  # outside the dates Project can schedule
+        "year 9999": SkipReason.DATE_OUT_OF_RANGE,
+        "before 1984": SkipReason.DATE_OUT_OF_RANGE,
+        "after 2149": SkipReason.DATE_OUT_OF_RANGE,
     }
     assert selection.skip_counts()["not_flagged"] == 1
 

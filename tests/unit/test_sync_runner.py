@@ -10,7 +10,13 @@ import pytest
 from common.messages import SyncRequested
 from services.poller.changes import ProjectState
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+from services.poller.projectdata import (
+    AssignmentRow,
+    ProjectRow,
+    ResourceRow,
+    TaskRow,
+    UnreadableRow,
+)
 from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -445,3 +451,42 @@ def test_the_deletion_guard_lets_ordinary_removals_through():
     assert not guard.trips(removing=30, synced=100)  # at the share
     assert guard.trips(removing=31, synced=100)
     assert not DeletionGuard(percent=100, min_tasks=0).trips(removing=1000, synced=1000)
+
+
+def test_an_unreadable_task_row_is_logged_and_left_as_it_was_and_the_run_goes_on():
+    # The fault suite found it: one malformed row failed every run of the scenario.
+    feed, state, published = FakeFeed(), MemoryState(), []
+    broken_id, fine_id = uuid.uuid4(), uuid.uuid4()
+    project = feed.add_project(
+        "p", datetime(2026, 11, 24, 9), tasks=[leaf("broken", broken_id), leaf("fine", fine_id)]
+    )
+    sync(feed, state, published)
+    assert {m.task_id for m in published} == {broken_id, fine_id}
+    feed.republish(project, datetime(2026, 11, 24, 10))
+    feed.tasks_by_project[project.project_id][0] = UnreadableRow(
+        broken_id, "broken", "TaskStartDate is not readable: '31.12.2026'"
+    )
+    published.clear()
+
+    sync(feed, state, published)
+
+    assert published == []  # no removal: what it is now cannot be told
+    assert set(state.tasks[project.project_id]) == {broken_id, fine_id}
+    record = state.runs[-1]
+    assert record["status"] == "succeeded"
+    assert record["tasks"]["skipped"] == {"unreadable_row": 1}
+
+
+def test_an_unreadable_project_row_is_not_taken_for_a_deleted_project():
+    feed, state, published = FakeFeed(), MemoryState(), []
+    project = feed.add_project("p", datetime(2026, 11, 24, 9), tasks=[leaf("a")])
+    sync(feed, state, published)
+    index = feed.projects_list.index(project)
+    feed.projects_list[index] = UnreadableRow(project.project_id, "p", "ProjectModifiedDate …")
+    published.clear()
+
+    sync(feed, state, published)
+
+    assert published == []
+    assert project.project_id in state.project_states
+    assert state.runs[-1]["projects"]["skipped"] == {"unreadable_row": 1}
