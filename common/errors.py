@@ -37,6 +37,11 @@ class Contended(RetryableError):
     failed attempt, so a crashed replica's leases can never use up a message's attempts."""
 
 
+class Stopping(RetryableError):
+    """The process is stopping: the work in hand is given up where it stands and done again
+    later (a wait for a server's Retry-After is not sat out past SIGTERM)."""
+
+
 class PermanentError(PwasyncError):
     """Failure that repeating the same work cannot fix."""
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -53,10 +54,15 @@ def pwa_auth(
 
 
 def open_pwa(
-    settings: Settings, http: httpx.Client, redis_client: redis.Redis | None = None
+    settings: Settings,
+    http: httpx.Client,
+    redis_client: redis.Redis | None = None,
+    *,
+    stop: threading.Event | None = None,
 ) -> PwaHttp:
+    """The PWA site's HTTP edge; ``stop`` (a service's stop event) ends its waits early."""
     assert settings.pwa_url is not None
-    return PwaHttp(http, settings.pwa_url, pwa_auth(settings, http, redis_client))
+    return PwaHttp(http, settings.pwa_url, pwa_auth(settings, http, redis_client), stop=stop)
 
 
 def connect(

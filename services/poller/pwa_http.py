@@ -7,12 +7,14 @@
   gets a RetryableApiError at once, and the ack policy retries the whole run in a later tier
   (the run resumes where it stopped, project by project);
 - timeouts and resets are retried the same bounded way, with exponential backoff and jitter;
+- a stop request (SIGTERM) ends a wait at once with ``Stopping``;
 - every other failure becomes a PermanentApiError whose text says what the server said.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from common import metrics
-from common.errors import PermanentApiError, RetryableApiError
+from common.errors import PermanentApiError, RetryableApiError, Stopping
 from common.http import api_error, transport_errors
 from common.logging import get_logger
 
@@ -42,6 +44,7 @@ class PwaHttp:
         max_attempts: int = 5,
         max_wait_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         self._http = http
         self.site_url = site_url.rstrip("/")
@@ -50,6 +53,7 @@ class PwaHttp:
         self._max_attempts = max_attempts
         self._max_wait = max_wait_seconds
         self._sleep = sleep
+        self._stop = stop
         self.requests_made = 0  # calls, for run summaries and benchmarks
 
     def same_origin(self, url: str) -> bool:
@@ -105,7 +109,11 @@ class PwaHttp:
         delay = min(delay * random.uniform(1.0, 1.2), self._max_wait * 1.2)
         log.warning("Project Online request failed; waiting", reason=reason, wait_seconds=delay)
         metrics.THROTTLE_WAIT_SECONDS.labels(METRIC_SERVICE).inc(delay)
-        self._sleep(delay)
+        if self._stop is None:
+            self._sleep(delay)
+        elif self._stop.wait(delay):
+            # SIGTERM: do not sit out a Retry-After of up to a minute past the drain time.
+            raise Stopping(f"stopping while waiting to retry a request ({reason})")
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -170,7 +170,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         log.error("Project Online: nobody is signed in; run `pwasync connect` (runs fail until)")
 
     http = new_http_client(ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds)
-    pwa = open_pwa(settings, http, infra.redis)
+    pwa = open_pwa(settings, http, infra.redis, stop=stop)
     routing_key = routing_key_task_changed(settings.scenario)
 
     def publish_task(message: TaskChanged) -> None:

@@ -17,7 +17,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from common import metrics
-from common.errors import RetryableError
+from common.errors import Stopping
 from common.logging import get_logger
 from common.messages import MAX_TASK_NAME, Assignee, SyncRequested, TaskChanged
 from services.poller.changes import (
@@ -64,7 +64,7 @@ class PendingRemovals:
     state: ProjectState | None  # saved after the removals; None: the project is gone
 
 
-class SyncInterrupted(RetryableError):
+class SyncInterrupted(Stopping):
     """The process is stopping (or lost the run lock); the run is retried and resumes: what was
     done is recorded project by project."""
 
@@ -122,7 +122,7 @@ class SyncRunner:
         log.info("sync run started", run_id=summary.run_id, **_request_fields(request))
         try:
             self._run(request, summary)
-        except SyncInterrupted as exc:
+        except Stopping as exc:  # SyncInterrupted, or a wait cut short by SIGTERM
             self._close(summary, "interrupted", requests_before, str(exc))
             raise
         except Exception as exc:

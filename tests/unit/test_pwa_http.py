@@ -1,11 +1,12 @@
 """The PWA HTTP edge with httpx's MockTransport: retries, Retry-After, authentication flows."""
 
 import base64
+import threading
 
 import httpx
 import pytest
 
-from common.errors import AuthenticationError, PermanentApiError, RetryableApiError
+from common.errors import AuthenticationError, PermanentApiError, RetryableApiError, Stopping
 from services.poller.pwa_auth import BearerAuth, NtlmAuth
 from services.poller.pwa_http import PwaHttp
 
@@ -136,3 +137,17 @@ def _challenge() -> str:
 
 
 CHALLENGE = _challenge()
+
+
+def test_a_stop_request_ends_a_retry_after_wait_at_once():
+    stop = threading.Event()
+    stop.set()  # SIGTERM arrived: a 45 s Retry-After is not sat out
+    http = PwaHttp(
+        client(lambda request: httpx.Response(429, headers={"Retry-After": "45"})),
+        SITE,
+        BearerAuth(Tokens()),
+        stop=stop,
+    )
+    with pytest.raises(Stopping, match="stopping while waiting to retry"):
+        http.get_json(f"{SITE}/_api/ProjectData/Projects")
+    assert http.requests_made == 1

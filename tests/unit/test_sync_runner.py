@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from common.errors import Stopping
 from common.messages import SyncRequested
 from services.poller.changes import ProjectState
 from services.poller.deletion_guard import DeletionGuard
@@ -490,3 +491,15 @@ def test_an_unreadable_project_row_is_not_taken_for_a_deleted_project():
     assert published == []
     assert project.project_id in state.project_states
     assert state.runs[-1]["projects"]["skipped"] == {"unreadable_row": 1}
+
+
+def test_a_run_cut_short_by_a_stop_request_is_recorded_as_interrupted():
+    class StoppingFeed(FakeFeed):
+        def tasks(self, project_id, flag_property):
+            raise Stopping("stopping while waiting to retry a request (429)")
+
+    feed, state = StoppingFeed(), MemoryState()
+    feed.add_project("p", datetime(2026, 11, 24, 9), tasks=[leaf("a")])
+    with pytest.raises(Stopping):
+        sync(feed, state, [])
+    assert state.runs[-1]["status"] == "interrupted"
