@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cryptography.hazmat.primitives import serialization
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -177,11 +179,34 @@ class Settings(BaseSettings):
             return value.replace(tzinfo=UTC)
         return value
 
-    @field_validator("ca_bundle", "graph_client_cert")
+    @field_validator("ca_bundle")
     @classmethod
-    def _existing_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("names no readable file")
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=str(_readable(value)))
+            except ssl.SSLError:
+                raise ValueError("holds no PEM CA certificate") from None
+        return value
+
+    @field_validator("graph_client_cert")
+    @classmethod
+    def _client_key(cls, value: Path | None) -> Path | None:
+        # Checked here, or a bad file surfaces only at the first sign-in, as a failed task.
+        if value is not None:
+            try:
+                serialization.load_pem_private_key(_readable(value).read_bytes(), password=None)
+            except TypeError:
+                raise ValueError("holds an encrypted key; pwasync needs it unencrypted") from None
+            except ValueError:
+                raise ValueError("holds no PEM private key") from None
+        return value
+
+    @field_validator("graph_client_cert_thumbprint")
+    @classmethod
+    def _thumbprint(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
+            raise ValueError("must be the certificate's SHA-1 thumbprint: 40 hexadecimal digits")
         return value
 
     @field_validator(
@@ -191,6 +216,10 @@ class Settings(BaseSettings):
         "graph_client_id",
         "graph_client_cert_thumbprint",
         "check_mailbox",
+        # An empty secret is a missing one (it would only fail later, at a sign-in).
+        "pwa_password",
+        "graph_client_secret",
+        "secret_key",
         mode="before",
     )
     @classmethod
@@ -290,6 +319,12 @@ def _require(settings: Settings, purpose: str, *names: str) -> None:
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         raise ConfigError(f"{', '.join(missing)} {verb} required {purpose}")
+
+
+def _readable(path: Path) -> Path:
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError("names no readable file")
+    return path
 
 
 def _require_url(value: str, schemes: tuple[str, ...], what: str) -> None:

@@ -49,11 +49,14 @@ def _settings(service: str = "cli") -> Settings:
     return settings
 
 
-def _service(name: str, run: Callable) -> Callable[[argparse.Namespace], int]:
+def _service(
+    name: str, run: Callable, requires: Callable[[Settings], None]
+) -> Callable[[argparse.Namespace], int]:
     def command(_args: argparse.Namespace) -> int:
         from services.runtime import run_service
 
         settings = _settings(name)
+        requires(settings)  # a missing setting is the one line printed, before anything starts
         return run_service(name, lambda stop: run(settings, stop))
 
     return command
@@ -207,12 +210,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name, run, text in (
-        ("poller", _poller, "run the poller until SIGTERM/SIGINT"),
-        ("writer", _writer, "run an event writer until SIGTERM/SIGINT"),
-        ("ledger", _ledger, "run the endpoint ledger until SIGTERM/SIGINT"),
+    for name, run, requires, text in (
+        ("poller", _poller, Settings.require_pwa, "run the poller until SIGTERM/SIGINT"),
+        ("writer", _writer, Settings.require_graph, "run an event writer until SIGTERM/SIGINT"),
+        ("ledger", _ledger, lambda _: None, "run the endpoint ledger until SIGTERM/SIGINT"),
     ):
-        commands.add_parser(name, help=text).set_defaults(run=_service(name, run))
+        commands.add_parser(name, help=text).set_defaults(run=_service(name, run, requires))
 
     sync = commands.add_parser("sync-now", help="publish a manual sync request")
     sync.add_argument("--project", action="append", type=uuid.UUID, default=[], metavar="GUID")

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+import trustme
 
 from common.errors import ConfigError
 from common.settings import load_settings, unknown_variables
@@ -36,6 +37,9 @@ def test_defaults_match_the_interface_page():
         ("PWASYNC_SYNC_START", "yesterday", "PWASYNC_SYNC_START:"),
         ("PWASYNC_CA_BUNDLE", "/nonexistent/ca.pem", "PWASYNC_CA_BUNDLE: names no readable file"),
         ("PWASYNC_GRAPH_URL", "http://graph.example", "PWASYNC_GRAPH_URL: must be an https://"),
+        ("PWASYNC_CA_BUNDLE", __file__, "PWASYNC_CA_BUNDLE: holds no PEM CA certificate"),
+        ("PWASYNC_GRAPH_CLIENT_CERT", __file__, "PWASYNC_GRAPH_CLIENT_CERT: holds no PEM private"),
+        ("PWASYNC_GRAPH_CLIENT_CERT_THUMBPRINT", "AB:CD", "PWASYNC_GRAPH_CLIENT_CERT_THUMBPRINT:"),
     ],
 )
 def test_malformed_values_give_one_line_naming_the_variable(variable, value, expected):
@@ -70,6 +74,47 @@ def test_required_settings_are_checked_per_purpose():
         ConfigError, match="PWASYNC_GRAPH_CLIENT_SECRET or PWASYNC_GRAPH_CLIENT_CERT"
     ):
         graph.require_graph()
+
+
+@pytest.mark.parametrize(
+    ("auth", "variable"),
+    [
+        ("sharepoint_online", "PWASYNC_PWA_PASSWORD"),
+        ("sharepoint_onprem", "PWASYNC_PWA_PASSWORD"),
+        ("oauth", "PWASYNC_SECRET_KEY"),
+    ],
+)
+def test_an_empty_secret_counts_as_missing(auth, variable):
+    # The fault suite found it: an empty password passed and failed only at the sign-in.
+    env = {
+        "PWASYNC_PWA_AUTH": auth,
+        "PWASYNC_PWA_URL": "https://contoso.sharepoint.com/sites/pwa",
+        "PWASYNC_PWA_CLIENT_ID": "c",
+        "PWASYNC_PWA_USERNAME": "svc",
+        "PWASYNC_PWA_PASSWORD": "pw",
+        "PWASYNC_SECRET_KEY": "k",
+        variable: "",
+    }
+    with pytest.raises(ConfigError, match=f"{variable} is required"):
+        load_settings(env).require_pwa()
+    graph = {"PWASYNC_TENANT_ID": "t", "PWASYNC_GRAPH_CLIENT_ID": "c"}
+    with pytest.raises(ConfigError, match="PWASYNC_GRAPH_CLIENT_SECRET or"):
+        load_settings({**graph, "PWASYNC_GRAPH_CLIENT_SECRET": ""}).require_graph()
+
+
+def test_a_usable_client_certificate_and_ca_bundle_are_accepted(tmp_path):
+    ca = trustme.CA()
+    key, bundle = tmp_path / "key.pem", tmp_path / "ca.pem"
+    ca.issue_cert("pwasync").private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    settings = load_settings(
+        {
+            "PWASYNC_GRAPH_CLIENT_CERT": str(key),
+            "PWASYNC_GRAPH_CLIENT_CERT_THUMBPRINT": "0f" * 20,
+            "PWASYNC_CA_BUNDLE": str(bundle),
+        }
+    )
+    assert settings.graph_client_cert == key and settings.ca_bundle == bundle
 
 
 def test_sync_start_without_offset_is_utc():
