@@ -1,4 +1,7 @@
+import pytest
+
 from common.errors import PermanentApiError, RetryableApiError
+from sandbox.odata_filter import matches, parse_filter
 from services.event_writer import graph_protocol as gp
 from services.event_writer.graph_protocol import EventNotFound, GraphResult, MailboxUnavailable
 
@@ -69,3 +72,20 @@ def test_only_a_create_without_a_clear_answer_is_uncertain():
     assert not gp.outcome_uncertain(create, RetryableApiError("429", status=429))
     assert not gp.outcome_uncertain(create, PermanentApiError("400", status=400))
     assert not gp.outcome_uncertain(gp.delete("a@x.com", "e"), RetryableApiError("timed out"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["it's", "O'Brien's ''quoted''", "x' or ep/value eq 'y", '<b>"Q1"</b> & ) and (', "'"],
+)
+def test_a_lookup_value_is_one_string_literal_whatever_it_holds(value):
+    # Read back with the sandbox's OData parser: the filter matches that value and no other,
+    # however many quotes, operators or parentheses it carries.
+    prop = "String {g} Name k"
+    expression = parse_filter(dict(gp.find_by_property("a@x.com", prop, value).params)["$filter"])
+
+    def row(stored):
+        return {"singleValueExtendedProperties": [{"id": prop, "value": stored}]}
+
+    assert matches(expression, row(value))
+    assert not matches(expression, row(value + "x")) and not matches(expression, row("y"))
