@@ -92,6 +92,12 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         stop=stop,
         gate=gate,
         count_outcome=count_outcome,
+        # A message waiting for a lease (or a probe) held by a writer that died waits only
+        # briefly, then goes to a retry tier as a fresh message: every kill of the writer that
+        # holds it meanwhile counts towards the broker's delivery limit (20), after which the
+        # broker dead-letters it though it is fine.
+        lease_wait_seconds=1.0,
+        probe_wait_seconds=3.0,
     )
     log.info(
         "writer starting",
