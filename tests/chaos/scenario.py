@@ -30,10 +30,11 @@ class Volume:
         return self.projects * self.tasks_per_project
 
 
-def volumes(short: Volume, long: Volume) -> list:
-    """Parameters for a fault test: the short run by default, the long one under ``chaos``."""
+def volumes(short: Volume, long: Volume, *, short_by_default: bool = True) -> list:
+    """Parameters for a fault test: the short run by default (unless its time is better spent
+    elsewhere), the long one under ``chaos``."""
     return [
-        pytest.param(short, id="short"),
+        pytest.param(short, id="short", marks=[] if short_by_default else [pytest.mark.chaos]),
         pytest.param(long, id="long", marks=[pytest.mark.chaos, pytest.mark.timeout(1500)]),
     ]
 

@@ -27,7 +27,7 @@ def test_writers_killed_every_few_seconds_lose_and_duplicate_nothing(run_factory
     run.sync()
     rng = random.Random(5)
     at_kill = []  # events written when each kill came
-    most = 3 if volume.run == "short" else 40
+    most = 2 if volume.run == "short" else 40
     assert wait_for(lambda: run.events_written() > 0, timeout=120)
     while run.events_written() < len(expected) and len(at_kill) < most:
         # The short sync lasts a few seconds: its kills come every second.
