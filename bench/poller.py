@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,13 +29,13 @@ from sandbox.client import SandboxClient  # noqa: E402
 from services.launcher import (  # noqa: E402
     clean_environment,
     delete_scenario,
+    local_service_urls,
     pwasync_command,
     start_process,
     start_sandbox,
 )
 
-AMQP_URL = os.environ.get("PWASYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-REDIS_URL = os.environ.get("PWASYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL, REDIS_URL = local_service_urls()
 
 
 def main() -> int:

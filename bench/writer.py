@@ -42,14 +42,13 @@ from services.event_writer import event_mapping  # noqa: E402
 from services.launcher import (  # noqa: E402
     clean_environment,
     delete_scenario,
+    local_service_urls,
     pwasync_command,
     start_process,
     start_sandbox,
 )
 
-# The broker and Redis on this machine, as for the demo; PWASYNC_AMQP_URL / _REDIS_URL override.
-AMQP_URL = os.environ.get("PWASYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-REDIS_URL = os.environ.get("PWASYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL, REDIS_URL = local_service_urls()
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -9,7 +9,6 @@ SIGTERM. Scenario ``demo``: its queues and Redis keys are reset first, so runs r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -24,15 +23,14 @@ from services.launcher import (
     SandboxProcess,
     clean_environment,
     delete_scenario,
+    local_service_urls,
     pwasync_command,
     start_process,
     start_sandbox,
 )
 
 SCENARIO = "demo"
-# The broker and Redis on this machine; PWASYNC_AMQP_URL / PWASYNC_REDIS_URL point elsewhere.
-AMQP_URL = os.environ.get("PWASYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-REDIS_URL = os.environ.get("PWASYNC_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL, REDIS_URL = local_service_urls()
 SETTLE_TIMEOUT = 90.0
 
 

@@ -25,6 +25,15 @@ from common.topology import topology_for
 READY = re.compile(r"^sandbox ready at (?P<url>\S+) \(settings in (?P<env>.+)\)$")
 
 
+def local_service_urls() -> tuple[str, str]:
+    """The broker and Redis the demo and the benchmarks use: this machine's, as the quickstart
+    expects them, unless ``PWASYNC_AMQP_URL`` / ``PWASYNC_REDIS_URL`` point elsewhere."""
+    return (
+        os.environ.get("PWASYNC_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        os.environ.get("PWASYNC_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    )
+
+
 def clean_environment(settings: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PWASYNC_")}
     env.update(settings)
