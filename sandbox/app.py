@@ -14,18 +14,25 @@ from sandbox.context import Sandbox
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": f"the sandbox does not emulate {request.url.path}"},
-                        status_code=404)
+    return JSONResponse(
+        {"error": f"the sandbox does not emulate {request.url.path}"}, status_code=404
+    )
 
 
-def create_app(origin: str, seed: Path | None = None,
-               config: SandboxConfig | None = None) -> Starlette:
+def create_app(
+    origin: str, seed: Path | None = None, config: SandboxConfig | None = None
+) -> Starlette:
     """The application for a sandbox reachable at ``origin`` (https://127.0.0.1:N)."""
     sandbox = Sandbox(origin=origin, seed_path=seed, startup_config=config or SandboxConfig())
     site = sandbox.tenant.site_path
     app = Starlette(
-        routes=[*control.routes, *graph.routes, *projectdata.routes(site),
-                *projectserver.routes(site), *entra.routes],
+        routes=[
+            *control.routes,
+            *graph.routes,
+            *projectdata.routes(site),
+            *projectserver.routes(site),
+            *entra.routes,
+        ],
         exception_handlers={404: _not_found},
     )
     app.state.sandbox = sandbox

@@ -78,14 +78,21 @@ class CalendarStore:
     def remove(self, mailbox_id: str, event_id: str) -> Event | None:
         return self._events.get(mailbox_id, {}).pop(event_id, None)
 
-    def by_transaction_id(self, mailbox_id: str, transaction_id: str,
-                          window_s: float | None) -> Event | None:
+    def by_transaction_id(
+        self, mailbox_id: str, transaction_id: str, window_s: float | None
+    ) -> Event | None:
         """The event a retried POST with this transactionId should return instead of a new one.
 
         How long Graph deduplicates is undocumented; ``window_s`` None means as long as the
         earlier event exists.
         """
         oldest = None if window_s is None else datetime.now(UTC) - timedelta(seconds=window_s)
-        return next((event for event in self._events.get(mailbox_id, {}).values()
-                     if event.transaction_id == transaction_id
-                     and (oldest is None or event.created >= oldest)), None)
+        return next(
+            (
+                event
+                for event in self._events.get(mailbox_id, {}).values()
+                if event.transaction_id == transaction_id
+                and (oldest is None or event.created >= oldest)
+            ),
+            None,
+        )

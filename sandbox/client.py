@@ -36,9 +36,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 class SandboxClient:
     def __init__(self, base_url: str, ca_file: str | Path, timeout: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/") + "/_sandbox",
-                                  verify=ssl.create_default_context(cafile=str(ca_file)),
-                                  timeout=timeout)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/_sandbox",
+            verify=ssl.create_default_context(cafile=str(ca_file)),
+            timeout=timeout,
+        )
 
     @classmethod
     def from_env_file(cls, path: Path, timeout: float = 30.0) -> SandboxClient:
@@ -54,8 +56,13 @@ class SandboxClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              params: dict[str, str] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
         response = self._http.request(method, path, json=body, params=params)
         if response.status_code >= 400:
             try:
@@ -96,8 +103,9 @@ class SandboxClient:
 
     def approve_device_code(self, user_code: str, upn: str, decline: bool = False) -> None:
         """Do what the user does in the browser: enter the code and sign in (or decline)."""
-        self._call("POST", "/devicecodes/approve",
-                   {"user_code": user_code, "upn": upn, "decline": decline})
+        self._call(
+            "POST", "/devicecodes/approve", {"user_code": user_code, "upn": upn, "decline": decline}
+        )
 
     def config(self, **changes: Any) -> dict[str, Any]:
         """Change run-time settings (see sandbox/README.md); returns the whole configuration."""
@@ -111,21 +119,38 @@ class SandboxClient:
 
     # -- projects and tasks ----------------------------------------------------------------
 
-    def flag_tasks(self, task_ids: list[str], value: bool | None = True,
-                   field: str = DEFAULT_FLAG_FIELD, publish: bool = True) -> dict[str, Any]:
+    def flag_tasks(
+        self,
+        task_ids: list[str],
+        value: bool | None = True,
+        field: str = DEFAULT_FLAG_FIELD,
+        publish: bool = True,
+    ) -> dict[str, Any]:
         """Set (or with None, clear) a flag custom field on tasks and publish their projects."""
-        return self._call("POST", "/tasks/flag", {"task_ids": task_ids, "value": value,
-                                                  "field": field, "publish": publish})
+        return self._call(
+            "POST",
+            "/tasks/flag",
+            {"task_ids": task_ids, "value": value, "field": field, "publish": publish},
+        )
 
     def publish_project(self, project_id: str) -> dict[str, Any]:
         return self._call("POST", f"/projects/{project_id}/publish")
 
-    def create_project(self, name: str, tasks: list[dict[str, Any]], project_type: int = 0,
-                       publish: bool = True, **spec: Any) -> dict[str, Any]:
+    def create_project(
+        self,
+        name: str,
+        tasks: list[dict[str, Any]],
+        project_type: int = 0,
+        publish: bool = True,
+        **spec: Any,
+    ) -> dict[str, Any]:
         """Create a project from the seed's project spec (tasks: name, start, finish, parent,
         assignees, flag, milestone, percent_complete, custom); returns its ids."""
-        return self._call("POST", "/projects", {"name": name, "type": project_type,
-                                                "tasks": tasks, "publish": publish, **spec})
+        return self._call(
+            "POST",
+            "/projects",
+            {"name": name, "type": project_type, "tasks": tasks, "publish": publish, **spec},
+        )
 
     def add_task(self, project_id: str, publish: bool = True, **task: Any) -> dict[str, Any]:
         return self._call("POST", f"/projects/{project_id}/tasks", {**task, "publish": publish})
@@ -135,8 +160,7 @@ class SandboxClient:
         return self._call("PATCH", f"/tasks/{task_id}", {**changes, "publish": publish})
 
     def delete_task(self, task_id: str, publish: bool = True) -> dict[str, Any]:
-        return self._call("DELETE", f"/tasks/{task_id}",
-                          params={"publish": str(publish).lower()})
+        return self._call("DELETE", f"/tasks/{task_id}", params={"publish": str(publish).lower()})
 
     def update_project(self, project_id: str, publish: bool = True, **changes: Any) -> dict:
         """Change ``type`` (6 = master project) or ``name``, and publish."""
@@ -145,14 +169,30 @@ class SandboxClient:
     def delete_project(self, project_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/projects/{project_id}")
 
-    def generate(self, projects: int = 1, tasks_per_project: int = 10, flagged: bool = False,
-                 assignees_per_task: int = 1, mailboxes: int = 5, project_type: int = 0,
-                 **options: Any) -> dict[str, Any]:
+    def generate(
+        self,
+        projects: int = 1,
+        tasks_per_project: int = 10,
+        flagged: bool = False,
+        assignees_per_task: int = 1,
+        mailboxes: int = 5,
+        project_type: int = 0,
+        **options: Any,
+    ) -> dict[str, Any]:
         """Bulk data; returns project_ids, task_ids, resource_ids and mailboxes (UPNs)."""
-        return self._call("POST", "/generate", {
-            "projects": projects, "tasks_per_project": tasks_per_project, "flagged": flagged,
-            "assignees_per_task": assignees_per_task, "mailboxes": mailboxes,
-            "project_type": project_type, **options})
+        return self._call(
+            "POST",
+            "/generate",
+            {
+                "projects": projects,
+                "tasks_per_project": tasks_per_project,
+                "flagged": flagged,
+                "assignees_per_task": assignees_per_task,
+                "mailboxes": mailboxes,
+                "project_type": project_type,
+                **options,
+            },
+        )
 
     # -- mailboxes -------------------------------------------------------------------------
 

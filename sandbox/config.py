@@ -62,8 +62,11 @@ class FaultPlan:
         """Change one knob; raises ValueError naming it when the value does not fit."""
         if name not in {f.name for f in dataclasses.fields(self)}:
             raise ValueError(f"faults.{surface}.{name} is not a known fault setting")
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
-            name.endswith("_ratio") and value > 1
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+            or (name.endswith("_ratio") and value > 1)
         ):
             limit = "a ratio in [0, 1]" if name.endswith("_ratio") else "a non-negative number"
             raise ValueError(f"faults.{surface}.{name} must be {limit}")
@@ -107,7 +110,7 @@ class SandboxConfig:
 
     def _update_faults(self, value: Any) -> None:
         if not isinstance(value, dict):
-            raise ValueError("faults must be an object like {\"graph\": {\"throttle_ratio\": 0.1}}")
+            raise ValueError('faults must be an object like {"graph": {"throttle_ratio": 0.1}}')
         for surface, ratios in value.items():
             if surface not in self.faults:
                 raise ValueError(f"faults.{surface}: unknown fault surface; known: graph, pwa")
@@ -125,8 +128,7 @@ class SandboxConfig:
 
     def _update_row_overrides(self, value: Any) -> None:
         if not isinstance(value, dict) or not all(
-            isinstance(row, dict) and all(isinstance(p, str) for p in row)
-            for row in value.values()
+            isinstance(row, dict) and all(isinstance(p, str) for p in row) for row in value.values()
         ):
             raise ValueError("task_row_overrides must map task ids to {property: raw value}")
         self.task_row_overrides = {str(task).lower(): dict(row) for task, row in value.items()}

@@ -71,8 +71,12 @@ def _local(value: Any) -> str | None:
 
 
 async def health(request: Request, sandbox: Sandbox) -> dict[str, Any]:
-    return {"status": "ok", "origin": sandbox.origin, "tenant_id": sandbox.tenant.id,
-            "events": len(sandbox.calendar.all_events())}
+    return {
+        "status": "ok",
+        "origin": sandbox.origin,
+        "tenant_id": sandbox.tenant.id,
+        "events": len(sandbox.calendar.all_events()),
+    }
 
 
 async def reset(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -83,27 +87,60 @@ async def reset(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 async def tenant(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     t = sandbox.tenant
     return {
-        "tenant_id": t.id, "domain": t.domain, "pwa_site_url": sandbox.pwa_site_url,
-        "time_zone": t.time_zone.key, "service": t.service, "demo": t.demo,
+        "tenant_id": t.id,
+        "domain": t.domain,
+        "pwa_site_url": sandbox.pwa_site_url,
+        "time_zone": t.time_zone.key,
+        "service": t.service,
+        "demo": t.demo,
         "entity_types": t.entity_types,
-        "users": [{"id": u.id, "upn": u.upn, "display_name": u.display_name,
-                   "mailbox": u.mailbox.value, "pwa_permissions": sorted(u.pwa_permissions),
-                   "mfa_required": u.mfa_required, "locked": u.locked} for u in t.users.values()],
-        "apps": [{"client_id": a.client_id, "display_name": a.display_name,
-                  "kind": "public" if a.is_public else "confidential"} for a in t.apps.values()],
-        "resources": [{"id": r.id, "name": r.name, "email": r.email, "is_active": r.is_active}
-                      for r in t.resources.values()],
-        "custom_fields": [{"id": f.id, "name": f.name, "field_type": f.field_type,
-                           "internal_name": f.internal_name} for f in t.custom_fields.values()],
+        "users": [
+            {
+                "id": u.id,
+                "upn": u.upn,
+                "display_name": u.display_name,
+                "mailbox": u.mailbox.value,
+                "pwa_permissions": sorted(u.pwa_permissions),
+                "mfa_required": u.mfa_required,
+                "locked": u.locked,
+            }
+            for u in t.users.values()
+        ],
+        "apps": [
+            {
+                "client_id": a.client_id,
+                "display_name": a.display_name,
+                "kind": "public" if a.is_public else "confidential",
+            }
+            for a in t.apps.values()
+        ],
+        "resources": [
+            {"id": r.id, "name": r.name, "email": r.email, "is_active": r.is_active}
+            for r in t.resources.values()
+        ],
+        "custom_fields": [
+            {
+                "id": f.id,
+                "name": f.name,
+                "field_type": f.field_type,
+                "internal_name": f.internal_name,
+            }
+            for f in t.custom_fields.values()
+        ],
         "projects": [_project_summary(p) for p in t.projects.values()],
     }
 
 
 def _project_summary(project: Project) -> dict[str, Any]:
-    return {"id": project.id, "name": project.draft.name, "type": project.project_type,
-            "summary_task_id": project.summary_task_id, "published": project.published is not None,
-            "modified": _local(project.modified),
-            "task_ids": [task.id for task in project.draft.tasks]}
+    return {
+        "id": project.id,
+        "name": project.draft.name,
+        "type": project.project_type,
+        "summary_task_id": project.summary_task_id,
+        "published": project.published is not None,
+        "modified": _local(project.modified),
+        "task_ids": [task.id for task in project.draft.tasks],
+    }
 
 
 async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -119,8 +156,13 @@ async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
         user.mailbox = MailboxKind(body["mailbox"])
     if "pwa_permissions" in body:
         user.pwa_permissions = frozenset(body["pwa_permissions"])
-    return {"upn": user.upn, "mailbox": user.mailbox.value, "locked": user.locked,
-            "mfa_required": user.mfa_required, "pwa_permissions": sorted(user.pwa_permissions)}
+    return {
+        "upn": user.upn,
+        "mailbox": user.mailbox.value,
+        "locked": user.locked,
+        "mfa_required": user.mfa_required,
+        "pwa_permissions": sorted(user.pwa_permissions),
+    }
 
 
 async def revoke_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -132,21 +174,34 @@ async def revoke_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 
 async def device_codes(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     now = time.time()
-    return {"pending": [
-        {"user_code": c.user_code, "client_id": c.client_id, "scope": c.scope,
-         "expires_in": max(0, int(c.expires_at - now)), "approved_by": c.approved_upn}
-        for c in sandbox.device_codes.values() if c.expires_at > now]}
+    return {
+        "pending": [
+            {
+                "user_code": c.user_code,
+                "client_id": c.client_id,
+                "scope": c.scope,
+                "expires_in": max(0, int(c.expires_at - now)),
+                "approved_by": c.approved_upn,
+            }
+            for c in sandbox.device_codes.values()
+            if c.expires_at > now
+        ]
+    }
 
 
 async def approve_device_code(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     body = await _body(request)
     try:
-        code = entra.approve_device_code(sandbox, str(body["user_code"]), str(body["upn"]),
-                                         bool(body.get("decline", False)))
+        code = entra.approve_device_code(
+            sandbox, str(body["user_code"]), str(body["upn"]), bool(body.get("decline", False))
+        )
     except KeyError as error:
         raise StateError(str(error.args[0]), 404) from error
-    return {"user_code": code.user_code, "approved_by": code.approved_upn,
-            "declined": code.declined}
+    return {
+        "user_code": code.user_code,
+        "approved_by": code.approved_upn,
+        "declined": code.declined,
+    }
 
 
 async def get_config(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -182,9 +237,11 @@ async def flag_tasks(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     body = await _body(request)
     field = body.get("field", DEFAULT_FLAG_FIELD)
     if sandbox.tenant.field_by_name(field) is None:
-        raise StateError(f"custom field {field!r} does not exist yet; create it first "
-                         "(pwasync fields create, or POST …/_api/ProjectServer/CustomFields/Add)",
-                         409)
+        raise StateError(
+            f"custom field {field!r} does not exist yet; create it first "
+            "(pwasync fields create, or POST …/_api/ProjectServer/CustomFields/Add)",
+            409,
+        )
     touched: dict[str, Project] = {}
     for task_id in body["task_ids"]:
         project, task = sandbox.tenant.draft_task(task_id)
@@ -201,24 +258,35 @@ async def publish_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 
 async def create_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     body = await _body(request)
-    project = add_project(sandbox.tenant, body, publish=_publish_flag(request, body),
-                          flag_field=body.get("flag_field", DEFAULT_FLAG_FIELD))
-    return {**_project_summary(project), "project_id": project.id,
-            "assignment_ids": [a.id for t in project.draft.tasks for a in t.assignments]}
+    project = add_project(
+        sandbox.tenant,
+        body,
+        publish=_publish_flag(request, body),
+        flag_field=body.get("flag_field", DEFAULT_FLAG_FIELD),
+    )
+    return {
+        **_project_summary(project),
+        "project_id": project.id,
+        "assignment_ids": [a.id for t in project.draft.tasks for a in t.assignments],
+    }
 
 
 async def add_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     project = sandbox.tenant.project(request.path_params["project_id"])
     body = await _body(request)
     plan = project.draft
-    task = task_from_spec(sandbox.tenant, plan, body, sandbox.tenant.now(),
-                          body.get("flag_field", DEFAULT_FLAG_FIELD))
+    task = task_from_spec(
+        sandbox.tenant, plan, body, sandbox.tenant.now(), body.get("flag_field", DEFAULT_FLAG_FIELD)
+    )
     position = plan.subtree_end(task.parent_id) if task.parent_id else len(plan.tasks)
     plan.tasks.insert(position, task)
     if _publish_flag(request, body):
         _publish(sandbox, [project])
-    return {"task_id": task.id, "project_id": project.id,
-            "assignment_ids": [a.id for a in task.assignments]}
+    return {
+        "task_id": task.id,
+        "project_id": project.id,
+        "assignment_ids": [a.id for a in task.assignments],
+    }
 
 
 async def update_task(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -281,15 +349,22 @@ async def generate_data(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 def event_json(event: Event) -> dict[str, Any]:
     props = event.properties
     return {
-        "mailbox": event.mailbox_upn, "id": event.id, "subject": props.get("subject", ""),
+        "mailbox": event.mailbox_upn,
+        "id": event.id,
+        "subject": props.get("subject", ""),
         "start": event.start.astimezone(UTC).isoformat(),
         "end": event.end.astimezone(UTC).isoformat(),
-        "start_time_zone": event.start_zone, "end_time_zone": event.end_zone,
-        "is_all_day": props.get("isAllDay", False), "show_as": props.get("showAs", "busy"),
-        "categories": props.get("categories", []), "transaction_id": event.transaction_id,
+        "start_time_zone": event.start_zone,
+        "end_time_zone": event.end_zone,
+        "is_all_day": props.get("isAllDay", False),
+        "show_as": props.get("showAs", "busy"),
+        "categories": props.get("categories", []),
+        "transaction_id": event.transaction_id,
         "body": (props.get("body") or {}).get("content", ""),
-        "extended_properties": dict(event.extended), "change_key": event.change_key,
-        "created": event.created.isoformat(), "modified": event.modified.isoformat(),
+        "extended_properties": dict(event.extended),
+        "change_key": event.change_key,
+        "created": event.created.isoformat(),
+        "modified": event.modified.isoformat(),
     }
 
 

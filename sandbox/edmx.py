@@ -20,18 +20,23 @@ def metadata_document(tenant: Tenant) -> str:
         properties = "".join(
             f"<Property Name={quoteattr(name)} Type={quoteattr(edm_type)} "
             f"Nullable={quoteattr(str(name not in entity_set.keys).lower())}/>"
-            for name, edm_type in entity_set.all_properties(tenant).items())
-        types.append(f"<EntityType Name={quoteattr(entity_set.type_name)}><Key>{keys}</Key>"
-                     f"{properties}</EntityType>")
-        sets.append(f"<EntitySet Name={quoteattr(entity_set.name)} "
-                    f"EntityType=\"{NAMESPACE}.{entity_set.type_name}\"/>")
+            for name, edm_type in entity_set.all_properties(tenant).items()
+        )
+        types.append(
+            f"<EntityType Name={quoteattr(entity_set.type_name)}><Key>{keys}</Key>"
+            f"{properties}</EntityType>"
+        )
+        sets.append(
+            f"<EntitySet Name={quoteattr(entity_set.name)} "
+            f'EntityType="{NAMESPACE}.{entity_set.type_name}"/>'
+        )
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx">'
         '<edmx:DataServices m:DataServiceVersion="3.0" m:MaxDataServiceVersion="3.0" '
         'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">'
         f'<Schema Namespace="{NAMESPACE}" xmlns="http://schemas.microsoft.com/ado/2009/11/edm">'
-        f'{"".join(types)}'
+        f"{''.join(types)}"
         f'<EntityContainer Name="{NAMESPACE}" m:IsDefaultEntityContainer="true">'
-        f'{"".join(sets)}</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>'
+        f"{''.join(sets)}</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>"
     )

@@ -38,11 +38,18 @@ ACCESS_DENIED = "Access is denied. Check credentials and try again."
 
 _MAILBOX = r"^/(?:users/(?P<user>[^/]+)|(?P<me>me))(?:/calendar)?/events"
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Callable]]] = [
-    (re.compile(_MAILBOX + "$"),
-     {"GET": graph_events.list_events, "POST": graph_events.create_event}),
-    (re.compile(_MAILBOX + "/(?P<event>[^/]+)$"),
-     {"GET": graph_events.get_event, "PATCH": graph_events.update_event,
-      "DELETE": graph_events.delete_event}),
+    (
+        re.compile(_MAILBOX + "$"),
+        {"GET": graph_events.list_events, "POST": graph_events.create_event},
+    ),
+    (
+        re.compile(_MAILBOX + "/(?P<event>[^/]+)$"),
+        {
+            "GET": graph_events.get_event,
+            "PATCH": graph_events.update_event,
+            "DELETE": graph_events.delete_event,
+        },
+    ),
     (re.compile(_MAILBOX + "/(?P<event>[^/]+)/cancel$"), {"POST": graph_events.cancel_event}),
 ]
 
@@ -60,21 +67,20 @@ class GraphApi:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
 
-    async def handle(self, request: GraphRequest,
-                     batch_gate: BatchGate | None = None) -> GraphResponse:
+    async def handle(
+        self, request: GraphRequest, batch_gate: BatchGate | None = None
+    ) -> GraphResponse:
         request_id = str(uuid.uuid4())
         client_request_id = request.headers.get("client-request-id") or request_id
         try:
             response = await self._process(request, batch_gate)
         except GraphError as error:
             response = error.response(request_id, client_request_id)
-        response.headers.update({"request-id": request_id,
-                                 "client-request-id": client_request_id})
+        response.headers.update({"request-id": request_id, "client-request-id": client_request_id})
         self.sandbox.stats.graph_response(request.method, response.status)
         return response
 
-    async def _process(self, request: GraphRequest,
-                       batch_gate: BatchGate | None) -> GraphResponse:
+    async def _process(self, request: GraphRequest, batch_gate: BatchGate | None) -> GraphResponse:
         principal = self._authenticate(request)
         route = _route(request)
         mailbox = self._mailbox(route, principal)
@@ -82,46 +88,62 @@ class GraphApi:
         status = self.sandbox.config.faults["graph"].draw(self.sandbox.rng)
         if status:
             self.sandbox.stats.fault("graph", "throttle" if status == 429 else "unavailable")
-            raise GraphError(status, "TooManyRequests" if status == 429 else "ServiceUnavailable",
-                             "Please retry again later." if status == 429 else
-                             "The service is temporarily unavailable.", {"Retry-After": "1"})
+            raise GraphError(
+                status,
+                "TooManyRequests" if status == 429 else "ServiceUnavailable",
+                "Please retry again later."
+                if status == 429
+                else "The service is temporarily unavailable.",
+                {"Retry-After": "1"},
+            )
         gate = batch_gate(mailbox.id) if batch_gate else nullcontext()
         async with gate:
             return await self._run(request, route, mailbox)
 
     async def _run(self, request: GraphRequest, route: _Route, mailbox: User) -> GraphResponse:
         config = self.sandbox.config
-        duration = (config.graph_latency_ms
-                    + self.sandbox.rng.uniform(0, config.graph_latency_jitter_ms)) / 1000
+        duration = (
+            config.graph_latency_ms + self.sandbox.rng.uniform(0, config.graph_latency_jitter_ms)
+        ) / 1000
         throttle = self.sandbox.throttle
         try:
-            slot = throttle.admit(mailbox.id, duration,
-                                  concurrency_limit=config.mailbox_concurrency_limit,
-                                  budget=config.mailbox_budget,
-                                  window_s=config.mailbox_budget_window_s)
+            slot = throttle.admit(
+                mailbox.id,
+                duration,
+                concurrency_limit=config.mailbox_concurrency_limit,
+                budget=config.mailbox_budget,
+                window_s=config.mailbox_budget_window_s,
+            )
         except Throttled as throttled:
-            raise GraphError(429, throttled.code, throttled.message,
-                             {"Retry-After": format_retry_after(throttled.retry_after_s)}
-                             ) from throttled
-        self.sandbox.stats.graph_concurrency(mailbox.upn, throttle.in_flight(mailbox.id),
-                                             throttle.in_flight_overall)
+            raise GraphError(
+                429,
+                throttled.code,
+                throttled.message,
+                {"Retry-After": format_retry_after(throttled.retry_after_s)},
+            ) from throttled
+        self.sandbox.stats.graph_concurrency(
+            mailbox.upn, throttle.in_flight(mailbox.id), throttle.in_flight_overall
+        )
         try:
             if duration:
                 await asyncio.sleep(duration)
-            call = graph_events.EventCall(self.sandbox, request, mailbox,
-                                          route.user_segment or "me", route.event_id)
+            call = graph_events.EventCall(
+                self.sandbox, request, mailbox, route.user_segment or "me", route.event_id
+            )
             return route.handler(call)
         finally:
             throttle.release(slot)
 
     def _authenticate(self, request: GraphRequest) -> Principal:
         try:
-            principal = self.sandbox.signer.verify(bearer_token(request.headers.get(
-                "authorization")))
+            principal = self.sandbox.signer.verify(
+                bearer_token(request.headers.get("authorization"))
+            )
         except TokenError as error:
-            message = {MISSING: "Access token is empty.",
-                       EXPIRED: "Lifetime validation failed, the token is expired."}.get(
-                error.reason, "Access token validation failure.")
+            message = {
+                MISSING: "Access token is empty.",
+                EXPIRED: "Lifetime validation failed, the token is expired.",
+            }.get(error.reason, "Access token validation failure.")
             raise _unauthenticated(message) from error
         if principal.audience != GRAPH_RESOURCE:
             raise _unauthenticated("Access token validation failure. Invalid audience.")
@@ -130,8 +152,11 @@ class GraphApi:
     def _mailbox(self, route: _Route, principal: Principal) -> User:
         if route.user_segment is None:
             if principal.is_app_only:
-                raise GraphError(400, "BadRequest",
-                                 "/me request is only valid with delegated authentication flow.")
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    "/me request is only valid with delegated authentication flow.",
+                )
             segment = principal.upn or ""
         else:
             segment = route.user_segment
@@ -139,19 +164,26 @@ class GraphApi:
         if user is None:
             raise GraphError(404, "ErrorInvalidUser", f"The requested user '{segment}' is invalid.")
         if user.mailbox is MailboxKind.NO:
-            raise GraphError(404, "MailboxNotEnabledForRESTAPI",
-                             "REST API is not yet supported for this mailbox.")
+            raise GraphError(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "REST API is not yet supported for this mailbox.",
+            )
         if user.mailbox is MailboxKind.UNLICENSED:
-            raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either "
-                             "inactive, soft-deleted, or is hosted on-premise.")
+            raise GraphError(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            )
         return user
 
 
 def _unauthenticated(message: str) -> GraphError:
-    challenge = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
-                 'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
-    return GraphError(401, "InvalidAuthenticationToken", message,
-                      {"WWW-Authenticate": challenge})
+    challenge = (
+        'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+        'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+    )
+    return GraphError(401, "InvalidAuthenticationToken", message, {"WWW-Authenticate": challenge})
 
 
 def _route(request: GraphRequest) -> _Route:
@@ -159,10 +191,16 @@ def _route(request: GraphRequest) -> _Route:
         match = pattern.match(request.path)
         if match:
             if request.method not in handlers:
-                raise GraphError(405, "Request_BadRequest",
-                                 f"The HTTP method '{request.method}' is not allowed here.")
-            return _Route(handlers[request.method], match["user"], match["event"]
-                          if "event" in pattern.groupindex else None)
+                raise GraphError(
+                    405,
+                    "Request_BadRequest",
+                    f"The HTTP method '{request.method}' is not allowed here.",
+                )
+            return _Route(
+                handlers[request.method],
+                match["user"],
+                match["event"] if "event" in pattern.groupindex else None,
+            )
     segment = next((s for s in request.path.split("/") if s), "")
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
 
@@ -184,9 +222,13 @@ def _authorize(principal: Principal, mailbox: User, method: str) -> None:
 def _to_http(response: GraphResponse) -> Response:
     if response.body is None:
         return Response(status_code=response.status, headers=response.headers)
-    return Response(json.dumps(response.body), status_code=response.status,
-                    headers=response.headers, media_type="application/json;odata.metadata=minimal;"
-                    "odata.streaming=true;IEEE754Compatible=false;charset=utf-8")
+    return Response(
+        json.dumps(response.body),
+        status_code=response.status,
+        headers=response.headers,
+        media_type="application/json;odata.metadata=minimal;"
+        "odata.streaming=true;IEEE754Compatible=false;charset=utf-8",
+    )
 
 
 async def _endpoint(request: Request) -> Response:
@@ -210,5 +252,4 @@ async def _serve(request: Request) -> Response:
     return _to_http(await api.handle(graph_request))
 
 
-routes = [Route("/v1.0/{path:path}", _endpoint,
-                methods=["GET", "POST", "PATCH", "PUT", "DELETE"])]
+routes = [Route("/v1.0/{path:path}", _endpoint, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])]

@@ -64,17 +64,29 @@ async def _execute(api: GraphApi, items: list[_Item]) -> list[dict[str, Any]]:
         for dependency in item.depends_on:
             await finished[dependency].wait()
         if any(statuses[d] >= 400 for d in item.depends_on):
-            response = GraphResponse(424, {"error": {
-                "code": "FailedDependency",
-                "message": "The request depends on a request that failed."}})
+            response = GraphResponse(
+                424,
+                {
+                    "error": {
+                        "code": "FailedDependency",
+                        "message": "The request depends on a request that failed.",
+                    }
+                },
+            )
         else:
             response = await api.handle(item.request, gate)
         statuses[item.id] = response.status
         headers = {k: v for k, v in response.headers.items() if k in _ITEM_HEADERS}
         if response.body is not None:
             headers.setdefault("Content-Type", "application/json")
-        responses.append({"id": item.id, "status": response.status, "headers": headers,
-                          **({"body": response.body} if response.body is not None else {})})
+        responses.append(
+            {
+                "id": item.id,
+                "status": response.status,
+                "headers": headers,
+                **({"body": response.body} if response.body is not None else {}),
+            }
+        )
         finished[item.id].set()
 
     await asyncio.gather(*(run(item) for item in items))
@@ -99,36 +111,52 @@ def _parse(batch: GraphRequest) -> list[_Item]:
     for item in items:
         unknown = [d for d in item.depends_on if d not in ids or d == item.id]
         if unknown:
-            raise _invalid(f"Request id '{item.id}' depends on unknown request id "
-                           f"'{unknown[0]}'.")
+            raise _invalid(f"Request id '{item.id}' depends on unknown request id '{unknown[0]}'.")
     return items
 
 
 def _item(batch: GraphRequest, raw: Any) -> _Item:
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str)
-                                            for k in ("id", "method", "url")):
-        raise _invalid("Invalid batch payload format: every request needs an id, a method and "
-                       "a url.")
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k), str) for k in ("id", "method", "url")
+    ):
+        raise _invalid(
+            "Invalid batch payload format: every request needs an id, a method and a url."
+        )
     method, url = raw["method"].upper(), raw["url"]
     if method not in METHODS:
         raise _invalid(f"Invalid method '{raw['method']}' in request id '{raw['id']}'.")
     split = urlsplit(url)
     if split.scheme or split.netloc:
-        raise _invalid("Invalid request URL: batch requests must use URLs relative to the "
-                       "version (e.g. /users/{id}/events).")
+        raise _invalid(
+            "Invalid request URL: batch requests must use URLs relative to the "
+            "version (e.g. /users/{id}/events)."
+        )
     headers = {str(k).lower(): str(v) for k, v in (raw.get("headers") or {}).items()}
     body = raw.get("body")
     if body is not None and "content-type" not in headers:
-        raise _invalid(f"Write request id : {raw['id']} does not contain Content-Type header "
-                       "or body.")
+        raise _invalid(
+            f"Write request id : {raw['id']} does not contain Content-Type header or body."
+        )
     if "authorization" in batch.headers:  # the batch's token authenticates every item
         headers["authorization"] = batch.headers["authorization"]
-    encoded = (json.dumps(body) if not isinstance(body, str) else body).encode() \
-        if body is not None else b""
+    encoded = (
+        (json.dumps(body) if not isinstance(body, str) else body).encode()
+        if body is not None
+        else b""
+    )
     depends_on = raw.get("dependsOn") or []
     path = "/" + split.path.lstrip("/")
     if path == "/$batch":
         raise _invalid("A batch cannot contain another batch.")
-    return _Item(raw["id"], tuple(str(d) for d in depends_on), GraphRequest(
-        method=method, path=path, query=parse_qsl(split.query, keep_blank_values=True),
-        headers=headers, body=encoded, base_url=batch.base_url))
+    return _Item(
+        raw["id"],
+        tuple(str(d) for d in depends_on),
+        GraphRequest(
+            method=method,
+            path=path,
+            query=parse_qsl(split.query, keep_blank_values=True),
+            headers=headers,
+            body=encoded,
+            base_url=batch.base_url,
+        ),
+    )

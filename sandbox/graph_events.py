@@ -29,22 +29,59 @@ _ENUMS = {
     "sensitivity": {"normal", "personal", "private", "confidential"},
 }
 _WRITABLE: dict[str, type | tuple[type, ...]] = {
-    "subject": str, "body": dict, "start": dict, "end": dict, "location": dict,
-    "locations": list, "attendees": list, "categories": list, "importance": str,
-    "sensitivity": str, "showAs": str, "isAllDay": bool, "isReminderOn": bool,
-    "reminderMinutesBeforeStart": int, "responseRequested": bool,
-    "allowNewTimeProposals": bool, "hideAttendees": bool, "isOnlineMeeting": bool,
-    "onlineMeetingProvider": str, "transactionId": str, "singleValueExtendedProperties": list,
-    "recurrence": (dict, type(None)), "originalStartTimeZone": str, "originalEndTimeZone": str,
+    "subject": str,
+    "body": dict,
+    "start": dict,
+    "end": dict,
+    "location": dict,
+    "locations": list,
+    "attendees": list,
+    "categories": list,
+    "importance": str,
+    "sensitivity": str,
+    "showAs": str,
+    "isAllDay": bool,
+    "isReminderOn": bool,
+    "reminderMinutesBeforeStart": int,
+    "responseRequested": bool,
+    "allowNewTimeProposals": bool,
+    "hideAttendees": bool,
+    "isOnlineMeeting": bool,
+    "onlineMeetingProvider": str,
+    "transactionId": str,
+    "singleValueExtendedProperties": list,
+    "recurrence": (dict, type(None)),
+    "originalStartTimeZone": str,
+    "originalEndTimeZone": str,
 }
 # Server-set properties a client may echo back; Graph ignores them on write.
-_IGNORED = {"@odata.type", "@odata.etag", "id", "createdDateTime", "lastModifiedDateTime",
-            "changeKey", "iCalUId", "uid", "webLink", "organizer", "bodyPreview", "type"}
-_EDM_NAMES = {str: "Edm.String", bool: "Edm.Boolean", int: "Edm.Int32", dict: "complex type",
-              list: "collection"}
+_IGNORED = {
+    "@odata.type",
+    "@odata.etag",
+    "id",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "changeKey",
+    "iCalUId",
+    "uid",
+    "webLink",
+    "organizer",
+    "bodyPreview",
+    "type",
+}
+_EDM_NAMES = {
+    str: "Edm.String",
+    bool: "Edm.Boolean",
+    int: "Edm.Int32",
+    dict: "complex type",
+    list: "collection",
+}
 _EXTENDED_ID = re.compile(
     r"^(?P<type>\w+)\s+(?:\{(?P<guid>[0-9a-fA-F-]{36})\}\s+(?P<kind>Name|Id)\s+(?P<name>.+)"
-    r"|(?P<tag>0x[0-9a-fA-F]{1,4}))$", re.IGNORECASE)
+    r"|(?P<tag>0x[0-9a-fA-F]{1,4}))$",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True)
 class EventCall:
@@ -57,8 +94,9 @@ class EventCall:
     def event(self) -> Event:
         event = self.sandbox.calendar.get(self.mailbox.id, self.event_id or "")
         if event is None:
-            raise GraphError(404, "ErrorItemNotFound",
-                             "The specified object was not found in the store.")
+            raise GraphError(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
         return event
 
 
@@ -69,24 +107,36 @@ class EventCall:
 def create_event(call: EventCall) -> GraphResponse:
     payload = _payload(call.request)
     if "start" not in payload or "end" not in payload:
-        raise GraphError(400, "ErrorInvalidRequest",
-                         "Your request can't be completed. An event needs a start and an end.")
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. An event needs a start and an end.",
+        )
     start, start_zone = _date_time(payload["start"])
     end, end_zone = _date_time(payload["end"])
     _check_span(start, end, start_zone, end_zone, payload)
     transaction_id = payload.get("transactionId")
     calendar = call.sandbox.calendar
     if transaction_id:
-        earlier = calendar.by_transaction_id(call.mailbox.id, transaction_id,
-                                             call.sandbox.config.transaction_id_window_s)
+        earlier = calendar.by_transaction_id(
+            call.mailbox.id, transaction_id, call.sandbox.config.transaction_id_window_s
+        )
         if earlier:  # a retried POST: hand back the event the first attempt created
             return _rendered(call, earlier, 201)
     now = datetime.now(UTC)
     event = Event(
-        id=new_event_id(), mailbox_id=call.mailbox.id, mailbox_upn=call.mailbox.upn,
-        ical_uid=new_ical_uid(), change_key=new_change_key(), created=now, modified=now,
-        start=start, end=end, start_zone=payload.get("originalStartTimeZone", start_zone),
-        end_zone=payload.get("originalEndTimeZone", end_zone), transaction_id=transaction_id,
+        id=new_event_id(),
+        mailbox_id=call.mailbox.id,
+        mailbox_upn=call.mailbox.upn,
+        ical_uid=new_ical_uid(),
+        change_key=new_change_key(),
+        created=now,
+        modified=now,
+        start=start,
+        end=end,
+        start_zone=payload.get("originalStartTimeZone", start_zone),
+        end_zone=payload.get("originalEndTimeZone", end_zone),
+        transaction_id=transaction_id,
     )
     _apply(event, payload)
     calendar.add(event)
@@ -101,10 +151,14 @@ def update_event(call: EventCall) -> GraphResponse:
     event = call.event()
     payload = _payload(call.request)
     if "transactionId" in payload and payload["transactionId"] != event.transaction_id:
-        raise GraphError(400, "ErrorInvalidRequest",
-                         "The property 'transactionId' cannot be changed after creation.")
-    start, start_zone = _date_time(payload["start"]) if "start" in payload else (
-        event.start, event.start_zone)
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "The property 'transactionId' cannot be changed after creation.",
+        )
+    start, start_zone = (
+        _date_time(payload["start"]) if "start" in payload else (event.start, event.start_zone)
+    )
     end, end_zone = _date_time(payload["end"]) if "end" in payload else (event.end, event.end_zone)
     _check_span(start, end, start_zone, end_zone, {**event.properties, **payload})
     event.start, event.end = start, end
@@ -140,17 +194,17 @@ def list_events(call: EventCall) -> GraphResponse:
         raise GraphError(400, "BadRequest", str(error)) from error
     if order:
         by_id = {e.id: e for e in events}
-        events = [by_id[row["id"]] for row in apply_orderby(
-            [filter_row(e) for e in events], order)]
+        events = [by_id[row["id"]] for row in apply_orderby([filter_row(e) for e in events], order)]
     size = min(top or call.sandbox.config.graph_page_size, MAX_PAGE)
-    page = events[skip:skip + size]
+    page = events[skip : skip + size]
     body: dict[str, Any] = {
         "@odata.context": f"{request.base_url}/$metadata#users('{call.user_segment}')/events",
         "value": [representation(call, e) for e in page],
     }
     if len(events) > skip + len(page):
-        body["@odata.nextLink"] = with_query(f"{request.base_url}{request.path}", request.query,
-                                             {"$skip": str(skip + len(page))})
+        body["@odata.nextLink"] = with_query(
+            f"{request.base_url}{request.path}", request.query, {"$skip": str(skip + len(page))}
+        )
     return GraphResponse(200, body, preference_headers(call))
 
 
@@ -167,20 +221,29 @@ def _payload(request: GraphRequest) -> dict[str, Any]:
             continue
         expected = _WRITABLE.get(name)
         if expected is None:
-            raise GraphError(400, "RequestBodyRead", f"The property '{name}' does not exist on "
-                             "type 'microsoft.graph.event'. Make sure to only use property names "
-                             "that are defined by the type or mark the type as open type.")
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                f"The property '{name}' does not exist on "
+                "type 'microsoft.graph.event'. Make sure to only use property names "
+                "that are defined by the type or mark the type as open type.",
+            )
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             type_name = _EDM_NAMES.get(expected if isinstance(expected, type) else dict)
-            raise GraphError(400, "RequestBodyRead", "Cannot convert a primitive value to the "
-                             f"expected type '{type_name}'. See the inner exception for more "
-                             "details.")
+            raise GraphError(
+                400,
+                "RequestBodyRead",
+                "Cannot convert a primitive value to the "
+                f"expected type '{type_name}'. See the inner exception for more "
+                "details.",
+            )
         if name in _ENUMS and value not in _ENUMS[name]:
             raise GraphError(400, "RequestBodyRead", f"Requested value '{value}' was not found.")
     payload = {k: v for k, v in payload.items() if k not in _IGNORED}
     if "singleValueExtendedProperties" in payload:
         payload["singleValueExtendedProperties"] = [
-            _extended_property(p) for p in payload["singleValueExtendedProperties"]]
+            _extended_property(p) for p in payload["singleValueExtendedProperties"]
+        ]
     return payload
 
 
@@ -188,41 +251,63 @@ def _date_time(value: dict[str, Any]) -> tuple[datetime, str]:
     zone = value.get("timeZone") or "UTC"
     text = value.get("dateTime")
     if not isinstance(text, str):
-        raise GraphError(400, "ErrorInvalidRequest",
-                         "Your request can't be completed. A dateTimeTimeZone needs a dateTime.")
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. A dateTimeTimeZone needs a dateTime.",
+        )
     try:
         resolve(zone)
     except UnknownTimeZone as error:
-        raise GraphError(400, "TimeZoneNotSupportedException", "A valid TimeZone value must be "
-                         f"specified. The following TimeZone value is not supported: '{zone}'."
-                         ) from error
+        raise GraphError(
+            400,
+            "TimeZoneNotSupportedException",
+            "A valid TimeZone value must be "
+            f"specified. The following TimeZone value is not supported: '{zone}'.",
+        ) from error
     try:  # Graph writes seven fractional digits; Python reads at most six
         moment = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text))
     except ValueError as error:
-        raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. "
-                         f"'{text}' is not a valid dateTime value.") from error
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            f"Your request can't be completed. '{text}' is not a valid dateTime value.",
+        ) from error
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=resolve(zone))
     return moment.astimezone(UTC), zone
 
 
-def _check_span(start: datetime, end: datetime, start_zone: str, end_zone: str,
-                properties: dict[str, Any]) -> None:
+def _check_span(
+    start: datetime, end: datetime, start_zone: str, end_zone: str, properties: dict[str, Any]
+) -> None:
     if end < start:
-        raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. The "
-                         "event's end time must be later than or equal to its start time.")
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. The "
+            "event's end time must be later than or equal to its start time.",
+        )
     if properties.get("isAllDay") and any(
-            moment.astimezone(resolve(zone)).time() != datetime.min.time()
-            for moment, zone in ((start, start_zone), (end, end_zone))):
-        raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. An "
-                         "all-day event must start and end at midnight.")
+        moment.astimezone(resolve(zone)).time() != datetime.min.time()
+        for moment, zone in ((start, start_zone), (end, end_zone))
+    ):
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "Your request can't be completed. An all-day event must start and end at midnight.",
+        )
 
 
 def _extended_property(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not isinstance(value.get("id"), str) \
-            or not isinstance(value.get("value"), str):
-        raise GraphError(400, "RequestBodyRead", "An extended property needs a string 'id' and "
-                         "a string 'value'.")
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("id"), str)
+        or not isinstance(value.get("value"), str)
+    ):
+        raise GraphError(
+            400, "RequestBodyRead", "An extended property needs a string 'id' and a string 'value'."
+        )
     return {"id": canonical_property_id(value["id"]), "value": value["value"]}
 
 
@@ -230,8 +315,9 @@ def canonical_property_id(property_id: str) -> str:
     """Exchange's spelling of an extended property id (lower-case GUID, capitalised type)."""
     match = _EXTENDED_ID.match(property_id.strip())
     if not match:
-        raise GraphError(400, "ErrorInvalidRequest",
-                         f"The extended property id '{property_id}' is not valid.")
+        raise GraphError(
+            400, "ErrorInvalidRequest", f"The extended property id '{property_id}' is not valid."
+        )
     kind = match["type"][0].upper() + match["type"][1:]
     if match["tag"]:
         return f"{kind} {match['tag'].lower()}"
@@ -242,8 +328,13 @@ def _apply(event: Event, payload: dict[str, Any]) -> None:
     for name, value in payload.items():
         if name == "singleValueExtendedProperties":
             event.extended.update({p["id"]: p["value"] for p in value})
-        elif name not in ("start", "end", "transactionId", "originalStartTimeZone",
-                          "originalEndTimeZone"):
+        elif name not in (
+            "start",
+            "end",
+            "transactionId",
+            "originalStartTimeZone",
+            "originalEndTimeZone",
+        ):
             event.properties[name] = value
 
 

@@ -31,8 +31,9 @@ class GraphRequest:
         try:
             return json.loads(self.body)
         except ValueError as error:
-            raise GraphError(400, "UnableToDeserializePostBody",
-                             "were unable to deserialize ") from error
+            raise GraphError(
+                400, "UnableToDeserializePostBody", "were unable to deserialize "
+            ) from error
 
 
 @dataclass
@@ -43,14 +44,18 @@ class GraphResponse:
 
 
 class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
 
     def response(self, request_id: str, client_request_id: str) -> GraphResponse:
-        inner = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-                 "request-id": request_id, "client-request-id": client_request_id}
+        inner = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": request_id,
+            "client-request-id": client_request_id,
+        }
         body = {"error": {"code": self.code, "message": self.message, "innerError": inner}}
         return GraphResponse(self.status, body, dict(self.headers))

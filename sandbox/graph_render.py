@@ -22,18 +22,34 @@ from sandbox.timezones import UnknownTimeZone, graph_date_time, resolve
 if TYPE_CHECKING:
     from sandbox.graph_events import EventCall
 
-_DATE_TIME = Schema("microsoft.graph.dateTimeTimeZone",
-                    {"dateTime": "Edm.String", "timeZone": "Edm.String"})
-_EXTENDED = Schema("microsoft.graph.singleValueLegacyExtendedProperty",
-                   {"id": "Edm.String", "value": "Edm.String"})
-EVENT_SCHEMA = Schema("microsoft.graph.event", {
-    "id": "Edm.String", "subject": "Edm.String", "transactionId": "Edm.String",
-    "iCalUId": "Edm.String", "showAs": "Edm.String", "importance": "Edm.String",
-    "sensitivity": "Edm.String", "isAllDay": "Edm.Boolean", "isCancelled": "Edm.Boolean",
-    "isReminderOn": "Edm.Boolean", "reminderMinutesBeforeStart": "Edm.Int32",
-    "createdDateTime": "Edm.DateTimeOffset", "lastModifiedDateTime": "Edm.DateTimeOffset",
-    "start": _DATE_TIME, "end": _DATE_TIME, "type": "Edm.String",
-}, {"singleValueExtendedProperties": _EXTENDED})
+_DATE_TIME = Schema(
+    "microsoft.graph.dateTimeTimeZone", {"dateTime": "Edm.String", "timeZone": "Edm.String"}
+)
+_EXTENDED = Schema(
+    "microsoft.graph.singleValueLegacyExtendedProperty", {"id": "Edm.String", "value": "Edm.String"}
+)
+EVENT_SCHEMA = Schema(
+    "microsoft.graph.event",
+    {
+        "id": "Edm.String",
+        "subject": "Edm.String",
+        "transactionId": "Edm.String",
+        "iCalUId": "Edm.String",
+        "showAs": "Edm.String",
+        "importance": "Edm.String",
+        "sensitivity": "Edm.String",
+        "isAllDay": "Edm.Boolean",
+        "isCancelled": "Edm.Boolean",
+        "isReminderOn": "Edm.Boolean",
+        "reminderMinutesBeforeStart": "Edm.Int32",
+        "createdDateTime": "Edm.DateTimeOffset",
+        "lastModifiedDateTime": "Edm.DateTimeOffset",
+        "start": _DATE_TIME,
+        "end": _DATE_TIME,
+        "type": "Edm.String",
+    },
+    {"singleValueExtendedProperties": _EXTENDED},
+)
 
 
 def _graph_time(moment: datetime) -> str:
@@ -67,9 +83,16 @@ def _body(call: EventCall, event: Event) -> dict[str, str]:
     if _prefer(call, "outlook.body-content-type") == "text":
         return {"contentType": "text", "content": _text(content) if is_html else content}
     if not is_html:
-        content = ('<html><head><meta http-equiv="Content-Type" content="text/html; '
-                   'charset=utf-8"></head><body>' + html.escape(content).replace("\n", "<br>")
-                   + "</body></html>") if content else ""
+        content = (
+            (
+                '<html><head><meta http-equiv="Content-Type" content="text/html; '
+                'charset=utf-8"></head><body>'
+                + html.escape(content).replace("\n", "<br>")
+                + "</body></html>"
+            )
+            if content
+            else ""
+        )
     return {"contentType": "html", "content": content}
 
 
@@ -108,7 +131,7 @@ def representation(call: EventCall, event: Event) -> dict[str, Any]:
         "showAs": props.get("showAs", "busy"),
         "type": "singleInstance",
         "webLink": f"{call.sandbox.origin}/owa/?itemid={quote(event.id, safe='')}"
-                   "&exfcal=1&path=/calendar/item",
+        "&exfcal=1&path=/calendar/item",
         "onlineMeetingUrl": None,
         "isOnlineMeeting": props.get("isOnlineMeeting", False),
         "onlineMeetingProvider": props.get("onlineMeetingProvider", "unknown"),
@@ -119,14 +142,22 @@ def representation(call: EventCall, event: Event) -> dict[str, Any]:
         "body": body,
         "start": graph_date_time(event.start, zone),
         "end": graph_date_time(event.end, zone),
-        "location": props.get("location", {"displayName": "", "locationType": "default",
-                                           "uniqueIdType": "unknown", "address": {},
-                                           "coordinates": {}}),
+        "location": props.get(
+            "location",
+            {
+                "displayName": "",
+                "locationType": "default",
+                "uniqueIdType": "unknown",
+                "address": {},
+                "coordinates": {},
+            },
+        ),
         "locations": props.get("locations", []),
         "recurrence": props.get("recurrence"),
         "attendees": props.get("attendees", []),
-        "organizer": {"emailAddress": {"name": call.mailbox.display_name,
-                                       "address": call.mailbox.upn}},
+        "organizer": {
+            "emailAddress": {"name": call.mailbox.display_name, "address": call.mailbox.upn}
+        },
         "onlineMeeting": None,
     }
     return _shaped(call, event, full)
@@ -139,9 +170,13 @@ def _shaped(call: EventCall, event: Event, full: dict[str, Any]) -> dict[str, An
         names = [n.strip() for n in select.split(",")]
         unknown = [n for n in names if n not in full]
         if unknown:
-            raise GraphError(400, "BadRequest", "Parsing OData Select and Expand failed: Could "
-                             f"not find a property named '{unknown[0]}' on type "
-                             "'microsoft.graph.event'.")
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Parsing OData Select and Expand failed: Could "
+                f"not find a property named '{unknown[0]}' on type "
+                "'microsoft.graph.event'.",
+            )
         full = {k: v for k, v in full.items() if k in ("@odata.etag", "id") or k in names}
     expand = call.request.query_value("$expand")
     if expand:
@@ -150,12 +185,17 @@ def _shaped(call: EventCall, event: Event, full: dict[str, Any]) -> dict[str, An
 
 
 def _expanded_properties(event: Event, expand: str) -> list[dict[str, str]]:
-    match = re.fullmatch(r"singleValueExtendedProperties(?:\(\$filter=(?P<filter>.+)\))?",
-                         expand.strip())
+    match = re.fullmatch(
+        r"singleValueExtendedProperties(?:\(\$filter=(?P<filter>.+)\))?", expand.strip()
+    )
     if not match:
-        raise GraphError(400, "BadRequest", "Parsing OData Select and Expand failed: Could not "
-                         f"find a property named '{expand.split('(')[0]}' on type "
-                         "'microsoft.graph.event'.")
+        raise GraphError(
+            400,
+            "BadRequest",
+            "Parsing OData Select and Expand failed: Could not "
+            f"find a property named '{expand.split('(')[0]}' on type "
+            "'microsoft.graph.event'.",
+        )
     properties = [{"id": k, "value": v} for k, v in event.extended.items()]
     if match["filter"]:
         try:
@@ -171,15 +211,21 @@ def filter_row(event: Event) -> dict[str, Any]:
     """The filterable properties with their Edm types (instants, not strings)."""
     props = event.properties
     return {
-        "id": event.id, "subject": props.get("subject", ""),
-        "transactionId": event.transaction_id, "iCalUId": event.ical_uid,
-        "showAs": props.get("showAs", "busy"), "importance": props.get("importance", "normal"),
+        "id": event.id,
+        "subject": props.get("subject", ""),
+        "transactionId": event.transaction_id,
+        "iCalUId": event.ical_uid,
+        "showAs": props.get("showAs", "busy"),
+        "importance": props.get("importance", "normal"),
         "sensitivity": props.get("sensitivity", "normal"),
-        "isAllDay": props.get("isAllDay", False), "isCancelled": False,
+        "isAllDay": props.get("isAllDay", False),
+        "isCancelled": False,
         "isReminderOn": props.get("isReminderOn", True),
         "reminderMinutesBeforeStart": props.get("reminderMinutesBeforeStart", 15),
-        "createdDateTime": event.created, "lastModifiedDateTime": event.modified,
-        "start": graph_date_time(event.start, "UTC"), "end": graph_date_time(event.end, "UTC"),
+        "createdDateTime": event.created,
+        "lastModifiedDateTime": event.modified,
+        "start": graph_date_time(event.start, "UTC"),
+        "end": graph_date_time(event.end, "UTC"),
         "type": "singleInstance",
         "singleValueExtendedProperties": [{"id": k, "value": v} for k, v in event.extended.items()],
     }

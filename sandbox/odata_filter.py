@@ -130,7 +130,8 @@ def _parse_datetime(text: str, position: int, edm_type: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise FilterError(
-            f"Unrecognized '{edm_type}' literal '{text}' at position {position}.") from exc
+            f"Unrecognized '{edm_type}' literal '{text}' at position {position}."
+        ) from exc
 
 
 def _typed_literal(token: _Token) -> Literal:
@@ -261,8 +262,11 @@ class _Parser:
         raise FilterError(f"Expression expected at position {token.position}.")
 
     def _name(self, token: _Token) -> Expr:
-        constants = {"true": (True, "Edm.Boolean"), "false": (False, "Edm.Boolean"),
-                     "null": (None, "Null")}
+        constants = {
+            "true": (True, "Edm.Boolean"),
+            "false": (False, "Edm.Boolean"),
+            "null": (None, "Null"),
+        }
         if token.text in constants:
             value, edm_type = constants[token.text]
             return Literal(value, edm_type, token.position)
@@ -326,13 +330,16 @@ class Schema:
         for name in path:
             if not isinstance(current, Schema):
                 raise FilterError(
-                    f"No property '{name}' exists in type '{current}' at position {position}.")
+                    f"No property '{name}' exists in type '{current}' at position {position}."
+                )
             if name in current.collections:
                 current = f"Collection({current.collections[name].type_name})"
                 continue
             if name not in current.properties:
-                raise FilterError(f"No property '{name}' exists in type '{current.type_name}' "
-                                  f"at position {position}.")
+                raise FilterError(
+                    f"No property '{name}' exists in type '{current.type_name}' "
+                    f"at position {position}."
+                )
             current = current.properties[name]
         return current
 
@@ -345,10 +352,19 @@ class Schema:
 
 
 _KINDS = {
-    "Edm.String": "string", "Edm.Guid": "guid", "Edm.Boolean": "boolean",
-    "Edm.DateTime": "datetime", "Edm.DateTimeOffset": "datetime", "Edm.Time": "time",
-    "Edm.Byte": "number", "Edm.Int16": "number", "Edm.Int32": "number", "Edm.Int64": "number",
-    "Edm.Decimal": "number", "Edm.Double": "number", "Edm.Single": "number",
+    "Edm.String": "string",
+    "Edm.Guid": "guid",
+    "Edm.Boolean": "boolean",
+    "Edm.DateTime": "datetime",
+    "Edm.DateTimeOffset": "datetime",
+    "Edm.Time": "time",
+    "Edm.Byte": "number",
+    "Edm.Int16": "number",
+    "Edm.Int32": "number",
+    "Edm.Int64": "number",
+    "Edm.Decimal": "number",
+    "Edm.Double": "number",
+    "Edm.Single": "number",
 }
 
 _FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -462,8 +478,9 @@ def _evaluate(expr: Expr, row: Row, scope: dict[str, Any]) -> Any:
     items = _resolve(expr.collection.path, row, scope) or []
     if expr.predicate is None or expr.variable is None:
         return bool(items) if expr.quantifier == "any" else True
-    outcomes = (_evaluate(expr.predicate, row, {**scope, expr.variable: item}) is True
-                for item in items)
+    outcomes = (
+        _evaluate(expr.predicate, row, {**scope, expr.variable: item}) is True for item in items
+    )
     return any(outcomes) if expr.quantifier == "any" else all(outcomes)
 
 
@@ -489,8 +506,10 @@ def sort_key(value: Any) -> Any:
 
 
 _ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
-    "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
-    "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
 }
 
 

@@ -33,8 +33,9 @@ class Format(StrEnum):
 class ODataError(Exception):
     """An error to return in the negotiated format's error shape."""
 
-    def __init__(self, status: int, message: str, code: str = "",
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
         self.headers = headers or {}
@@ -51,8 +52,9 @@ def negotiate(request: Request) -> Format:
         media_type, *parameters = (part.strip().lower() for part in media_range.split(";"))
         if media_type != "application/json":
             continue
-        odata = next((p.partition("=")[2] for p in parameters if p.startswith("odata=")),
-                     "minimalmetadata")
+        odata = next(
+            (p.partition("=")[2] for p in parameters if p.startswith("odata=")), "minimalmetadata"
+        )
         if odata == "verbose":
             return Format.VERBOSE
         return Format.NOMETADATA if odata == "nometadata" else Format.MINIMAL
@@ -79,28 +81,34 @@ def encode_value(value: Any, edm_type: str, fmt: Format) -> Any:
     return value
 
 
-def render(payload: Any, fmt: Format, status: int = 200,
-           headers: dict[str, str] | None = None) -> Response:
+def render(
+    payload: Any, fmt: Format, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     # WCF escapes every solidus; JSON text has "/" only inside strings, so this is safe.
     body = json.dumps(payload, ensure_ascii=False).replace("/", "\\/")
-    return Response(body, status_code=status, headers={
-        "DataServiceVersion": "1.0;" if fmt is Format.VERBOSE else "3.0;",
-        "X-Content-Type-Options": "nosniff",
-        **(headers or {}),
-    }, media_type=content_type(fmt))
+    return Response(
+        body,
+        status_code=status,
+        headers={
+            "DataServiceVersion": "1.0;" if fmt is Format.VERBOSE else "3.0;",
+            "X-Content-Type-Options": "nosniff",
+            **(headers or {}),
+        },
+        media_type=content_type(fmt),
+    )
 
 
 def error_response(error: ODataError, fmt: Format) -> Response:
     message = {"lang": "en-US", "value": error.message}
     key = "error" if fmt is Format.VERBOSE else "odata.error"
-    return render({key: {"code": error.code, "message": message}}, fmt, error.status,
-                  error.headers)
+    return render({key: {"code": error.code, "message": message}}, fmt, error.status, error.headers)
 
 
 # SharePoint REST error codes: an HRESULT or Project Server error number, then the exception type.
 ACCESS_DENIED_CODE = "-2147024891, System.UnauthorizedAccessException"
-ACCESS_DENIED = ("Access denied. You do not have permission to perform this action or access "
-                 "this resource.")
+ACCESS_DENIED = (
+    "Access denied. You do not have permission to perform this action or access this resource."
+)
 
 
 def project_server_code(number: int) -> str:

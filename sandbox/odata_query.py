@@ -25,8 +25,9 @@ def parse_select(text: str | None, known: Iterable[str], type_name: str) -> list
         if name == "*":
             return None
         if name not in known:
-            raise FilterError(f"No property '{name}' exists in type '{type_name}' at position "
-                              f"{position}.")
+            raise FilterError(
+                f"No property '{name}' exists in type '{type_name}' at position {position}."
+            )
         if name not in selected:
             selected.append(name)
     return selected
@@ -58,8 +59,7 @@ def _items(text: str) -> Iterable[tuple[int, str]]:
 def apply_orderby(rows: list[Mapping[str, Any]], order: OrderBy) -> list[Mapping[str, Any]]:
     """Sort as SQL Server does: nulls first when ascending, last when descending."""
     for path, descending in reversed(order):  # stable sorts, least significant key first
-        rows = sorted(rows, key=lambda row, path=path: _key(_value(row, path)),
-                      reverse=descending)
+        rows = sorted(rows, key=lambda row, path=path: _key(_value(row, path)), reverse=descending)
     return rows
 
 
@@ -79,13 +79,16 @@ def parse_count(name: str, text: str | None) -> int | None:
     if text is None:
         return None
     if not text.isdigit():
-        raise FilterError(f"Invalid value '{text}' for {name} query option found. The {name} "
-                          "query option requires a non-negative integer value.")
+        raise FilterError(
+            f"Invalid value '{text}' for {name} query option found. The {name} "
+            "query option requires a non-negative integer value."
+        )
     return int(text)
 
 
-def with_query(url_without_query: str, params: list[tuple[str, str]],
-               replacements: dict[str, str | None]) -> str:
+def with_query(
+    url_without_query: str, params: list[tuple[str, str]], replacements: dict[str, str | None]
+) -> str:
     """The URL with the caller's query options, some of them replaced (None removes one)."""
     kept = [(k, v) for k, v in params if k not in replacements]
     kept += [(k, v) for k, v in replacements.items() if v is not None]

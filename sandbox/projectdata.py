@@ -50,8 +50,11 @@ _KEY_PART = re.compile(r"^(?:(?P<name>[A-Za-z]+)=)?guid'(?P<guid>[0-9A-Fa-f-]{36
 
 
 def _path_key(request: Request) -> str:
-    segments = [segment.split("(")[0] + ("()" if "(" in segment else "")
-                for segment in request.path_params.get("path", "").split("/") if segment]
+    segments = [
+        segment.split("(")[0] + ("()" if "(" in segment else "")
+        for segment in request.path_params.get("path", "").split("/")
+        if segment
+    ]
     return "/".join(["ProjectData", *segments])
 
 
@@ -81,25 +84,37 @@ async def _feed(call: PwaCall) -> Response:
 def _check_options(request: Request) -> None:
     for name in request.query_params:
         if name in NOT_IMPLEMENTED_OPTIONS:
-            raise ODataError(400, f"The query option '{name}' is not implemented by the "
-                                  "ProjectData service. Use navigation paths instead.")
+            raise ODataError(
+                400,
+                f"The query option '{name}' is not implemented by the "
+                "ProjectData service. Use navigation paths instead.",
+            )
         if name.startswith("$") and name not in SUPPORTED_OPTIONS:
-            raise ODataError(400, f"The query parameter '{name}' begins with a system-reserved "
-                                  "'$' character but is not recognized.")
+            raise ODataError(
+                400,
+                f"The query parameter '{name}' begins with a system-reserved "
+                "'$' character but is not recognized.",
+            )
 
 
 def _query(call: PwaCall, segments: list[str]) -> Response:
     tenant = call.sandbox.tenant
     if "$links" in segments:
-        raise ODataError(400, "The $links segment is not implemented by the ProjectData "
-                              "service. Use navigation paths instead.")
+        raise ODataError(
+            400,
+            "The $links segment is not implemented by the ProjectData "
+            "service. Use navigation paths instead.",
+        )
     entity_set, key = _parse_segment(segments[0])
     if key is None:
         if len(segments) != 1:
             raise ODataError(400, "Bad Request - Error in query syntax.")
         return _collection(call, entity_set, lambda project: rows(tenant, entity_set, project))
-    matching = [row for row in rows(tenant, entity_set, key.get("ProjectId"))
-                if _has_key(entity_set, row, key)]
+    matching = [
+        row
+        for row in rows(tenant, entity_set, key.get("ProjectId"))
+        if _has_key(entity_set, row, key)
+    ]
     if not matching:
         raise ODataError(404, f"Resource not found for the segment '{entity_set.name}'.")
     if len(segments) == 1:
@@ -108,9 +123,15 @@ def _query(call: PwaCall, segments: list[str]) -> Response:
         raise ODataError(400, "Bad Request - Error in query syntax.")
     parent, join_keys = matching[0], _join_keys(entity_set, segments[1])
     target = ENTITY_SETS[segments[1]]
-    return _collection(call, target, lambda _: [
-        row for row in rows(tenant, target, parent.get("ProjectId"))
-        if all(row[k] == parent[k] for k in join_keys)])
+    return _collection(
+        call,
+        target,
+        lambda _: [
+            row
+            for row in rows(tenant, target, parent.get("ProjectId"))
+            if all(row[k] == parent[k] for k in join_keys)
+        ],
+    )
 
 
 def _parse_segment(segment: str) -> tuple[EntitySet, dict[str, str] | None]:
@@ -128,8 +149,9 @@ def _parse_segment(segment: str) -> tuple[EntitySet, dict[str, str] | None]:
             raise ODataError(400, "Bad Request - Error in query syntax.")
         key[part_match["name"] or entity_set.keys[0]] = part_match["guid"].lower()
     if set(key) != set(entity_set.keys):
-        raise ODataError(400, f"Bad Request - the key of '{entity_set.name}' is "
-                              f"({', '.join(entity_set.keys)}).")
+        raise ODataError(
+            400, f"Bad Request - the key of '{entity_set.name}' is ({', '.join(entity_set.keys)})."
+        )
     return entity_set, key
 
 
@@ -150,15 +172,20 @@ def _project_scope(expression: Expr | None) -> str | None:
         return None
     if expression.operator == "and":
         return _project_scope(expression.left) or _project_scope(expression.right)
-    if (expression.operator == "eq" and isinstance(expression.left, Member)
-            and expression.left.path == ("ProjectId",) and isinstance(expression.right, Literal)
-            and expression.right.edm_type == "Edm.Guid"):
+    if (
+        expression.operator == "eq"
+        and isinstance(expression.left, Member)
+        and expression.left.path == ("ProjectId",)
+        and isinstance(expression.right, Literal)
+        and expression.right.edm_type == "Edm.Guid"
+    ):
         return expression.right.value
     return None
 
 
-def _collection(call: PwaCall, entity_set: EntitySet,
-                source: Callable[[str | None], list[dict[str, Any]]]) -> Response:
+def _collection(
+    call: PwaCall, entity_set: EntitySet, source: Callable[[str | None], list[dict[str, Any]]]
+) -> Response:
     """Filter, order, page and render rows; ``source`` yields them, for one project if given."""
     params = call.request.query_params
     tenant = call.sandbox.tenant
@@ -169,20 +196,22 @@ def _collection(call: PwaCall, entity_set: EntitySet,
         check(expression, schema)
         candidates = [row for row in candidates if matches(expression, row)]
     order = parse_orderby(params.get("$orderby"), schema) or [
-        ((key,), False) for key in entity_set.keys]
+        ((key,), False) for key in entity_set.keys
+    ]
     candidates = apply_orderby(candidates, order)
     selected = _selection(entity_set, tenant, params.get("$select"))
     top, skip = parse_count("$top", params.get("$top")), parse_count("$skip", params.get("$skip"))
     skip = skip or 0
     page_size = call.sandbox.config.pwa_page_sizes.get(entity_set.name, 300)
     remaining = candidates[skip:]
-    page = remaining[:page_size if top is None else min(top, page_size)]
+    page = remaining[: page_size if top is None else min(top, page_size)]
     next_link = None
     if len(remaining) > len(page) and (top is None or top > len(page)):
         next_link = with_query(
-            str(call.request.url.replace(query="")), list(params.multi_items()),
-            {"$skip": str(skip + len(page)),
-             "$top": None if top is None else str(top - len(page))})
+            str(call.request.url.replace(query="")),
+            list(params.multi_items()),
+            {"$skip": str(skip + len(page)), "$top": None if top is None else str(top - len(page))},
+        )
     entities = [_entity(call, entity_set, row, selected) for row in page]
     if call.fmt is Format.VERBOSE:
         body: dict[str, Any] = {"results": entities}
@@ -206,8 +235,9 @@ def _selection(entity_set: EntitySet, tenant: Any, select: str | None) -> list[s
 
 def _single(call: PwaCall, entity_set: EntitySet, row: dict[str, Any]) -> Response:
     try:
-        selected = _selection(entity_set, call.sandbox.tenant, call.request.query_params.get(
-            "$select"))
+        selected = _selection(
+            entity_set, call.sandbox.tenant, call.request.query_params.get("$select")
+        )
     except FilterError as error:
         raise ODataError(400, str(error)) from error
     entity = _entity(call, entity_set, row, selected)
@@ -219,15 +249,19 @@ def _single(call: PwaCall, entity_set: EntitySet, row: dict[str, Any]) -> Respon
     return render(entity, call.fmt)
 
 
-def _entity(call: PwaCall, entity_set: EntitySet, row: dict[str, Any],
-            selected: list[str] | None) -> dict[str, Any]:
+def _entity(
+    call: PwaCall, entity_set: EntitySet, row: dict[str, Any], selected: list[str] | None
+) -> dict[str, Any]:
     properties = entity_set.all_properties(call.sandbox.tenant)
     names = selected or [*properties, *entity_set.navigation]
     entity: dict[str, Any] = {}
     uri = f"{_service_root(call)}/{entity_set.key_segment(row)}"
     if call.fmt is Format.VERBOSE:
-        entity["__metadata"] = {"id": uri, "uri": uri,
-                                "type": f"{NAMESPACE}.{entity_set.type_name}"}
+        entity["__metadata"] = {
+            "id": uri,
+            "uri": uri,
+            "type": f"{NAMESPACE}.{entity_set.type_name}",
+        }
     overrides = _row_overrides(call, entity_set, row)
     for name in names:
         if name in overrides:
@@ -255,14 +289,21 @@ def _service_document(call: PwaCall) -> Response:
     names = list(ENTITY_SETS)
     if call.fmt is Format.VERBOSE:
         return render({"d": {"EntitySets": names}}, call.fmt)
-    return render({"odata.metadata": f"{_service_root(call)}/$metadata",
-                   "value": [{"name": n, "url": n} for n in names]}, call.fmt)
+    return render(
+        {
+            "odata.metadata": f"{_service_root(call)}/$metadata",
+            "value": [{"name": n, "url": n} for n in names],
+        },
+        call.fmt,
+    )
 
 
 def routes(site_path: str) -> list[Route]:
     feed = pwa_endpoint(_feed, _path_key)
     metadata = pwa_endpoint(_metadata, lambda _: "ProjectData/$metadata", json_only=False)
     root = f"{site_path}/_api/ProjectData"
-    return [Route(f"{root}/$metadata", metadata, methods=["GET"]),
-            Route(root, feed, methods=["GET"]),
-            Route(f"{root}/{{path:path}}", feed, methods=["GET"])]
+    return [
+        Route(f"{root}/$metadata", metadata, methods=["GET"]),
+        Route(root, feed, methods=["GET"]),
+        Route(f"{root}/{{path:path}}", feed, methods=["GET"]),
+    ]

@@ -35,12 +35,24 @@ DIGEST_LIFETIME_S = 1800
 INVALID_QUERY = "-1, Microsoft.SharePoint.Client.InvalidClientQueryException"
 NOT_FOUND = "-1, Microsoft.SharePoint.Client.ResourceNotFoundException"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
-_ENTITY_SETS_BY_ENTITY = {"ProjectEntity": "Projects", "TaskEntity": "Tasks",
-                          "ResourceEntity": "Resources", "AssignmentEntity": "Assignments"}
+_ENTITY_SETS_BY_ENTITY = {
+    "ProjectEntity": "Projects",
+    "TaskEntity": "Tasks",
+    "ResourceEntity": "Resources",
+    "AssignmentEntity": "Assignments",
+}
 _FIELD_PATH = re.compile(r"^CustomFields\((?:guid)?'(?P<id>[0-9A-Fa-f-]{36})'\)(?P<rest>/.*)?$")
-_FIELD_SCHEMA = Schema("PS.CustomField", {
-    "Id": "Edm.Guid", "Name": "Edm.String", "FieldType": "Edm.Int32",
-    "InternalName": "Edm.String", "Description": "Edm.String", "IsRequired": "Edm.Boolean"})
+_FIELD_SCHEMA = Schema(
+    "PS.CustomField",
+    {
+        "Id": "Edm.Guid",
+        "Name": "Edm.String",
+        "FieldType": "Edm.Int32",
+        "InternalName": "Edm.String",
+        "Description": "Edm.String",
+        "IsRequired": "Edm.Boolean",
+    },
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,14 +68,19 @@ def _check_digest(call: PwaCall) -> None:
     value = call.request.headers.get("x-requestdigest", "")
     mac, _, stamp = value.partition(",")
     try:
-        issued = int(datetime.strptime(stamp, "%d %b %Y %H:%M:%S -0000")
-                     .replace(tzinfo=UTC).timestamp())
+        issued = int(
+            datetime.strptime(stamp, "%d %b %Y %H:%M:%S -0000").replace(tzinfo=UTC).timestamp()
+        )
     except ValueError:
         issued = 0
     if not issued or value != _digest(call, issued) or time.time() > issued + DIGEST_LIFETIME_S:
-        raise ODataError(403, "The security validation for this page is invalid and might be "
-                              "corrupted. Please use your web browser's Back button to try your "
-                              "operation again.", "-2130575251, Microsoft.SharePoint.SPException")
+        raise ODataError(
+            403,
+            "The security validation for this page is invalid and might be "
+            "corrupted. Please use your web browser's Back button to try your "
+            "operation again.",
+            "-2130575251, Microsoft.SharePoint.SPException",
+        )
 
 
 async def _context_info(call: PwaCall) -> Response:
@@ -78,8 +95,10 @@ async def _context_info(call: PwaCall) -> Response:
     }
     if call.fmt is Format.VERBOSE:
         info["__metadata"] = {"type": "SP.ContextWebInformation"}
-        info["SupportedSchemaVersions"] = {"__metadata": {"type": "Collection(Edm.String)"},
-                                           "results": info["SupportedSchemaVersions"]}
+        info["SupportedSchemaVersions"] = {
+            "__metadata": {"type": "Collection(Edm.String)"},
+            "results": info["SupportedSchemaVersions"],
+        }
         return render({"d": {"GetContextWebInformation": info}}, call.fmt)
     return render(_light(call, "SP.ContextWebInformation", None, info), call.fmt)
 
@@ -93,19 +112,22 @@ def _api_root(call: PwaCall) -> str:
     return f"{url.scheme}://{url.netloc}{call.sandbox.tenant.site_path}/_api"
 
 
-def _light(call: PwaCall, type_name: str, edit_link: str | None,
-           properties: dict[str, Any]) -> dict[str, Any]:
+def _light(
+    call: PwaCall, type_name: str, edit_link: str | None, properties: dict[str, Any]
+) -> dict[str, Any]:
     if call.fmt is Format.NOMETADATA:
         return properties
     annotations: dict[str, Any] = {"odata.type": type_name}
     if edit_link:
-        annotations.update({"odata.id": f"{_api_root(call)}/{edit_link}",
-                            "odata.editLink": edit_link})
+        annotations.update(
+            {"odata.id": f"{_api_root(call)}/{edit_link}", "odata.editLink": edit_link}
+        )
     return {**annotations, **properties}
 
 
-def _entity(call: PwaCall, type_name: str, link: str, properties: dict[str, Any],
-            navigation: dict[str, Any]) -> dict[str, Any]:
+def _entity(
+    call: PwaCall, type_name: str, link: str, properties: dict[str, Any], navigation: dict[str, Any]
+) -> dict[str, Any]:
     """One entity in the negotiated format; ``navigation`` maps names to expanded values or
     None when not expanded (verbose payloads then carry a deferred link)."""
     if call.fmt is not Format.VERBOSE:
@@ -120,36 +142,53 @@ def _entity(call: PwaCall, type_name: str, link: str, properties: dict[str, Any]
 
 def _entity_type(call: PwaCall, name: str, guid: str) -> dict[str, Any]:
     link = f"ProjectServer/EntityTypes/{name}"
-    return _entity(call, "PS.EntityType", link, {"ID": guid, "Name": name.removesuffix("Entity")},
-                   {})
+    return _entity(
+        call, "PS.EntityType", link, {"ID": guid, "Name": name.removesuffix("Entity")}, {}
+    )
 
 
 def _field_properties(custom_field: CustomField) -> dict[str, Any]:
     return {
-        "AppAlternateId": ZERO_GUID, "Description": custom_field.description,
-        "FieldType": custom_field.field_type, "Formula": None, "Id": custom_field.id,
-        "InternalName": custom_field.internal_name, "IsEditableInVisibility": False,
-        "IsMultilineText": False, "IsRequired": custom_field.is_required,
-        "IsWorkflowControlled": False, "LookupAllowMultiSelect": False,
-        "LookupDefaultValue": ZERO_GUID, "Name": custom_field.name, "RollDown": False,
+        "AppAlternateId": ZERO_GUID,
+        "Description": custom_field.description,
+        "FieldType": custom_field.field_type,
+        "Formula": None,
+        "Id": custom_field.id,
+        "InternalName": custom_field.internal_name,
+        "IsEditableInVisibility": False,
+        "IsMultilineText": False,
+        "IsRequired": custom_field.is_required,
+        "IsWorkflowControlled": False,
+        "LookupAllowMultiSelect": False,
+        "LookupDefaultValue": ZERO_GUID,
+        "Name": custom_field.name,
+        "RollDown": False,
         "RollupType": 0,
     }
 
 
 def _field(call: PwaCall, custom_field: CustomField, expand: set[str]) -> dict[str, Any]:
     tenant = call.sandbox.tenant
-    entity_name = next(n for n, g in tenant.entity_types.items()
-                       if g == custom_field.entity_type_id)
+    entity_name = next(
+        n for n, g in tenant.entity_types.items() if g == custom_field.entity_type_id
+    )
     navigation = {
-        "EntityType": (_entity_type(call, entity_name, custom_field.entity_type_id)
-                       if "EntityType" in expand else None),
+        "EntityType": (
+            _entity_type(call, entity_name, custom_field.entity_type_id)
+            if "EntityType" in expand
+            else None
+        ),
         "LookupEntries": {"results": []} if "LookupEntries" in expand else None,
         # A field without a lookup table expands to null.
         "LookupTable": None,
     }
-    return _entity(call, "PS.CustomField",
-                   f"ProjectServer/CustomFields('{custom_field.id}')",
-                   _field_properties(custom_field), navigation)
+    return _entity(
+        call,
+        "PS.CustomField",
+        f"ProjectServer/CustomFields('{custom_field.id}')",
+        _field_properties(custom_field),
+        navigation,
+    )
 
 
 def _collection(call: PwaCall, type_name: str, entities: list[dict[str, Any]]) -> Response:
@@ -186,8 +225,7 @@ async def _project_server(call: PwaCall) -> Response:
         name = path.removeprefix("EntityTypes/")
         if name in call.sandbox.tenant.entity_types:
             return _single(call, _entity_type(call, name, call.sandbox.tenant.entity_types[name]))
-    raise ODataError(404, f"Cannot find resource for the request {path}.",
-                     NOT_FOUND)
+    raise ODataError(404, f"Cannot find resource for the request {path}.", NOT_FOUND)
 
 
 def _list_fields(call: PwaCall, expand: set[str]) -> Response:
@@ -205,21 +243,20 @@ def _list_fields(call: PwaCall, expand: set[str]) -> Response:
 def _field_route(call: PwaCall, field_id: str, rest: str, expand: set[str]) -> Response:
     custom_field = call.sandbox.tenant.custom_fields.get(field_id)
     if custom_field is None:
-        raise ODataError(404, "The custom field does not exist.",
-                         NOT_FOUND)
+        raise ODataError(404, "The custom field does not exist.", NOT_FOUND)
     if rest == "/EntityType":
         entity = _field(call, custom_field, {"EntityType"})
         return _single(call, entity["EntityType"])
     if rest:
-        raise ODataError(404, f"Cannot find resource for the request {rest.strip('/')}.",
-                         NOT_FOUND)
+        raise ODataError(404, f"Cannot find resource for the request {rest.strip('/')}.", NOT_FOUND)
     return _single(call, _field(call, custom_field, expand))
 
 
 def _entity_types(call: PwaCall) -> Response:
     navigation = {name: None for name in call.sandbox.tenant.entity_types}
-    return _single(call, _entity(call, "PS.EntityTypes", "ProjectServer/EntityTypes", {},
-                                 navigation))
+    return _single(
+        call, _entity(call, "PS.EntityTypes", "ProjectServer/EntityTypes", {}, navigation)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,12 +283,14 @@ async def _parameters(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError as error:
-        raise ODataError(400, "Invalid JSON. A token was not recognized in the JSON content.",
-                         INVALID_QUERY) from error
+        raise ODataError(
+            400, "Invalid JSON. A token was not recognized in the JSON content.", INVALID_QUERY
+        ) from error
     parameters = body.get("parameters") if isinstance(body, dict) else None
     if not isinstance(parameters, dict):
-        raise ODataError(400, "The parameter parameters does not exist in method Add.",
-                         INVALID_QUERY)
+        raise ODataError(
+            400, "The parameter parameters does not exist in method Add.", INVALID_QUERY
+        )
     # SharePoint binds parameter members case-insensitively.
     return {name.lower(): value for name, value in parameters.items() if name != "__metadata"}
 
@@ -285,8 +324,12 @@ def _validated_field(tenant: Tenant, parameters: dict[str, Any]) -> CustomField:
     if field_id in tenant.custom_fields:
         raise _Rejected(11517, "CustomFieldUIDAlreadyExists")
     return CustomField(
-        id=field_id, name=name, field_type=field_type, entity_type_id=entity_type_id,
-        internal_name=internal_name(field_id), description=str(parameters.get("description") or ""),
+        id=field_id,
+        name=name,
+        field_type=field_type,
+        entity_type_id=entity_type_id,
+        internal_name=internal_name(field_id),
+        description=str(parameters.get("description") or ""),
         is_required=bool(parameters.get("isrequired")),
     )
 
@@ -299,9 +342,14 @@ def _path_key(request: Request) -> str:
 
 def routes(site_path: str) -> list[Route]:
     return [
-        Route(f"{site_path}/_api/contextinfo", pwa_endpoint(_context_info, _path_key),
-              methods=["POST"]),
-        Route(f"{site_path}/_api/ProjectServer/{{path:path}}",
-              pwa_endpoint(_project_server, _path_key), methods=["GET", "POST"]),
+        Route(
+            f"{site_path}/_api/contextinfo",
+            pwa_endpoint(_context_info, _path_key),
+            methods=["POST"],
+        ),
+        Route(
+            f"{site_path}/_api/ProjectServer/{{path:path}}",
+            pwa_endpoint(_project_server, _path_key),
+            methods=["GET", "POST"],
+        ),
     ]
-

@@ -65,8 +65,9 @@ class PwaCall:
 Handler = Callable[[PwaCall], Awaitable[Response]]
 
 
-def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
-                 json_only: bool = True) -> Callable:
+def pwa_endpoint(
+    handler: Handler, path_key: Callable[[Request], str], *, json_only: bool = True
+) -> Callable:
     """Wrap a PWA handler with the steps every SharePoint REST call goes through.
 
     Handlers that answer XML (``$metadata``) pass ``json_only=False``: they accept any
@@ -82,11 +83,16 @@ def pwa_endpoint(handler: Handler, path_key: Callable[[Request], str], *,
         if fmt is None and json_only:
             response: Response | None = PlainTextResponse(
                 "The sandbox serves JSON only: send Accept: application/json (or "
-                "application/json;odata=verbose) or $format=json.", status_code=406)
+                "application/json;odata=verbose) or $format=json.",
+                status_code=406,
+            )
         else:
             response = await serve_with_faults(
-                sandbox, "pwa", request,
-                lambda: _handle(handler, request, sandbox, fmt or Format.MINIMAL))
+                sandbox,
+                "pwa",
+                request,
+                lambda: _handle(handler, request, sandbox, fmt or Format.MINIMAL),
+            )
         if response is None:
             return Dropped()
         sandbox.stats.pwa_response(path_key(request), response.status_code)
@@ -106,8 +112,11 @@ async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: For
             await asyncio.sleep(sandbox.config.pwa_latency_ms / 1000)
         return await handler(PwaCall(request, sandbox, fmt, principal, user))
     except TokenRejected as rejected:
-        response = JSONResponse({"error_description": rejected.description}, status_code=401,
-                                headers={"WWW-Authenticate": _challenge(sandbox)})
+        response = JSONResponse(
+            {"error_description": rejected.description},
+            status_code=401,
+            headers={"WWW-Authenticate": _challenge(sandbox)},
+        )
         # Project Server on-premises offers Windows authentication too.
         response.raw_headers.append((b"www-authenticate", b"NTLM"))
         return response
@@ -123,8 +132,9 @@ def _inject_fault(sandbox: Sandbox, request: Request) -> None:
         raise ODataError(429, "The request has been throttled.", headers={"Retry-After": "2"})
     if status == 503:
         sandbox.stats.fault("pwa", "unavailable")
-        raise ODataError(503, "The service is temporarily unavailable.",
-                         headers={"Retry-After": "5"})
+        raise ODataError(
+            503, "The service is temporarily unavailable.", headers={"Retry-After": "5"}
+        )
     if _next_page(request) and plan.draw_page_failure(sandbox.rng):
         # A page in the middle of a paged read fails, as a SQL timeout behind the feed does.
         sandbox.stats.fault("pwa", "page_failure")
@@ -136,8 +146,9 @@ def _next_page(request: Request) -> bool:
     return skip.isdigit() and int(skip) > 0
 
 
-def _windows_authentication(sandbox: Sandbox,
-                            request: Request) -> tuple[Principal, User] | Response | None:
+def _windows_authentication(
+    sandbox: Sandbox, request: Request
+) -> tuple[Principal, User] | Response | None:
     """NTLM (see ``ntlm.py``): a handshake leg answers 401 with the challenge, or refuses; an
     authenticated connection yields its user with full SharePoint scopes (Windows
     authentication carries the user's own PWA permissions, not an app's delegated ones). None
@@ -148,11 +159,17 @@ def _windows_authentication(sandbox: Sandbox,
     if header[:5].upper() == "NTLM ":
         step = sandbox.ntlm.step(sandbox.tenant, connection, header[5:].strip())
         if step.challenge is not None:
-            return PlainTextResponse("401 UNAUTHORIZED", status_code=401,
-                                     headers={"WWW-Authenticate": f"NTLM {step.challenge}"})
+            return PlainTextResponse(
+                "401 UNAUTHORIZED",
+                status_code=401,
+                headers={"WWW-Authenticate": f"NTLM {step.challenge}"},
+            )
         if step.refused or step.upn is None:
-            return PlainTextResponse("401 UNAUTHORIZED: the logon was denied", status_code=401,
-                                     headers={"WWW-Authenticate": "NTLM"})
+            return PlainTextResponse(
+                "401 UNAUTHORIZED: the logon was denied",
+                status_code=401,
+                headers={"WWW-Authenticate": "NTLM"},
+            )
         upn = step.upn
     elif not header:
         upn = sandbox.ntlm.user_of(connection)
@@ -162,10 +179,16 @@ def _windows_authentication(sandbox: Sandbox,
         return None
     user = sandbox.tenant.user(upn)
     if user is None or user.locked:
-        return PlainTextResponse("401 UNAUTHORIZED", status_code=401,
-                                 headers={"WWW-Authenticate": "NTLM"})
-    claims = {"aud": sandbox.origin, "upn": user.upn, "oid": user.id,
-              "scp": "ProjectWebApp.FullControl", "idtyp": "user"}
+        return PlainTextResponse(
+            "401 UNAUTHORIZED", status_code=401, headers={"WWW-Authenticate": "NTLM"}
+        )
+    claims = {
+        "aud": sandbox.origin,
+        "upn": user.upn,
+        "oid": user.id,
+        "scp": "ProjectWebApp.FullControl",
+        "idtyp": "user",
+    }
     return Principal(claims), user
 
 
@@ -173,13 +196,18 @@ def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:
     try:
         principal = sandbox.signer.verify(bearer_token(request.headers.get("authorization")))
     except TokenError as error:
-        raise TokenRejected(_TOKEN_MESSAGES.get(
-            error.reason, "Invalid JWT token. Token format is not valid.")) from error
+        raise TokenRejected(
+            _TOKEN_MESSAGES.get(error.reason, "Invalid JWT token. Token format is not valid.")
+        ) from error
     if principal.audience != sandbox.origin:
         raise TokenRejected(f"Invalid audience Uri '{principal.audience}'.")
     if principal.is_app_only:
-        raise ODataError(401, "Cannot call this API with an app-only principal.",
-                         ACCESS_DENIED_CODE, {"WWW-Authenticate": _challenge(sandbox)})
+        raise ODataError(
+            401,
+            "Cannot call this API with an app-only principal.",
+            ACCESS_DENIED_CODE,
+            {"WWW-Authenticate": _challenge(sandbox)},
+        )
     user = sandbox.tenant.user(principal.upn or "")
     if user is None:
         raise TokenRejected("The user in the token does not exist in this tenant.")
@@ -187,6 +215,8 @@ def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:
 
 
 def _challenge(sandbox: Sandbox) -> str:
-    return (f'Bearer realm="{sandbox.tenant.id}",client_id="{SHAREPOINT_APP_ID}",'
-            'trusted_issuers="00000001-0000-0000-c000-000000000000@*",'
-            f'authorization_uri="{sandbox.origin}/common/oauth2/authorize"')
+    return (
+        f'Bearer realm="{sandbox.tenant.id}",client_id="{SHAREPOINT_APP_ID}",'
+        'trusted_issuers="00000001-0000-0000-c000-000000000000@*",'
+        f'authorization_uri="{sandbox.origin}/common/oauth2/authorize"'
+    )

@@ -20,9 +20,15 @@ from sandbox.state import CustomField, Plan, Project, Task, Tenant
 NAMESPACE = "ReportingData"
 
 # CustomFieldType -> Edm type of its ProjectData property.
-CUSTOM_FIELD_EDM_TYPES = {4: "Edm.DateTime", 6: "Edm.Decimal", 9: "Edm.Decimal",
-                          15: "Edm.Decimal", 17: "Edm.Boolean", 21: "Edm.String",
-                          27: "Edm.DateTime"}
+CUSTOM_FIELD_EDM_TYPES = {
+    4: "Edm.DateTime",
+    6: "Edm.Decimal",
+    9: "Edm.Decimal",
+    15: "Edm.Decimal",
+    17: "Edm.Boolean",
+    21: "Edm.String",
+    27: "Edm.DateTime",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +46,8 @@ class EntitySet:
         properties = dict(self.properties)
         for custom_field in custom_fields_of(tenant, self):
             properties[custom_field.odata_name] = CUSTOM_FIELD_EDM_TYPES.get(
-                custom_field.field_type, "Edm.String")
+                custom_field.field_type, "Edm.String"
+            )
         return properties
 
     def schema(self, tenant: Tenant) -> Schema:
@@ -62,39 +69,98 @@ def custom_fields_of(tenant: Tenant, entity_set: EntitySet) -> list[CustomField]
 
 _GUID, _TEXT, _DATE, _BOOL = "Edm.Guid", "Edm.String", "Edm.DateTime", "Edm.Boolean"
 
-PROJECTS = EntitySet("Projects", "Project", ("ProjectId",), (
-    ("ProjectId", _GUID), ("ProjectName", _TEXT), ("ProjectType", "Edm.Int32"),
-    ("ParentProjectId", _GUID), ("ProjectOwnerId", _GUID), ("ProjectOwnerName", _TEXT),
-    ("EnterpriseProjectTypeName", _TEXT), ("ProjectCreatedDate", _DATE),
-    ("ProjectModifiedDate", _DATE), ("ProjectLastPublishedDate", _DATE),
-    ("ProjectStartDate", _DATE), ("ProjectFinishDate", _DATE),
-    ("ProjectPercentCompleted", "Edm.Int16"),
-), {"Assignments": ("ProjectId",), "Tasks": ("ProjectId",)}, "ProjectEntity")
+PROJECTS = EntitySet(
+    "Projects",
+    "Project",
+    ("ProjectId",),
+    (
+        ("ProjectId", _GUID),
+        ("ProjectName", _TEXT),
+        ("ProjectType", "Edm.Int32"),
+        ("ParentProjectId", _GUID),
+        ("ProjectOwnerId", _GUID),
+        ("ProjectOwnerName", _TEXT),
+        ("EnterpriseProjectTypeName", _TEXT),
+        ("ProjectCreatedDate", _DATE),
+        ("ProjectModifiedDate", _DATE),
+        ("ProjectLastPublishedDate", _DATE),
+        ("ProjectStartDate", _DATE),
+        ("ProjectFinishDate", _DATE),
+        ("ProjectPercentCompleted", "Edm.Int16"),
+    ),
+    {"Assignments": ("ProjectId",), "Tasks": ("ProjectId",)},
+    "ProjectEntity",
+)
 
-TASKS = EntitySet("Tasks", "Task", ("ProjectId", "TaskId"), (
-    ("ProjectId", _GUID), ("TaskId", _GUID), ("ProjectName", _TEXT), ("TaskName", _TEXT),
-    ("ParentTaskId", _GUID), ("ParentTaskName", _TEXT), ("TaskIndex", "Edm.Int32"),
-    ("TaskOutlineLevel", "Edm.Int32"), ("TaskOutlineNumber", _TEXT),
-    ("TaskStartDate", _DATE), ("TaskFinishDate", _DATE), ("TaskDuration", "Edm.Decimal"),
-    ("TaskCreatedDate", _DATE), ("TaskModifiedDate", _DATE), ("TaskIsSummary", _BOOL),
-    ("TaskIsMilestone", _BOOL), ("TaskIsProjectSummary", _BOOL), ("TaskIsActive", _BOOL),
-    ("TaskPercentCompleted", "Edm.Int16"),
-), {"Assignments": ("ProjectId", "TaskId")}, "TaskEntity")
+TASKS = EntitySet(
+    "Tasks",
+    "Task",
+    ("ProjectId", "TaskId"),
+    (
+        ("ProjectId", _GUID),
+        ("TaskId", _GUID),
+        ("ProjectName", _TEXT),
+        ("TaskName", _TEXT),
+        ("ParentTaskId", _GUID),
+        ("ParentTaskName", _TEXT),
+        ("TaskIndex", "Edm.Int32"),
+        ("TaskOutlineLevel", "Edm.Int32"),
+        ("TaskOutlineNumber", _TEXT),
+        ("TaskStartDate", _DATE),
+        ("TaskFinishDate", _DATE),
+        ("TaskDuration", "Edm.Decimal"),
+        ("TaskCreatedDate", _DATE),
+        ("TaskModifiedDate", _DATE),
+        ("TaskIsSummary", _BOOL),
+        ("TaskIsMilestone", _BOOL),
+        ("TaskIsProjectSummary", _BOOL),
+        ("TaskIsActive", _BOOL),
+        ("TaskPercentCompleted", "Edm.Int16"),
+    ),
+    {"Assignments": ("ProjectId", "TaskId")},
+    "TaskEntity",
+)
 
-ASSIGNMENTS = EntitySet("Assignments", "Assignment", ("ProjectId", "AssignmentId"), (
-    ("AssignmentId", _GUID), ("ProjectId", _GUID), ("ProjectName", _TEXT), ("TaskId", _GUID),
-    ("TaskName", _TEXT), ("ResourceId", _GUID), ("ResourceName", _TEXT),
-    ("AssignmentStartDate", _DATE), ("AssignmentFinishDate", _DATE),
-    ("AssignmentCreatedDate", _DATE), ("AssignmentModifiedDate", _DATE),
-    ("AssignmentBookingName", _TEXT), ("AssignmentPercentWorkCompleted", "Edm.Int16"),
-), {})
+ASSIGNMENTS = EntitySet(
+    "Assignments",
+    "Assignment",
+    ("ProjectId", "AssignmentId"),
+    (
+        ("AssignmentId", _GUID),
+        ("ProjectId", _GUID),
+        ("ProjectName", _TEXT),
+        ("TaskId", _GUID),
+        ("TaskName", _TEXT),
+        ("ResourceId", _GUID),
+        ("ResourceName", _TEXT),
+        ("AssignmentStartDate", _DATE),
+        ("AssignmentFinishDate", _DATE),
+        ("AssignmentCreatedDate", _DATE),
+        ("AssignmentModifiedDate", _DATE),
+        ("AssignmentBookingName", _TEXT),
+        ("AssignmentPercentWorkCompleted", "Edm.Int16"),
+    ),
+    {},
+)
 
-RESOURCES = EntitySet("Resources", "Resource", ("ResourceId",), (
-    ("ResourceId", _GUID), ("ResourceName", _TEXT), ("ResourceEmailAddress", _TEXT),
-    ("ResourceNTAccount", _TEXT), ("ResourceIsActive", _BOOL), ("ResourceIsGeneric", _BOOL),
-    ("ResourceType", "Edm.Int16"), ("ResourceCreatedDate", _DATE),
-    ("ResourceModifiedDate", _DATE),
-), {"Assignments": ("ResourceId",)}, "ResourceEntity")
+RESOURCES = EntitySet(
+    "Resources",
+    "Resource",
+    ("ResourceId",),
+    (
+        ("ResourceId", _GUID),
+        ("ResourceName", _TEXT),
+        ("ResourceEmailAddress", _TEXT),
+        ("ResourceNTAccount", _TEXT),
+        ("ResourceIsActive", _BOOL),
+        ("ResourceIsGeneric", _BOOL),
+        ("ResourceType", "Edm.Int16"),
+        ("ResourceCreatedDate", _DATE),
+        ("ResourceModifiedDate", _DATE),
+    ),
+    {"Assignments": ("ResourceId",)},
+    "ResourceEntity",
+)
 
 ENTITY_SETS = {s.name: s for s in (PROJECTS, TASKS, ASSIGNMENTS, RESOURCES)}
 
@@ -157,13 +223,19 @@ def project_row(tenant: Tenant, project: Project, plan: Plan) -> dict[str, Any]:
     start, finish = _roll_up([(o.start, o.finish) for o in outline.values() if o.level == 1])
     owner = next((u for u in tenant.users.values() if u.id == project.owner_id), None)
     return {
-        "ProjectId": project.id, "ProjectName": plan.name, "ProjectType": project.project_type,
-        "ParentProjectId": None, "ProjectOwnerId": project.owner_id,
+        "ProjectId": project.id,
+        "ProjectName": plan.name,
+        "ProjectType": project.project_type,
+        "ParentProjectId": None,
+        "ProjectOwnerId": project.owner_id,
         "ProjectOwnerName": owner.display_name if owner else None,
         "EnterpriseProjectTypeName": "Enterprise Project",
-        "ProjectCreatedDate": project.created, "ProjectModifiedDate": project.modified,
-        "ProjectLastPublishedDate": project.modified, "ProjectStartDate": start,
-        "ProjectFinishDate": finish, "ProjectPercentCompleted": 0,
+        "ProjectCreatedDate": project.created,
+        "ProjectModifiedDate": project.modified,
+        "ProjectLastPublishedDate": project.modified,
+        "ProjectStartDate": start,
+        "ProjectFinishDate": finish,
+        "ProjectPercentCompleted": 0,
         **_custom_values(tenant, PROJECTS, {}),
     }
 
@@ -174,29 +246,48 @@ def task_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[dict[str
     start, finish = summary["ProjectStartDate"], summary["ProjectFinishDate"]
     common = {"ProjectId": project.id, "ProjectName": plan.name, "TaskIsActive": True}
     yield {
-        **common, "TaskId": project.summary_task_id, "TaskName": plan.name,
+        **common,
+        "TaskId": project.summary_task_id,
+        "TaskName": plan.name,
         # The project summary task is its own parent in the reporting tables.
-        "ParentTaskId": project.summary_task_id, "ParentTaskName": plan.name,
-        "TaskIndex": 0, "TaskOutlineLevel": 0, "TaskOutlineNumber": "0",
-        "TaskStartDate": start, "TaskFinishDate": finish,
+        "ParentTaskId": project.summary_task_id,
+        "ParentTaskName": plan.name,
+        "TaskIndex": 0,
+        "TaskOutlineLevel": 0,
+        "TaskOutlineNumber": "0",
+        "TaskStartDate": start,
+        "TaskFinishDate": finish,
         "TaskDuration": _duration_hours(start, finish),
-        "TaskCreatedDate": project.created, "TaskModifiedDate": project.modified,
-        "TaskIsSummary": True, "TaskIsMilestone": False, "TaskIsProjectSummary": True,
-        "TaskPercentCompleted": 0, **_custom_values(tenant, TASKS, {}),
+        "TaskCreatedDate": project.created,
+        "TaskModifiedDate": project.modified,
+        "TaskIsSummary": True,
+        "TaskIsMilestone": False,
+        "TaskIsProjectSummary": True,
+        "TaskPercentCompleted": 0,
+        **_custom_values(tenant, TASKS, {}),
     }
     names = {task.id: task.name for task in plan.tasks}
     for task in plan.tasks:
         shape = outline[task.id]
         parent_id = task.parent_id or project.summary_task_id
         yield {
-            **common, "TaskId": task.id, "TaskName": task.name, "ParentTaskId": parent_id,
-            "ParentTaskName": names.get(parent_id, plan.name), "TaskIndex": shape.index,
-            "TaskOutlineLevel": shape.level, "TaskOutlineNumber": shape.number,
-            "TaskStartDate": shape.start, "TaskFinishDate": shape.finish,
+            **common,
+            "TaskId": task.id,
+            "TaskName": task.name,
+            "ParentTaskId": parent_id,
+            "ParentTaskName": names.get(parent_id, plan.name),
+            "TaskIndex": shape.index,
+            "TaskOutlineLevel": shape.level,
+            "TaskOutlineNumber": shape.number,
+            "TaskStartDate": shape.start,
+            "TaskFinishDate": shape.finish,
             "TaskDuration": _duration_hours(shape.start, shape.finish),
-            "TaskCreatedDate": task.created, "TaskModifiedDate": task.modified,
-            "TaskIsSummary": shape.is_summary, "TaskIsMilestone": task.milestone,
-            "TaskIsProjectSummary": False, "TaskPercentCompleted": task.percent_complete,
+            "TaskCreatedDate": task.created,
+            "TaskModifiedDate": task.modified,
+            "TaskIsSummary": shape.is_summary,
+            "TaskIsMilestone": task.milestone,
+            "TaskIsProjectSummary": False,
+            "TaskPercentCompleted": task.percent_complete,
             **_custom_values(tenant, TASKS, task.custom),
         }
 
@@ -206,10 +297,15 @@ def assignment_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[di
         for assignment in task.assignments:
             resource = tenant.resources.get(assignment.resource_id)
             yield {
-                "AssignmentId": assignment.id, "ProjectId": project.id, "ProjectName": plan.name,
-                "TaskId": task.id, "TaskName": task.name, "ResourceId": assignment.resource_id,
+                "AssignmentId": assignment.id,
+                "ProjectId": project.id,
+                "ProjectName": plan.name,
+                "TaskId": task.id,
+                "TaskName": task.name,
+                "ResourceId": assignment.resource_id,
                 "ResourceName": resource.name if resource else None,
-                "AssignmentStartDate": task.start, "AssignmentFinishDate": task.finish,
+                "AssignmentStartDate": task.start,
+                "AssignmentFinishDate": task.finish,
                 "AssignmentCreatedDate": assignment.created,
                 "AssignmentModifiedDate": assignment.modified,
                 "AssignmentBookingName": "Committed",
@@ -220,22 +316,33 @@ def assignment_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[di
 def resource_rows(tenant: Tenant) -> Iterator[dict[str, Any]]:
     for resource in tenant.resources.values():
         yield {
-            "ResourceId": resource.id, "ResourceName": resource.name,
-            "ResourceEmailAddress": resource.email, "ResourceNTAccount": resource.nt_account,
-            "ResourceIsActive": resource.is_active, "ResourceIsGeneric": False,
+            "ResourceId": resource.id,
+            "ResourceName": resource.name,
+            "ResourceEmailAddress": resource.email,
+            "ResourceNTAccount": resource.nt_account,
+            "ResourceIsActive": resource.is_active,
+            "ResourceIsGeneric": False,
             "ResourceType": 2,  # Work
-            "ResourceCreatedDate": resource.created, "ResourceModifiedDate": resource.modified,
+            "ResourceCreatedDate": resource.created,
+            "ResourceModifiedDate": resource.modified,
             **_custom_values(tenant, RESOURCES, {}),
         }
 
 
-def rows(tenant: Tenant, entity_set: EntitySet,
-         project_id: str | None = None) -> list[dict[str, Any]]:
+def rows(
+    tenant: Tenant, entity_set: EntitySet, project_id: str | None = None
+) -> list[dict[str, Any]]:
     """Every published row of an entity set, optionally of one project only."""
     if entity_set is RESOURCES:
         return list(resource_rows(tenant))
-    produce = {"Projects": lambda p, plan: [project_row(tenant, p, plan)],
-               "Tasks": lambda p, plan: task_rows(tenant, p, plan),
-               "Assignments": lambda p, plan: assignment_rows(tenant, p, plan)}[entity_set.name]
-    return [row for project, plan in tenant.published_projects()
-            if project_id in (None, project.id) for row in produce(project, plan)]
+    produce = {
+        "Projects": lambda p, plan: [project_row(tenant, p, plan)],
+        "Tasks": lambda p, plan: task_rows(tenant, p, plan),
+        "Assignments": lambda p, plan: assignment_rows(tenant, p, plan),
+    }[entity_set.name]
+    return [
+        row
+        for project, plan in tenant.published_projects()
+        if project_id in (None, project.id)
+        for row in produce(project, plan)
+    ]

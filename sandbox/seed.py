@@ -140,8 +140,9 @@ def parse_local_time(tenant: Tenant, text: str | None) -> datetime | None:
 # Project spec
 
 
-def add_project(tenant: Tenant, spec: dict[str, Any], *, publish: bool,
-                flag_field: str = DEFAULT_FLAG_FIELD) -> Project:
+def add_project(
+    tenant: Tenant, spec: dict[str, Any], *, publish: bool, flag_field: str = DEFAULT_FLAG_FIELD
+) -> Project:
     """Build a project from its spec, add it to the tenant and optionally publish it."""
     project_id = spec.get("id", str(uuid.uuid4())).lower()
     if project_id in tenant.projects:
@@ -167,8 +168,9 @@ def add_project(tenant: Tenant, spec: dict[str, Any], *, publish: bool,
     return project
 
 
-def task_from_spec(tenant: Tenant, plan: Plan, spec: dict[str, Any], created: datetime,
-                   flag_field: str) -> Task:
+def task_from_spec(
+    tenant: Tenant, plan: Plan, spec: dict[str, Any], created: datetime, flag_field: str
+) -> Task:
     """A task of ``plan`` (not yet added); ``parent`` is an earlier task's list index or id."""
     task_id = spec.get("id", str(uuid.uuid4())).lower()
     if plan.task(task_id):
@@ -235,8 +237,13 @@ def set_assignees(tenant: Tenant, task: Task, resource_ids: list[str], now: date
     for resource_id in (r.lower() for r in resource_ids):
         if resource_id not in tenant.resources:
             raise StateError(f"no resource with id {resource_id}")
-        assignments.append(existing.get(resource_id) or Assignment(
-            id=deterministic_id(task.id, resource_id), resource_id=resource_id,
-            created=now, modified=now,
-        ))
+        assignments.append(
+            existing.get(resource_id)
+            or Assignment(
+                id=deterministic_id(task.id, resource_id),
+                resource_id=resource_id,
+                created=now,
+                modified=now,
+            )
+        )
     task.assignments = assignments

@@ -45,8 +45,13 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(port: int = 8443, directory: Path = Path(".sandbox"), latency_ms: int = 0,
-          seed: Path | None = None, ready_stream: TextIO = sys.stdout) -> None:
+def serve(
+    port: int = 8443,
+    directory: Path = Path(".sandbox"),
+    latency_ms: int = 0,
+    seed: Path | None = None,
+    ready_stream: TextIO = sys.stdout,
+) -> None:
     """Serve the sandbox until SIGTERM or SIGINT (port 0 picks a free port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -55,8 +60,9 @@ def serve(port: int = 8443, directory: Path = Path(".sandbox"), latency_ms: int 
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", port))
     origin = f"https://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(origin, seed, SandboxConfig(graph_latency_ms=latency_ms,
-                                                  pwa_latency_ms=latency_ms))
+    app = create_app(
+        origin, seed, SandboxConfig(graph_latency_ms=latency_ms, pwa_latency_ms=latency_ms)
+    )
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
@@ -64,15 +70,21 @@ def serve(port: int = 8443, directory: Path = Path(".sandbox"), latency_ms: int 
     env_file = directory / "sandbox.env"
     write_env_file(env_file, app.state.sandbox, directory / "ca.pem")
     server = _Server(_uvicorn_config(app, ca))
-    asyncio.run(_serve(server, sock, f"sandbox ready at {origin} (settings in {env_file})",
-                       ready_stream))
+    asyncio.run(
+        _serve(server, sock, f"sandbox ready at {origin} (settings in {env_file})", ready_stream)
+    )
 
 
 def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
     # Idle keep-alive TLS connections would hold a graceful shutdown open until the client
     # hangs up; in-flight requests get this long to finish after SIGTERM.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
     # uvicorn reads the key and certificate from files when it loads its config; they live
     # only for that moment.
     with tempfile.TemporaryDirectory(prefix="pwasync-sandbox-") as scratch:
@@ -85,8 +97,9 @@ def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
     return config
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket, ready_line: str,
-                 ready_stream: TextIO) -> None:
+async def _serve(
+    server: uvicorn.Server, sock: socket.socket, ready_line: str, ready_stream: TextIO
+) -> None:
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
@@ -114,6 +127,7 @@ def write_env_file(path: Path, sandbox: Sandbox, ca_file: Path) -> None:
         "PWASYNC_CA_BUNDLE": str(ca_file.resolve()),
         "PWASYNC_SANDBOX_URL": sandbox.origin,
     }
-    path.write_text("".join(f"{name}={value}\n" for name, value in settings.items()),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(f"{name}={value}\n" for name, value in settings.items()), encoding="utf-8"
+    )
     os.chmod(path, 0o600)  # it holds passwords and a client secret

@@ -27,8 +27,9 @@ class Stats:
             self.graph_throttled += 1
 
     def graph_concurrency(self, mailbox: str, in_mailbox: int, overall: int) -> None:
-        self.graph_peak_by_mailbox[mailbox] = max(self.graph_peak_by_mailbox.get(mailbox, 0),
-                                                  in_mailbox)
+        self.graph_peak_by_mailbox[mailbox] = max(
+            self.graph_peak_by_mailbox.get(mailbox, 0), in_mailbox
+        )
         self.graph_peak_overall = max(self.graph_peak_overall, overall)
 
     def pwa_response(self, path_key: str, status: int) -> None:

@@ -46,21 +46,33 @@ class MailboxThrottle:
         usage = self._usage.get(mailbox)
         return len(usage.in_flight) if usage else 0
 
-    def admit(self, mailbox: str, expected_duration_s: float, *, concurrency_limit: int,
-              budget: int, window_s: float) -> Slot:
+    def admit(
+        self,
+        mailbox: str,
+        expected_duration_s: float,
+        *,
+        concurrency_limit: int,
+        budget: int,
+        window_s: float,
+    ) -> Slot:
         """Take a slot for one request, or raise Throttled with the Graph error to return."""
         now = time.monotonic()
         usage = self._usage.setdefault(mailbox, _MailboxUsage())
         if len(usage.in_flight) >= concurrency_limit:
             first_free = min(slot.expected_end for slot in usage.in_flight)
-            raise Throttled("ApplicationThrottled",
-                            "Application is over its MailboxConcurrency limit.",
-                            max(first_free - now, 0.001))
+            raise Throttled(
+                "ApplicationThrottled",
+                "Application is over its MailboxConcurrency limit.",
+                max(first_free - now, 0.001),
+            )
         while usage.admitted and usage.admitted[0] <= now - window_s:
             usage.admitted.popleft()
         if len(usage.admitted) >= budget:
-            raise Throttled("TooManyRequests", "Please retry again later.",
-                            max(usage.admitted[0] + window_s - now, 0.001))
+            raise Throttled(
+                "TooManyRequests",
+                "Please retry again later.",
+                max(usage.admitted[0] + window_s - now, 0.001),
+            )
         usage.admitted.append(now)
         slot = Slot(mailbox, now + expected_duration_s)
         usage.in_flight.append(slot)

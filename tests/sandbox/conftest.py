@@ -43,7 +43,10 @@ class RunningSandbox:
 def start_sandbox(directory: Path, *extra: str) -> RunningSandbox:
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "--port", "0", "--dir", str(directory), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     match = READY.match(line)
@@ -83,11 +86,16 @@ def pwa_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxClien
     """A delegated PWA token from the password grant (the service account by default)."""
 
     def issue(username: str | None = None, password: str | None = None) -> str:
-        response = http.post(sandbox.token_url, data={
-            "grant_type": "password", "client_id": sandbox.settings["PWASYNC_PWA_CLIENT_ID"],
-            "username": username or sandbox.settings["PWASYNC_PWA_USERNAME"],
-            "password": password or sandbox.settings["PWASYNC_PWA_PASSWORD"],
-            "scope": f"{sandbox.url}/.default openid profile offline_access"})
+        response = http.post(
+            sandbox.token_url,
+            data={
+                "grant_type": "password",
+                "client_id": sandbox.settings["PWASYNC_PWA_CLIENT_ID"],
+                "username": username or sandbox.settings["PWASYNC_PWA_USERNAME"],
+                "password": password or sandbox.settings["PWASYNC_PWA_PASSWORD"],
+                "scope": f"{sandbox.url}/.default openid profile offline_access",
+            },
+        )
         assert response.status_code == 200, response.text
         return response.json()["access_token"]
 
@@ -97,10 +105,14 @@ def pwa_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxClien
 @pytest.fixture
 def graph_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient) -> str:
     """An app-only Graph token from the client-credentials grant."""
-    response = http.post(sandbox.token_url, data={
-        "grant_type": "client_credentials",
-        "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
-        "client_secret": sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"],
-        "scope": GRAPH_SCOPE})
+    response = http.post(
+        sandbox.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
+            "client_secret": sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"],
+            "scope": GRAPH_SCOPE,
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]

@@ -13,11 +13,19 @@ from tests.sandbox.conftest import RunningSandbox, start_sandbox
 
 def test_project_lifecycle_moves_modified_dates(control: SandboxClient) -> None:
     resources = {r["name"]: r["id"] for r in control.tenant()["resources"]}
-    created = control.create_project("Control test", [
-        {"name": "Phase"},
-        {"name": "Work", "parent": 0, "start": "2027-02-01T08:00:00",
-         "finish": "2027-02-01T17:00:00", "assignees": [resources["Adele Vance"]]},
-    ])
+    created = control.create_project(
+        "Control test",
+        [
+            {"name": "Phase"},
+            {
+                "name": "Work",
+                "parent": 0,
+                "start": "2027-02-01T08:00:00",
+                "finish": "2027-02-01T17:00:00",
+                "assignees": [resources["Adele Vance"]],
+            },
+        ],
+    )
     first_modified = created["modified"]
     phase, work = created["task_ids"]
     control.update_task(work, name="Renamed", assignees=[resources["Lee Gu"]])
@@ -43,8 +51,14 @@ def test_errors_are_reported(control: SandboxClient) -> None:
 
 
 def test_generate_and_stats(control: SandboxClient) -> None:
-    generated = control.generate(projects=2, tasks_per_project=5, flagged=True,
-                                 ensure_field=True, assignees_per_task=2, mailboxes=3)
+    generated = control.generate(
+        projects=2,
+        tasks_per_project=5,
+        flagged=True,
+        ensure_field=True,
+        assignees_per_task=2,
+        mailboxes=3,
+    )
     assert len(generated["project_ids"]) == 2 and len(generated["task_ids"]) == 10
     assert len(generated["mailboxes"]) == 3
     assert control.config()["mailbox_concurrency_limit"] == 4

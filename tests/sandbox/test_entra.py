@@ -20,8 +20,11 @@ DEMO_PASSWORD = "Sandbox-User-2026!"
 
 class _Response:
     def __init__(self, response: httpx.Response) -> None:
-        self.status_code, self.text, self.headers = (response.status_code, response.text,
-                                                     response.headers)
+        self.status_code, self.text, self.headers = (
+            response.status_code,
+            response.text,
+            response.headers,
+        )
 
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
@@ -39,18 +42,19 @@ class PortRestoringHttpClient:
 
     def _fix(self, url: str) -> str:
         parts = urlsplit(url)
-        return urlunsplit(parts._replace(netloc=self._netloc)) if parts.netloc == self._host \
-            else url
+        return (
+            urlunsplit(parts._replace(netloc=self._netloc)) if parts.netloc == self._host else url
+        )
 
     def get(self, url: str, params: Any = None, headers: Any = None, **kwargs: Any) -> _Response:
         headers = {k: v for k, v in (headers or {}).items() if v is not None}
         return _Response(self._http.get(self._fix(url), params=params, headers=headers))
 
-    def post(self, url: str, params: Any = None, data: Any = None, headers: Any = None,
-             **kwargs: Any) -> _Response:
+    def post(
+        self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any
+    ) -> _Response:
         headers = {k: v for k, v in (headers or {}).items() if v is not None}
-        return _Response(self._http.post(self._fix(url), params=params, data=data,
-                                         headers=headers))
+        return _Response(self._http.post(self._fix(url), params=params, data=data, headers=headers))
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -60,17 +64,22 @@ def _claims(token: str) -> dict[str, Any]:
 def _public_app(sandbox: RunningSandbox) -> msal.PublicClientApplication:
     authority = f"{sandbox.url}/{sandbox.tenant_id}"
     return msal.PublicClientApplication(
-        sandbox.settings["PWASYNC_PWA_CLIENT_ID"], authority=authority,
-        instance_discovery=False, http_client=PortRestoringHttpClient(authority, sandbox.ca_file))
+        sandbox.settings["PWASYNC_PWA_CLIENT_ID"],
+        authority=authority,
+        instance_discovery=False,
+        http_client=PortRestoringHttpClient(authority, sandbox.ca_file),
+    )
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_msal_password_grant_caches_the_account_and_refreshes(
-        sandbox: RunningSandbox, control: SandboxClient) -> None:
+    sandbox: RunningSandbox, control: SandboxClient
+) -> None:
     app = _public_app(sandbox)
     scopes = [f"{sandbox.url}/.default"]
     result = app.acquire_token_by_username_password(
-        sandbox.settings["PWASYNC_PWA_USERNAME"], sandbox.settings["PWASYNC_PWA_PASSWORD"], scopes)
+        sandbox.settings["PWASYNC_PWA_USERNAME"], sandbox.settings["PWASYNC_PWA_PASSWORD"], scopes
+    )
     assert "access_token" in result, result
     claims = _claims(result["access_token"])
     assert claims["aud"] == sandbox.url
@@ -82,23 +91,29 @@ def test_msal_password_grant_caches_the_account_and_refreshes(
     # Tokens under five minutes from expiry make MSAL redeem its refresh token.
     control.config(token_lifetime_s=60)
     app.acquire_token_by_username_password(
-        sandbox.settings["PWASYNC_PWA_USERNAME"], sandbox.settings["PWASYNC_PWA_PASSWORD"], scopes)
+        sandbox.settings["PWASYNC_PWA_USERNAME"], sandbox.settings["PWASYNC_PWA_PASSWORD"], scopes
+    )
     silent = app.acquire_token_silent(scopes, account=app.get_accounts()[0])
     assert silent and "access_token" in silent
     assert control.stats()["tokens"]["by_grant"]["refresh_token"] == {"ok": 1}
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize(("upn", "password", "code"), [
-    ("svc-pwasync", "wrong", 50126),
-    ("patti.fernandez", "Sandbox-Mfa-2026!", 50076),
-    ("diego.siciliani", "Sandbox-Locked-2026!", 50053),
-    ("nobody", "x", 50034),
-])
-def test_msal_password_grant_errors(sandbox: RunningSandbox, control: SandboxClient, upn: str,
-                                    password: str, code: int) -> None:
+@pytest.mark.parametrize(
+    ("upn", "password", "code"),
+    [
+        ("svc-pwasync", "wrong", 50126),
+        ("patti.fernandez", "Sandbox-Mfa-2026!", 50076),
+        ("diego.siciliani", "Sandbox-Locked-2026!", 50053),
+        ("nobody", "x", 50034),
+    ],
+)
+def test_msal_password_grant_errors(
+    sandbox: RunningSandbox, control: SandboxClient, upn: str, password: str, code: int
+) -> None:
     result = _public_app(sandbox).acquire_token_by_username_password(
-        f"{upn}@contoso.onmicrosoft.com", password, [f"{sandbox.url}/.default"])
+        f"{upn}@contoso.onmicrosoft.com", password, [f"{sandbox.url}/.default"]
+    )
     assert result["error"] == "invalid_grant"
     assert result["error_codes"] == [code]
     assert result["error_description"].startswith(f"AADSTS{code}: ")
@@ -109,8 +124,11 @@ def test_msal_client_credentials_grant(sandbox: RunningSandbox, control: Sandbox
     authority = f"{sandbox.url}/contoso.onmicrosoft.com"
     app = msal.ConfidentialClientApplication(
         sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
-        client_credential=sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"], authority=authority,
-        instance_discovery=False, http_client=PortRestoringHttpClient(authority, sandbox.ca_file))
+        client_credential=sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"],
+        authority=authority,
+        instance_discovery=False,
+        http_client=PortRestoringHttpClient(authority, sandbox.ca_file),
+    )
     result = app.acquire_token_for_client([GRAPH_SCOPE])
     claims = _claims(result["access_token"])
     assert claims["aud"] == "https://graph.microsoft.com"
@@ -119,20 +137,38 @@ def test_msal_client_credentials_grant(sandbox: RunningSandbox, control: Sandbox
     assert app.acquire_token_for_client([GRAPH_SCOPE])["token_source"] == "cache"
 
 
-@pytest.mark.parametrize(("form", "status", "error", "code"), [
-    ({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
-    ({"client_secret": None}, 401, "invalid_client", 7000218),
-    ({"client_id": "00000000-0000-0000-0000-000000000001"}, 400, "unauthorized_client", 700016),
-    ({"scope": "https://graph.microsoft.com/Calendars.ReadWrite"}, 400, "invalid_scope", 1002012),
-    ({"scope": "https://unknown.example/.default"}, 400, "invalid_resource", 500011),
-    ({"grant_type": "device_code"}, 400, "unsupported_grant_type", 70003),
-])
-def test_token_endpoint_errors(sandbox: RunningSandbox, http: httpx.Client,
-                               control: SandboxClient, form: dict, status: int, error: str,
-                               code: int) -> None:
-    data = {"grant_type": "client_credentials", "scope": GRAPH_SCOPE,
-            "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
-            "client_secret": sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"], **form}
+@pytest.mark.parametrize(
+    ("form", "status", "error", "code"),
+    [
+        ({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
+        ({"client_secret": None}, 401, "invalid_client", 7000218),
+        ({"client_id": "00000000-0000-0000-0000-000000000001"}, 400, "unauthorized_client", 700016),
+        (
+            {"scope": "https://graph.microsoft.com/Calendars.ReadWrite"},
+            400,
+            "invalid_scope",
+            1002012,
+        ),
+        ({"scope": "https://unknown.example/.default"}, 400, "invalid_resource", 500011),
+        ({"grant_type": "device_code"}, 400, "unsupported_grant_type", 70003),
+    ],
+)
+def test_token_endpoint_errors(
+    sandbox: RunningSandbox,
+    http: httpx.Client,
+    control: SandboxClient,
+    form: dict,
+    status: int,
+    error: str,
+    code: int,
+) -> None:
+    data = {
+        "grant_type": "client_credentials",
+        "scope": GRAPH_SCOPE,
+        "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
+        "client_secret": sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"],
+        **form,
+    }
     response = http.post(sandbox.token_url, data={k: v for k, v in data.items() if v})
     assert response.status_code == status
     body = response.json()
@@ -144,10 +180,15 @@ def test_discovery_documents(sandbox: RunningSandbox, http: httpx.Client) -> Non
     assert config["token_endpoint"] == f"{sandbox.url}/organizations/oauth2/v2.0/token"
     assert config["issuer"] == f"{sandbox.url}/{{tenantid}}/v2.0"
     by_domain = http.get(
-        f"{sandbox.url}/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration").json()
+        f"{sandbox.url}/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration"
+    ).json()
     assert by_domain["token_endpoint"] == sandbox.token_url
-    assert http.get(f"{sandbox.url}/fabrikam.com/v2.0/.well-known/openid-configuration"
-                    ).status_code == 400
-    realm = http.get(f"{sandbox.url}/common/userrealm/adele.vance@contoso.onmicrosoft.com",
-                     params={"api-version": "1.0"}).json()
+    assert (
+        http.get(f"{sandbox.url}/fabrikam.com/v2.0/.well-known/openid-configuration").status_code
+        == 400
+    )
+    realm = http.get(
+        f"{sandbox.url}/common/userrealm/adele.vance@contoso.onmicrosoft.com",
+        params={"api-version": "1.0"},
+    ).json()
     assert realm["account_type"] == "Managed"

@@ -15,18 +15,26 @@ from tests.sandbox.test_graph import ADELE, event_body
 ALEX = "alex.wilber@contoso.onmicrosoft.com"
 
 
-async def _concurrent_posts(sandbox: RunningSandbox, token: str,
-                            count: int) -> list[httpx.Response]:
+async def _concurrent_posts(
+    sandbox: RunningSandbox, token: str, count: int
+) -> list[httpx.Response]:
     context = ssl.create_default_context(cafile=sandbox.ca_file)
     async with httpx.AsyncClient(verify=context, timeout=30) as client:
-        return await asyncio.gather(*(client.post(
-            f"{sandbox.settings['PWASYNC_GRAPH_URL']}/users/{ADELE}/events", json=event_body(),
-            headers={"Authorization": f"Bearer {token}"}) for _ in range(count)))
+        return await asyncio.gather(
+            *(
+                client.post(
+                    f"{sandbox.settings['PWASYNC_GRAPH_URL']}/users/{ADELE}/events",
+                    json=event_body(),
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                for _ in range(count)
+            )
+        )
 
 
-def test_more_than_four_concurrent_requests_get_429(sandbox: RunningSandbox,
-                                                    control: SandboxClient,
-                                                    graph_token: str) -> None:
+def test_more_than_four_concurrent_requests_get_429(
+    sandbox: RunningSandbox, control: SandboxClient, graph_token: str
+) -> None:
     control.config(graph_latency_ms=400)
     responses = asyncio.run(_concurrent_posts(sandbox, graph_token, 7))
     statuses = sorted(r.status_code for r in responses)
@@ -39,8 +47,9 @@ def test_more_than_four_concurrent_requests_get_429(sandbox: RunningSandbox,
     assert stats["throttled"] == 3
 
 
-def test_request_budget_per_window(sandbox: RunningSandbox, http: httpx.Client,
-                                   control: SandboxClient, graph_token: str) -> None:
+def test_request_budget_per_window(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
     control.config(mailbox_budget=3)
     url = f"{sandbox.settings['PWASYNC_GRAPH_URL']}/users/{ADELE}/events"
     headers = {"Authorization": f"Bearer {graph_token}"}
@@ -49,20 +58,30 @@ def test_request_budget_per_window(sandbox: RunningSandbox, http: httpx.Client,
     assert http.get(url.replace(ADELE, ALEX), headers=headers).status_code == 200
 
 
-def _batch(sandbox: RunningSandbox, http: httpx.Client, token: str,
-           requests: list[dict[str, Any]]) -> httpx.Response:
-    return http.post(f"{sandbox.settings['PWASYNC_GRAPH_URL']}/$batch",
-                     json={"requests": requests}, headers={"Authorization": f"Bearer {token}"})
+def _batch(
+    sandbox: RunningSandbox, http: httpx.Client, token: str, requests: list[dict[str, Any]]
+) -> httpx.Response:
+    return http.post(
+        f"{sandbox.settings['PWASYNC_GRAPH_URL']}/$batch",
+        json={"requests": requests},
+        headers={"Authorization": f"Bearer {token}"},
+    )
 
 
 def _post_item(item_id: str, user: str = ADELE, **extra: Any) -> dict[str, Any]:
-    return {"id": item_id, "method": "POST", "url": f"/users/{user}/events",
-            "headers": {"Content-Type": "application/json"}, "body": event_body(), **extra}
+    return {
+        "id": item_id,
+        "method": "POST",
+        "url": f"/users/{user}/events",
+        "headers": {"Content-Type": "application/json"},
+        "body": event_body(),
+        **extra,
+    }
 
 
-def test_batch_runs_at_most_four_items_per_mailbox(sandbox: RunningSandbox, http: httpx.Client,
-                                                   control: SandboxClient,
-                                                   graph_token: str) -> None:
+def test_batch_runs_at_most_four_items_per_mailbox(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
     control.config(graph_latency_ms=150)
     requests = [_post_item(str(n)) for n in range(6)] + [_post_item("alex", ALEX)]
     response = _batch(sandbox, http, graph_token, requests)
@@ -73,8 +92,9 @@ def test_batch_runs_at_most_four_items_per_mailbox(sandbox: RunningSandbox, http
     assert control.stats()["graph"]["peak_concurrency"]["by_mailbox"][ADELE] == 4
 
 
-def test_batch_dependencies_and_per_item_errors(sandbox: RunningSandbox, http: httpx.Client,
-                                                control: SandboxClient, graph_token: str) -> None:
+def test_batch_dependencies_and_per_item_errors(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
     requests = [
         _post_item("1", "nobody@contoso.onmicrosoft.com"),
         _post_item("2", dependsOn=["1"]),
@@ -85,22 +105,31 @@ def test_batch_dependencies_and_per_item_errors(sandbox: RunningSandbox, http: h
     assert items["1"]["body"]["error"]["code"] == "ErrorInvalidUser"
 
 
-def test_batch_item_throttled_when_the_mailbox_is_busy(sandbox: RunningSandbox,
-                                                       http: httpx.Client,
-                                                       control: SandboxClient,
-                                                       graph_token: str) -> None:
+def test_batch_item_throttled_when_the_mailbox_is_busy(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
     control.config(graph_latency_ms=500)
 
     async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
         context = ssl.create_default_context(cafile=sandbox.ca_file)
         headers = {"Authorization": f"Bearer {graph_token}"}
         async with httpx.AsyncClient(verify=context, timeout=30) as client:
-            busy = [asyncio.create_task(client.post(
-                f"{sandbox.settings['PWASYNC_GRAPH_URL']}/users/{ADELE}/events",
-                json=event_body(), headers=headers)) for _ in range(4)]
+            busy = [
+                asyncio.create_task(
+                    client.post(
+                        f"{sandbox.settings['PWASYNC_GRAPH_URL']}/users/{ADELE}/events",
+                        json=event_body(),
+                        headers=headers,
+                    )
+                )
+                for _ in range(4)
+            ]
             await asyncio.sleep(0.2)
-            batch = await client.post(f"{sandbox.settings['PWASYNC_GRAPH_URL']}/$batch",
-                                      json={"requests": [_post_item("1")]}, headers=headers)
+            batch = await client.post(
+                f"{sandbox.settings['PWASYNC_GRAPH_URL']}/$batch",
+                json={"requests": [_post_item("1")]},
+                headers=headers,
+            )
             return await asyncio.gather(*busy), batch
 
     singles, batch = asyncio.run(scenario())
@@ -109,14 +138,23 @@ def test_batch_item_throttled_when_the_mailbox_is_busy(sandbox: RunningSandbox,
     assert item["status"] == 429 and float(item["headers"]["Retry-After"]) > 0
 
 
-def test_batch_envelope_validation(sandbox: RunningSandbox, http: httpx.Client,
-                                   control: SandboxClient, graph_token: str) -> None:
+def test_batch_envelope_validation(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
     too_many = _batch(sandbox, http, graph_token, [_post_item(str(n)) for n in range(21)])
     assert too_many.status_code == 400
-    no_content_type = _batch(sandbox, http, graph_token, [
-        {"id": "1", "method": "POST", "url": f"/users/{ADELE}/events", "body": event_body()}])
+    no_content_type = _batch(
+        sandbox,
+        http,
+        graph_token,
+        [{"id": "1", "method": "POST", "url": f"/users/{ADELE}/events", "body": event_body()}],
+    )
     assert no_content_type.status_code == 400
     assert "Content-Type" in no_content_type.json()["error"]["message"]
-    absolute = _batch(sandbox, http, graph_token, [
-        {"id": "1", "method": "GET", "url": f"https://graph.microsoft.com/v1.0/users/{ADELE}"}])
+    absolute = _batch(
+        sandbox,
+        http,
+        graph_token,
+        [{"id": "1", "method": "GET", "url": f"https://graph.microsoft.com/v1.0/users/{ADELE}"}],
+    )
     assert absolute.status_code == 400
