@@ -39,14 +39,18 @@ def test_rabbitmq_restarted_mid_run_loses_nothing(rabbit_node, run_factory, volu
         assert wait_for(lambda m=mark: run.events_written() >= m, timeout=180)
         assert run.events_written() < len(expected), "the sync ended before the restart"
         rabbit_node.restart(down_seconds=1 if volume.run == "short" else 3)
+    # Every service consumes again. One still waiting out its backoff (up to 30 s) when the
+    # others have finished the work must get there too, so wait for it rather than stop it
+    # first; two restarts close together may be one outage to a service in its backoff.
+    reconnected = wait_for(
+        lambda: all(count >= 1 for count in _reconnections(run).values()), timeout=90
+    )
+    assert reconnected, _reconnections(run)
     run.finish(
         Expectation(frozenset(expected)),
         f"{rabbit_node.restarts} broker restart(s) (stop, down, boot: "
         f"{'1' if volume.run == 'short' else '3'} s + ~4 s each)",
     )
-    # Each reconnected and consumed again (two restarts close together may be one outage to
-    # a service still waiting out its backoff).
-    assert all(count >= 1 for count in _reconnections(run).values()), _reconnections(run)
 
 
 @pytest.mark.parametrize("volume", RESTARTS)
