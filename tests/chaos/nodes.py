@@ -22,13 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.ports import free_port
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:

@@ -3,22 +3,16 @@ correlation id on every line its work causes, and never a secret."""
 
 import json
 import re
-import socket
 
 import httpx
 import pytest
 
 from tests.e2e.harness import wait_for
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_logs_are_json_correlated_and_free_of_secrets(pipeline):

@@ -7,14 +7,9 @@ import pytest
 
 from common.health import HealthServer
 from tests.e2e.harness import wait_for
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_probes_report_each_check():
