@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from common.errors import PublishNotConfirmed, ServiceUnavailable, UnroutableMessage
 from common.logging import get_logger
@@ -52,10 +53,13 @@ def broker_address(amqp_url: str) -> str:
 class RabbitConnector:
     """Opens connections to one broker, translating failures to ``ServiceUnavailable``."""
 
-    def __init__(self, amqp_url: str, *, connection_name: str) -> None:
+    def __init__(
+        self, amqp_url: str, *, connection_name: str, handshake_timeout: float = 15.0
+    ) -> None:
         self._url = amqp_url
         self.address = broker_address(amqp_url)
         self._connection_name = connection_name
+        self._handshake_timeout = handshake_timeout
 
     def connect(self) -> pika.BlockingConnection:
         params = pika.URLParameters(self._url)
@@ -63,6 +67,9 @@ class RabbitConnector:
         params.blocked_connection_timeout = 60
         params.socket_timeout = 10
         params.connection_attempts = 1
+        # A peer that accepts the socket but never completes the AMQP handshake (a node still
+        # booting or failing to, an overloaded one) ends the attempt after this long.
+        params.stack_timeout = self._handshake_timeout
         params.client_properties = {"connection_name": self._connection_name}
         try:
             return pika.BlockingConnection(params)
@@ -70,7 +77,9 @@ class RabbitConnector:
             raise ServiceUnavailable(
                 f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
             ) from None
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        # pika raises its connection workflow's errors (a handshake timeout) outside AMQPError:
+        # untranslated, they ended a service's reconnect loop.
+        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
             raise ServiceUnavailable(
                 f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
             ) from None

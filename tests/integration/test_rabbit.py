@@ -1,5 +1,6 @@
 """The RabbitMQ edge on the real broker: topology, confirmed publishing, the consumer's policy."""
 
+import socket
 import threading
 import time
 import uuid
@@ -14,7 +15,13 @@ from common.consumer import (
     Consumer,
     Delivery,
 )
-from common.errors import BadMessage, Contended, RetryableError, UnroutableMessage
+from common.errors import (
+    BadMessage,
+    Contended,
+    RetryableError,
+    ServiceUnavailable,
+    UnroutableMessage,
+)
 from common.rabbit import Publisher, RabbitConnector, ThreadLocalPublisher
 from common.topology import topology_for
 
@@ -210,3 +217,29 @@ def test_topology_declaration_is_idempotent_across_processes(amqp_url, scenario)
         publisher.publish(topology.transfers.routing_key, str(uuid.uuid4()).encode())
         publisher.close()
     assert depth(amqp_url, topology.transfers.name) == 2
+
+
+def test_a_peer_that_never_completes_the_handshake_is_unavailable_not_a_crash():
+    # A node booting (or failing to) accepts the socket and never answers the AMQP header.
+    # pika raises its connection workflow's own timeout for it, outside AMQPError; untranslated
+    # it would end a service's reconnect loop (the consumer retries ServiceUnavailable only).
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    connector = RabbitConnector(
+        f"amqp://guest:guest@127.0.0.1:{port}/%2F", connection_name="t", handshake_timeout=1.0
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServiceUnavailable, match=f"cannot reach RabbitMQ at 127.0.0.1:{port}"):
+            connector.connect()
+    finally:
+        server.close()
+        for conn, _ in accepted:
+            conn.close()
+    assert accepted, "the peer never saw the connection"
+    assert time.monotonic() - started < 10
