@@ -247,13 +247,7 @@ def _authenticate_client(
             401,
         )
     if not app.is_public and not secret:
-        raise EntraError(
-            "invalid_client",
-            7000218,
-            "The request body must contain the "
-            "following parameter: 'client_assertion' or 'client_secret'.",
-            401,
-        )
+        raise _client_credentials_missing()
     if not app.is_public and not secrets.compare_digest(str(secret), app.secret or ""):
         raise EntraError(
             "invalid_client",
@@ -442,13 +436,7 @@ async def device_code(request: Request) -> Response:
             raise _unknown_tenant(request.path_params["tenant"])
         app = _authenticate_client(sandbox, request, form)
         if not app.is_public:
-            raise EntraError(
-                "invalid_client",
-                7000218,
-                "The request body must contain the "
-                "following parameter: 'client_assertion' or 'client_secret'.",
-                401,
-            )
+            raise _client_credentials_missing()
         raw_scope = str(form.get("scope", ""))
         _delegated_permissions(app, _parse_scope(sandbox, raw_scope))
     except EntraError as error:
@@ -615,6 +603,17 @@ def _id_token(sandbox: Sandbox, app: AppRegistration, user: User, now: int) -> s
             "tid": sandbox.tenant.id,
             "ver": "2.0",
         }
+    )
+
+
+def _client_credentials_missing() -> EntraError:
+    """AADSTS7000218, Entra's answer to a confidential client without a secret or assertion."""
+    return EntraError(
+        "invalid_client",
+        7000218,
+        "The request body must contain the "
+        "following parameter: 'client_assertion' or 'client_secret'.",
+        401,
     )
 
 
