@@ -78,7 +78,8 @@ class RabbitConnector:
                 f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
             ) from None
         # pika raises its connection workflow's errors (a handshake timeout) outside AMQPError:
-        # untranslated, they ended a service's reconnect loop.
+        # untranslated, they would end a service's reconnect loop, which retries only
+        # ServiceUnavailable.
         except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
             raise ServiceUnavailable(
                 f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
