@@ -4,6 +4,11 @@ Configured once per process by ``configure_logging``. Per-message context (corre
 message id, task id) is bound with ``structlog.contextvars`` inside the thread that handles the
 message, so every line that work writes carries it. Library loggers (pika, httpx, msal) go
 through the same renderer at WARNING, so the output stays one format.
+
+Our own lines do not pass through the standard library's logging (a LogRecord, the root
+logger's handler lock, a second processor chain per line): structlog renders them itself and
+hands the line to ``_SINK``. Library records reach the same sink through a logging handler, so
+both share one lock and lines never interleave.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
@@ -51,14 +57,50 @@ def _redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str
     return _redact(event)
 
 
+class _LineSink:
+    """Where every rendered line goes, one whole line at a time."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+_SINK = _LineSink()
+
+
+class _SinkLogger:
+    """structlog's output logger: whatever the level, the rendered line goes to the sink (the
+    level was filtered before rendering)."""
+
+    def msg(self, message: str) -> None:
+        _SINK.write(message)
+
+    debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+class _SinkHandler(logging.Handler):
+    """Library records, rendered by the ProcessorFormatter, to the same sink."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _SINK.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
 def configure_logging(
     *, fmt: str = "json", level: str = "info", stream: TextIO | None = None, service: str = ""
 ) -> None:
     """Set up structlog and the stdlib root logger for this process."""
-    stream = stream or sys.stderr
+    _SINK.stream = stream or sys.stderr
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if service:
@@ -79,10 +121,12 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            exc_processor,
+            _redact_event,
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=lambda *_args: _SinkLogger(),
+        wrapper_class=structlog.make_filtering_bound_logger(level.upper()),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -94,7 +138,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _SinkHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -115,5 +159,6 @@ def _add_service(service: str) -> Any:
     return add
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str) -> Any:
+    """A structlog logger; ``name`` documents the caller (the output does not carry it)."""
     return structlog.get_logger(name)
