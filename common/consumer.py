@@ -34,7 +34,7 @@ from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Ack, DeadLetter, Decision, Retry, decide
 from common.errors import PublishError, ServiceUnavailable
 from common.logging import get_logger
-from common.rabbit import CONNECTION_ERRORS, RabbitConnector, ThreadLocalPublisher, declare_topology
+from common.rabbit import CONNECTION_ERRORS, MessagePublisher, RabbitConnector, declare_topology
 from common.topology import Topology, WorkQueue
 
 log = get_logger(__name__)
@@ -83,7 +83,7 @@ class Consumer:
         topology: Topology,
         queue: WorkQueue,
         handler: Handler,
-        publisher: ThreadLocalPublisher,
+        publisher: MessagePublisher,
         concurrency: int = 1,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         drain_seconds: float = 8.0,

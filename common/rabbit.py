@@ -4,19 +4,20 @@ pika is used only here and in ``common/consumer.py``; callers see ``ServiceUnava
 ``UnroutableMessage`` and ``PublishNotConfirmed`` instead of pika's exceptions.
 
 pika connections are not thread-safe, so a ``Publisher`` belongs to one thread;
-``ThreadLocalPublisher`` hands each thread its own (as dramatiq does).
+``ThreadLocalPublisher`` hands each thread its own (as dramatiq does). The writer, whose
+hundreds of handler threads each publish a ``transfer.succeeded``, uses the
+``PipelinedPublisher`` (``common/pipelined_publisher.py``) instead: one connection for all.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pika
@@ -61,7 +62,7 @@ class RabbitConnector:
         self._connection_name = connection_name
         self._handshake_timeout = handshake_timeout
 
-    def connect(self) -> pika.BlockingConnection:
+    def parameters(self) -> pika.URLParameters:
         params = pika.URLParameters(self._url)
         params.heartbeat = HEARTBEAT_SECONDS
         params.blocked_connection_timeout = 60
@@ -71,8 +72,11 @@ class RabbitConnector:
         # booting or failing to, an overloaded one) ends the attempt after this long.
         params.stack_timeout = self._handshake_timeout
         params.client_properties = {"connection_name": self._connection_name}
+        return params
+
+    def connect(self) -> pika.BlockingConnection:
         try:
-            return pika.BlockingConnection(params)
+            return pika.BlockingConnection(self.parameters())
         except pika.exceptions.ProbableAuthenticationError:
             raise ServiceUnavailable(
                 f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
@@ -222,6 +226,14 @@ class Publisher:
                 connection.close()
 
 
+class MessagePublisher(Protocol):
+    """What services publish through: ``ThreadLocalPublisher`` or ``PipelinedPublisher``."""
+
+    def publish(self, routing_key: str, body: bytes, **kwargs: Any) -> str: ...
+
+    def close(self) -> None: ...
+
+
 class ThreadLocalPublisher:
     """A ``Publisher`` per calling thread, all closed together."""
 
@@ -251,30 +263,3 @@ class ThreadLocalPublisher:
         for publisher in publishers:
             publisher.close()
         self._local = threading.local()
-
-
-class PublisherPool(ThreadLocalPublisher):
-    """At most ``size`` publishers shared by any number of threads (a writer runs hundreds of
-    handler threads; one broker connection each would be wasteful). A thread borrows one for a
-    publish and gives it back."""
-
-    def __init__(self, connector: RabbitConnector, topology: Topology, size: int) -> None:
-        super().__init__(connector, topology)
-        self._idle: queue.LifoQueue[Publisher] = queue.LifoQueue()
-        for _ in range(size):
-            publisher = Publisher(connector, topology)
-            self._idle.put(publisher)
-            self._all.append(publisher)
-
-    def publish(self, routing_key: str, body: bytes, **kwargs: Any) -> str:
-        publisher = self._idle.get()
-        try:
-            return publisher.publish(routing_key, body, **kwargs)
-        finally:
-            self._idle.put(publisher)
-
-    def close(self) -> None:
-        with self._lock:
-            publishers = list(self._all)
-        for publisher in publishers:
-            publisher.close()

@@ -21,7 +21,8 @@ from common.errors import ConfigError
 from common.health import HealthServer
 from common.logging import get_logger
 from common.messages import encode
-from common.rabbit import PublisherPool, RabbitConnector, ThreadLocalPublisher
+from common.pipelined_publisher import PipelinedPublisher
+from common.rabbit import MessagePublisher, RabbitConnector, ThreadLocalPublisher
 from common.redis_store import REDIS_ERRORS, Keys, connect_redis, redis_address
 from common.settings import Settings
 from common.topology import Topology, WorkQueue, topology_for
@@ -64,7 +65,7 @@ class Infrastructure:
 
     topology: Topology
     connector: RabbitConnector
-    publisher: ThreadLocalPublisher
+    publisher: MessagePublisher
     redis: redis.Redis
     redis_url: str
     keys: Keys
@@ -118,7 +119,7 @@ class Infrastructure:
 
 
 def open_infrastructure(
-    settings: Settings, service: str, stop: threading.Event, *, publishers: int | None = None
+    settings: Settings, service: str, stop: threading.Event, *, pipelined: bool = False
 ) -> Infrastructure:
     """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
     order). The broker connection is made lazily and retried by the consumer and publishers."""
@@ -132,10 +133,11 @@ def open_infrastructure(
     infra = Infrastructure(
         topology=topology,
         connector=connector,
-        # A connection per publishing thread, or a shared pool of ``publishers`` of them.
+        # A connection per publishing thread, or (a writer's hundreds of handler threads) one
+        # connection whose I/O thread sends for all of them without a round trip each.
         publisher=(
-            PublisherPool(connector, topology, publishers)
-            if publishers
+            PipelinedPublisher(connector, topology)
+            if pipelined
             else ThreadLocalPublisher(connector, topology)
         ),
         redis=client,

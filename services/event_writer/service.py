@@ -34,7 +34,6 @@ from services.runtime import open_infrastructure
 log = get_logger(__name__)
 
 SENDERS = 16  # $batch requests in flight per writer
-PUBLISHERS = 8  # broker connections for transfer.succeeded, retries and dead letters
 
 
 def event_rules(settings: Settings) -> EventRules:
@@ -48,7 +47,7 @@ def event_rules(settings: Settings) -> EventRules:
 
 def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
-    infra = open_infrastructure(settings, "writer", stop, publishers=PUBLISHERS)
+    infra = open_infrastructure(settings, "writer", stop, pipelined=True)
     concurrency = settings.writer_concurrency
     http = new_http_client(
         ca_bundle=settings.ca_bundle,

@@ -22,6 +22,7 @@ from common.errors import (
     ServiceUnavailable,
     UnroutableMessage,
 )
+from common.pipelined_publisher import PipelinedPublisher
 from common.rabbit import Publisher, RabbitConnector, ThreadLocalPublisher
 from common.topology import topology_for
 
@@ -81,10 +82,10 @@ def test_publishing_to_an_unbound_routing_key_fails_loudly(amqp_url, scenario):
 class Harness:
     """Runs a Consumer on a thread with a scripted handler."""
 
-    def __init__(self, amqp_url, scenario, handler, **kwargs):
+    def __init__(self, amqp_url, scenario, handler, publisher=ThreadLocalPublisher, **kwargs):
         self.topology = topology_for(scenario)
         self.connector = RabbitConnector(amqp_url, connection_name="test")
-        self.publisher = ThreadLocalPublisher(self.connector, self.topology)
+        self.publisher = publisher(self.connector, self.topology)
         self.stop = threading.Event()
         self.consumer = Consumer(
             connector=self.connector,
@@ -124,11 +125,18 @@ def test_success_is_acked_once(amqp_url, scenario):
     assert depth(amqp_url, queue.dead_letter_queue) == 0
 
 
-def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario):
+# The writer settles through the PipelinedPublisher, the other services through thread-local ones.
+SETTLING_PUBLISHERS = pytest.mark.parametrize(
+    "publisher", [ThreadLocalPublisher, PipelinedPublisher]
+)
+
+
+@SETTLING_PUBLISHERS
+def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario, publisher):
     def handler(delivery: Delivery):
         raise BadMessage("body does not fit TransferSucceeded: task_id: Field required")
 
-    with Harness(amqp_url, scenario, handler) as harness:
+    with Harness(amqp_url, scenario, handler, publisher) as harness:
         message_id = harness.send(b'{"x": 1}')
         dead = get_one(amqp_url, harness.topology.transfers.dead_letter_queue)
     assert dead is not None
@@ -141,7 +149,10 @@ def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario
     assert depth(amqp_url, harness.topology.transfers.name) == 0
 
 
-def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(amqp_url, scenario):
+@SETTLING_PUBLISHERS
+def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(
+    amqp_url, scenario, publisher
+):
     attempts = []
 
     def handler(delivery: Delivery):
@@ -149,7 +160,7 @@ def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(amqp_url, 
         if len(attempts) == 1:
             raise RetryableError("Graph timed out")
 
-    with Harness(amqp_url, scenario, handler) as harness:
+    with Harness(amqp_url, scenario, handler, publisher) as harness:
         harness.send(b"{}")
         deadline = time.monotonic() + 20
         while len(attempts) < 2 and time.monotonic() < deadline:
