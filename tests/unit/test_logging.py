@@ -4,7 +4,7 @@ import logging
 
 import structlog
 
-from common.logging import configure_logging, get_logger, redact_text
+from common.logging import configure_logging, flush_logs, get_logger, redact_text
 
 
 def capture(fn, fmt="json"):
@@ -12,6 +12,7 @@ def capture(fn, fmt="json"):
     configure_logging(fmt=fmt, level="debug", stream=stream, service="test")
     try:
         fn()
+        flush_logs()
     finally:
         structlog.contextvars.clear_contextvars()
     return stream.getvalue()
