@@ -3,7 +3,10 @@
 One thread owns the pika connection and does nothing but network I/O (so heartbeats flow while
 handlers run for a long time); handlers run in a thread pool. A worker never touches the channel:
 it settles a delivery (publishing a retry or dead-letter copy with its own confirmed publisher)
-and then asks the I/O thread to ack through ``add_callback_threadsafe``.
+and then asks the I/O thread to ack through ``add_callback_threadsafe``. Settlements are
+coalesced: one wake-up of the I/O thread sends every settlement queued since, and acks of
+deliveries older than every one still in a handler go as one ``multiple`` ack (a busy writer
+settles hundreds a second; a wake-up and a flush for each cost it about a sixth of its CPU).
 
 Stopping follows the order that loses nothing: stop taking deliveries (basic_cancel), let the
 in-flight handlers finish and their acks go out while the connection stays up, then close. A
@@ -18,7 +21,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +104,11 @@ class Consumer:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
         self._inflight = 0
         self._inflight_lock = threading.Lock()
+        # Settled deliveries waiting for the I/O thread to ack or reject them, and whether it
+        # has been asked to (one wake-up of the I/O thread carries every settlement since).
+        self._settled: dict[int, bool] = {}
+        self._settle_scheduled = False
+        self._session: _Session | None = None
         self.connected = threading.Event()
         self._heartbeat = time.monotonic()
 
@@ -148,8 +156,13 @@ class Consumer:
             channel = connection.channel()
             declare_topology(channel, self._topology)
             channel.basic_qos(prefetch_count=self._concurrency)
+            session = _Session(connection, channel)
+            with self._inflight_lock:
+                # Settlements of an earlier connection's deliveries cannot be sent any more:
+                # the broker redelivers those.
+                self._session, self._settled, self._settle_scheduled = session, {}, False
             tag = channel.basic_consume(
-                self._queue.name, partial(self._on_message, connection), auto_ack=False
+                self._queue.name, partial(self._on_message, session), auto_ack=False
             )
             self.connected.set()
             log.info("consuming", queue=self._queue.name, prefetch=self._concurrency)
@@ -176,7 +189,7 @@ class Consumer:
 
     def _on_message(
         self,
-        connection: pika.BlockingConnection,
+        session: _Session,
         channel: BlockingChannel,
         method: pika.spec.Basic.Deliver,
         properties: pika.BasicProperties,
@@ -190,11 +203,10 @@ class Consumer:
             headers=dict(properties.headers or {}),
             redelivered=bool(method.redelivered),
         )
+        session.unsettled[method.delivery_tag] = None
         with self._inflight_lock:
             self._inflight += 1
-        self._executor.submit(
-            self._work, connection, channel, method.delivery_tag, delivery, properties
-        )
+        self._executor.submit(self._work, session, method.delivery_tag, delivery, properties)
 
     def _inflight_count(self) -> int:
         with self._inflight_lock:
@@ -208,8 +220,7 @@ class Consumer:
 
     def _work(
         self,
-        connection: pika.BlockingConnection,
-        channel: BlockingChannel,
+        session: _Session,
         delivery_tag: int,
         delivery: Delivery,
         properties: pika.BasicProperties,
@@ -223,12 +234,7 @@ class Consumer:
         )
         try:
             acked = self._handle_and_settle(delivery, properties)
-            try:
-                connection.add_callback_threadsafe(
-                    partial(self._finish, channel, delivery_tag, acked)
-                )
-            except CONNECTION_ERRORS:
-                log.warning("connection gone before the ack; the broker will redeliver")
+            self._queue_settlement(session, delivery_tag, acked)
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
@@ -293,13 +299,74 @@ class Consumer:
             headers=headers,
         )
 
-    def _finish(self, channel: BlockingChannel, delivery_tag: int, acked: bool) -> None:
-        """Runs on the I/O thread."""
-        if not channel.is_open:
+    def _queue_settlement(self, session: _Session, delivery_tag: int, acked: bool) -> None:
+        """Hand the ack (True) or requeue (False) to the I/O thread, waking it only when no
+        wake-up is pending already."""
+        with self._inflight_lock:
+            if session is not self._session:
+                log.warning("connection gone before the ack; the broker will redeliver")
+                return
+            self._settled[delivery_tag] = acked
+            if self._settle_scheduled:
+                return
+            self._settle_scheduled = True
+        try:
+            session.connection.add_callback_threadsafe(partial(self._send_settlements, session))
+        except CONNECTION_ERRORS:
+            log.warning("connection gone before the ack; the broker will redeliver")
+
+    def _send_settlements(self, session: _Session) -> None:
+        """Runs on the I/O thread: everything settled since the last call, in as few frames as
+        the delivery order allows."""
+        with self._inflight_lock:
+            if session is not self._session:
+                return
+            settled, self._settled, self._settle_scheduled = self._settled, {}, False
+        if not session.channel.is_open:
             log.warning("channel closed before the ack; the broker will redeliver")
             return
-        if acked:
-            channel.basic_ack(delivery_tag)
-        else:
-            # reject (not nack) so the quorum queue's delivery limit counts it.
-            channel.basic_reject(delivery_tag, requeue=True)
+        for frame in settlement_frames(session.unsettled, settled):
+            if frame.ack:
+                session.channel.basic_ack(frame.delivery_tag, multiple=frame.multiple)
+            else:
+                # reject (not nack) so the quorum queue's delivery limit counts it.
+                session.channel.basic_reject(frame.delivery_tag, requeue=True)
+        for delivery_tag in settled:
+            session.unsettled.pop(delivery_tag, None)
+
+
+@dataclass
+class _Session:
+    """One connection's consuming channel and its deliveries not settled yet (I/O thread)."""
+
+    connection: pika.BlockingConnection
+    channel: BlockingChannel
+    unsettled: dict[int, None] = field(default_factory=dict)  # delivery order
+
+
+@dataclass(frozen=True)
+class SettlementFrame:
+    delivery_tag: int
+    ack: bool  # False: reject and requeue
+    multiple: bool = False
+
+
+def settlement_frames(
+    unsettled: Iterable[int], settled: Mapping[int, bool]
+) -> list[SettlementFrame]:
+    """The frames that settle ``settled`` (delivery tag -> ack?), given the channel's deliveries
+    not settled before, in delivery order.
+
+    Rejections go first, one each. Acks of deliveries older than every delivery still in a
+    handler go as one ``multiple`` ack (it settles exactly them: every older delivery is
+    settled in this call, and the rejected ones are no longer outstanding); later acks go one
+    each, so no ack ever waits for a slow delivery.
+    """
+    frames = [SettlementFrame(tag, ack=False) for tag in sorted(settled) if not settled[tag]]
+    oldest_open = next((tag for tag in unsettled if tag not in settled), None)
+    acks = sorted(tag for tag, ok in settled.items() if ok)
+    older = [tag for tag in acks if oldest_open is None or tag < oldest_open]
+    if older:
+        frames.append(SettlementFrame(older[-1], ack=True, multiple=len(older) > 1))
+    frames += [SettlementFrame(tag, ack=True) for tag in acks[len(older) :]]
+    return frames
