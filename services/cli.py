@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import ConfigError, PwasyncError
-from common.logging import configure_logging, get_logger
+from common.logging import configure_logging, flush_logs, get_logger
 from common.settings import Settings, load_settings, unknown_variables
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -29,9 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or EXIT_OK)
     except ConfigError as exc:
+        flush_logs()  # the one line that says why comes last, after the queued log lines
         print(f"pwasync: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PwasyncError as exc:
+        flush_logs()
         print(f"pwasync: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
