@@ -33,9 +33,17 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
-from common.errors import PublishNotConfirmed, ServiceUnavailable, UnroutableMessage
+from common.errors import PublishNotConfirmed, ServiceUnavailable
 from common.logging import get_logger
-from common.rabbit import CONNECTION_ERRORS, RabbitConnector, declare_topology, message_properties
+from common.rabbit import (
+    CONNECTION_ERRORS,
+    RabbitConnector,
+    TryAgain,
+    confirm_with_attempts,
+    declare_topology,
+    message_properties,
+    unroutable,
+)
 from common.topology import Topology
 
 log = get_logger(__name__)
@@ -101,24 +109,22 @@ class PipelinedPublisher:
             message_id=message_id, correlation_id=correlation_id, headers=headers
         )
         target = self._topology.exchange if exchange is None else exchange
-        last_error: BaseException | None = None
-        for attempt in range(1, self._attempts + 1):
+
+        def attempt() -> None:
             outgoing = _Outgoing(target, routing_key, body, properties)
             self._enqueue(outgoing)
             try:
                 outgoing.future.result(timeout=self._confirm_timeout)
-                return message_id
-            except UnroutableMessage:
-                raise
             except (_Nacked, ServiceUnavailable, FutureTimeout) as exc:
-                last_error = exc
-            if attempt < self._attempts:
-                time.sleep(0.2 * 2**attempt)
-        raise PublishNotConfirmed(
-            f"RabbitMQ at {self._connector.address} did not confirm a message to "
-            f"{routing_key!r} after {self._attempts} attempts "
-            f"({last_error.__class__.__name__ if last_error else 'unknown'})"
+                raise TryAgain from exc
+
+        confirm_with_attempts(
+            attempt,
+            address=self._connector.address,
+            routing_key=routing_key,
+            attempts=self._attempts,
         )
+        return message_id
 
     def _enqueue(self, outgoing: _Outgoing) -> None:
         with self._lock:
@@ -286,12 +292,7 @@ class PipelinedPublisher:
             if outgoing is None:
                 continue
             if outgoing.returned is not None:
-                outgoing.future.set_exception(
-                    UnroutableMessage(
-                        f"no queue is bound to {outgoing.exchange or '(default exchange)'!r} "
-                        f"with routing key {outgoing.routing_key!r}"
-                    )
-                )
+                outgoing.future.set_exception(unroutable(outgoing.exchange, outgoing.routing_key))
             elif acked:
                 outgoing.future.set_result(None)
             else:

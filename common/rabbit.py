@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -149,6 +149,37 @@ def message_properties(
     )
 
 
+class TryAgain(Exception):
+    """One publish attempt failed in a way another may not (its cause says how)."""
+
+
+def unroutable(exchange: str, routing_key: str) -> UnroutableMessage:
+    return UnroutableMessage(
+        f"no queue is bound to {exchange or '(default exchange)'!r} "
+        f"with routing key {routing_key!r}"
+    )
+
+
+def confirm_with_attempts(
+    attempt: Callable[[], None], *, address: str, routing_key: str, attempts: int
+) -> None:
+    """Run ``attempt`` until it returns (the broker confirmed), at most ``attempts`` times,
+    backing off between them; ``UnroutableMessage`` goes straight up."""
+    last_error: BaseException | None = None
+    for number in range(1, attempts + 1):
+        try:
+            attempt()
+            return
+        except TryAgain as exc:
+            last_error = exc.__cause__ or exc
+        if number < attempts:
+            time.sleep(0.2 * 2**number)
+    raise PublishNotConfirmed(
+        f"RabbitMQ at {address} did not confirm a message to {routing_key!r} after {attempts} "
+        f"attempts ({last_error.__class__.__name__ if last_error else 'unknown'})"
+    )
+
+
 class Publisher:
     """Publishes persistent, mandatory messages and waits for the broker's confirm.
 
@@ -179,31 +210,28 @@ class Publisher:
             message_id=message_id, correlation_id=correlation_id, headers=headers
         )
         target = self._topology.exchange if exchange is None else exchange
-        last_error: BaseException | None = None
-        for attempt in range(1, self._attempts + 1):
+
+        def attempt() -> None:
             try:
                 channel = self._open_channel()
                 channel.basic_publish(
                     target, routing_key, body, properties=properties, mandatory=True
                 )
-                return message_id
             except pika.exceptions.UnroutableError:
-                raise UnroutableMessage(
-                    f"no queue is bound to {target or '(default exchange)'!r} "
-                    f"with routing key {routing_key!r}"
-                ) from None
+                raise unroutable(target, routing_key) from None
             except pika.exceptions.NackError as exc:
-                last_error = exc
+                raise TryAgain from exc
             except (*CONNECTION_ERRORS, ServiceUnavailable) as exc:
-                last_error = exc
                 self.close()
-            if attempt < self._attempts:
-                time.sleep(0.2 * 2**attempt)
-        raise PublishNotConfirmed(
-            f"RabbitMQ at {self._connector.address} did not confirm a message to "
-            f"{routing_key!r} after {self._attempts} attempts "
-            f"({last_error.__class__.__name__ if last_error else 'unknown'})"
+                raise TryAgain from exc
+
+        confirm_with_attempts(
+            attempt,
+            address=self._connector.address,
+            routing_key=routing_key,
+            attempts=self._attempts,
         )
+        return message_id
 
     def _open_channel(self) -> BlockingChannel:
         if self._channel is not None and self._channel.is_open and self._connection is not None:
