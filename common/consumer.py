@@ -103,7 +103,7 @@ class Consumer:
         self._on_decision = on_decision
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
         self._inflight = 0
-        self._inflight_lock = threading.Lock()
+        self._state_lock = threading.Lock()  # guards the in-flight count and what follows
         # Settled deliveries waiting for the I/O thread to ack or reject them, and whether it
         # has been asked to (one wake-up of the I/O thread carries every settlement since).
         self._settled: dict[int, bool] = {}
@@ -157,7 +157,7 @@ class Consumer:
             declare_topology(channel, self._topology)
             channel.basic_qos(prefetch_count=self._concurrency)
             session = _Session(connection, channel)
-            with self._inflight_lock:
+            with self._state_lock:
                 # Settlements of an earlier connection's deliveries cannot be sent any more:
                 # the broker redelivers those.
                 self._session, self._settled, self._settle_scheduled = session, {}, False
@@ -204,12 +204,12 @@ class Consumer:
             redelivered=bool(method.redelivered),
         )
         session.unsettled[method.delivery_tag] = None
-        with self._inflight_lock:
+        with self._state_lock:
             self._inflight += 1
         self._executor.submit(self._work, session, method.delivery_tag, delivery, properties)
 
     def _inflight_count(self) -> int:
-        with self._inflight_lock:
+        with self._state_lock:
             return self._inflight
 
     def _wait_for_inflight(self, *, deadline: float) -> None:
@@ -236,7 +236,7 @@ class Consumer:
             acked = self._handle_and_settle(delivery, properties)
             self._queue_settlement(session, delivery_tag, acked)
         finally:
-            with self._inflight_lock:
+            with self._state_lock:
                 self._inflight -= 1
             structlog.contextvars.clear_contextvars()
 
@@ -302,7 +302,7 @@ class Consumer:
     def _queue_settlement(self, session: _Session, delivery_tag: int, acked: bool) -> None:
         """Hand the ack (True) or requeue (False) to the I/O thread, waking it only when no
         wake-up is pending already."""
-        with self._inflight_lock:
+        with self._state_lock:
             if session is not self._session:
                 log.warning("connection gone before the ack; the broker will redeliver")
                 return
@@ -318,7 +318,7 @@ class Consumer:
     def _send_settlements(self, session: _Session) -> None:
         """Runs on the I/O thread: everything settled since the last call, in as few frames as
         the delivery order allows."""
-        with self._inflight_lock:
+        with self._state_lock:
             if session is not self._session:
                 return
             settled, self._settled, self._settle_scheduled = self._settled, {}, False

@@ -60,7 +60,7 @@ class _Outgoing:
     body: bytes
     properties: pika.BasicProperties
     future: Future = field(default_factory=Future)
-    returned: str | None = None  # the broker's reply text when it found no queue
+    returned: bool = False  # the broker found no queue for it (basic.return)
 
 
 class PipelinedPublisher:
@@ -272,12 +272,12 @@ class PipelinedPublisher:
         # The broker sends basic.return before the confirm of the same message.
         for outgoing in self._unconfirmed.values():
             if (
-                outgoing.returned is None
+                not outgoing.returned
                 and outgoing.properties.message_id == properties.message_id
                 and outgoing.exchange == method.exchange
                 and outgoing.routing_key == method.routing_key
             ):
-                outgoing.returned = f"{method.reply_code} {method.reply_text}"
+                outgoing.returned = True
                 break
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
@@ -291,7 +291,7 @@ class PipelinedPublisher:
             outgoing = self._unconfirmed.pop(tag, None)
             if outgoing is None:
                 continue
-            if outgoing.returned is not None:
+            if outgoing.returned:
                 outgoing.future.set_exception(unroutable(outgoing.exchange, outgoing.routing_key))
             elif acked:
                 outgoing.future.set_result(None)
