@@ -68,7 +68,7 @@ class _LineSink:
     Info and debug lines are queued and written together by a background thread every
     ``FLUSH_SECONDS`` (and at exit): the writer logs a line per task from a few hundred
     threads, and a write per line under a shared lock made those threads queue behind each
-    other's system calls (about an eighth of a writer's CPU, measured). Warnings and errors are
+    other's system calls (about 8 % of a writer's CPU per event, measured). Warnings and errors are
     written at once, after whatever was queued before them, so nothing about a failure waits.
     """
 
