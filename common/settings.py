@@ -7,6 +7,7 @@ the variable and never echoes its value (URLs may hold passwords).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import ssl
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     pwa_password: SecretStr | None = None
     pwa_client_id: str | None = None
     pwa_timezone: str = "UTC"
+    # Which PWA API the plans are read through (interface page); `auto` finds out once per
+    # process. A plain-http PWA URL is refused unless a lab allows it explicitly.
+    pwa_api: Literal["auto", "projectdata", "projectserver"] = "auto"
+    pwa_allow_http: bool = False
 
     tenant_id: str | None = None
     graph_client_id: str | None = None
@@ -249,17 +254,33 @@ class Settings(BaseSettings):
     def endpoint_limit_or_none(self) -> int | None:
         return self.endpoint_limit or None
 
+    @property
+    def uses_host_kerberos(self) -> bool:
+        """Windows sign-in with the host's Kerberos ticket or keytab (no account configured),
+        which needs the optional GSSAPI support (``pip install 'pwasync[kerberos]'``)."""
+        if self.pwa_username or self.pwa_password:
+            return False
+        return importlib.util.find_spec("gssapi") is not None
+
     # --- what each command needs -------------------------------------------------------------
 
     def require_pwa(self) -> None:
         """Raise ConfigError unless the settings needed to read Project Online are present."""
-        purpose = f"to read Project Online with PWASYNC_PWA_AUTH={self.pwa_auth}"
+        product = "Project Server" if self.pwa_auth == "sharepoint_onprem" else "Project Online"
+        purpose = f"to read {product} with PWASYNC_PWA_AUTH={self.pwa_auth}"
         needed = {
             "oauth": ("pwa_url", "pwa_client_id", "secret_key"),
             "sharepoint_online": ("pwa_url", "pwa_client_id", "pwa_username", "pwa_password"),
-            "sharepoint_onprem": ("pwa_url", "pwa_username", "pwa_password"),
+            "sharepoint_onprem": ("pwa_url",),
         }[self.pwa_auth]
         _require(self, purpose, *needed)
+        if self.pwa_auth == "sharepoint_onprem" and not self.uses_host_kerberos:
+            _require(self, purpose, "pwa_username", "pwa_password")
+        if urlsplit(self.pwa_url or "").scheme == "http" and not self.pwa_allow_http:
+            raise ConfigError(
+                "PWASYNC_PWA_URL must be https://: over http the sign-in and the plans cross the "
+                "network in clear (set PWASYNC_PWA_ALLOW_HTTP=true for a lab only)"
+            )
 
     def require_graph(self) -> None:
         """Raise ConfigError unless the settings needed to write Outlook events are present."""

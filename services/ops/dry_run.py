@@ -1,7 +1,7 @@
 """``pwasync sync-now --dry-run``: what the next sync would create, update and delete.
 
-Runs the poller's own sync logic against Project Online with a state store that reads Redis but
-writes nothing, then the writer's own planner against the events recorded in Redis, and prints
+Runs the poller's own sync logic against the PWA (through the same plan source) with a state
+store that reads Redis but writes nothing, then the writer's own planner against the events recorded in Redis, and prints
 one line per planned change: the action, the mailbox and the task. Nothing is published,
 nothing is written to Outlook or Redis.
 """
@@ -9,7 +9,7 @@ nothing is written to Outlook or Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,8 +24,7 @@ from services.event_writer.task_store import TaskStore
 from services.poller.changes import ProjectState
 from services.poller.connection import open_pwa
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.odata import property_name
-from services.poller.projectdata import ProjectDataClient
+from services.poller.pwa_api import PwaSource
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
 
@@ -77,13 +76,11 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
         with new_http_client(ca_bundle=settings.ca_bundle) as http:
             runner = SyncRunner(
                 scenario=settings.scenario,
-                feed=ProjectDataClient(open_pwa(settings, http, client)),
+                feed=PwaSource(open_pwa(settings, http, client), settings),
                 publish=messages.append,
                 state=ReadOnlyPollerState(PollerState(client, keys, url)),
-                flag_property=property_name(settings.create_event_field),
                 pwa_zone=settings.pwa_zone,
                 site_url=settings.pwa_url,
-                overlap=timedelta(seconds=settings.sync_overlap_seconds),
                 deletion_guard=DeletionGuard(
                     settings.deletion_guard_percent, settings.deletion_guard_min_tasks
                 ),

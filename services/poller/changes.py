@@ -1,10 +1,11 @@
 """What a poll has to read and publish: the deciding logic of change detection (pure).
 
-Every poll lists all projects (``ProjectId, ProjectName, ProjectType, ProjectModifiedDate``:
-one request per 300 projects) and compares them with what the poller last read of each
-(``ProjectState``, kept in Redis). Only projects whose ProjectModifiedDate or type moved, that
-are new since the sync start, or that were read too soon after their publish to be trusted
-(the safety overlap) are read again; projects that vanished from the list were deleted. Within
+Every poll lists all projects (id, name, type and when it was last published: one request per
+page of the list) and compares them with what the poller last read of each (``ProjectState``,
+kept in Redis). Only projects whose publish date or type moved, or that are new since the sync
+start, are read; a project read too soon after its publish to be trusted (ProjectData's
+reporting lag, ``PlanSource.reread_after``) is read once more when that time has passed, once
+per publish. Projects that vanished from the list were deleted. Within
 a project read again, each selected task's content fingerprint is compared with the one last
 published: equal means nothing to publish; a task published before that is no longer selected
 (flag cleared, deleted, lost its dates, became a summary, its project became a master or
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from common.messages import TaskChanged
-from services.poller.projectdata import ProjectRow
+from services.poller.source import ProjectRow
 
 #: The fields of a task.changed that are the task's content; revision and read time are not.
 CONTENT_FIELDS = frozenset(
@@ -81,16 +82,17 @@ def plan_projects(
     known: dict[UUID, ProjectState],
     *,
     sync_start: datetime,
-    overlap: timedelta,
+    reread_after: timedelta,
+    now: datetime,
     full: bool = False,
 ) -> ProjectPlan:
-    """Decide which listed projects to read. ``sync_start`` is PWA wall clock.
+    """Decide which listed projects to read. ``sync_start`` and ``now`` are PWA wall clock.
 
     A project is read when ``full`` is set; when it is new to the poller and was published after
     the sync start (older ones are the "old data" PWASYNC_SYNC_START leaves alone); when its
-    ProjectModifiedDate or type differs from the last read; or when the last read happened less
-    than ``overlap`` after its publish (the reporting feed may still have been catching up, or
-    the clocks disagree), in which case it is read once more.
+    publish date or type differs from the last read; or, once, when the last read happened less
+    than ``reread_after`` after its publish (the reporting feed may still have been catching
+    up) and that time has now passed. Polls in between cost nothing for it.
     """
     plan = ProjectPlan()
     listed_ids = set()
@@ -107,7 +109,7 @@ def plan_projects(
         elif (
             project.modified != state.modified
             or project.project_type != state.project_type
-            or state.read_at < state.modified + overlap
+            or state.read_at < state.modified + reread_after <= now
         ):
             plan.to_read.append(project)
         else:

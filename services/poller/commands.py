@@ -7,7 +7,6 @@ turns the result into the exit code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
@@ -19,20 +18,16 @@ from common.redis_store import connect_redis, redis_errors
 from common.settings import Settings
 from services.poller.connection import connect, open_pwa, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
+from services.poller.pwa_api import PROJECTDATA, PwaSource
+from services.poller.pwa_check import (
+    CheckLine,
+    can_read_projectdata,
+    can_read_projectserver,
+    time_zone_line,
+)
 from services.poller.pwa_http import PwaHttp
 
-PERMISSION_READ = "Access Project Server Reporting Service"
 PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
-
-
-@dataclass(frozen=True)
-class CheckLine:
-    name: str
-    ok: bool
-    detail: str
-
-    def render(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
 
 
 def _redis_if_needed(settings: Settings):  # noqa: ANN202
@@ -52,7 +47,9 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
     name = settings.create_event_field
     lines: list[str] = []
     with _http_client(settings) as http:
-        client = CustomFieldsClient(open_pwa(settings, http, _redis_if_needed(settings)))
+        pwa = open_pwa(settings, http, _redis_if_needed(settings))
+        api = PwaSource(pwa, settings).api
+        client = CustomFieldsClient(pwa)
         task_entity = client.task_entity_id()
         check = client.check(name, task_entity)
         if action == "create" and check.state is FieldState.MISSING:
@@ -66,7 +63,7 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
             check = client.check(name, task_entity)
         elif action == "create" and check.ok:
             lines.append(f"field {name!r} exists already; nothing to create")
-        if check.ok and not client.reported_in_projectdata(name):
+        if check.ok and api == PROJECTDATA and not client.reported_in_projectdata(name):
             lines.append(
                 f"field {name!r}: exists, but ProjectData does not expose it yet "
                 "(the reporting schema refreshes after a publish; try again shortly)"
@@ -115,18 +112,35 @@ def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
     lines = [_reachable(http, settings.pwa_url)]
     if not lines[0].ok:
         return lines
-    read = _can_read(pwa, settings)
-    lines.append(read)
-    if not read.ok:
+    source = PwaSource(pwa, settings)
+    try:
+        api = source.api
+    except PwasyncError as exc:
+        return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
+    assert source.choice is not None
+    lines.append(CheckLine("PWA API", True, source.choice.describe()))
+    if api == PROJECTDATA:
+        reads = [can_read_projectdata(pwa, settings)]
+    else:
+        reads = can_read_projectserver(pwa, source.reader, settings)
+    lines += reads
+    if not all(line.ok for line in reads):
         return lines
+    lines.append(time_zone_line(pwa, settings.pwa_zone))
+    return lines + _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
+
+
+def _field_lines(settings: Settings, pwa: PwaHttp, *, reported_needed: bool) -> list[CheckLine]:
     client = CustomFieldsClient(pwa)
+    name = settings.create_event_field
     try:
         task_entity = client.task_entity_id()
-        field = client.check(settings.create_event_field, task_entity)
-        reported = field.ok and client.reported_in_projectdata(settings.create_event_field)
+        field = client.check(name, task_entity)
+        reported = field.ok and (not reported_needed or client.reported_in_projectdata(name))
         can_manage = client.can_manage_fields()
     except PwasyncError as exc:
-        return [*lines, CheckLine("enterprise custom fields", False, str(exc))]
+        return [CheckLine("enterprise custom fields", False, str(exc))]
+    lines = []
     if can_manage:
         lines.append(CheckLine(f"permission {PERMISSION_FIELDS!r}", True, "granted"))
     else:
@@ -148,9 +162,7 @@ def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
             "a publish)"
         )
     )
-    lines.append(
-        CheckLine(f"flag field {settings.create_event_field!r} (Task, Flag)", reported, detail)
-    )
+    lines.append(CheckLine(f"flag field {name!r} (Task, Flag)", reported, detail))
     return lines
 
 
@@ -162,28 +174,6 @@ def _reachable(http: httpx.Client, site_url: str) -> CheckLine:
         return CheckLine("PWA reachable", False, str(exc))
     # Any HTTP answer (401 without credentials, 405 for the GET) means the site is there.
     return CheckLine("PWA reachable", True, f"{site_url} answered HTTP {response.status_code}")
-
-
-def _can_read(pwa: PwaHttp, settings: Settings) -> CheckLine:
-    name = f"read ProjectData ({PERMISSION_READ!r})"
-    try:
-        pwa.get_json(f"{pwa.site_url}/_api/ProjectData/Projects?$select=ProjectId&$top=1")
-    except PermanentApiError as exc:
-        if exc.status == 403:
-            return CheckLine(
-                name,
-                False,
-                f"access denied: grant the account the PWA permission {PERMISSION_READ!r}"
-                + (
-                    " and the app the delegated permission ProjectWebAppReporting.Read"
-                    if settings.pwa_auth != "sharepoint_onprem"
-                    else ""
-                ),
-            )
-        return CheckLine(name, False, str(exc))
-    except PwasyncError as exc:
-        return CheckLine(name, False, str(exc))
-    return CheckLine(name, True, f"signed in ({settings.pwa_auth}) and read the Projects feed")
 
 
 def _check_graph(settings: Settings, http: httpx.Client, mailbox: str | None) -> list[CheckLine]:

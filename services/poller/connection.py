@@ -3,7 +3,8 @@
 - ``oauth``: the operator's delegated sign-in, made once with the device-code flow and kept
   encrypted in Redis (``common.token_cache``); every process refreshes silently from it.
 - ``sharepoint_online``: the OAuth password grant of a service account (no MFA possible).
-- ``sharepoint_onprem``: Project Server 2019 / Subscription Edition with Windows NTLM.
+- ``sharepoint_onprem``: Project Server 2016 / 2019 / Subscription Edition with Windows
+  authentication (Negotiate or NTLM, with channel binding).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from common.identity import PwaPasswordTokens, PwaStoredTokens, pwa_public_clien
 from common.redis_store import Keys
 from common.settings import Settings
 from common.token_cache import TokenCacheStore
-from services.poller.pwa_auth import BearerAuth, NtlmAuth
-from services.poller.pwa_http import PwaHttp
+from services.poller.pwa_auth import BearerAuth, WindowsAuth
+from services.poller.pwa_http import ON_PREMISES, ONLINE, PwaHttp
 
 _DEVICE_FLOW_ENDINGS = {
     "authorization_declined": "the sign-in was declined in the browser",
@@ -45,8 +46,8 @@ def pwa_auth(
 ) -> httpx.Auth:
     settings.require_pwa()
     if settings.pwa_auth == "sharepoint_onprem":
-        assert settings.pwa_username and settings.pwa_password
-        return NtlmAuth(settings.pwa_username, settings.pwa_password.get_secret_value())
+        password = settings.pwa_password.get_secret_value() if settings.pwa_password else None
+        return WindowsAuth(settings.pwa_username, password)
     if settings.pwa_auth == "sharepoint_online":
         return BearerAuth(PwaPasswordTokens(settings, http))
     assert redis_client is not None, "oauth keeps its token cache in Redis"
@@ -62,7 +63,10 @@ def open_pwa(
 ) -> PwaHttp:
     """The PWA site's HTTP edge; ``stop`` (a service's stop event) ends its waits early."""
     assert settings.pwa_url is not None
-    return PwaHttp(http, settings.pwa_url, pwa_auth(settings, http, redis_client), stop=stop)
+    service = ON_PREMISES if settings.pwa_auth == "sharepoint_onprem" else ONLINE
+    return PwaHttp(
+        http, settings.pwa_url, pwa_auth(settings, http, redis_client), stop=stop, service=service
+    )
 
 
 def connect(

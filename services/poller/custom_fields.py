@@ -120,7 +120,7 @@ class CustomFieldsClient:
         data = _unwrap(self._http.get_json(f"{self._api}/EntityTypes/TaskEntity"))
         entity_id = data.get("ID") or data.get("Id")
         if not entity_id:
-            raise PermanentApiError("Project Online: EntityTypes/TaskEntity has no ID")
+            raise PermanentApiError(f"{self._http.service}: EntityTypes/TaskEntity has no ID")
         return str(entity_id)
 
     def fields(self) -> list[FieldInfo]:
@@ -210,7 +210,9 @@ class CustomFieldsClient:
         info = info.get("GetContextWebInformation", info)
         digest = info.get("FormDigestValue")
         if not digest:
-            raise PermanentApiError("Project Online: contextinfo returned no FormDigestValue")
+            raise PermanentApiError(
+                f"{self._http.service}: contextinfo returned no FormDigestValue"
+            )
         return str(digest)
 
 

@@ -3,10 +3,13 @@
 - ``BearerAuth`` (``oauth``, ``sharepoint_online``): a delegated Entra token from a
   ``TokenSource``; a 401 makes the source forget the token and the request is sent once more
   with a fresh one.
-- ``NtlmAuth`` (``sharepoint_onprem``): Windows NTLM, as Project Server on IIS asks for it. The
-  NTLM messages and their cryptography are pyspnego's (a maintained library, also behind
-  requests-ntlm); this class only carries them in headers. NTLM authenticates a *connection*:
-  a request is sent as it is first, and only a 401 that offers NTLM starts the three-leg
+- ``WindowsAuth`` (``sharepoint_onprem``): Windows authentication as IIS offers it to Project
+  Server: ``Negotiate`` (SPNEGO: Kerberos where the host has a ticket or keytab and GSSAPI is
+  installed, else NTLM inside it) when offered, else ``NTLM``. The messages and their
+  cryptography are pyspnego's (a maintained library, also behind requests-ntlm); this class
+  only carries them in headers. Every sign-in carries the TLS channel binding (RFC 5929
+  ``tls-server-end-point``), so IIS with Extended Protection accepts it. Windows sign-ins
+  authenticate a *connection*: a request is sent as it is first, and only a 401 starts the
   handshake on that connection, so requests on an authenticated keep-alive connection cost one
   round trip.
 """
@@ -14,16 +17,24 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Generator
+from urllib.parse import urlsplit
 
 import httpx
 import spnego
 import spnego.exceptions
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from spnego.channel_bindings import GssChannelBindings
 
 from common.errors import AuthenticationError
 from common.identity import TokenSource
 
-NTLM = "NTLM"
+#: The schemes we speak, in the order we prefer them.
+WINDOWS_SCHEMES = ("Negotiate", "NTLM")
+#: Kerberos takes one leg, NTLM three (two of them ours); more means the server is looping.
+MAX_LEGS = 4
 
 
 class BearerAuth(httpx.Auth):
@@ -39,49 +50,96 @@ class BearerAuth(httpx.Auth):
             yield request
 
 
-class NtlmAuth(httpx.Auth):
+class WindowsAuth(httpx.Auth):
     requires_response_body = True
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str | None, password: str | None) -> None:
         # DOMAIN\\user (down-level logon name) or user@domain (UPN); pyspnego accepts both.
+        # Neither: the host's Kerberos credentials (ticket cache or keytab).
         self._username = username
         self._password = password
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
-        if response.status_code != 401 or _ntlm_token(response) is None:
+        if response.status_code != 401:
             return
-        context = spnego.client(self._username, self._password, protocol="ntlm")
-        request.headers["Authorization"] = f"{NTLM} {_b64(context.step())}"
-        response = yield request
-        challenge = _ntlm_token(response)
-        if response.status_code != 401 or not challenge:
-            return
+        offers = _offers(response)
+        scheme = next((s for s in WINDOWS_SCHEMES if s.upper() in offers), None)
+        if scheme is None:
+            raise AuthenticationError(
+                "Project Server offers no Windows sign-in pwasync speaks (it offers: "
+                f"{', '.join(sorted(offers)) or 'nothing'}); enable Windows authentication "
+                "(Negotiate or NTLM) on the web application zone pwasync uses"
+            )
+        context = spnego.client(
+            self._username,
+            self._password,
+            hostname=urlsplit(str(request.url)).hostname or "unspecified",
+            service="HTTP",
+            protocol=scheme.lower(),
+            channel_bindings=channel_bindings(response),
+        )
+        token = self._step(context, None, scheme)
+        for _ in range(MAX_LEGS):
+            request.headers["Authorization"] = f"{scheme} {_b64(token)}"
+            response = yield request
+            challenge = _offers(response).get(scheme.upper())
+            if response.status_code != 401:
+                return
+            if not challenge or context.complete:
+                break
+            token = self._step(context, base64.b64decode(challenge), scheme)
+        raise AuthenticationError(
+            f"Project Server refused the Windows sign-in ({scheme}) of {self._account}: wrong "
+            "user name or password, an expired password, or a locked or disabled account"
+        )
+
+    @property
+    def _account(self) -> str:
+        return self._username or "the host's Kerberos identity"
+
+    def _step(self, context: spnego.ContextProxy, token: bytes | None, scheme: str) -> bytes:
         try:
-            answer = context.step(base64.b64decode(challenge))
+            return context.step(token) or b""
         except spnego.exceptions.SpnegoError as exc:
             raise AuthenticationError(
-                f"Project Server: the NTLM challenge could not be answered ({exc.message})"
+                f"Project Server: the Windows sign-in ({scheme}) of {self._account} could not "
+                f"go on ({exc.message})"
             ) from None
-        request.headers["Authorization"] = f"{NTLM} {_b64(answer)}"
-        response = yield request
-        if response.status_code == 401:
-            raise AuthenticationError(
-                f"Project Server refused the Windows (NTLM) sign-in of {self._username}: wrong "
-                "user name or password, or the account is locked or disabled"
-            )
+
+
+def channel_bindings(response: httpx.Response) -> GssChannelBindings | None:
+    """RFC 5929 ``tls-server-end-point`` of the connection the response came on: the hash of
+    the server's certificate (SHA-256, or the certificate's own signature hash when stronger).
+    None over plain http (a lab), where there is nothing to bind to."""
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    der = ssl_object.getpeercert(True) if ssl_object is not None else None
+    if not der:
+        return None
+    return GssChannelBindings(application_data=b"tls-server-end-point:" + _endpoint_hash(der))
+
+
+def _endpoint_hash(der: bytes) -> bytes:
+    try:
+        algorithm = x509.load_der_x509_certificate(der).signature_hash_algorithm
+    except (ValueError, x509.UnsupportedAlgorithm):
+        algorithm = None
+    name = algorithm.name if isinstance(algorithm, hashes.SHA384 | hashes.SHA512) else "sha256"
+    return hashlib.new(name, der).digest()
 
 
 def _b64(token: bytes | None) -> str:
     return base64.b64encode(token or b"").decode("ascii")
 
 
-def _ntlm_token(response: httpx.Response) -> str | None:
-    """The NTLM part of the WWW-Authenticate headers: "" for a bare offer, the base64 token of a
-    challenge, None when NTLM is not offered."""
+def _offers(response: httpx.Response) -> dict[str, str]:
+    """The schemes of the WWW-Authenticate headers (upper case) with their tokens ("" for a
+    bare offer)."""
+    offers: dict[str, str] = {}
     for header in response.headers.get_list("www-authenticate"):
         for offer in header.split(","):
             scheme, _, token = offer.strip().partition(" ")
-            if scheme.upper() == NTLM:
-                return token.strip()
-    return None
+            if scheme and "=" not in scheme:
+                offers.setdefault(scheme.upper(), token.strip())
+    return offers

@@ -8,7 +8,10 @@
   (the run resumes where it stopped, project by project);
 - timeouts and resets are retried the same bounded way, with exponential backoff and jitter;
 - a stop request (SIGTERM) ends a wait at once with ``Stopping``;
-- every other failure becomes a PermanentApiError whose text says what the server said.
+- on premises, SharePoint's HTTP throttling answers 503 with ``X-SharePointHealthScore`` 10
+  (with or without ``Retry-After``): waited out like any 503;
+- every other failure becomes a PermanentApiError whose text names what answered ("Project
+  Server answered 404 …") and says what the server said.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ from common.logging import get_logger
 log = get_logger(__name__)
 
 VERBOSE_JSON = "application/json;odata=verbose"
-SERVICE = "Project Online"
+ONLINE = "Project Online"
+ON_PREMISES = "Project Server"
 METRIC_SERVICE = "pwa"
+#: SharePoint's health score at which it refuses work (MS-WSSHP): the server is overloaded.
+BUSY_HEALTH_SCORE = 10
 
 
 class PwaHttp:
@@ -45,8 +51,10 @@ class PwaHttp:
         max_wait_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
+        service: str = ONLINE,
     ) -> None:
         self._http = http
+        self.service = service  # what answered, as error lines name it
         self.site_url = site_url.rstrip("/")
         self._origin = _origin(self.site_url)
         self._auth = auth
@@ -72,12 +80,14 @@ class PwaHttp:
     ) -> dict[str, Any]:
         if not self.same_origin(url):
             # Never send the PWA bearer token anywhere else, whatever a next link says.
-            raise PermanentApiError(f"{SERVICE}: refusing to follow a link off the site: {url}")
+            raise PermanentApiError(
+                f"{self.service}: refusing to follow a link off the site: {url}"
+            )
         for attempt in range(1, self._max_attempts + 1):
             request_headers = {"Accept": VERBOSE_JSON, **(headers or {})}
             self.requests_made += 1
             try:
-                with transport_errors(SERVICE):
+                with transport_errors(self.service):
                     response = self._http.request(
                         method, url, headers=request_headers, json=json_body, auth=self._auth
                     )
@@ -91,8 +101,14 @@ class PwaHttp:
             if response.status_code in (429, 503):
                 metrics.THROTTLED.labels(METRIC_SERVICE).inc()
             if response.is_success:
-                return _json(response)
-            error = api_error(SERVICE, response, _error_text(response))
+                return _json(response, self.service)
+            error = api_error(self.service, response, _error_text(response))
+            if _server_busy(response):
+                error = RetryableApiError(
+                    f"{error} (SharePoint health score {BUSY_HEALTH_SCORE}: the server is busy)",
+                    status=error.status,
+                    retry_after=error.retry_after,
+                )
             retryable = isinstance(error, RetryableApiError)
             if retryable and attempt < self._max_attempts and self._can_wait(error.retry_after):
                 self._wait(attempt, error.retry_after, str(error))
@@ -107,7 +123,7 @@ class PwaHttp:
         delay = retry_after if retry_after is not None else min(30.0, 0.5 * 2**attempt)
         # Jitter, never shorter than the server asked: replicas throttled together spread out.
         delay = min(delay * random.uniform(1.0, 1.2), self._max_wait * 1.2)
-        log.warning("Project Online request failed; waiting", reason=reason, wait_seconds=delay)
+        log.warning(f"{self.service} request failed; waiting", reason=reason, wait_seconds=delay)
         metrics.THROTTLE_WAIT_SECONDS.labels(METRIC_SERVICE).inc(delay)
         if self._stop is None:
             self._sleep(delay)
@@ -121,16 +137,21 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _server_busy(response: httpx.Response) -> bool:
+    score = response.headers.get("X-SharePointHealthScore", "").strip()
+    return response.status_code == 503 and score.isdigit() and int(score) >= BUSY_HEALTH_SCORE
+
+
+def _json(response: httpx.Response, service: str) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
         raise PermanentApiError(
-            f"{SERVICE} answered {response.status_code} with a body that is not JSON "
+            f"{service} answered {response.status_code} with a body that is not JSON "
             f"(content type {response.headers.get('content-type', 'none')})"
         ) from None
     if not isinstance(data, dict):
-        raise PermanentApiError(f"{SERVICE} answered with a JSON {type(data).__name__}")
+        raise PermanentApiError(f"{service} answered with a JSON {type(data).__name__}")
     return data
 
 

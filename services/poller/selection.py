@@ -14,7 +14,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from common.messages import within_project_dates
-from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 
 #: ProjectType values (ProjectData Int32) whose tasks never get events.
 MASTER_PROJECT = 6

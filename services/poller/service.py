@@ -24,8 +24,7 @@ from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
 from services.poller.connection import open_pwa, token_store
 from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.odata import property_name
-from services.poller.projectdata import ProjectDataClient
+from services.poller.pwa_api import PwaSource
 from services.poller.pwa_time import to_pwa_wall_clock
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
@@ -165,6 +164,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         sync_start=in_force.isoformat(),
         schedule=settings.schedule,
         pwa_auth=settings.pwa_auth,
+        pwa_api=settings.pwa_api,
     )
     if settings.pwa_auth == "oauth" and token_store(settings, infra.redis).load_raw() is None:
         log.error("Project Online: nobody is signed in; run `pwasync connect` (runs fail until)")
@@ -180,13 +180,11 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     lease_lost = threading.Event()
     runner = SyncRunner(
         scenario=settings.scenario,
-        feed=ProjectDataClient(pwa),
+        feed=PwaSource(pwa, settings),
         publish=publish_task,
         state=state,
-        flag_property=property_name(settings.create_event_field),
         pwa_zone=settings.pwa_zone,
         site_url=settings.pwa_url,
-        overlap=timedelta(seconds=settings.sync_overlap_seconds),
         should_stop=lambda: stop.is_set() or lease_lost.is_set(),
         request_counter=lambda: pwa.requests_made,
         deletion_guard=DeletionGuard(

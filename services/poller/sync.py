@@ -1,18 +1,18 @@
 """One sync run: find what changed in the published plans and tell the writers.
 
 The runner lists the projects, lets ``changes.plan_projects`` decide which to read, reads only
-those (tasks, assignments and the assigned resources: three queries per project, whatever its
-size, plus a page per 300 rows), selects the tasks, and publishes a ``task.changed`` for each
-task whose content fingerprint moved and a removal for each task that left the selection. It
-takes its collaborators in (feed client, publisher, state store, clock), so it runs the same
-against the sandbox, the real service or test doubles.
+those (tasks, assignments and the assigned resources: a constant number of queries per project,
+whatever its size, plus a page per few hundred rows), selects the tasks, and publishes a
+``task.changed`` for each task whose content fingerprint moved and a removal for each task that
+left the selection. It takes its collaborators in (the plan source, publisher, state store,
+clock), so it runs the same over ProjectData, the ProjectServer REST API or test doubles.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -27,13 +27,6 @@ from services.poller.changes import (
     removal_revision,
 )
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.projectdata import (
-    ProjectDataClient,
-    ProjectRow,
-    ResourceRow,
-    TaskRow,
-    UnreadableRow,
-)
 from services.poller.pwa_time import to_pwa_wall_clock, to_utc
 from services.poller.run_summary import RunSummary
 from services.poller.selection import (
@@ -43,6 +36,14 @@ from services.poller.selection import (
     project_skip_reason,
     select_tasks,
 )
+from services.poller.source import (
+    PlanSource,
+    ProjectRow,
+    ResourceRow,
+    TaskRow,
+    UnpublishedProject,
+    UnreadableRow,
+)
 from services.poller.state import PollerState
 
 log = get_logger(__name__)
@@ -51,6 +52,8 @@ PublishTask = Callable[[TaskChanged], None]
 NO_GUARD = DeletionGuard(percent=100, min_tasks=0)
 #: Why a task or project of an unreadable row gets nothing done to it (counted and logged).
 UNREADABLE = "unreadable_row"
+#: A draft that was never published: nothing of it is read yet.
+NEVER_PUBLISHED = "never_published"
 
 
 @dataclass
@@ -79,13 +82,11 @@ class SyncRunner:
         self,
         *,
         scenario: str,
-        feed: ProjectDataClient,
+        feed: PlanSource,
         publish: PublishTask,
         state: PollerState,
-        flag_property: str,
         pwa_zone: ZoneInfo,
         site_url: str,
-        overlap: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         should_stop: Callable[[], bool] = lambda: False,
         request_counter: Callable[[], int] = lambda: 0,
@@ -95,10 +96,8 @@ class SyncRunner:
         self._feed = feed
         self._publish = publish
         self._state = state
-        self._flag_property = flag_property
         self._zone = pwa_zone
         self._site_url = site_url
-        self._overlap = overlap
         self._clock = clock
         self._should_stop = should_stop
         self._requests = request_counter
@@ -161,7 +160,8 @@ class SyncRunner:
                 listed,
                 known,
                 sync_start=start if start is not None else datetime.min,
-                overlap=self._overlap,
+                reread_after=self._feed.reread_after,
+                now=to_pwa_wall_clock(self._clock(), self._zone),
                 full=request.full,
             )
             # A project whose row cannot be read is not gone: its tasks keep their events.
@@ -201,11 +201,17 @@ class SyncRunner:
     def _listed_projects(
         self, summary: RunSummary, project_ids: list[UUID] | None = None
     ) -> tuple[list[ProjectRow], set[UUID]]:
-        """The readable project rows, and the ids of the rows that are not (logged)."""
+        """The readable project rows, and the ids of the others: rows that cannot be read
+        (logged) and drafts never published. Neither is read, nor taken for deleted."""
         listed, unreadable = [], set()
         for row in self._feed.projects(project_ids=project_ids):
             if isinstance(row, ProjectRow):
                 listed.append(row)
+                continue
+            if isinstance(row, UnpublishedProject):
+                summary.projects_skipped[NEVER_PUBLISHED] += 1
+                unreadable.add(row.key)
+                log.debug("project never published; nothing to read", project=row.name)
                 continue
             summary.projects_skipped[UNREADABLE] += 1
             if row.key is not None:
@@ -287,12 +293,13 @@ class SyncRunner:
     ) -> tuple[list[TaskChanged], dict[UUID, str]]:
         """The task.changed of every selected task, and why each other task is not selected (an
         unreadable row: ``UNREADABLE``, and the task is left as it was)."""
-        rows = list(self._feed.tasks(project.project_id, self._flag_property))
+        rows = list(self._feed.tasks(project.project_id))
         if task_scope is not None:
             rows = [r for r in rows if _row_task(r) in task_scope]
         tasks = [r for r in rows if isinstance(r, TaskRow)]
         unreadable = self._unreadable_tasks(project, rows, summary)
         assignments = list(self._feed.assignments(project.project_id))
+        resources.update((a.resource_id, a.resource) for a in assignments if a.resource)
         missing = {a.resource_id for a in assignments} - resources.keys()
         if missing:
             resources.update((r.resource_id, r) for r in self._feed.resources(missing))

@@ -3,7 +3,7 @@ the real Redis state; the publisher is a list (the broker is not what is measure
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
@@ -30,13 +30,11 @@ def poll(sandbox, control, redis_client, redis_url, scenario):
         pwa = open_pwa(settings, http)
         runner = SyncRunner(
             scenario=scenario,
-            feed=ProjectDataClient(pwa),
+            feed=ProjectDataClient(pwa, "Createevent"),
             publish=published.append,
             state=state,
-            flag_property="Createevent",
             pwa_zone=settings.pwa_zone,
             site_url=settings.pwa_url,
-            overlap=timedelta(0),
             request_counter=lambda: pwa.requests_made,
         )
 

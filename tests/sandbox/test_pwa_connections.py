@@ -31,7 +31,9 @@ def settings_for(sandbox, scenario="default", **overrides):
 
 def read_projects(settings, redis_client=None):
     with new_http_client(ca_bundle=settings.ca_bundle) as http:
-        return list(ProjectDataClient(open_pwa(settings, http, redis_client)).projects())
+        return list(
+            ProjectDataClient(open_pwa(settings, http, redis_client), "Createevent").projects()
+        )
 
 
 # --- sharepoint_online: the password grant ---------------------------------------------------
@@ -82,9 +84,9 @@ def test_ntlm_reads_every_page_at_the_on_premises_page_size(sandbox, control):
         sandbox, pwa_auth="sharepoint_onprem", pwa_username="CONTOSO\\svc-pwasync"
     )
     with new_http_client(ca_bundle=settings.ca_bundle) as http:
-        feed = ProjectDataClient(open_pwa(settings, http))
+        feed = ProjectDataClient(open_pwa(settings, http), "TaskName")
         [project_id] = generated["project_ids"]
-        tasks = list(feed.tasks(__import__("uuid").UUID(project_id), "TaskName"))
+        tasks = list(feed.tasks(__import__("uuid").UUID(project_id)))
     assert len(tasks) == 251  # 250 and the project summary task: three pages of 100
     statuses = control.stats()["pwa"]["by_status"]
     # One handshake (a 401 offering NTLM, the challenge, the answer); then the connection is

@@ -9,7 +9,7 @@ from services.poller.changes import (
     plan_projects,
     removal_revision,
 )
-from services.poller.projectdata import ProjectRow
+from services.poller.source import ProjectRow
 
 START = datetime(2026, 6, 1)
 
@@ -36,7 +36,11 @@ def test_plan_reads_new_changed_and_retyped_projects_and_finds_deleted_ones():
         gone: state(datetime(2026, 7, 1)),
     }
     plan = plan_projects(
-        [new, old, same, moved, retyped], known, sync_start=START, overlap=timedelta(minutes=5)
+        [new, old, same, moved, retyped],
+        known,
+        sync_start=START,
+        reread_after=timedelta(minutes=5),
+        now=datetime(2026, 8, 1),
     )
     assert [p.project_id for p in plan.to_read] == [
         new.project_id,
@@ -50,17 +54,24 @@ def test_plan_reads_new_changed_and_retyped_projects_and_finds_deleted_ones():
 def test_plan_full_reads_everything_listed():
     listed = [project(datetime(2020, 1, 1)), project(datetime(2026, 7, 1))]
     known = {listed[1].project_id: state(datetime(2026, 7, 1))}
-    plan = plan_projects(listed, known, sync_start=START, overlap=timedelta(0), full=True)
+    plan = plan_projects(
+        listed, known, sync_start=START, reread_after=timedelta(0), now=START, full=True
+    )
     assert len(plan.to_read) == 2
 
 
-def test_plan_reads_a_project_again_while_its_last_read_was_inside_the_overlap():
+def test_plan_reads_a_project_read_inside_the_lag_once_more_when_the_lag_has_passed():
     row = project(datetime(2026, 7, 1, 12, 0))
     early = {row.project_id: ProjectState(row.modified, 0, datetime(2026, 7, 1, 12, 2))}
     settled = {row.project_id: ProjectState(row.modified, 0, datetime(2026, 7, 1, 12, 6))}
-    overlap = timedelta(minutes=5)
-    assert plan_projects([row], early, sync_start=START, overlap=overlap).to_read == [row]
-    assert plan_projects([row], settled, sync_start=START, overlap=overlap).unchanged == 1
+    lag = timedelta(minutes=5)
+
+    def plan(known, now):
+        return plan_projects([row], known, sync_start=START, reread_after=lag, now=now)
+
+    assert plan(early, datetime(2026, 7, 1, 12, 3)).unchanged == 1  # not yet: no request
+    assert plan(early, datetime(2026, 7, 1, 12, 5)).to_read == [row]
+    assert plan(settled, datetime(2026, 7, 1, 13, 0)).unchanged == 1  # once only
 
 
 def message(**changes):

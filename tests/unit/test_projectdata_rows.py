@@ -3,7 +3,8 @@
 import uuid
 from datetime import datetime
 
-from services.poller.projectdata import ProjectDataClient, ProjectRow, TaskRow, UnreadableRow
+from services.poller.projectdata import ProjectDataClient
+from services.poller.source import ProjectRow, TaskRow, UnreadableRow
 
 PROJECT, TASK = uuid.uuid4(), uuid.uuid4()
 
@@ -12,6 +13,7 @@ class OnePage:
     """PwaHttp's part the client uses, answering every query with one verbose page."""
 
     site_url = "https://contoso.sharepoint.com/sites/pwa"
+    service = "Project Online"
     requests_made = 0
 
     def __init__(self, rows):
@@ -36,7 +38,7 @@ def task_row(**values):
 
 
 def tasks(*rows):
-    return list(ProjectDataClient(OnePage(list(rows))).tasks(PROJECT, "Createevent"))
+    return list(ProjectDataClient(OnePage(list(rows)), "Createevent").tasks(PROJECT))
 
 
 def test_a_good_row_reads_as_a_task():
@@ -74,7 +76,8 @@ def test_a_project_without_a_sane_modified_date_is_unreadable():
                     {**good, "ProjectModifiedDate": "/Date(-62135596800000)/"},  # year 1
                     {**good, "ProjectType": "master"},
                 ]
-            )
+            ),
+            "Createevent",
         ).projects()
     )
     assert isinstance(rows[0], ProjectRow)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from common.errors import AuthenticationError, PermanentApiError, RetryableApiError, Stopping
-from services.poller.pwa_auth import BearerAuth, NtlmAuth
+from services.poller.pwa_auth import BearerAuth, WindowsAuth
 from services.poller.pwa_http import PwaHttp
 
 SITE = "https://contoso.sharepoint.com/sites/pwa"
@@ -97,7 +97,7 @@ def test_ntlm_is_started_only_by_a_401_that_offers_it():
         sent.append(request.headers.get("Authorization"))
         return httpx.Response(200, json={})
 
-    http, _ = pwa(handler, auth=NtlmAuth("CONTOSO\\svc", "pw"))
+    http, _ = pwa(handler, auth=WindowsAuth("CONTOSO\\svc", "pw"))
     http.get_json(f"{SITE}/_api/ProjectData")
     assert sent == [None]  # an authenticated connection needs no handshake
 
@@ -115,8 +115,8 @@ def test_ntlm_refusal_after_the_handshake_is_one_clear_line():
             return httpx.Response(401, headers={"WWW-Authenticate": f"NTLM {CHALLENGE}"})
         return httpx.Response(401, headers={"WWW-Authenticate": "NTLM"})
 
-    http, _ = pwa(handler, auth=NtlmAuth("CONTOSO\\svc", "wrong"))
-    with pytest.raises(AuthenticationError, match=r"refused the Windows \(NTLM\) sign-in"):
+    http, _ = pwa(handler, auth=WindowsAuth("CONTOSO\\svc", "wrong"))
+    with pytest.raises(AuthenticationError, match=r"refused the Windows sign-in \(NTLM\)"):
         http.get_json(f"{SITE}/_api/ProjectData")
     assert legs == [None, "NTLM", "NTLM"]
 
@@ -151,3 +151,60 @@ def test_a_stop_request_ends_a_retry_after_wait_at_once():
     with pytest.raises(Stopping, match="stopping while waiting to retry"):
         http.get_json(f"{SITE}/_api/ProjectData/Projects")
     assert http.requests_made == 1
+
+
+def test_a_server_offering_no_windows_scheme_is_one_clear_line():
+    def handler(request):
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="pwa"'})
+
+    http, _ = pwa(handler, auth=WindowsAuth("CONTOSO\\svc", "pw"))
+    with pytest.raises(AuthenticationError, match=r"offers no Windows sign-in .*offers: BASIC"):
+        http.get_json(f"{SITE}/_api/ProjectServer/Projects")
+
+
+def test_negotiate_is_preferred_when_both_are_offered():
+    legs = []
+
+    def handler(request):
+        header = request.headers.get("Authorization")
+        legs.append(header.split()[0] if header else None)
+        if header is None:
+            return httpx.Response(
+                401, headers=[("WWW-Authenticate", "NTLM"), ("WWW-Authenticate", "Negotiate")]
+            )
+        return httpx.Response(401, headers={"WWW-Authenticate": "Negotiate"})
+
+    http, _ = pwa(handler, auth=WindowsAuth("CONTOSO\\svc", "wrong"))
+    with pytest.raises(AuthenticationError, match=r"refused the Windows sign-in \(Negotiate\)"):
+        http.get_json(f"{SITE}/_api/ProjectServer/Projects")
+    assert legs == [None, "Negotiate"]
+
+
+def test_errors_name_what_answered():
+    http = PwaHttp(
+        client(lambda request: httpx.Response(404, json={"error": {"message": "nope"}})),
+        SITE,
+        BearerAuth(Tokens()),
+        service="Project Server",
+    )
+    with pytest.raises(PermanentApiError, match=r"^Project Server answered 404: nope"):
+        http.get_json(f"{SITE}/_api/ProjectData/Projects")
+
+
+def test_a_busy_sharepoint_health_score_is_waited_out_like_any_503():
+    answers = iter(
+        [
+            httpx.Response(503, headers={"X-SharePointHealthScore": "10"}),
+            httpx.Response(200, json={"value": []}),
+        ]
+    )
+    waits = []
+    http = PwaHttp(
+        client(lambda request: next(answers)),
+        SITE,
+        BearerAuth(Tokens()),
+        sleep=waits.append,
+        service="Project Server",
+    )
+    assert http.get_json(f"{SITE}/_api/ProjectServer/Projects") == {"value": []}
+    assert len(waits) == 1 and http.requests_made == 2

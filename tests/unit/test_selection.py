@@ -1,8 +1,8 @@
 import uuid
 from datetime import datetime
 
-from services.poller.projectdata import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 from services.poller.selection import SkipReason, project_skip_reason, select_tasks
+from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 
 PROJECT = uuid.uuid4()
 

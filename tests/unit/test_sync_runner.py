@@ -11,11 +11,12 @@ from common.errors import Stopping
 from common.messages import SyncRequested
 from services.poller.changes import ProjectState
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.projectdata import (
+from services.poller.source import (
     AssignmentRow,
     ProjectRow,
     ResourceRow,
     TaskRow,
+    UnpublishedProject,
     UnreadableRow,
 )
 from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
@@ -25,7 +26,10 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
 
 
 class FakeFeed:
-    """Answers like ProjectDataClient over lists, and records what was asked."""
+    """A ``PlanSource`` over lists, which records what was asked."""
+
+    api = "fake"
+    reread_after = timedelta(0)
 
     def __init__(self):
         self.projects_list, self.tasks_by_project, self.assignments_by_project = [], {}, {}
@@ -58,7 +62,7 @@ class FakeFeed:
             rows = [p for p in rows if p.project_id in project_ids]
         return iter(rows)
 
-    def tasks(self, project_id, flag_property):
+    def tasks(self, project_id):
         self.asked.append(("tasks", project_id))
         return iter(self.tasks_by_project[project_id])
 
@@ -141,17 +145,15 @@ def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours
     )
 
 
-def runner(feed, state, published, stop=None, overlap=timedelta(0), guard=NO_GUARD):
+def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW):
     return SyncRunner(
         scenario="acme",
         feed=feed,
         publish=published.append,
         state=state,
-        flag_property="Createevent",
         pwa_zone=BERLIN,
         site_url="https://contoso.sharepoint.com/sites/pwa",
-        overlap=overlap,
-        clock=lambda: NOW,
+        clock=lambda: now,
         should_stop=(stop or threading.Event()).is_set,
         deletion_guard=guard,
     )
@@ -322,15 +324,48 @@ def test_a_deleted_project_removes_every_task_it_had_published():
     assert state.runs[-1]["projects"]["deleted"] == 1
 
 
-def test_a_project_read_within_the_overlap_is_read_once_more():
+def test_a_project_read_within_the_reporting_lag_is_read_once_more_once_it_has_passed():
     feed = FakeFeed()
+    feed.reread_after = timedelta(minutes=5)
     # Published at 12:58 Berlin; the poller reads at 13:00 Berlin (NOW), within 5 minutes.
     feed.add_project("fresh", datetime(2026, 11, 24, 12, 58), tasks=[leaf("t")])
     state, published = MemoryState(), []
-    runner(feed, state, published, overlap=timedelta(minutes=5)).run(SyncRequested(scenario="acme"))
-    runner(feed, state, published, overlap=timedelta(minutes=5)).run(SyncRequested(scenario="acme"))
-    assert len(feed.reads()) == 2
+    request = SyncRequested(scenario="acme")
+    runner(feed, state, published).run(request)
+    runner(feed, state, published, now=NOW + timedelta(minutes=1)).run(request)
+    assert len(feed.reads()) == 1  # polls before 13:03 cost nothing for it
+    runner(feed, state, published, now=NOW + timedelta(minutes=4)).run(request)
+    runner(feed, state, published, now=NOW + timedelta(minutes=9)).run(request)
+    assert len(feed.reads()) == 2  # once, after the lag: not once per poll
     assert len(published) == 1  # the second read found nothing new to publish
+
+
+def test_a_draft_never_published_is_neither_read_nor_taken_for_deleted():
+    feed = FakeFeed()
+    project = feed.add_project("p", datetime(2026, 11, 24, 9), tasks=[leaf("a")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    feed.projects_list = [UnpublishedProject(project.project_id, "p"), *feed.projects_list[1:]]
+    published.clear()
+    sync(feed, state, published)
+    assert published == [] and project.project_id in state.project_states
+    assert state.runs[-1]["projects"]["skipped"] == {"never_published": 1}
+
+
+def test_an_assignee_answered_with_its_assignment_needs_no_resource_lookup():
+    feed = FakeFeed()
+    task_id, resource_id = uuid.uuid4(), uuid.uuid4()
+    resource = ResourceRow(resource_id, "Adele", "adele@contoso.com")
+    feed.add_project(
+        "p",
+        datetime(2026, 11, 24, 9),
+        tasks=[leaf("a", task_id)],
+        assignments=[AssignmentRow(task_id, resource_id, "Adele", resource)],
+    )
+    published = []
+    sync(feed, MemoryState(), published)
+    assert [a.email for a in published[0].assignees] == ["adele@contoso.com"]
+    assert not [a for a in feed.asked if a[0] == "resources"]
 
 
 def test_task_scoped_runs_touch_only_those_tasks_and_leave_the_project_state_alone():
@@ -495,7 +530,7 @@ def test_an_unreadable_project_row_is_not_taken_for_a_deleted_project():
 
 def test_a_run_cut_short_by_a_stop_request_is_recorded_as_interrupted():
     class StoppingFeed(FakeFeed):
-        def tasks(self, project_id, flag_property):
+        def tasks(self, project_id):
             raise Stopping("stopping while waiting to retry a request (429)")
 
     feed, state = StoppingFeed(), MemoryState()
