@@ -1,9 +1,9 @@
 """``pwasync sync-now --dry-run``: what the next sync would create, update and delete.
 
 Runs the poller's own sync logic against the PWA (through the same plan source) with a state
-store that reads Redis but writes nothing, then the writer's own planner against the events recorded in Redis, and prints
-one line per planned change: the action, the mailbox and the task. Nothing is published,
-nothing is written to Outlook or Redis.
+store that reads Redis but writes nothing, then the writer's own planner against the events
+recorded in Redis, and prints one line per planned change: the action, the mailbox and the
+task. Nothing is published, nothing is written to Outlook or Redis.
 """
 
 from __future__ import annotations
