@@ -63,6 +63,7 @@ class ProjectServerReader:
         self._flag_field = flag_field
         self._flag_property: str | None = None  # found once, then kept for the process
         self._navigation_refused = False  # Projects('…')/Tasks answered 404: $expand instead
+        self._flag_form_seen = False  # the first raw flag value is logged, to settle its form
         self.base_url = f"{http.site_url}/_api/ProjectServer"
 
     @property
@@ -83,6 +84,9 @@ class ProjectServerReader:
         flag = self.flag_property()
         try:
             for row in self._project_collection(project_id, "Tasks", (*TASK_FIELDS, flag), ()):
+                if not self._flag_form_seen and row.get(flag) is not None:
+                    self._flag_form_seen = True
+                    log.debug("flag value as the server writes it", value=repr(row[flag]))
                 yield task_row(project_id, row, flag)
         except PermanentApiError as exc:
             if exc.status == 400:  # the field may have been deleted and created anew
