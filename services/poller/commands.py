@@ -51,7 +51,7 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
         api = PwaSource(pwa, settings).api
         client = CustomFieldsClient(pwa)
         task_entity = client.task_entity_id()
-        check = client.check(name, task_entity)
+        check = client.check(name, task_entity, projectdata=api == PROJECTDATA)
         if action == "create" and check.state is FieldState.MISSING:
             try:
                 field_id = client.create_flag_field(name, task_entity)
@@ -60,7 +60,7 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
                 if "11519" not in str(exc) and "AlreadyExists" not in str(exc):
                     raise
                 lines.append(f"field {name!r} was created meanwhile by someone else")
-            check = client.check(name, task_entity)
+            check = client.check(name, task_entity, projectdata=api == PROJECTDATA)
         elif action == "create" and check.ok:
             lines.append(f"field {name!r} exists already; nothing to create")
         if check.ok and api == PROJECTDATA and not client.reported_in_projectdata(name):
@@ -135,7 +135,7 @@ def _field_lines(settings: Settings, pwa: PwaHttp, *, reported_needed: bool) -> 
     name = settings.create_event_field
     try:
         task_entity = client.task_entity_id()
-        field = client.check(name, task_entity)
+        field = client.check(name, task_entity, projectdata=reported_needed)
         reported = field.ok and (not reported_needed or client.reported_in_projectdata(name))
         can_manage = client.can_manage_fields()
     except PwasyncError as exc:

@@ -61,22 +61,32 @@ class FieldInfo:
     entity_type_id: str | None
 
 
-def check_field(name: str, fields: list[FieldInfo], task_entity_id: str) -> FieldCheck:
-    """Compare the fields the PWA has with the one we need (pure)."""
+def check_field(
+    name: str, fields: list[FieldInfo], task_entity_id: str, *, projectdata: bool = True
+) -> FieldCheck:
+    """Compare the fields the PWA has with the one we need (pure). ``projectdata``: the plans
+    are read through ProjectData, where a field is known by its name without spaces and
+    special characters, so two names that differ only in those collide."""
     exact = [f for f in fields if f.name == name]
     if not exact:
         other_case = [f for f in fields if f.name.lower() == name.lower()]
         if other_case:
+            found = other_case[0].name
+            why = (
+                f"its ProjectData property is {odata.property_name(found)!r}, not "
+                f"{odata.property_name(name)!r}"
+                if projectdata
+                else "the name must match exactly"
+            )
             return FieldCheck(
                 name,
                 FieldState.WRONG_CASE,
-                f"a field named {other_case[0].name!r} exists; its ProjectData property is "
-                f"{odata.property_name(other_case[0].name)!r}, not {odata.property_name(name)!r}: "
-                f"set PWASYNC_CREATE_EVENT_FIELD={other_case[0].name!r} or rename the field",
+                f"a field named {found!r} exists; {why}: "
+                f"set PWASYNC_CREATE_EVENT_FIELD={found!r} or rename the field",
             )
         prop = odata.property_name(name)
         same_property = [f for f in fields if odata.property_name(f.name) == prop]
-        if same_property:
+        if projectdata and same_property:
             return FieldCheck(
                 name,
                 FieldState.SAME_PROPERTY,
@@ -133,8 +143,8 @@ class CustomFieldsClient:
             for row in rows
         ]
 
-    def check(self, name: str, task_entity_id: str) -> FieldCheck:
-        return check_field(name, self.fields(), task_entity_id)
+    def check(self, name: str, task_entity_id: str, *, projectdata: bool = True) -> FieldCheck:
+        return check_field(name, self.fields(), task_entity_id, projectdata=projectdata)
 
     def reported_in_projectdata(self, name: str) -> bool:
         """True once the ProjectData feed exposes the field (its reporting schema knows it)."""

@@ -43,3 +43,11 @@ def test_another_field_with_the_same_projectdata_property_is_pointed_out():
     check = check_field("Create event", [FieldInfo("1", "Create-event", 17, TASK)], TASK)
     assert check.state is FieldState.SAME_PROPERTY
     assert "'Createevent'" in check.detail and "'Create-event'" in check.detail
+
+
+def test_on_the_rest_api_only_the_exact_name_counts_and_no_projectdata_property_is_named():
+    dashed = [FieldInfo("1", "Create-event", 17, TASK)]
+    assert check_field("Create event", dashed, TASK, projectdata=False).state is FieldState.MISSING
+    other_case = [FieldInfo("1", "Create Event", 17, TASK)]
+    check = check_field("Create event", other_case, TASK, projectdata=False)
+    assert check.state is FieldState.WRONG_CASE and "ProjectData" not in check.detail
