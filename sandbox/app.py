@@ -8,9 +8,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sandbox import control, entra, graph, projectdata, projectserver
+from sandbox import control, entra, graph, projectdata, projectserver, regional
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
+from sandbox.editions import Edition
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -20,17 +21,32 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    origin: str, seed: Path | None = None, config: SandboxConfig | None = None
+    origin: str,
+    seed: Path | None = None,
+    config: SandboxConfig | None = None,
+    *,
+    edition: Edition = Edition.ONLINE,
+    certificate_der: bytes | None = None,
 ) -> Starlette:
-    """The application for a sandbox reachable at ``origin`` (https://127.0.0.1:N)."""
-    sandbox = Sandbox(origin=origin, seed_path=seed, startup_config=config or SandboxConfig())
+    """The application for a sandbox reachable at ``origin`` (https://127.0.0.1:N) that serves
+    ``certificate_der`` (for Extended Protection's channel bindings)."""
+    sandbox = Sandbox(
+        origin=origin,
+        seed_path=seed,
+        startup_config=config or SandboxConfig(),
+        edition=edition,
+        certificate_der=certificate_der,
+    )
     site = sandbox.tenant.site_path
+    # Project Server Subscription Edition has no ProjectData feed any more.
+    feed = projectdata.removed_routes(site) if sandbox.on_premises else projectdata.routes(site)
     app = Starlette(
         routes=[
             *control.routes,
             *graph.routes,
-            *projectdata.routes(site),
+            *feed,
             *projectserver.routes(site),
+            *regional.routes(site),
             *entra.routes,
         ],
         exception_handlers={404: _not_found},

@@ -82,7 +82,7 @@ class SandboxClient:
         self._call("POST", "/reset")
 
     def tenant(self) -> dict[str, Any]:
-        """Users, apps, resources, custom fields, projects, service accounts and demo data."""
+        """Edition, users, apps, resources, custom fields, projects, service accounts, demo."""
         return self._call("GET", "/tenant")
 
     def demo_flag_task_ids(self) -> list[str]:
@@ -90,7 +90,7 @@ class SandboxClient:
 
     def update_user(self, upn: str, **changes: Any) -> dict[str, Any]:
         """Change ``password``, ``mailbox`` ("yes"/"no"/"unlicensed"), ``mfa_required``,
-        ``locked`` or ``pwa_permissions`` of a user."""
+        ``locked``, ``password_expired`` or ``pwa_permissions`` of a user."""
         return self._call("PATCH", f"/users/{upn}", changes)
 
     def revoke_sign_ins(self, upn: str) -> int:

@@ -11,8 +11,20 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TransportFault = Literal["reset", "timeout", "spike"]
+
+# The Windows authentication schemes a PWA zone can offer: the two the acceptor speaks, and
+# Basic, which it offers but never accepts (it stands for a zone pwasync cannot sign in to).
+AUTH_SCHEMES = ("Negotiate", "NTLM", "Basic")
+# Settings that take one of a few words: setting -> the words.
+_CHOICES = {
+    "pwa_flag_value_form": ("bool", "text", "number", "yesno"),
+    "pwa_flag_unset": ("null", "missing"),
+    "pwa_next_link_style": ("absolute", "relative"),
+}
+_BOOLEANS = frozenset({"pwa_extended_protection", "pwa_refuse_task_navigation"})
 
 
 @dataclass
@@ -88,7 +100,23 @@ class SandboxConfig:
     pwa_page_sizes: dict[str, int] = field(default_factory=dict)
     # Bad data in the reporting feed: task id -> ProjectData property -> the raw JSON value its
     # Tasks rows carry instead (an unparsable date, a finish before the start, year 1...).
+    # ProjectData rows take them by ProjectData names (TaskStartDate), ProjectServer REST rows by
+    # REST names (Start, Custom_x005f_…); a name a surface does not have is ignored there.
     task_row_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Windows authentication: the schemes the 401 offers and the acceptor takes, in that order.
+    pwa_auth_schemes: list[str] = field(default_factory=lambda: ["Negotiate", "NTLM"])
+    # IIS Extended Protection: a logon must carry the TLS channel bindings (the se default).
+    pwa_extended_protection: bool = False
+    # How ProjectServer REST writes a FLAG custom value (unconfirmed: see sandbox/README.md)
+    # and whether an unset one is null or left out of the row.
+    pwa_flag_value_form: str = "bool"
+    pwa_flag_unset: str = "null"
+    # ProjectServer REST next links: absolute URLs, or relative to the request URL (se).
+    pwa_next_link_style: str = "absolute"
+    # Projects('…')/Tasks and /Assignments answer 404, as two Project Online clients reported.
+    pwa_refuse_task_navigation: bool = False
+    # The zone _api/web/RegionalSettings/TimeZone reports (IANA); None = the tenant's.
+    pwa_regional_time_zone: str | None = None
     faults: dict[str, FaultPlan] = field(
         default_factory=lambda: {"graph": FaultPlan(), "pwa": FaultPlan()}
     )
@@ -105,6 +133,18 @@ class SandboxConfig:
                 self._update_page_sizes(value)
             elif name == "task_row_overrides":
                 self._update_row_overrides(value)
+            elif name == "pwa_auth_schemes":
+                self.pwa_auth_schemes = _schemes(value)
+            elif name == "pwa_regional_time_zone":
+                self.pwa_regional_time_zone = _zone_name(value)
+            elif name in _CHOICES:
+                if value not in _CHOICES[name]:
+                    raise ValueError(f"{name} must be one of {', '.join(_CHOICES[name])}")
+                setattr(self, name, value)
+            elif name in _BOOLEANS:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+                setattr(self, name, value)
             else:
                 setattr(self, name, _coerce(name, value, getattr(self, name), known[name].type))
 
@@ -135,6 +175,25 @@ class SandboxConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _schemes(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"pwa_auth_schemes must be a list of {', '.join(AUTH_SCHEMES)}")
+    by_name = {scheme.lower(): scheme for scheme in AUTH_SCHEMES}
+    unknown = [v for v in value if v.lower() not in by_name]
+    if unknown:
+        raise ValueError(f"pwa_auth_schemes: unknown scheme {unknown[0]!r}")
+    return list(dict.fromkeys(by_name[v.lower()] for v in value))
+
+
+def _zone_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return ZoneInfo(str(value)).key
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"pwa_regional_time_zone: unknown time zone {value!r}") from error
 
 
 def _coerce(name: str, value: Any, current: Any, annotation: str) -> Any:

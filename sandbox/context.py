@@ -7,8 +7,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spnego.channel_bindings import GssChannelBindings
+
 from sandbox.calendar import CalendarStore
+from sandbox.channel_bindings import server_end_point
 from sandbox.config import SandboxConfig
+from sandbox.editions import SE_SITE_PATH, Edition
 from sandbox.ntlm import NtlmAcceptor
 from sandbox.seed import load_seed
 from sandbox.state import Tenant
@@ -46,6 +50,9 @@ class Sandbox:
     origin: str  # https://127.0.0.1:N, which is also the PWA's resource (audience) URI
     seed_path: Path | None
     startup_config: SandboxConfig
+    edition: Edition = Edition.ONLINE
+    # The DER server certificate the sandbox serves: Extended Protection binds logons to it.
+    certificate_der: bytes | None = None
     tenant: Tenant = field(init=False)
     config: SandboxConfig = field(init=False)
     stats: Stats = field(default_factory=Stats)
@@ -68,11 +75,24 @@ class Sandbox:
         across a reset keeps working as long as its user still exists.
         """
         self.tenant = load_seed(self.seed_path)
+        if self.edition is Edition.SE:
+            self.tenant.site_path = SE_SITE_PATH
         self.config = copy.deepcopy(self.startup_config)
         self.config.pwa_page_sizes = {**self.tenant.page_sizes, **self.config.pwa_page_sizes}
         self.stats.reset()
         self.calendar.clear()
         self.throttle.reset()
+
+    @property
+    def on_premises(self) -> bool:
+        return self.edition is Edition.SE
+
+    @property
+    def channel_bindings(self) -> GssChannelBindings | None:
+        """What a logon must carry while Extended Protection is on (None: nothing)."""
+        if not self.config.pwa_extended_protection or self.certificate_der is None:
+            return None
+        return server_end_point(self.certificate_der)
 
     @property
     def pwa_site_url(self) -> str:

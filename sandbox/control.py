@@ -87,6 +87,7 @@ async def reset(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 async def tenant(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     t = sandbox.tenant
     return {
+        "edition": sandbox.edition.value,
         "tenant_id": t.id,
         "domain": t.domain,
         "pwa_site_url": sandbox.pwa_site_url,
@@ -103,6 +104,7 @@ async def tenant(request: Request, sandbox: Sandbox) -> dict[str, Any]:
                 "pwa_permissions": sorted(u.pwa_permissions),
                 "mfa_required": u.mfa_required,
                 "locked": u.locked,
+                "password_expired": u.password_expired,
             }
             for u in t.users.values()
         ],
@@ -149,7 +151,7 @@ async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     if user is None:
         raise StateError(f"no user {upn}", 404)
     body = await _body(request)
-    for name in ("password", "mfa_required", "locked"):
+    for name in ("password", "mfa_required", "locked", "password_expired"):
         if name in body:
             setattr(user, name, body[name])
     if "mailbox" in body:
@@ -160,6 +162,7 @@ async def update_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
         "upn": user.upn,
         "mailbox": user.mailbox.value,
         "locked": user.locked,
+        "password_expired": user.password_expired,
         "mfa_required": user.mfa_required,
         "pwa_permissions": sorted(user.pwa_permissions),
     }

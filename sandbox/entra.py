@@ -324,6 +324,13 @@ def _password_grant(sandbox: Sandbox, app: AppRegistration, form: dict[str, Any]
             50126,
             "Error validating credentials due to invalid username or password.",
         )
+    if user.password_expired:
+        raise EntraError(
+            "invalid_grant",
+            50055,
+            "The password is expired.",
+            suberror="user_password_expired",
+        )
     if user.mfa_required:
         raise EntraError(
             "invalid_grant",

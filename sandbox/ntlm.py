@@ -1,21 +1,28 @@
-"""Windows NTLM on the PWA endpoints, as IIS does it for Project Server on-premises.
+"""The Windows logon acceptor of the PWA endpoints: NTLM, bare or inside Negotiate (SPNEGO).
 
-The acceptor is pyspnego's NTLM server (the same library the product's client uses, on the
-other side of the protocol): it checks the client's answer against a user file
-(``NTLM_USER_FILE``, ``DOMAIN:user:password`` a line). The sandbox writes that file from the
+The acceptor is pyspnego's (the same library the product's client uses, on the other side of
+the protocol): ``spnego.server(protocol="ntlm")`` for the ``NTLM`` scheme and
+``protocol="negotiate"`` for ``Negotiate``, which takes NTLM wrapped in SPNEGO and also a raw
+NTLM token sent under the Negotiate scheme, as Windows clients do. There is no Kerberos KDC, so
+Negotiate always settles on NTLM here. The acceptor checks the client's answer against a user
+file (``NTLM_USER_FILE``, ``DOMAIN:user:password`` a line) that the sandbox writes from the
 tenant's directory before every handshake (NetBIOS domain = the first label of the tenant's
 domain, upper case, e.g. ``CONTOSO``; user = the UPN's local part; UPN logons work as well), so
-password changes and locks made through the control surface apply at once; a locked user is
-left out, so its logon is denied as Windows would deny it.
+password changes, locks and expired passwords set through the control surface apply at once:
+such users are left out, so Windows denies their logon.
 
-NTLM authenticates a **connection**: negotiate → 401 with the challenge → authenticate, all on
-one TCP connection, after which requests on that connection are authenticated without a header
-(IIS's default). Connections are told apart by the client's address and port.
+With Extended Protection on, the acceptor is given the TLS channel bindings of the sandbox's
+certificate and pyspnego refuses an answer whose bindings are missing or differ.
+
+A logon authenticates a **connection**: negotiate → 401 with the challenge → authenticate, all
+on one TCP connection, after which requests on that connection are authenticated without a
+header (IIS's default). Connections are told apart by the client's address and port.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,18 +30,22 @@ from pathlib import Path
 
 import spnego
 import spnego.exceptions
+from spnego.channel_bindings import GssChannelBindings
 
 from sandbox.state import Tenant
 
 Connection = tuple[str, int]
+_PROTOCOLS = {"NTLM": "ntlm", "Negotiate": "negotiate"}
 
 
 @dataclass(frozen=True)
-class NtlmStep:
-    """The outcome of one leg: a challenge to send back, an authenticated UPN, or a refusal."""
+class LogonStep:
+    """The outcome of one leg: a challenge to send back, an authenticated UPN (with
+    Negotiate's last token for the answer, if any), or a refusal."""
 
     challenge: str | None = None
     upn: str | None = None
+    final: str | None = None
     refused: bool = False
 
 
@@ -46,40 +57,51 @@ class NtlmAcceptor:
     def __init__(self) -> None:
         self._file = Path(tempfile.mkdtemp(prefix="pwasync-sandbox-ntlm-")) / "users"
         os.environ["NTLM_USER_FILE"] = str(self._file)
-        self._pending: dict[Connection, spnego.ContextProxy] = {}
+        self._pending: dict[Connection, tuple[str, spnego.ContextProxy]] = {}
         self._authenticated: dict[Connection, str] = {}
 
     def user_of(self, connection: Connection) -> str | None:
         return self._authenticated.get(connection)
 
-    def step(self, tenant: Tenant, connection: Connection, token: str) -> NtlmStep:
+    def step(
+        self,
+        tenant: Tenant,
+        connection: Connection,
+        scheme: str,
+        token: str,
+        bindings: GssChannelBindings | None = None,
+    ) -> LogonStep:
+        """One leg of ``scheme`` ("NTLM" or "Negotiate") on a connection."""
         try:
-            raw = base64.b64decode(token)
-        except ValueError:
-            return NtlmStep(refused=True)
-        context = self._pending.pop(connection, None)
+            raw = base64.b64decode(token, validate=True)
+        except (ValueError, binascii.Error):
+            return LogonStep(refused=True)
+        pending = self._pending.pop(connection, None)
         self._authenticated.pop(connection, None)  # a new handshake starts over
         try:
-            if context is None:
+            if pending is None or pending[0] != scheme:
                 self._write_users(tenant)
-                context = spnego.server(protocol="ntlm")
-                answer = context.step(raw)
-                self._pending[connection] = context
-                return NtlmStep(challenge=base64.b64encode(answer or b"").decode("ascii"))
-            context.step(raw)
+                context = spnego.server(protocol=_PROTOCOLS[scheme], channel_bindings=bindings)
+            else:
+                context = pending[1]
+            answer = context.step(raw)
         except spnego.exceptions.SpnegoError:
-            return NtlmStep(refused=True)
+            return LogonStep(refused=True)
+        encoded = base64.b64encode(answer).decode("ascii") if answer else None
+        if not context.complete:
+            self._pending[connection] = (scheme, context)
+            return LogonStep(challenge=encoded or "")
         upn = self._upn(tenant, str(context.client_principal or ""))
-        if not context.complete or upn is None:
-            return NtlmStep(refused=True)
+        if upn is None:
+            return LogonStep(refused=True)
         self._authenticated[connection] = upn
-        return NtlmStep(upn=upn)
+        return LogonStep(upn=upn, final=encoded)
 
     def _write_users(self, tenant: Tenant) -> None:
         domain = netbios_domain(tenant)
         lines = []
         for user in tenant.users.values():
-            if user.locked or ":" in user.password:
+            if not user.can_log_on or ":" in user.password:
                 continue
             local = user.upn.split("@")[0]
             lines.append(f"{domain}:{local}:{user.password}")

@@ -298,6 +298,28 @@ def _service_document(call: PwaCall) -> Response:
     )
 
 
+async def _removed(call: PwaCall) -> Response:
+    # What SharePoint answers for an _api segment it does not know.
+    raise ODataError(
+        404,
+        'The expression "ProjectData" is not valid.',
+        "-1, Microsoft.SharePoint.Client.InvalidClientQueryException",
+    )
+
+
+def removed_routes(site_path: str) -> list[Route]:
+    """Project Server Subscription Edition: every ProjectData URL answers 404, whatever the
+    Accept header (the error in JSON light unless verbose is asked for)."""
+    gone = pwa_endpoint(_removed, _path_key, json_only=False)
+    metadata = pwa_endpoint(_removed, lambda _: "ProjectData/$metadata", json_only=False)
+    root = f"{site_path}/_api/ProjectData"
+    return [
+        Route(f"{root}/$metadata", metadata, methods=["GET"]),
+        Route(root, gone, methods=["GET"]),
+        Route(f"{root}/{{path:path}}", gone, methods=["GET"]),
+    ]
+
+
 def routes(site_path: str) -> list[Route]:
     feed = pwa_endpoint(_feed, _path_key)
     metadata = pwa_endpoint(_metadata, lambda _: "ProjectData/$metadata", json_only=False)

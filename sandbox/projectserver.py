@@ -1,4 +1,5 @@
-"""SharePoint's ``_api/contextinfo`` and the custom-field part of ``_api/ProjectServer``.
+"""SharePoint's ``_api/contextinfo`` and the custom-field part of ``_api/ProjectServer``; its
+read API (projects, tasks, assignments, resources) is ``projectserver_read``.
 
 Writes need an ``X-RequestDigest`` from ``contextinfo`` (valid 1800 s, bound to the user) and
 the "Manage Enterprise Custom Fields" permission.  ``CustomFields/Add`` validates like Project
@@ -18,22 +19,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox import projectserver_read
 from sandbox.odata_filter import FilterError, Schema, check, matches, parse_filter
 from sandbox.odata_format import Format, ODataError, project_server_code, render
 from sandbox.pwa import WRITE_SCOPES, PwaCall, pwa_endpoint
 from sandbox.reporting import CUSTOM_FIELD_EDM_TYPES, ENTITY_SETS
 from sandbox.seed import internal_name
+from sandbox.sharepoint_rest import INVALID_QUERY, NOT_FOUND, collection, entity, light, single
 from sandbox.state import (
     FLAG_FIELD_TYPE,
     MANAGE_CUSTOM_FIELDS,
+    USE_REMOTE_INTERFACES,
     CustomField,
     Tenant,
     odata_property_name,
 )
 
 DIGEST_LIFETIME_S = 1800
-INVALID_QUERY = "-1, Microsoft.SharePoint.Client.InvalidClientQueryException"
-NOT_FOUND = "-1, Microsoft.SharePoint.Client.ResourceNotFoundException"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 _ENTITY_SETS_BY_ENTITY = {
     "ProjectEntity": "Projects",
@@ -100,49 +102,16 @@ async def _context_info(call: PwaCall) -> Response:
             "results": info["SupportedSchemaVersions"],
         }
         return render({"d": {"GetContextWebInformation": info}}, call.fmt)
-    return render(_light(call, "SP.ContextWebInformation", None, info), call.fmt)
+    return render(light(call, "SP.ContextWebInformation", None, info), call.fmt)
 
 
 # ---------------------------------------------------------------------------------------------
 # Entities
 
 
-def _api_root(call: PwaCall) -> str:
-    url = call.request.url
-    return f"{url.scheme}://{url.netloc}{call.sandbox.tenant.site_path}/_api"
-
-
-def _light(
-    call: PwaCall, type_name: str, edit_link: str | None, properties: dict[str, Any]
-) -> dict[str, Any]:
-    if call.fmt is Format.NOMETADATA:
-        return properties
-    annotations: dict[str, Any] = {"odata.type": type_name}
-    if edit_link:
-        annotations.update(
-            {"odata.id": f"{_api_root(call)}/{edit_link}", "odata.editLink": edit_link}
-        )
-    return {**annotations, **properties}
-
-
-def _entity(
-    call: PwaCall, type_name: str, link: str, properties: dict[str, Any], navigation: dict[str, Any]
-) -> dict[str, Any]:
-    """One entity in the negotiated format; ``navigation`` maps names to expanded values or
-    None when not expanded (verbose payloads then carry a deferred link)."""
-    if call.fmt is not Format.VERBOSE:
-        expanded = {name: value for name, value in navigation.items() if value is not None}
-        return _light(call, type_name, link, {**properties, **expanded})
-    uri = f"{_api_root(call)}/{link}"
-    entity: dict[str, Any] = {"__metadata": {"id": uri, "uri": uri, "type": type_name}}
-    for name, value in navigation.items():
-        entity[name] = value if value is not None else {"__deferred": {"uri": f"{uri}/{name}"}}
-    return {**entity, **properties}
-
-
 def _entity_type(call: PwaCall, name: str, guid: str) -> dict[str, Any]:
     link = f"ProjectServer/EntityTypes/{name}"
-    return _entity(
+    return entity(
         call, "PS.EntityType", link, {"ID": guid, "Name": name.removesuffix("Entity")}, {}
     )
 
@@ -182,26 +151,13 @@ def _field(call: PwaCall, custom_field: CustomField, expand: set[str]) -> dict[s
         # A field without a lookup table expands to null.
         "LookupTable": None,
     }
-    return _entity(
+    return entity(
         call,
         "PS.CustomField",
         f"ProjectServer/CustomFields('{custom_field.id}')",
         _field_properties(custom_field),
         navigation,
     )
-
-
-def _collection(call: PwaCall, type_name: str, entities: list[dict[str, Any]]) -> Response:
-    if call.fmt is Format.VERBOSE:
-        return render({"d": {"results": entities}}, call.fmt)
-    body: dict[str, Any] = {"value": entities}
-    if call.fmt is Format.MINIMAL:
-        body = {"odata.metadata": f"{_api_root(call)}/$metadata#{type_name}", **body}
-    return render(body, call.fmt)
-
-
-def _single(call: PwaCall, entity: dict[str, Any]) -> Response:
-    return render({"d": entity} if call.fmt is Format.VERBOSE else entity, call.fmt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +167,12 @@ def _single(call: PwaCall, entity: dict[str, Any]) -> Response:
 async def _project_server(call: PwaCall) -> Response:
     path = call.request.path_params["path"].strip("/")
     method = call.request.method
+    if method == "GET" and projectserver_read.handles(path):
+        return await projectserver_read.read(call, path)
+    if call.sandbox.on_premises:
+        # SharePoint Server refuses every CSOM/REST call without "Use Remote Interfaces". The
+        # online edition keeps its custom-field routes gated only as before (see README).
+        call.require_permission(USE_REMOTE_INTERFACES)
     if method == "POST" and path == "CustomFields/Add":
         return await _add_field(call)
     if method == "GET":
@@ -224,7 +186,7 @@ async def _project_server(call: PwaCall) -> Response:
             return _entity_types(call)
         name = path.removeprefix("EntityTypes/")
         if name in call.sandbox.tenant.entity_types:
-            return _single(call, _entity_type(call, name, call.sandbox.tenant.entity_types[name]))
+            return single(call, _entity_type(call, name, call.sandbox.tenant.entity_types[name]))
     raise ODataError(404, f"Cannot find resource for the request {path}.", NOT_FOUND)
 
 
@@ -237,7 +199,7 @@ def _list_fields(call: PwaCall, expand: set[str]) -> Response:
         except FilterError as error:
             raise ODataError(400, str(error), INVALID_QUERY) from error
         fields = [f for f in fields if matches(expression, _field_properties(f))]
-    return _collection(call, "PS.CustomFields", [_field(call, f, expand) for f in fields])
+    return collection(call, "PS.CustomFields", [_field(call, f, expand) for f in fields])
 
 
 def _field_route(call: PwaCall, field_id: str, rest: str, expand: set[str]) -> Response:
@@ -245,18 +207,15 @@ def _field_route(call: PwaCall, field_id: str, rest: str, expand: set[str]) -> R
     if custom_field is None:
         raise ODataError(404, "The custom field does not exist.", NOT_FOUND)
     if rest == "/EntityType":
-        entity = _field(call, custom_field, {"EntityType"})
-        return _single(call, entity["EntityType"])
+        return single(call, _field(call, custom_field, {"EntityType"})["EntityType"])
     if rest:
         raise ODataError(404, f"Cannot find resource for the request {rest.strip('/')}.", NOT_FOUND)
-    return _single(call, _field(call, custom_field, expand))
+    return single(call, _field(call, custom_field, expand))
 
 
 def _entity_types(call: PwaCall) -> Response:
     navigation = {name: None for name in call.sandbox.tenant.entity_types}
-    return _single(
-        call, _entity(call, "PS.EntityTypes", "ProjectServer/EntityTypes", {}, navigation)
-    )
+    return single(call, entity(call, "PS.EntityTypes", "ProjectServer/EntityTypes", {}, navigation))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +234,8 @@ async def _add_field(call: PwaCall) -> Response:
         raise ODataError(403, "GeneralSecurityAccessDenied", project_server_code(20010))
     parameters = await _parameters(call.request)
     custom_field = _validated_field(call.sandbox.tenant, parameters)
-    call.sandbox.tenant.custom_fields[custom_field.id] = custom_field
-    return _single(call, _field(call, custom_field, set()))
+    call.sandbox.tenant.add_custom_field(custom_field)
+    return single(call, _field(call, custom_field, set()))
 
 
 async def _parameters(request: Request) -> dict[str, Any]:

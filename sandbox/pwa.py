@@ -1,11 +1,13 @@
-"""What every PWA (SharePoint) endpoint shares: format negotiation, bearer authentication,
-permission checks, injected latency and faults (throttling, unavailability, a failing next
-page, and the transport faults of ``transport_faults``), and request statistics.
+"""What every PWA (SharePoint) endpoint shares: format negotiation, authentication (Windows
+through ``windows_auth``; bearer tokens in the online edition), permission checks, injected
+latency and faults (throttling, unavailability, a failing next page, and the transport faults
+of ``transport_faults``), request statistics and, on premises, the health score header.
 
 SharePoint accepts only delegated tokens for Project Online: an app-only token is refused
 with 401, as Microsoft documents ("many Project Server APIs require a user context").  Token
 problems are answered SharePoint's way, with a ``WWW-Authenticate: Bearer realm=…`` challenge
-and an ``error_description`` body; authorisation problems with an OData error.
+and an ``error_description`` body; authorisation problems with an OData error.  The se edition
+(Project Server Subscription Edition) takes Windows authentication only.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ from sandbox.odata_format import (
 from sandbox.state import User
 from sandbox.tokens import BAD_SIGNATURE, EXPIRED, MISSING, Principal, TokenError, bearer_token
 from sandbox.transport_faults import Dropped, serve_with_faults
+from sandbox.windows_auth import offers, unauthorized, windows_logon
 
 # Delegated permissions of the SharePoint resource that the PWA endpoints honour.
 READ_SCOPES = frozenset({"ProjectWebAppReporting.Read", "ProjectWebApp.FullControl"})
 WRITE_SCOPES = frozenset({"ProjectWebApp.FullControl", "Project.Write"})
+# The ProjectServer REST reads (ProjectWebAppReporting.Read covers only ProjectData).
+REST_READ_SCOPES = frozenset({"ProjectWebApp.Read", "ProjectWebApp.FullControl"})
 SHAREPOINT_APP_ID = "00000003-0000-0ff1-ce00-000000000000"
 
 _TOKEN_MESSAGES = {
@@ -59,6 +64,10 @@ class PwaCall:
 
     def require_scope(self, accepted: frozenset[str]) -> None:
         if not self.principal.scopes & accepted:
+            raise ODataError(403, ACCESS_DENIED, ACCESS_DENIED_CODE)
+
+    def require_permission(self, permission: str) -> None:
+        if permission not in self.user.pwa_permissions:
             raise ODataError(403, ACCESS_DENIED, ACCESS_DENIED_CODE)
 
 
@@ -104,24 +113,32 @@ def pwa_endpoint(
 async def _handle(handler: Handler, request: Request, sandbox: Sandbox, fmt: Format) -> Response:
     try:
         _inject_fault(sandbox, request)
-        ntlm = _windows_authentication(sandbox, request)
-        if isinstance(ntlm, Response):
-            return ntlm
-        principal, user = ntlm or authenticate(sandbox, request)
+        logon = windows_logon(sandbox, request)
+        if isinstance(logon, Response):
+            return logon  # a handshake leg or a refusal: IIS answers it, SharePoint never sees it
+        if logon is not None:
+            principal, user = logon.principal, logon.user
+        elif sandbox.on_premises:
+            return unauthorized(sandbox)  # Windows authentication only: no bearer tokens
+        else:
+            principal, user = authenticate(sandbox, request)
         if sandbox.config.pwa_latency_ms:
             await asyncio.sleep(sandbox.config.pwa_latency_ms / 1000)
-        return await handler(PwaCall(request, sandbox, fmt, principal, user))
+        response = await handler(PwaCall(request, sandbox, fmt, principal, user))
+        if logon is not None and logon.final_challenge:
+            response.raw_headers.append((b"www-authenticate", logon.final_challenge.encode()))
     except TokenRejected as rejected:
-        response = JSONResponse(
-            {"error_description": rejected.description},
-            status_code=401,
-            headers={"WWW-Authenticate": _challenge(sandbox)},
-        )
-        # Project Server on-premises offers Windows authentication too.
-        response.raw_headers.append((b"www-authenticate", b"NTLM"))
+        response = JSONResponse({"error_description": rejected.description}, status_code=401)
+        # Project Online's challenge first, then the Windows providers of the zone.
+        for challenge in [_challenge(sandbox), *offers(sandbox)]:
+            response.raw_headers.append((b"www-authenticate", challenge.encode("latin-1")))
         return response
     except ODataError as error:
-        return error_response(error, fmt)
+        response = error_response(error, fmt)
+    if sandbox.on_premises and "x-sharepointhealthscore" not in response.headers:
+        # SharePoint's HTTP throttling reports the server's load (0-10) on every answer.
+        response.headers["X-SharePointHealthScore"] = "0"
+    return response
 
 
 def _inject_fault(sandbox: Sandbox, request: Request) -> None:
@@ -132,9 +149,10 @@ def _inject_fault(sandbox: Sandbox, request: Request) -> None:
         raise ODataError(429, "The request has been throttled.", headers={"Retry-After": "2"})
     if status == 503:
         sandbox.stats.fault("pwa", "unavailable")
-        raise ODataError(
-            503, "The service is temporarily unavailable.", headers={"Retry-After": "5"}
-        )
+        headers = {"Retry-After": "5"}
+        if sandbox.on_premises:  # SharePoint Server's HTTP throttling: 503 at health score 10
+            headers["X-SharePointHealthScore"] = "10"
+        raise ODataError(503, "The service is temporarily unavailable.", headers=headers)
     if _next_page(request) and plan.draw_page_failure(sandbox.rng):
         # A page in the middle of a paged read fails, as a SQL timeout behind the feed does.
         sandbox.stats.fault("pwa", "page_failure")
@@ -144,52 +162,6 @@ def _inject_fault(sandbox: Sandbox, request: Request) -> None:
 def _next_page(request: Request) -> bool:
     skip = request.query_params.get("$skip", "")
     return skip.isdigit() and int(skip) > 0
-
-
-def _windows_authentication(
-    sandbox: Sandbox, request: Request
-) -> tuple[Principal, User] | Response | None:
-    """NTLM (see ``ntlm.py``): a handshake leg answers 401 with the challenge, or refuses; an
-    authenticated connection yields its user with full SharePoint scopes (Windows
-    authentication carries the user's own PWA permissions, not an app's delegated ones). None
-    when the request uses neither, so bearer authentication applies."""
-    header = request.headers.get("authorization", "")
-    client = request.scope.get("client") or ("?", 0)
-    connection = (str(client[0]), int(client[1]))
-    if header[:5].upper() == "NTLM ":
-        step = sandbox.ntlm.step(sandbox.tenant, connection, header[5:].strip())
-        if step.challenge is not None:
-            return PlainTextResponse(
-                "401 UNAUTHORIZED",
-                status_code=401,
-                headers={"WWW-Authenticate": f"NTLM {step.challenge}"},
-            )
-        if step.refused or step.upn is None:
-            return PlainTextResponse(
-                "401 UNAUTHORIZED: the logon was denied",
-                status_code=401,
-                headers={"WWW-Authenticate": "NTLM"},
-            )
-        upn = step.upn
-    elif not header:
-        upn = sandbox.ntlm.user_of(connection)
-        if upn is None:
-            return None
-    else:
-        return None
-    user = sandbox.tenant.user(upn)
-    if user is None or user.locked:
-        return PlainTextResponse(
-            "401 UNAUTHORIZED", status_code=401, headers={"WWW-Authenticate": "NTLM"}
-        )
-    claims = {
-        "aud": sandbox.origin,
-        "upn": user.upn,
-        "oid": user.id,
-        "scp": "ProjectWebApp.FullControl",
-        "idtyp": "user",
-    }
-    return Principal(claims), user
 
 
 def authenticate(sandbox: Sandbox, request: Request) -> tuple[Principal, User]:

@@ -170,7 +170,7 @@ ENTITY_SETS = {s.name: s for s in (PROJECTS, TASKS, ASSIGNMENTS, RESOURCES)}
 
 
 @dataclass(frozen=True)
-class _Outline:
+class Outline:
     index: int
     level: int
     number: str
@@ -179,12 +179,12 @@ class _Outline:
     finish: datetime | None
 
 
-def _outline(plan: Plan) -> dict[str, _Outline]:
+def outline(plan: Plan) -> dict[str, Outline]:
     """TaskIndex, outline level/number, summary flags and rolled-up dates of every task."""
     children: dict[str | None, list[Task]] = {}
     for task in plan.tasks:
         children.setdefault(task.parent_id, []).append(task)
-    outline: dict[str, _Outline] = {}
+    shapes: dict[str, Outline] = {}
     index = 0
 
     def visit(task: Task, level: int, number: str) -> tuple[datetime | None, datetime | None]:
@@ -193,16 +193,16 @@ def _outline(plan: Plan) -> dict[str, _Outline]:
         own_index = index
         kids = children.get(task.id, [])
         spans = [visit(kid, level + 1, f"{number}.{i}") for i, kid in enumerate(kids, 1)]
-        start, finish = _roll_up(spans) if kids else (task.start, task.finish)
-        outline[task.id] = _Outline(own_index, level, number, bool(kids), start, finish)
+        start, finish = roll_up(spans) if kids else (task.start, task.finish)
+        shapes[task.id] = Outline(own_index, level, number, bool(kids), start, finish)
         return start, finish
 
     for position, task in enumerate(children.get(None, []), 1):
         visit(task, 1, str(position))
-    return outline
+    return shapes
 
 
-def _roll_up(spans: list[tuple[datetime | None, datetime | None]]) -> tuple[Any, Any]:
+def roll_up(spans: list[tuple[datetime | None, datetime | None]]) -> tuple[Any, Any]:
     starts = [start for start, _ in spans if start]
     finishes = [finish for _, finish in spans if finish]
     return (min(starts) if starts else None, max(finishes) if finishes else None)
@@ -219,8 +219,8 @@ def _custom_values(tenant: Tenant, entity_set: EntitySet, values: dict[str, Any]
 
 
 def project_row(tenant: Tenant, project: Project, plan: Plan) -> dict[str, Any]:
-    outline = _outline(plan)
-    start, finish = _roll_up([(o.start, o.finish) for o in outline.values() if o.level == 1])
+    shapes = outline(plan)
+    start, finish = roll_up([(o.start, o.finish) for o in shapes.values() if o.level == 1])
     owner = next((u for u in tenant.users.values() if u.id == project.owner_id), None)
     return {
         "ProjectId": project.id,
@@ -241,7 +241,7 @@ def project_row(tenant: Tenant, project: Project, plan: Plan) -> dict[str, Any]:
 
 
 def task_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[dict[str, Any]]:
-    outline = _outline(plan)
+    shapes = outline(plan)
     summary = project_row(tenant, project, plan)
     start, finish = summary["ProjectStartDate"], summary["ProjectFinishDate"]
     common = {"ProjectId": project.id, "ProjectName": plan.name, "TaskIsActive": True}
@@ -268,7 +268,7 @@ def task_rows(tenant: Tenant, project: Project, plan: Plan) -> Iterator[dict[str
     }
     names = {task.id: task.name for task in plan.tasks}
     for task in plan.tasks:
-        shape = outline[task.id]
+        shape = shapes[task.id]
         parent_id = task.parent_id or project.summary_task_id
         yield {
             **common,

@@ -35,6 +35,14 @@ DEFAULT_SEED = Path(__file__).with_name("seed") / "default.json"
 # Project Online's reporting page sizes; a seed's "pwa.page_sizes" may override them
 # (on-premises Project Server defaults to 100 for each).
 ONLINE_PAGE_SIZES = {"Projects": 300, "Tasks": 300, "Assignments": 1000, "Resources": 1000}
+# The ProjectServer REST API's page sizes (ProjectsPageSize and EnterpriseResourcesPageSize of
+# Project Server 2019 and later; tasks and assignments unconfirmed), by the same setting.
+PROJECT_SERVER_PAGE_SIZES = {
+    "ProjectServer/Projects": 100,
+    "ProjectServer/Tasks": 300,
+    "ProjectServer/Assignments": 300,
+    "ProjectServer/EnterpriseResources": 100,
+}
 
 DEFAULT_FLAG_FIELD = "Create event"
 
@@ -48,7 +56,7 @@ def load_seed(path: Path | None = None) -> Tenant:
         display_name=tenant_data.get("display_name", tenant_data["domain"]),
         time_zone=ZoneInfo(pwa["time_zone"]),
         site_path="/" + pwa.get("site_path", "/sites/pwa").strip("/"),
-        page_sizes={**ONLINE_PAGE_SIZES, **pwa.get("page_sizes", {})},
+        page_sizes={**ONLINE_PAGE_SIZES, **PROJECT_SERVER_PAGE_SIZES, **pwa.get("page_sizes", {})},
         entity_types={name: guid.lower() for name, guid in pwa["entity_types"].items()},
         service=data["service"],
         demo=data.get("demo", {}),
@@ -63,7 +71,7 @@ def load_seed(path: Path | None = None) -> Tenant:
     for spec in data.get("custom_fields", []):
         add_custom_field(tenant, spec)
     for spec in data.get("projects", []):
-        add_project(tenant, spec, publish=spec.get("published", True))
+        add_project(tenant, spec, publish=spec.get("published", True), defer_missing_fields=True)
     return tenant
 
 
@@ -77,6 +85,7 @@ def _user(spec: dict[str, Any]) -> User:
         pwa_permissions=frozenset(spec.get("pwa_permissions", [])),
         mfa_required=spec.get("mfa_required", False),
         locked=spec.get("locked", False),
+        password_expired=spec.get("password_expired", False),
     )
 
 
@@ -115,7 +124,7 @@ def add_custom_field(tenant: Tenant, spec: dict[str, Any]) -> CustomField:
         description=spec.get("description", ""),
         is_required=spec.get("is_required", False),
     )
-    tenant.custom_fields[field_id] = custom_field
+    tenant.add_custom_field(custom_field)
     return custom_field
 
 
@@ -141,9 +150,17 @@ def parse_local_time(tenant: Tenant, text: str | None) -> datetime | None:
 
 
 def add_project(
-    tenant: Tenant, spec: dict[str, Any], *, publish: bool, flag_field: str = DEFAULT_FLAG_FIELD
+    tenant: Tenant,
+    spec: dict[str, Any],
+    *,
+    publish: bool,
+    flag_field: str = DEFAULT_FLAG_FIELD,
+    defer_missing_fields: bool = False,
 ) -> Project:
-    """Build a project from its spec, add it to the tenant and optionally publish it."""
+    """Build a project from its spec, add it to the tenant and optionally publish it.
+
+    ``defer_missing_fields`` (seeds): values of custom fields that do not exist yet wait on the
+    task until the field is created, instead of failing."""
     project_id = spec.get("id", str(uuid.uuid4())).lower()
     if project_id in tenant.projects:
         raise StateError(f"a project with id {project_id} already exists", 409)
@@ -153,7 +170,9 @@ def add_project(
     created = parse_local_time(tenant, spec.get("created")) or tenant.now()
     plan = Plan(name=spec["name"])
     for task_spec in spec.get("tasks", []):
-        plan.tasks.append(task_from_spec(tenant, plan, task_spec, created, flag_field))
+        plan.tasks.append(
+            task_from_spec(tenant, plan, task_spec, created, flag_field, defer_missing_fields)
+        )
     project = Project(
         id=project_id,
         project_type=spec.get("type", 0),
@@ -169,7 +188,12 @@ def add_project(
 
 
 def task_from_spec(
-    tenant: Tenant, plan: Plan, spec: dict[str, Any], created: datetime, flag_field: str
+    tenant: Tenant,
+    plan: Plan,
+    spec: dict[str, Any],
+    created: datetime,
+    flag_field: str,
+    defer_missing_fields: bool = False,
 ) -> Task:
     """A task of ``plan`` (not yet added); ``parent`` is an earlier task's list index or id."""
     task_id = spec.get("id", str(uuid.uuid4())).lower()
@@ -187,9 +211,11 @@ def task_from_spec(
         percent_complete=spec.get("percent_complete", 0),
     )
     check_dates(task)
-    set_custom_values(tenant, task, spec.get("custom", {}))
-    if "flag" in spec:
-        set_custom_values(tenant, task, {flag_field: spec["flag"]})
+    values = {**spec.get("custom", {}), **({flag_field: spec["flag"]} if "flag" in spec else {})}
+    if defer_missing_fields:
+        for name in [n for n in values if tenant.field_by_name(n) is None]:
+            task.pending_custom[name.casefold()] = values.pop(name)
+    set_custom_values(tenant, task, values)
     set_assignees(tenant, task, spec.get("assignees", []), created)
     return task
 

@@ -16,10 +16,13 @@ from typing import TextIO
 
 import trustme
 import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from sandbox.app import create_app
-from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
+from sandbox.editions import Edition, startup_config
+from sandbox.ntlm import netbios_domain
 
 SHUTDOWN_GRACE_S = 2
 
@@ -51,8 +54,11 @@ def serve(
     latency_ms: int = 0,
     seed: Path | None = None,
     ready_stream: TextIO = sys.stdout,
+    edition: str = Edition.SE,
 ) -> None:
-    """Serve the sandbox until SIGTERM or SIGINT (port 0 picks a free port)."""
+    """Serve the sandbox until SIGTERM or SIGINT (port 0 picks a free port); ``edition`` is
+    "se" (Project Server Subscription Edition) or "online" (Project Online)."""
+    edition = Edition(edition)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit it: without it, small responses written in two pieces wait
@@ -60,22 +66,33 @@ def serve(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", port))
     origin = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1", "localhost")
     app = create_app(
-        origin, seed, SandboxConfig(graph_latency_ms=latency_ms, pwa_latency_ms=latency_ms)
+        origin,
+        seed,
+        startup_config(edition, latency_ms),
+        edition=edition,
+        certificate_der=_der(certificate),
     )
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA()
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     env_file = directory / "sandbox.env"
     write_env_file(env_file, app.state.sandbox, directory / "ca.pem")
-    server = _Server(_uvicorn_config(app, ca))
+    server = _Server(_uvicorn_config(app, certificate))
     asyncio.run(
         _serve(server, sock, f"sandbox ready at {origin} (settings in {env_file})", ready_stream)
     )
 
 
-def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
+def _der(certificate: trustme.LeafCert) -> bytes:
+    """The served certificate's DER bytes: what Extended Protection's channel bindings hash."""
+    pem = certificate.cert_chain_pems[0].bytes()
+    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+
+def _uvicorn_config(app: object, certificate: trustme.LeafCert) -> uvicorn.Config:
     # Idle keep-alive TLS connections would hold a graceful shutdown open until the client
     # hangs up; in-flight requests get this long to finish after SIGTERM.
     config = uvicorn.Config(
@@ -88,10 +105,9 @@ def _uvicorn_config(app: object, ca: trustme.CA) -> uvicorn.Config:
     # uvicorn reads the key and certificate from files when it loads its config; they live
     # only for that moment.
     with tempfile.TemporaryDirectory(prefix="pwasync-sandbox-") as scratch:
-        cert = ca.issue_cert("127.0.0.1", "localhost")
         cert_file, key_file = Path(scratch, "cert.pem"), Path(scratch, "key.pem")
-        cert.cert_chain_pems[0].write_to_path(str(cert_file))
-        cert.private_key_pem.write_to_path(str(key_file))
+        certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+        certificate.private_key_pem.write_to_path(str(key_file))
         config.ssl_certfile, config.ssl_keyfile = str(cert_file), str(key_file)
         config.load()
     return config
@@ -109,16 +125,42 @@ async def _serve(
 
 
 def write_env_file(path: Path, sandbox: Sandbox, ca_file: Path) -> None:
+    settings = {**_pwa_settings(sandbox), **_common_settings(sandbox, ca_file)}
+    # No quoting: a backslash (CONTOSO\svc-pwasync) is literal in unquoted values for
+    # read_env_file, python-dotenv, docker --env-file and compose.
+    path.write_text(
+        "".join(f"{name}={value}\n" for name, value in settings.items()), encoding="utf-8"
+    )
+    os.chmod(path, 0o600)  # it holds passwords and a client secret
+
+
+def _pwa_settings(sandbox: Sandbox) -> dict[str, str]:
     tenant = sandbox.tenant
     service_user = tenant.user(tenant.service["pwa_user"])
-    graph_app = tenant.apps[tenant.service["graph_client_id"].lower()]
-    settings = {
+    password = service_user.password if service_user else ""
+    if sandbox.on_premises:  # Windows authentication as DOMAIN\user, no app registration
+        local = service_user.upn.split("@")[0] if service_user else ""
+        return {
+            "PWASYNC_PWA_URL": sandbox.pwa_site_url,
+            "PWASYNC_PWA_AUTH": "sharepoint_onprem",
+            "PWASYNC_PWA_USERNAME": f"{netbios_domain(tenant)}\\{local}",
+            "PWASYNC_PWA_PASSWORD": password,
+            "PWASYNC_PWA_TIMEZONE": tenant.time_zone.key,
+        }
+    return {
         "PWASYNC_PWA_URL": sandbox.pwa_site_url,
         "PWASYNC_PWA_AUTH": "sharepoint_online",
         "PWASYNC_PWA_USERNAME": service_user.upn if service_user else "",
-        "PWASYNC_PWA_PASSWORD": service_user.password if service_user else "",
+        "PWASYNC_PWA_PASSWORD": password,
         "PWASYNC_PWA_CLIENT_ID": tenant.service["pwa_client_id"],
         "PWASYNC_PWA_TIMEZONE": tenant.time_zone.key,
+    }
+
+
+def _common_settings(sandbox: Sandbox, ca_file: Path) -> dict[str, str]:
+    tenant = sandbox.tenant
+    graph_app = tenant.apps[tenant.service["graph_client_id"].lower()]
+    return {
         "PWASYNC_TENANT_ID": tenant.id,
         "PWASYNC_GRAPH_CLIENT_ID": graph_app.client_id,
         "PWASYNC_GRAPH_CLIENT_SECRET": graph_app.secret or "",
@@ -127,7 +169,3 @@ def write_env_file(path: Path, sandbox: Sandbox, ca_file: Path) -> None:
         "PWASYNC_CA_BUNDLE": str(ca_file.resolve()),
         "PWASYNC_SANDBOX_URL": sandbox.origin,
     }
-    path.write_text(
-        "".join(f"{name}={value}\n" for name, value in settings.items()), encoding="utf-8"
-    )
-    os.chmod(path, 0o600)  # it holds passwords and a client secret

@@ -29,8 +29,12 @@ class MailboxKind(StrEnum):
     UNLICENSED = "unlicensed"  # the mailbox exists but has no Exchange Online licence
 
 
+# PWA permissions of a user (sandbox/README.md maps them to the real PWA permissions).
 REPORTING = "reporting"  # "Access Project Server Reporting Service"
 MANAGE_CUSTOM_FIELDS = "manage_custom_fields"  # "Manage Enterprise Custom Fields"
+USE_REMOTE_INTERFACES = "use_remote_interfaces"  # SharePoint's "Use Remote Interfaces"
+VIEW_PROJECT_SCHEDULE = "view_project_schedule"  # Log On, Open Project, View Project Schedule
+VIEW_ENTERPRISE_RESOURCES = "view_enterprise_resources"  # "View Enterprise Resource Data"
 
 
 class StateError(Exception):
@@ -51,6 +55,11 @@ class User:
     pwa_permissions: frozenset[str] = frozenset()
     mfa_required: bool = False
     locked: bool = False
+    password_expired: bool = False  # Windows refuses the logon until the password is changed
+
+    @property
+    def can_log_on(self) -> bool:
+        return not (self.locked or self.password_expired)
 
 
 @dataclass
@@ -123,6 +132,9 @@ class Task:
     milestone: bool = False
     percent_complete: int = 0
     custom: dict[str, Any] = field(default_factory=dict)  # custom field id -> value
+    # Seed values of fields that do not exist yet (display name -> value); they are set when
+    # the field is created, e.g. the default seed's draft flag after `pwasync fields create`.
+    pending_custom: dict[str, Any] = field(default_factory=dict)
     assignments: list[Assignment] = field(default_factory=list)
 
 
@@ -239,6 +251,16 @@ class Tenant:
         return next(
             (f for f in self.custom_fields.values() if f.name.casefold() == name.casefold()), None
         )
+
+    def add_custom_field(self, custom_field: CustomField) -> None:
+        """Store a new field and give it the values seeded tasks held for it by name."""
+        self.custom_fields[custom_field.id] = custom_field
+        for project in self.projects.values():
+            for plan in (project.draft, project.published):
+                for task in plan.tasks if plan else []:
+                    value = task.pending_custom.pop(custom_field.name.casefold(), None)
+                    if value is not None:
+                        task.custom[custom_field.id] = value
 
     # -- projects --------------------------------------------------------------------------
 

@@ -173,7 +173,13 @@ def _sandbox(args: argparse.Namespace) -> int:
         raise ConfigError(
             "the sandbox needs the optional dependencies: pip install 'pwasync[sandbox]'"
         ) from None
-    serve(port=args.port, directory=args.dir, latency_ms=args.latency_ms, seed=args.seed)
+    serve(
+        port=args.port,
+        directory=args.dir,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        edition=args.edition,
+    )
     return EXIT_OK
 
 
@@ -255,6 +261,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--dir", type=Path, default=Path(".sandbox"))
     sandbox.add_argument("--latency-ms", type=int, default=0)
     sandbox.add_argument("--seed", type=Path, default=None, help="seed JSON (default: built-in)")
+    sandbox.add_argument(
+        "--edition",
+        choices=["se", "online"],
+        default="se",
+        help="se: Project Server Subscription Edition (default); online: Project Online",
+    )
     sandbox.set_defaults(run=_sandbox)
 
     status = commands.add_parser("status", help="queues, last sync, throttling, usage")

@@ -141,12 +141,24 @@ def start_sandbox(
     latency_ms: int = 0,
     seed: Path | None = None,
     timeout: float = 30.0,
+    edition: str = "online",
 ) -> SandboxProcess:
-    """Run ``pwasync sandbox`` and wait for its ready line; its settings come from the env file."""
+    """Run ``pwasync sandbox`` and wait for its ready line; its settings come from the env file.
+
+    ``edition`` is "online" (Project Online; the default, so callers that name none keep their
+    behaviour) or "se" (Project Server Subscription Edition)."""
     directory = workdir / "sandbox"
     directory.mkdir(parents=True, exist_ok=True)
     args = pwasync_command(
-        "sandbox", "--port", str(port), "--dir", str(directory), "--latency-ms", str(latency_ms)
+        "sandbox",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--latency-ms",
+        str(latency_ms),
+        "--edition",
+        edition,
     )
     if seed is not None:
         args += ["--seed", str(seed)]

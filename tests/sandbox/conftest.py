@@ -1,5 +1,9 @@
 """The sandbox runs once per test session as a real process (``python -m sandbox --port 0``),
 exactly as the demo and the services meet it; every test starts from a freshly reset tenant.
+
+``sandbox`` (with ``control``, ``http``) is the Project Online edition, which every test written
+before the editions existed expects; ``sandbox_se`` (with ``control_se``, ``http_se``) is
+Project Server Subscription Edition, the sandbox's default.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ class RunningSandbox:
         return f"{self.url}/{self.tenant_id}/oauth2/v2.0/token"
 
 
-def start_sandbox(directory: Path, *extra: str) -> RunningSandbox:
+def start_sandbox(directory: Path, *extra: str, edition: str = "online") -> RunningSandbox:
+    command = [sys.executable, "-m", "sandbox", "--port", "0", "--dir", str(directory)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--dir", str(directory), *extra],
+        [*command, "--edition", edition, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -56,26 +61,55 @@ def start_sandbox(directory: Path, *extra: str) -> RunningSandbox:
     return RunningSandbox(match["url"], read_env_file(Path(match["env"])), process)
 
 
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    running = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+def _session_sandbox(
+    tmp_path_factory: pytest.TempPathFactory, edition: str
+) -> Iterator[RunningSandbox]:
+    running = start_sandbox(tmp_path_factory.mktemp(f"sandbox-{edition}"), edition=edition)
     yield running
     running.process.terminate()
     running.process.wait(timeout=10)
 
 
-@pytest.fixture
-def control(sandbox: RunningSandbox) -> Iterator[SandboxClient]:
+def _control(sandbox: RunningSandbox) -> Iterator[SandboxClient]:
     with SandboxClient(sandbox.url, sandbox.ca_file) as client:
         client.reset()
         yield client
 
 
-@pytest.fixture
-def http(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
+def _http(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
     context = ssl.create_default_context(cafile=sandbox.ca_file)
     with httpx.Client(verify=context, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    yield from _session_sandbox(tmp_path_factory, "online")
+
+
+@pytest.fixture(scope="session")
+def sandbox_se(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    yield from _session_sandbox(tmp_path_factory, "se")
+
+
+@pytest.fixture
+def control(sandbox: RunningSandbox) -> Iterator[SandboxClient]:
+    yield from _control(sandbox)
+
+
+@pytest.fixture
+def control_se(sandbox_se: RunningSandbox) -> Iterator[SandboxClient]:
+    yield from _control(sandbox_se)
+
+
+@pytest.fixture
+def http(sandbox: RunningSandbox) -> Iterator[httpx.Client]:
+    yield from _http(sandbox)
+
+
+@pytest.fixture
+def http_se(sandbox_se: RunningSandbox) -> Iterator[httpx.Client]:
+    yield from _http(sandbox_se)
 
 
 TokenFactory = Callable[..., str]
