@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import spnego
-import spnego.exceptions
 from spnego.channel_bindings import GssChannelBindings
 
 from sandbox.state import Tenant
@@ -76,16 +75,21 @@ class NtlmAcceptor:
             raw = base64.b64decode(token, validate=True)
         except (ValueError, binascii.Error):
             return LogonStep(refused=True)
+        if not raw:  # a bare scheme name is no logon (IIS answers with its offers)
+            return LogonStep(refused=True)
         pending = self._pending.pop(connection, None)
         self._authenticated.pop(connection, None)  # a new handshake starts over
+        if pending is None or pending[0] != scheme:
+            self._write_users(tenant)
+            context = spnego.server(protocol=_PROTOCOLS[scheme], channel_bindings=bindings)
+        else:
+            context = pending[1]
         try:
-            if pending is None or pending[0] != scheme:
-                self._write_users(tenant)
-                context = spnego.server(protocol=_PROTOCOLS[scheme], channel_bindings=bindings)
-            else:
-                context = pending[1]
             answer = context.step(raw)
-        except spnego.exceptions.SpnegoError:
+        except Exception:
+            # A refused logon raises SpnegoError; a token that is no token at all raises
+            # whatever pyspnego's parsers trip over (struct.error, StopIteration…). Both are a
+            # 401 for the client, never a 500.
             return LogonStep(refused=True)
         encoded = base64.b64encode(answer).decode("ascii") if answer else None
         if not context.complete:

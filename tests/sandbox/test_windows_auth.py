@@ -191,6 +191,26 @@ def test_an_expired_password_fails_the_password_grant_online(
     assert response.json()["error_codes"] == [50055]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Negotiate",
+        "NTLM",
+        "Negotiate !!!",
+        "NTLM AAAA",
+        "NTLM TlRMTVNTUAADAAAA",  # an AUTHENTICATE without a handshake
+        "Negotiate oQcwBaADCgEB",  # a NegTokenResp out of the blue
+        "Negotiate YIIBAAAA",
+    ],
+)
+def test_malformed_tokens_are_refused_not_crashed_on(
+    sandbox_se: RunningSandbox, control_se: SandboxClient, http_se: httpx.Client, header: str
+) -> None:
+    response = http_se.get(_url(sandbox_se), headers={**LIGHT, "Authorization": header})
+    assert response.status_code == 401
+    assert response.headers.get_list("www-authenticate") == ["Negotiate", "NTLM"]
+
+
 # --- the zone's scheme list ---------------------------------------------------------------
 
 
