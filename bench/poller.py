@@ -8,7 +8,11 @@ sync after one project was changed and published, and an incremental sync with n
 The task.changed messages are published to the broker (with confirms) but not consumed; the
 scenario's queues and keys are deleted at the end.
 
+Both plan sources run, one after the other: Project Server Subscription Edition (the
+ProjectServer REST API behind Windows sign-in) and Project Online (ProjectData).
+
     python bench/poller.py [--projects 100] [--tasks 100] [--latency-ms 0]
+                           [--edition se|online|both]
 """
 
 from __future__ import annotations
@@ -43,11 +47,16 @@ def main() -> int:
     parser.add_argument("--projects", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--latency-ms", type=int, default=0, help="added to every PWA request")
+    parser.add_argument("--edition", choices=("se", "online", "both"), default="both")
     args = parser.parse_args()
+    editions = ("se", "online") if args.edition == "both" else (args.edition,)
+    return max(bench(edition, args) for edition in editions)
 
+
+def bench(edition: str, args: argparse.Namespace) -> int:
     scenario = f"bench-poller-{uuid.uuid4().hex[:6]}"
     workdir = Path(tempfile.mkdtemp(prefix="pwasync-bench-poller-"))
-    sandbox = start_sandbox(workdir, latency_ms=args.latency_ms)
+    sandbox = start_sandbox(workdir, latency_ms=args.latency_ms, edition=edition)
     redis = connect_redis(REDIS_URL)
     poller = None
     try:
@@ -95,8 +104,9 @@ def main() -> int:
         rows.append(("incremental, nothing changed", sync()))
 
         print(
-            f"pwasync poller benchmark: {args.projects} projects x {args.tasks} tasks "
-            f"({len(generated['task_ids'])} flagged tasks), PWA latency {args.latency_ms} ms"
+            f"pwasync poller benchmark, edition {edition}: {args.projects} projects x "
+            f"{args.tasks} tasks ({len(generated['task_ids'])} flagged tasks), PWA latency "
+            f"{args.latency_ms} ms"
         )
         print(
             f"{'run':32} {'PWA requests':>12} {'seconds':>8} {'projects read':>13} "
@@ -108,6 +118,7 @@ def main() -> int:
                 f"{run['projects']['read']:>13} {run['tasks']['published']:>9} "
                 f"{run['tasks']['unchanged']:>9}"
             )
+        print()
         return 0 if all(run["status"] == "succeeded" for _, run in rows) else 1
     finally:
         if poller is not None:

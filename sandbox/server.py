@@ -25,6 +25,7 @@ from sandbox.editions import Edition, startup_config
 from sandbox.ntlm import netbios_domain
 
 SHUTDOWN_GRACE_S = 2
+KEEP_ALIVE_S = 120
 
 
 class _Server(uvicorn.Server):
@@ -101,6 +102,9 @@ def _uvicorn_config(app: object, certificate: trustme.LeafCert) -> uvicorn.Confi
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        # IIS keeps an idle connection 120 s (connectionTimeout), and Windows sign-ins live as
+        # long as their connection: uvicorn's 5 s would make clients sign in again and again.
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     # uvicorn reads the key and certificate from files when it loads its config; they live
     # only for that moment.

@@ -206,7 +206,7 @@ def _dlq(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
-    return run_demo(workdir=args.dir, writers=args.writers)
+    return run_demo(workdir=args.dir, writers=args.writers, edition=args.edition)
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -296,6 +296,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="sandbox + every service + a sync, then a summary")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
     demo.add_argument("--writers", type=int, default=2)
+    demo.add_argument(
+        "--edition",
+        choices=("se", "online"),
+        default="se",
+        help="the plan source the sandbox plays: Project Server Subscription Edition (default) "
+        "or Project Online",
+    )
     demo.set_defaults(run=_demo)
     return parser
 

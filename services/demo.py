@@ -34,7 +34,13 @@ AMQP_URL, REDIS_URL = local_service_urls()
 SETTLE_TIMEOUT = 90.0
 
 
-def run_demo(*, workdir: Path, writers: int = 2) -> int:
+EDITIONS = {
+    "se": "Project Server Subscription Edition, ProjectServer REST API, Windows sign-in",
+    "online": "Project Online, ProjectData feed, Entra sign-in",
+}
+
+
+def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
     workdir = workdir.resolve()
     if not _infrastructure_ready():
         return 1
@@ -44,8 +50,9 @@ def run_demo(*, workdir: Path, writers: int = 2) -> int:
         old.unlink()
 
     print("pwasync demo")
-    sandbox = start_sandbox(workdir)
+    sandbox = start_sandbox(workdir, edition=edition)
     print(f"  sandbox    {sandbox.url}  (emulated Microsoft 365 tenant; log in {workdir})")
+    print(f"  plans      {EDITIONS[edition]} (--edition se|online)")
     env = clean_environment(
         {
             **sandbox.settings,

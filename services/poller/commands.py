@@ -18,7 +18,8 @@ from common.redis_store import connect_redis, redis_errors
 from common.settings import Settings
 from services.poller.connection import connect, open_pwa, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
-from services.poller.pwa_api import PROJECTDATA, PwaSource
+from services.poller.projectserver_reader import ProjectServerReader
+from services.poller.pwa_api import PROJECTDATA, ApiRefused, PwaSource
 from services.poller.pwa_check import (
     CheckLine,
     can_read_projectdata,
@@ -115,6 +116,13 @@ def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
     source = PwaSource(pwa, settings)
     try:
         api = source.api
+    except ApiRefused as exc:
+        if exc.status not in (401, 403):
+            return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
+        if exc.api == PROJECTDATA:  # the lines that say what to grant
+            return [*lines, can_read_projectdata(pwa, settings)]
+        reader = ProjectServerReader(pwa, settings.create_event_field)
+        return [*lines, *can_read_projectserver(pwa, reader, settings)]
     except PwasyncError as exc:
         return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
     assert source.choice is not None

@@ -46,7 +46,7 @@ RESOURCE_FIELDS = ("ResourceId", "ResourceName", "ResourceEmailAddress")
 class ProjectDataClient:
     """The ``PlanSource`` of Project Server 2013-2019 and Project Online."""
 
-    api = "ProjectData"
+    api = "projectdata"
 
     def __init__(
         self, http: PwaHttp, flag_property: str, *, reread_after: timedelta = timedelta(0)

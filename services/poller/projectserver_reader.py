@@ -54,7 +54,7 @@ _FLAG_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False
 class ProjectServerReader:
     """The ``PlanSource`` of the ProjectServer REST API."""
 
-    api = "ProjectServer"
+    api = "projectserver"
     #: The API reads the published tables themselves: no reporting copy lags behind them.
     reread_after = timedelta(0)
 
@@ -190,8 +190,7 @@ class ProjectServerReader:
         if not projects:
             # Listed a moment ago, gone now: the next run's list tells whether it was deleted.
             raise RetryableApiError(
-                f"{self._http.service}: project {project_id} is no longer there; "
-                "read again later"
+                f"{self._http.service}: project {project_id} is no longer there; read again later"
             )
         rows, next_link = inline_rows(projects[0], navigation)
         yield from rows

@@ -38,6 +38,15 @@ PROJECTDATA, PROJECTSERVER = "projectdata", "projectserver"
 _ABSENT = (400, 404)
 
 
+class ApiRefused(PermanentApiError):
+    """No API could be read with this account; ``api`` is the one whose refusal says what to
+    grant (the REST API on a site without ProjectData, else ProjectData)."""
+
+    def __init__(self, message: str, *, api: str, status: int | None) -> None:
+        super().__init__(message, status=status)
+        self.api = api
+
+
 @dataclass(frozen=True)
 class ApiChoice:
     api: str  # PROJECTDATA or PROJECTSERVER
@@ -64,22 +73,34 @@ def choose_api(pwa: PwaHttp, setting: str) -> ApiChoice:
             raise
         refused = exc
     try:
-        pwa.get_json(f"{pwa.site_url}/_api/ProjectServer/Projects?$select=Id&$top=1")
+        listed = pwa.get_json(f"{pwa.site_url}/_api/ProjectServer/Projects?$select=Id&$top=1")
     except PermanentApiError as exc:
-        raise PermanentApiError(
+        if refused.status in _ABSENT:  # Subscription Edition: the REST API's answer is it
+            raise ApiRefused(str(exc), api=PROJECTSERVER, status=exc.status) from None
+        raise ApiRefused(
             f"{pwa.service}: neither PWA API can be read. ProjectData: {refused}. "
             f"ProjectServer: {exc}",
+            api=PROJECTDATA,
             status=exc.status,
         ) from None
     if refused.status in _ABSENT:
         return ApiChoice(
             PROJECTSERVER, "ProjectData is not there (Project Server Subscription Edition)"
         )
+    if not _has_rows(listed):
+        # The REST list is trimmed to what the account may open: empty says nothing, and the
+        # account was most likely meant to read ProjectData. Its refusal is the answer.
+        raise ApiRefused(str(refused), api=PROJECTDATA, status=refused.status)
     return ApiChoice(
         PROJECTSERVER,
         "ProjectData refused this account (it lacks 'Access Project Server Reporting "
         "Service'); the ProjectServer REST API answers",
     )
+
+
+def _has_rows(data: dict) -> bool:
+    body = data.get("d", data)
+    return bool(body.get("results", body.get("value")) if isinstance(body, dict) else body)
 
 
 def reader_for(choice: ApiChoice, pwa: PwaHttp, settings: Settings) -> PlanSource:

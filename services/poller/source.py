@@ -82,7 +82,7 @@ ProjectListing = ProjectRow | UnpublishedProject | UnreadableRow
 class PlanSource(Protocol):
     """What a reader of plans offers the sync. Every method reads; none writes."""
 
-    #: The API that answers, for logs and ``pwasync check`` ("ProjectData", "ProjectServer").
+    #: The API that answers, as PWASYNC_PWA_API names it ("projectdata", "projectserver").
     api: str
     #: How long after a publish a project's content may still change in what this API reports
     #: (ProjectData's reporting lag); a project read sooner is read once more after it.

@@ -25,11 +25,19 @@ from services.launcher import (
 
 class Pipeline:
     def __init__(
-        self, workdir: Path, *, amqp_url: str, redis_url: str, scenario: str, latency_ms: int = 0
+        self,
+        workdir: Path,
+        *,
+        amqp_url: str,
+        redis_url: str,
+        scenario: str,
+        latency_ms: int = 0,
+        edition: str = "online",
     ) -> None:
         self.workdir = workdir
         self.scenario = scenario
-        self.sandbox = start_sandbox(workdir, latency_ms=latency_ms)
+        self.edition = edition
+        self.sandbox = start_sandbox(workdir, latency_ms=latency_ms, edition=edition)
         self.env = clean_environment(
             {
                 **self.sandbox.settings,

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.e2e.conftest import EACH_EDITION
 from tests.e2e.harness import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -99,6 +100,7 @@ def test_the_endpoint_limit_holds_tasks_back_until_it_is_raised(pipeline):
     assert set(pipeline.stop_all().values()) == {0}
 
 
+@EACH_EDITION
 def test_a_dry_run_lists_the_planned_changes_and_touches_nothing(pipeline):
     pipeline.cli("fields", "create")
     pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)

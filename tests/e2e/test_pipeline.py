@@ -9,6 +9,7 @@ import pytest
 import sandbox
 from common.rabbit import QueueState, RabbitConnector, inspect_queue
 from common.topology import topology_for
+from tests.e2e.conftest import EACH_EDITION
 from tests.e2e.harness import Pipeline, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -26,6 +27,7 @@ def _task_ids_by_name(pipeline):
     return {task["name"]: task["id"] for p in seed["projects"] for task in p["tasks"]}
 
 
+@EACH_EDITION
 def test_flagged_tasks_become_one_event_per_assignee_and_one_endpoint_each(pipeline):
     for name in ("poller", "writer-1", "writer-2", "ledger"):
         pipeline.start(name)
@@ -73,6 +75,7 @@ def test_flagged_tasks_become_one_event_per_assignee_and_one_endpoint_each(pipel
     assert ("Portfolio 2027 (master project)", "master_project") in skipped
 
 
+@EACH_EDITION
 def test_a_project_of_700_flagged_tasks_arrives_whole(pipeline):
     generated = pipeline.client.generate(
         projects=1,

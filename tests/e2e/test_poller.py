@@ -12,6 +12,7 @@ import pytest
 from common.rabbit import QueueState, RabbitConnector, inspect_queue
 from common.redis_store import Keys, connect_redis
 from common.topology import topology_for
+from tests.e2e.conftest import EACH_EDITION
 from tests.e2e.harness import Pipeline, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -43,6 +44,7 @@ def runs(redis_url: str, scenario: str) -> list[dict]:
     return [json.loads(item) for item in raw]
 
 
+@EACH_EDITION
 def test_removals_reach_the_writer_for_every_way_a_task_leaves_the_selection(pipeline, redis_url):
     client = pipeline.client
     client.generate(projects=1, tasks_per_project=1, flagged=True, ensure_field=True)
@@ -178,7 +180,7 @@ def test_pwasync_connect_then_the_poller_syncs_with_the_stored_sign_in(pipeline,
 
     assert "created Task flag field" in pipeline.cli("fields", "create").stdout
     check = pipeline.cli("check", "--mailbox", ADELE)
-    assert check.stdout.count("ok  ") == 6, check.stdout
+    assert check.stdout.count("ok  ") == 8, check.stdout
 
     client.create_project("OAuth", [flagged_task("via oauth", resource_of(pipeline, ADELE))])
     pipeline.start("poller")

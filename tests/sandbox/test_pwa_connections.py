@@ -114,8 +114,8 @@ def test_ntlm_refusals_are_one_clear_line(sandbox, control, user, password):
     with pytest.raises(AuthenticationError) as raised:
         read_projects(settings)
     assert str(raised.value) == (
-        f"Project Server refused the Windows (NTLM) sign-in of {user}: wrong user name or "
-        "password, or the account is locked or disabled"
+        f"Project Server refused the Windows sign-in (Negotiate) of {user}: wrong user name or "
+        "password, an expired password, or a locked or disabled account"
     )
 
 
@@ -234,7 +234,9 @@ def test_check_passes_when_everything_is_in_place(sandbox, control):
     lines = check(settings_for(sandbox), ADELE)
     assert [line.name for line in lines] == [
         "PWA reachable",
+        "PWA API",
         "read ProjectData ('Access Project Server Reporting Service')",
+        "PWA time zone",
         "permission 'Manage Enterprise Custom Fields'",
         "flag field 'Create event' (Task, Flag)",
         "Graph token (app-only)",

@@ -15,7 +15,7 @@ from services.poller.projectserver_reader import (
     project_listing,
     task_row,
 )
-from services.poller.pwa_api import PROJECTDATA, PROJECTSERVER, choose_api
+from services.poller.pwa_api import PROJECTDATA, PROJECTSERVER, ApiRefused, choose_api
 from services.poller.source import ProjectRow, TaskRow, UnpublishedProject, UnreadableRow
 
 SITE = "https://pwa.contoso.local/pwa"
@@ -286,17 +286,32 @@ def test_projectdata_is_chosen_where_it_answers_and_projectserver_where_it_is_go
     assert choice.api == PROJECTSERVER and "Subscription Edition" in choice.reason
     refused = PermanentApiError("403", status=403)
     no_reporting = Answers(
-        (f"{SITE}/_api/ProjectData", refused), (f"{API}/Projects", {"value": []})
+        (f"{SITE}/_api/ProjectData", refused), (f"{API}/Projects", {"value": [{"Id": "x"}]})
     )
     assert "Access Project Server Reporting Service" in choose_api(no_reporting, settings()).reason
+    # An empty, security-trimmed REST list proves nothing: ProjectData's refusal is the answer.
+    trimmed = Answers((f"{SITE}/_api/ProjectData", refused), (f"{API}/Projects", {"value": []}))
+    with pytest.raises(ApiRefused) as raised:
+        choose_api(trimmed, settings())
+    assert raised.value.api == PROJECTDATA and raised.value.status == 403
 
 
-def test_a_forced_api_costs_no_probe_and_neither_answering_is_one_error():
+def test_a_forced_api_costs_no_probe_and_a_refusal_names_the_api_to_grant_on():
     forced = Answers()
     assert choose_api(forced, settings("projectserver")).api == PROJECTSERVER and forced.urls == []
-    dead = Answers(
+    se = Answers(
         (f"{SITE}/_api/ProjectData", PermanentApiError("ProjectData: 404", status=404)),
         (f"{API}/Projects", PermanentApiError("ProjectServer: 403", status=403)),
     )
-    with pytest.raises(PermanentApiError, match="neither PWA API can be read.*ProjectServer: 403"):
-        choose_api(dead, settings())
+    with pytest.raises(ApiRefused, match="^ProjectServer: 403$") as raised:
+        choose_api(se, settings())
+    assert raised.value.api == PROJECTSERVER
+    on_2019 = Answers(
+        (f"{SITE}/_api/ProjectData", PermanentApiError("ProjectData: 403", status=403)),
+        (f"{API}/Projects", PermanentApiError("ProjectServer: 403", status=403)),
+    )
+    with pytest.raises(
+        ApiRefused, match="neither PWA API can be read.*ProjectServer: 403"
+    ) as raised:
+        choose_api(on_2019, settings())
+    assert raised.value.api == PROJECTDATA
