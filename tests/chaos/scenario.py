@@ -50,6 +50,7 @@ class FaultRun:
         redis_url: str,
         scenario: str,
         env: dict[str, str] | None = None,
+        edition: str = "online",
     ) -> None:
         self.fault = fault
         self.volume = volume
@@ -61,6 +62,7 @@ class FaultRun:
             redis_url=redis_url,
             scenario=scenario,
             latency_ms=volume.latency_ms,
+            edition=edition,
         )
         # Every generated project counts, however old; requests time out quickly.
         self.env = {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z", **(env or {})}

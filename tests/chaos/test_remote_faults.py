@@ -77,15 +77,43 @@ def test_project_online_throttling_a_failing_page_and_malformed_rows(run_factory
     run = run_factory(
         "Project Online: 10 % 429, 5 % 503, 10 % of next pages fail, 3 bad rows", volume
     )
+    _pwa_faults_end_exactly(run, volume, ONLINE_NAMES)
+
+
+@pytest.mark.parametrize(
+    "volume",
+    volumes(
+        Volume("short", projects=1, tasks_per_project=50, assignees=1, mailboxes=10, latency_ms=0),
+        Volume("long", projects=4, tasks_per_project=500, assignees=1, mailboxes=20, latency_ms=0),
+    ),
+)
+def test_project_server_se_busy_server_a_failing_page_and_malformed_rows(run_factory, volume):
+    run = run_factory(
+        "Project Server SE: 10 % 429, 5 % 503 (health score 10), 10 % of next pages fail, "
+        "3 bad rows",
+        volume,
+        edition="se",
+    )
+    _pwa_faults_end_exactly(run, volume, SE_NAMES)
+
+
+#: The task properties each API writes the dates in, and its page-size keys.
+ONLINE_NAMES = {"start": "TaskStartDate", "finish": "TaskFinishDate", "pages": ""}
+SE_NAMES = {"start": "Start", "finish": "Finish", "pages": "ProjectServer/"}
+
+
+def _pwa_faults_end_exactly(run, volume, names):
     expected = run.generate()
+    start, finish = names["start"], names["finish"]
     broken = {
-        run.generated["task_ids"][1]: {"TaskStartDate": "31.12.2026"},
-        run.generated["task_ids"][7]: {"TaskFinishDate": 20261201},
-        run.generated["task_ids"][-1]: {"TaskStartDate": "/Date(99999999999999999999)/"},
+        run.generated["task_ids"][1]: {start: "31.12.2026"},
+        run.generated["task_ids"][7]: {finish: 20261201},
+        run.generated["task_ids"][-1]: {start: "/Date(99999999999999999999)/"},
     }
-    page = 10 if volume.run == "short" else 50  # many pages: failures in the middle of paging
+    page = 5 if volume.run == "short" else 50  # many pages: failures in the middle of paging
+    prefix = names["pages"]
     run.pipeline.client.config(
-        pwa_page_sizes={"Tasks": page, "Assignments": page},
+        pwa_page_sizes={f"{prefix}Tasks": page, f"{prefix}Assignments": page},
         faults={"pwa": PWA_FAULTS},
         task_row_overrides=broken,
     )
@@ -108,4 +136,4 @@ def test_project_online_throttling_a_failing_page_and_malformed_rows(run_factory
         if line["event"] == "task row unreadable; the task is left as it was"
     }
     assert set(unreadable) == set(broken)
-    assert "TaskStartDate is not readable: '31.12.2026'" in unreadable[run.generated["task_ids"][1]]
+    assert f"{start} is not readable: '31.12.2026'" in unreadable[run.generated["task_ids"][1]]

@@ -14,12 +14,21 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from common.http import new_http_client
+from common.messages import SyncRequested
+from common.redis_store import Keys
+from common.settings import Settings, load_settings
 from sandbox.client import SandboxClient, read_env_file
+from services.poller.connection import open_pwa
+from services.poller.pwa_api import PwaSource
+from services.poller.state import PollerState
+from services.poller.sync import SyncRunner
 
 READY = re.compile(r"^sandbox ready at (?P<url>\S+) \(settings in (?P<env>.+)\)$")
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -150,3 +159,48 @@ def graph_token(sandbox: RunningSandbox, http: httpx.Client, control: SandboxCli
     )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+def settings_for(sandbox: RunningSandbox, scenario: str = "default", **overrides: str) -> Settings:
+    """The product's settings for a sandbox (``PWASYNC_<NAME>`` overrides by keyword)."""
+    env = {**sandbox.settings, "PWASYNC_SCENARIO": scenario}
+    env.update({f"PWASYNC_{k.upper()}": v for k, v in overrides.items()})
+    return load_settings(env)
+
+
+@pytest.fixture
+def make_poll(redis_client, redis_url, scenario):
+    """A poll of one sandbox: runs the real sync over the product's PWA source."""
+    clients = []
+
+    def make(sandbox, control):
+        settings = settings_for(sandbox, scenario)
+        state = PollerState(redis_client, Keys(scenario), redis_url)
+        state.initialize_start(datetime(2000, 1, 1))
+        published = []
+        http = new_http_client(ca_bundle=settings.ca_bundle)
+        clients.append(http)
+        pwa = open_pwa(settings, http)
+        source = PwaSource(pwa, settings)
+        runner = SyncRunner(
+            scenario=scenario,
+            feed=source,
+            publish=published.append,
+            state=state,
+            pwa_zone=settings.pwa_zone,
+            site_url=settings.pwa_url,
+            request_counter=lambda: pwa.requests_made,
+        )
+
+        def run(**request):
+            published.clear()
+            control.reset_stats()
+            summary = runner.run(SyncRequested(scenario=scenario, **request))
+            return summary, list(published), control.stats()["pwa"]
+
+        run.source = source
+        return run
+
+    yield make
+    for http in clients:
+        http.close()

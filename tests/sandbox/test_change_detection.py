@@ -1,5 +1,6 @@
-"""Change detection against the sandbox, counted with its statistics: the real feed client and
-the real Redis state; the publisher is a list (the broker is not what is measured here)."""
+"""Change detection against the sandbox's Project Online, counted with its statistics: the
+product's plan source and the real Redis state; the publisher is a list (the broker is not what
+is measured here). Both editions: test_reading_psse.py."""
 
 from __future__ import annotations
 
@@ -8,43 +9,12 @@ from uuid import UUID
 
 import pytest
 
-from common.http import new_http_client
-from common.messages import SyncRequested
-from common.redis_store import Keys
-from common.settings import load_settings
-from services.poller.connection import open_pwa
-from services.poller.projectdata import ProjectDataClient
-from services.poller.state import PollerState
-from services.poller.sync import SyncRunner
-
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def poll(sandbox, control, redis_client, redis_url, scenario):
-    settings = load_settings({**sandbox.settings, "PWASYNC_SCENARIO": scenario})
-    state = PollerState(redis_client, Keys(scenario), redis_url)
-    state.initialize_start(datetime(2000, 1, 1))
-    published = []
-    with new_http_client(ca_bundle=settings.ca_bundle) as http:
-        pwa = open_pwa(settings, http)
-        runner = SyncRunner(
-            scenario=scenario,
-            feed=ProjectDataClient(pwa, "Createevent"),
-            publish=published.append,
-            state=state,
-            pwa_zone=settings.pwa_zone,
-            site_url=settings.pwa_url,
-            request_counter=lambda: pwa.requests_made,
-        )
-
-        def run(**request):
-            published.clear()
-            control.reset_stats()
-            summary = runner.run(SyncRequested(scenario=scenario, **request))
-            return summary, list(published), control.stats()["pwa"]
-
-        yield run
+def poll(make_poll, sandbox, control):
+    return make_poll(sandbox, control)
 
 
 def test_nothing_changed_costs_one_request_and_one_changed_project_is_read_alone(poll, control):

@@ -5,21 +5,16 @@ is a list (the broker is not what is measured here)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 import pytest
 
 from common.errors import AuthenticationError
 from common.http import new_http_client
-from common.messages import SyncRequested
-from common.redis_store import Keys
-from common.settings import load_settings
 from services.poller.commands import check, fields
 from services.poller.connection import open_pwa
 from services.poller.pwa_api import PwaSource
-from services.poller.state import PollerState
-from services.poller.sync import SyncRunner
+from tests.sandbox.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,48 +55,8 @@ def site(edition, request):
     return request.getfixturevalue(f"sandbox{suffix}"), request.getfixturevalue(f"control{suffix}")
 
 
-def settings_of(sandbox, scenario="default", **overrides):
-    env = {**sandbox.settings, "PWASYNC_SCENARIO": scenario}
-    env.update({f"PWASYNC_{k.upper()}": v for k, v in overrides.items()})
-    return load_settings(env)
-
-
-@pytest.fixture
-def make_poll(redis_client, redis_url, scenario):
-    """A poll of one sandbox: runs the real sync over the product's PWA source."""
-    clients = []
-
-    def make(sandbox, control):
-        settings = settings_of(sandbox, scenario)
-        state = PollerState(redis_client, Keys(scenario), redis_url)
-        state.initialize_start(datetime(2000, 1, 1))
-        published = []
-        http = new_http_client(ca_bundle=settings.ca_bundle)
-        clients.append(http)
-        pwa = open_pwa(settings, http)
-        source = PwaSource(pwa, settings)
-        runner = SyncRunner(
-            scenario=scenario,
-            feed=source,
-            publish=published.append,
-            state=state,
-            pwa_zone=settings.pwa_zone,
-            site_url=settings.pwa_url,
-            request_counter=lambda: pwa.requests_made,
-        )
-
-        def run(**request):
-            published.clear()
-            control.reset_stats()
-            summary = runner.run(SyncRequested(scenario=scenario, **request))
-            return summary, list(published), control.stats()["pwa"]
-
-        run.source = source
-        return run
-
-    yield make
-    for http in clients:
-        http.close()
+def settings_of(sandbox, **overrides):
+    return settings_for(sandbox, "default", **overrides)
 
 
 @pytest.fixture
