@@ -119,23 +119,25 @@ def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
     except ApiRefused as exc:
         if exc.status not in (401, 403):
             return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
-        if exc.api == PROJECTDATA:  # the lines that say what to grant
-            return [*lines, can_read_projectdata(pwa, settings)]
-        reader = ProjectServerReader(pwa, settings.create_event_field)
-        return [*lines, *can_read_projectserver(pwa, reader, settings)]
+        return [*lines, *_read_lines(exc.api, pwa, settings)]  # they say what to grant
     except PwasyncError as exc:
         return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
     assert source.choice is not None
     lines.append(CheckLine("PWA API", True, source.choice.describe()))
-    if api == PROJECTDATA:
-        reads = [can_read_projectdata(pwa, settings)]
-    else:
-        reads = can_read_projectserver(pwa, source.reader, settings)
+    reads = _read_lines(api, pwa, settings)
     lines += reads
     if not all(line.ok for line in reads):
         return lines
     lines.append(time_zone_line(pwa, settings.pwa_zone))
     return lines + _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
+
+
+def _read_lines(api: str, pwa: PwaHttp, settings: Settings) -> list[CheckLine]:
+    """Whether the account may read what the sync reads on that API, one line a permission."""
+    if api == PROJECTDATA:
+        return [can_read_projectdata(pwa, settings)]
+    reader = ProjectServerReader(pwa, settings.create_event_field)
+    return can_read_projectserver(pwa, reader, settings)
 
 
 def _field_lines(settings: Settings, pwa: PwaHttp, *, reported_needed: bool) -> list[CheckLine]:

@@ -34,6 +34,10 @@ from services.poller.source import (
 log = get_logger(__name__)
 
 PROJECTDATA, PROJECTSERVER = "projectdata", "projectserver"
+API_NAMES = {
+    PROJECTDATA: "ProjectData (OData reporting feed)",
+    PROJECTSERVER: "ProjectServer REST API",
+}
 #: What ProjectData answers where it does not exist (404) or is not a known _api segment (400).
 _ABSENT = (400, 404)
 
@@ -53,12 +57,7 @@ class ApiChoice:
     reason: str
 
     def describe(self) -> str:
-        name = (
-            "ProjectData (OData reporting feed)"
-            if self.api == PROJECTDATA
-            else ("ProjectServer REST API")
-        )
-        return f"{name}: {self.reason}"
+        return f"{API_NAMES[self.api]}: {self.reason}"
 
 
 def choose_api(pwa: PwaHttp, setting: str) -> ApiChoice:

@@ -17,7 +17,6 @@ from common.errors import PermanentApiError, PwasyncError
 from common.settings import Settings
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_http import PwaHttp
-from services.poller.source import PlanSource
 
 PERMISSION_READ = "Access Project Server Reporting Service"
 READ_PROJECTS = "'Log On', 'Open Project', SharePoint's 'Use Remote Interfaces'"
@@ -60,9 +59,10 @@ def can_read_projectdata(pwa: PwaHttp, settings: Settings) -> CheckLine:
     return CheckLine(name, True, f"signed in ({settings.pwa_auth}) and read the Projects feed")
 
 
-def can_read_projectserver(pwa: PwaHttp, source: PlanSource, settings: Settings) -> list[CheckLine]:
+def can_read_projectserver(
+    pwa: PwaHttp, reader: ProjectServerReader, settings: Settings
+) -> list[CheckLine]:
     """One line per permission the REST reader needs, each read the way the sync reads."""
-    assert isinstance(source, ProjectServerReader)
     api = f"{pwa.site_url}/_api/ProjectServer"
     name = f"read projects ({READ_PROJECTS})"
     try:
@@ -81,7 +81,7 @@ def can_read_projectserver(pwa: PwaHttp, source: PlanSource, settings: Settings)
     lines = [CheckLine(name, True, f"signed in ({settings.pwa_auth}) and listed projects")]
     name = f"read project schedules ({READ_SCHEDULES})"
     try:
-        next(source.task_ids(UUID(str(listed[0]["Id"]))), None)
+        next(reader.task_ids(UUID(str(listed[0]["Id"]))), None)
         lines.append(CheckLine(name, True, f"read the tasks of {listed[0].get('Name')!r}"))
     except PwasyncError as exc:
         lines.append(CheckLine(name, False, _denied(exc, f"{READ_SCHEDULES} over all projects")))
