@@ -136,7 +136,7 @@ def _read_lines(api: str, pwa: PwaHttp, settings: Settings) -> list[CheckLine]:
     """Whether the account may read what the sync reads on that API, one line a permission."""
     if api == PROJECTDATA:
         return [can_read_projectdata(pwa, settings)]
-    reader = ProjectServerReader(pwa, settings.create_event_field)
+    reader = ProjectServerReader(pwa, settings.create_event_field, settings.pwa_zone)
     return can_read_projectserver(pwa, reader, settings)
 
 

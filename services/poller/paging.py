@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from common.errors import PermanentApiError
 from services.poller.pwa_http import PwaHttp
@@ -30,7 +30,32 @@ def paged_rows(http: PwaHttp, url: str) -> Iterator[dict[str, Any]]:
         seen.add(next_url)
         rows, next_link = page(http.get_json(next_url), http.service)
         yield from rows
-        next_url = urljoin(next_url, next_link) if next_link else None
+        next_url = resolve_link(next_url, next_link) if next_link else None
+
+
+def resolve_link(page_url: str, link: str) -> str:
+    """A next link as a URL. Relative links have been seen, and it is not settled against what
+    (the page itself, as RFC 3986 has it; or the service root, as OData's metadata-relative
+    rule gives): a relative path is aligned with the page's path at its first segment
+    (``Tasks?$skip=…`` under ``…/Projects('…')/Tasks``, ``ProjectServer/Projects?…`` under
+    ``…/_api/ProjectServer/Projects``), and joined to the page as RFC 3986 says otherwise."""
+    if urlsplit(link).scheme or link.startswith("/"):
+        return urljoin(page_url, link)
+    first = link.split("?", 1)[0].split("/", 1)[0]
+    parts = urlsplit(page_url)
+    segments = parts.path.split("/")
+    for index in range(len(segments) - 1, -1, -1):
+        if _same_segment(segments[index], first):
+            base = "/".join(segments[:index]) + "/"
+            return urljoin(f"{parts.scheme}://{parts.netloc}{base}", link)
+    return urljoin(page_url, link)
+
+
+def _same_segment(have: str, link_first: str) -> bool:
+    # Projects('a') and Projects('a') are one; a bare entity set name meets its keyed form too.
+    if not have or not link_first:
+        return False
+    return have.lower() == link_first.lower() or have.split("(", 1)[0].lower() == link_first.lower()
 
 
 def page(data: dict[str, Any], service: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -15,17 +15,19 @@ the flag written as a boolean, text, number, Yes/No or a one-entry list; "no dat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 from common.errors import PermanentApiError, RetryableApiError
 from common.logging import get_logger
+from common.messages import within_project_dates
 from services.poller import odata
 from services.poller.custom_fields import FLAG
-from services.poller.paging import inline_rows, paged_rows
+from services.poller.paging import inline_rows, paged_rows, resolve_link
 from services.poller.pwa_http import PwaHttp
 from services.poller.source import (
     AssignmentRow,
@@ -37,7 +39,6 @@ from services.poller.source import (
     UnreadableRow,
     chunks,
     field,
-    project_date,
     unreadable,
 )
 
@@ -47,6 +48,8 @@ PROJECT_FIELDS = ("Id", "Name", "ProjectType", "LastPublishedDate")
 TASK_FIELDS = ("Id", "Name", "Start", "Finish", "IsSummary", "OutlineLevel")
 ASSIGNMENT_SELECT = ("Id", "Task/Id", "Resource/Id", "Resource/Name", "Resource/Email")
 RESOURCE_FIELDS = ("Id", "Name", "Email")
+_UTC = ZoneInfo("UTC")
+_HAS_OFFSET = re.compile(r"T.*(Z|[+-]\d\d:?\d\d)$")
 #: Values a FLAG custom field has been (or might plausibly be) written as.
 _FLAG_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
@@ -58,9 +61,10 @@ class ProjectServerReader:
     #: The API reads the published tables themselves: no reporting copy lags behind them.
     reread_after = timedelta(0)
 
-    def __init__(self, http: PwaHttp, flag_field: str) -> None:
+    def __init__(self, http: PwaHttp, flag_field: str, zone: ZoneInfo) -> None:
         self._http = http
         self._flag_field = flag_field
+        self._zone = zone  # the PWA's wall clock, should a date come with an offset
         self._flag_property: str | None = None  # found once, then kept for the process
         self._navigation_refused = False  # Projects('…')/Tasks answered 404: $expand instead
         self._flag_form_seen = False  # the first raw flag value is logged, to settle its form
@@ -78,7 +82,7 @@ class ProjectServerReader:
             if batch is not None:
                 params["$filter"] = odata.any_of("Id", [odata.guid_literal(p) for p in batch])
             for row in self._rows("Projects", dict(params)):
-                yield project_listing(row)
+                yield project_listing(row, self._zone)
 
     def tasks(self, project_id: UUID) -> Iterator[TaskRow | UnreadableRow]:
         flag = self.flag_property()
@@ -87,7 +91,7 @@ class ProjectServerReader:
                 if not self._flag_form_seen and row.get(flag) is not None:
                     self._flag_form_seen = True
                     log.debug("flag value as the server writes it", value=repr(row[flag]))
-                yield task_row(project_id, row, flag)
+                yield task_row(project_id, row, flag, self._zone)
         except PermanentApiError as exc:
             if exc.status == 400:  # the field may have been deleted and created anew
                 self._flag_property = None
@@ -195,38 +199,42 @@ class ProjectServerReader:
         rows, next_link = inline_rows(projects[0], navigation)
         yield from rows
         if next_link:
-            yield from paged_rows(self._http, urljoin(url, next_link))
+            yield from paged_rows(self._http, resolve_link(url, next_link))
 
 
 # --- rows (pure) -------------------------------------------------------------------------------
 
 
-def project_listing(row: dict[str, Any]) -> ProjectListing:
+def project_listing(row: dict[str, Any], zone: ZoneInfo = _UTC) -> ProjectListing:
     try:
         project_id = field(row, "Id", lambda v: UUID(str(v)))
         name = row.get("Name") or ""
-        published = field(row, "LastPublishedDate", rest_date)
+        published = field(row, "LastPublishedDate", lambda v: rest_date(v, zone))
         if published is None:
             return UnpublishedProject(project_id, name)
+        if not within_project_dates(published):
+            raise ValueError("LastPublishedDate is outside the dates Project can schedule")
         return ProjectRow(
             project_id=project_id,
             name=name,
             project_type=field(row, "ProjectType", lambda v: int(v or 0)),
-            modified=field(row, "LastPublishedDate", project_date),
+            modified=published,
         )
     except ValueError as exc:
         return unreadable(row, "Id", "Name", exc)
 
 
-def task_row(project_id: UUID, row: dict[str, Any], flag_property: str) -> TaskRow | UnreadableRow:
+def task_row(
+    project_id: UUID, row: dict[str, Any], flag_property: str, zone: ZoneInfo = _UTC
+) -> TaskRow | UnreadableRow:
     try:
         outline_level = field(row, "OutlineLevel", lambda v: None if v is None else int(v))
         return TaskRow(
             project_id=project_id,
             task_id=field(row, "Id", lambda v: UUID(str(v))),
             name=row.get("Name") or "",
-            start=field(row, "Start", rest_date),
-            finish=field(row, "Finish", rest_date),
+            start=field(row, "Start", lambda v: rest_date(v, zone)),
+            finish=field(row, "Finish", lambda v: rest_date(v, zone)),
             is_summary=field(row, "IsSummary", parse_flag),
             # Not in Tasks on the real API; should a server list it, it is never an event.
             is_project_summary=outline_level == 0,
@@ -254,9 +262,15 @@ def assignment_row(row: dict[str, Any]) -> AssignmentRow | None:
     )
 
 
-def rest_date(value: Any) -> datetime | None:
-    """A date of this API: ISO 8601 without an offset (the PWA's wall clock); ``0001-01-01``
-    (DateTime.MinValue) and null mean "no date"."""
+def rest_date(value: Any, zone: ZoneInfo = _UTC) -> datetime | None:
+    """A date of this API as the PWA's wall clock: ISO 8601 without an offset is that already;
+    one with an offset (not seen, but then it means an instant) is converted to it.
+    ``0001-01-01`` (DateTime.MinValue) and null mean "no date"."""
+    if isinstance(value, str) and _HAS_OFFSET.search(value):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.year == 1:
+            return None
+        return moment.astimezone(zone).replace(tzinfo=None)
     parsed = odata.parse_datetime(value)
     if parsed is None or parsed.year == 1:
         return None

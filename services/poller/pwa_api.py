@@ -109,7 +109,7 @@ def reader_for(choice: ApiChoice, pwa: PwaHttp, settings: Settings) -> PlanSourc
             property_name(settings.create_event_field),
             reread_after=timedelta(seconds=settings.sync_overlap_seconds),
         )
-    return ProjectServerReader(pwa, settings.create_event_field)
+    return ProjectServerReader(pwa, settings.create_event_field, settings.pwa_zone)
 
 
 class PwaSource:

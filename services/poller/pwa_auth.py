@@ -64,35 +64,53 @@ class WindowsAuth(httpx.Auth):
         if response.status_code != 401:
             return
         offers = _offers(response)
-        scheme = next((s for s in WINDOWS_SCHEMES if s.upper() in offers), None)
-        if scheme is None:
+        schemes = [s for s in WINDOWS_SCHEMES if s.upper() in offers]
+        if not schemes:
             raise AuthenticationError(
                 "Project Server offers no Windows sign-in pwasync speaks (it offers: "
                 f"{', '.join(sorted(offers)) or 'nothing'}); enable Windows authentication "
                 "(Negotiate or NTLM) on the web application zone pwasync uses"
             )
+        bindings = channel_bindings(response)
+        for scheme in schemes:
+            outcome = yield from self._handshake(request, scheme, bindings)
+            if outcome == "done":
+                return
+            if outcome == "refused":
+                break  # the credentials were judged: another scheme would only try them again
+            # "not understood": the server took none of our first token (a Kerberos-only
+            # Negotiate, say); the next scheme it offers is tried, without any logon having failed
+        raise AuthenticationError(
+            f"Project Server refused the Windows sign-in ({scheme}) of {self._account}: wrong "
+            "user name or password, an expired password, or a locked or disabled account"
+        )
+
+    def _handshake(
+        self, request: httpx.Request, scheme: str, bindings: GssChannelBindings | None
+    ) -> Generator[httpx.Request, httpx.Response, str]:
+        """One scheme's legs: "done", "refused", or "not understood" (the first leg answered
+        without a challenge)."""
         context = spnego.client(
             self._username,
             self._password,
             hostname=urlsplit(str(request.url)).hostname or "unspecified",
             service="HTTP",
             protocol=scheme.lower(),
-            channel_bindings=channel_bindings(response),
+            channel_bindings=bindings,
         )
         token = self._step(context, None, scheme)
-        for _ in range(MAX_LEGS):
+        for leg in range(MAX_LEGS):
             request.headers["Authorization"] = f"{scheme} {_b64(token)}"
             response = yield request
-            challenge = _offers(response).get(scheme.upper())
             if response.status_code != 401:
-                return
+                return "done"
+            challenge = _offers(response).get(scheme.upper())
+            if not challenge and leg == 0 and not context.complete:
+                return "not understood"
             if not challenge or context.complete:
-                break
+                return "refused"
             token = self._step(context, base64.b64decode(challenge), scheme)
-        raise AuthenticationError(
-            f"Project Server refused the Windows sign-in ({scheme}) of {self._account}: wrong "
-            "user name or password, an expired password, or a locked or disabled account"
-        )
+        return "refused"
 
     @property
     def _account(self) -> str:

@@ -3,22 +3,26 @@ form, "no date", paging by relative links, the $expand fallback, and which API i
 
 import uuid
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from common.errors import PermanentApiError, RetryableApiError
 from common.settings import load_settings
+from services.poller.paging import resolve_link
 from services.poller.projectserver_reader import (
     ProjectServerReader,
     flag_property_of,
     parse_flag,
     project_listing,
+    rest_date,
     task_row,
 )
 from services.poller.pwa_api import PROJECTDATA, PROJECTSERVER, ApiRefused, choose_api
 from services.poller.source import ProjectRow, TaskRow, UnpublishedProject, UnreadableRow
 
 SITE = "https://pwa.contoso.local/pwa"
+BERLIN = ZoneInfo("Europe/Berlin")
 API = f"{SITE}/_api/ProjectServer"
 PROJECT, TASK, RESOURCE = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 FIELD_ID = uuid.UUID("8d3b5c3e-1f0a-4b6e-9f7a-0c1d2e3f4a5b")
@@ -187,7 +191,7 @@ def test_projects_follow_relative_next_links_in_both_formats():
             },
         ),
     )
-    listed = list(ProjectServerReader(http, "Create event").projects())
+    listed = list(ProjectServerReader(http, "Create event", BERLIN).projects())
     assert [(p.project_id, p.project_type) for p in listed] == [(first, 0), (second, 6)]
     assert http.urls[0] == f"{API}/Projects?$select=Id,Name,ProjectType,LastPublishedDate"
 
@@ -221,7 +225,7 @@ def test_tasks_and_assignments_are_read_by_navigation_with_the_assignee_expanded
             },
         ),
     )
-    reader = ProjectServerReader(http, "Create event")
+    reader = ProjectServerReader(http, "Create event", BERLIN)
     [task] = reader.tasks(PROJECT)
     assert task.flagged and task.name == "Site survey" and not task.is_project_summary
     with_mail, without_mail = reader.assignments(PROJECT)
@@ -246,7 +250,7 @@ def test_a_refused_navigation_falls_back_to_expand_for_the_rest_of_the_process()
             {"value": [{"Id": str(other), "Tasks": [rest_task(Id=str(other))]}]},
         ),
     )
-    reader = ProjectServerReader(http, "Create event")
+    reader = ProjectServerReader(http, "Create event", BERLIN)
     assert [t.task_id for t in reader.tasks(PROJECT)] == [TASK]
     assert [t.task_id for t in reader.tasks(other)] == [other]
     assert "$expand=Tasks" in http.urls[2] and f"Tasks/{FLAG}" in http.urls[2]
@@ -260,7 +264,7 @@ def test_a_project_gone_between_list_and_read_is_retried_not_emptied():
         (f"{API}/Projects?$filter", {"value": []}),
     )
     with pytest.raises(RetryableApiError, match="no longer there"):
-        list(ProjectServerReader(http, "Create event").tasks(PROJECT))
+        list(ProjectServerReader(http, "Create event", BERLIN).tasks(PROJECT))
 
 
 def settings(api="auto"):
@@ -315,3 +319,48 @@ def test_a_forced_api_costs_no_probe_and_a_refusal_names_the_api_to_grant_on():
     ) as raised:
         choose_api(on_2019, settings())
     assert raised.value.api == PROJECTDATA
+
+
+@pytest.mark.parametrize(
+    ("page", "link", "resolved"),
+    [
+        (
+            f"{API}/Projects?$select=Id",
+            "Projects?$select=Id&$skip=100",
+            f"{API}/Projects?$select=Id&$skip=100",
+        ),
+        (f"{API}/Projects?$select=Id", "ProjectServer/Projects?$skip=1", f"{API}/Projects?$skip=1"),
+        (
+            f"{API}/Projects('{PROJECT}')/Tasks?$select=Id",
+            "Tasks?$skip=300",
+            f"{API}/Projects('{PROJECT}')/Tasks?$skip=300",
+        ),
+        (
+            f"{API}/Projects('{PROJECT}')/Tasks?$select=Id",
+            f"Projects('{PROJECT}')/Tasks?$skip=300",
+            f"{API}/Projects('{PROJECT}')/Tasks?$skip=300",
+        ),
+        (
+            f"{API}/Projects?$select=Id",
+            "_api/ProjectServer/Projects?$skip=1",
+            f"{API}/Projects?$skip=1",
+        ),
+        (
+            f"{API}/Projects?$select=Id",
+            "/pwa/_api/ProjectServer/Projects?$skip=1",
+            f"{API}/Projects?$skip=1",
+        ),
+        (f"{API}/Projects?$select=Id", f"{API}/Projects?$skip=1", f"{API}/Projects?$skip=1"),
+        (f"{API}/Projects?$select=Id", "?$skip=1", f"{API}/Projects?$skip=1"),
+    ],
+)
+def test_relative_next_links_resolve_however_they_are_rooted(page, link, resolved):
+    assert resolve_link(page, link) == resolved
+
+
+def test_a_date_with_an_offset_is_the_instant_on_the_pwa_wall_clock():
+    row = task_row(PROJECT, rest_task(Start="2026-12-02T07:00:00Z"), FLAG, BERLIN)
+    assert row.start == datetime(2026, 12, 2, 8, 0)
+    row = task_row(PROJECT, rest_task(Start="2026-12-02T08:00:00+01:00"), FLAG, BERLIN)
+    assert row.start == datetime(2026, 12, 2, 8, 0)
+    assert rest_date("0001-01-01T00:00:00Z", BERLIN) is None

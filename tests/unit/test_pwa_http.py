@@ -162,7 +162,9 @@ def test_a_server_offering_no_windows_scheme_is_one_clear_line():
         http.get_json(f"{SITE}/_api/ProjectServer/Projects")
 
 
-def test_negotiate_is_preferred_when_both_are_offered():
+def both_offered(understood: str):
+    """A server offering Negotiate and NTLM that understands only ``understood`` and refuses
+    every answer to its challenge (a wrong password); records the scheme of each leg."""
     legs = []
 
     def handler(request):
@@ -170,14 +172,24 @@ def test_negotiate_is_preferred_when_both_are_offered():
         legs.append(header.split()[0] if header else None)
         if header is None:
             return httpx.Response(
-                401, headers=[("WWW-Authenticate", "NTLM"), ("WWW-Authenticate", "Negotiate")]
+                401, headers=[("WWW-Authenticate", "Negotiate"), ("WWW-Authenticate", "NTLM")]
             )
-        return httpx.Response(401, headers={"WWW-Authenticate": "Negotiate"})
+        scheme, token = header.split()
+        if scheme == understood and base64.b64decode(token)[8:9] == b"\x01":  # NTLM NEGOTIATE
+            return httpx.Response(401, headers={"WWW-Authenticate": f"{scheme} {CHALLENGE}"})
+        return httpx.Response(401, headers={"WWW-Authenticate": scheme})
 
+    return handler, legs
+
+
+def test_negotiate_comes_first_and_a_refused_logon_is_not_tried_again_with_ntlm():
+    handler, legs = both_offered("NTLM")  # a raw NTLM token under Negotiate is not understood
     http, _ = pwa(handler, auth=WindowsAuth("CONTOSO\\svc", "wrong"))
-    with pytest.raises(AuthenticationError, match=r"refused the Windows sign-in \(Negotiate\)"):
+    with pytest.raises(AuthenticationError, match=r"refused the Windows sign-in \(NTLM\)"):
         http.get_json(f"{SITE}/_api/ProjectServer/Projects")
-    assert legs == [None, "Negotiate"]
+    # Negotiate's first token was not understood (no logon failed), so NTLM was tried; its
+    # refusal after the challenge is final: one failed logon per attempt, not two.
+    assert legs == [None, "Negotiate", "NTLM", "NTLM"]
 
 
 def test_errors_name_what_answered():
