@@ -3,11 +3,20 @@
 Pure functions over aware datetimes; the poller's clock and sleeping live elsewhere.
 Accepted forms: ``on_demand``, ``daily HH:MM``, ``weekly DAY HH:MM`` (DAY = mon..sun) and
 ``every N minutes``. Times are wall-clock times in ``PWASYNC_SCHEDULE_TIMEZONE``.
+
+``every N minutes`` runs at fixed slots, not N minutes after whenever a replica looked: local
+midnight + k*N minutes for N <= 1440 (the last slot of a day is followed by the next midnight,
+so an N that does not divide 1440 has one shorter interval a day), and Monday's local midnight
++ k*N for N > 1440 (likewise per week). Every replica therefore computes the same instant, and
+the tick claim keeps it to one run. A slot in a DST spring-forward gap does not exist and is
+skipped; one in the fall-back fold runs at both occurrences, so an N that divides 60 keeps its
+real-time spacing across the change.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -40,7 +49,7 @@ class Schedule:
             return None
         if self.kind == "every":
             assert self.every_minutes is not None
-            return now + timedelta(minutes=self.every_minutes)
+            return _next_slot(now, tz, self.every_minutes)
         assert self.at is not None
         local_now = now.astimezone(tz)
         candidate_day = local_now.date()
@@ -93,6 +102,45 @@ def parse_schedule(text: str) -> Schedule:
     raise ValueError(
         "use on_demand, 'daily HH:MM', 'weekly DAY HH:MM' (DAY = mon..sun) or 'every N minutes'"
     )
+
+
+#: More than any UTC offset change: a wall-clock time further than this from another maps to an
+#: instant on the same side of it.
+_MAX_SHIFT = timedelta(hours=26)
+
+
+def _next_slot(now: datetime, tz: ZoneInfo, minutes: int) -> datetime:
+    """The first ``every N minutes`` slot strictly after ``now`` (see the module docstring)."""
+    step = timedelta(minutes=minutes)
+    period = timedelta(days=1 if minutes <= 1440 else 7)
+    wall_now = now.astimezone(tz).replace(tzinfo=None)
+    # A wall-clock time more than _MAX_SHIFT before now's is an earlier instant.
+    low = wall_now - _MAX_SHIFT
+    start = datetime.combine(low.date(), time())
+    if minutes > 1440:
+        start -= timedelta(days=start.weekday())
+    best: datetime | None = None
+    best_wall = wall_now
+    while True:
+        k = max(0, (low - start) // step)
+        while (wall := start + k * step) < start + period:
+            if best is not None and wall > best_wall + _MAX_SHIFT:
+                return best.astimezone(tz)
+            for instant in _instants(wall, tz):
+                if instant > now and (best is None or instant < best):
+                    best, best_wall = instant, wall
+            k += 1
+        start += period
+
+
+def _instants(wall: datetime, tz: ZoneInfo) -> Iterator[datetime]:
+    """The UTC instants that show ``wall`` in ``tz``: none in a gap, two in a fold."""
+    seen: set[datetime] = set()
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if instant not in seen and instant.astimezone(tz).replace(tzinfo=None) == wall:
+            seen.add(instant)
+            yield instant
 
 
 def _clock(hours: str, minutes: str) -> time:

@@ -206,8 +206,10 @@ class RunCoordinator:
         return queued > 0 and not locked
 
     def claim_tick(self, due: datetime, replica: str) -> bool:
-        """True for exactly one replica per scheduled tick."""
+        """True for exactly one replica per scheduled tick. Asking again is safe: a replica that
+        already holds the tick (its first answer was lost) is told True again."""
+        key = self._keys.tick(due)
         with redis_errors(self._url):
-            return bool(
-                self._redis.set(self._keys.tick(due), replica, nx=True, ex=TICK_MARK_SECONDS)
-            )
+            if self._redis.set(key, replica, nx=True, ex=TICK_MARK_SECONDS):
+                return True
+            return bool(self._redis.get(key) == replica)

@@ -35,6 +35,10 @@ log = get_logger(__name__)
 #: How often each replica looks for requests queued by a replica that died holding the lease.
 ORPHAN_CHECK_SECONDS = 10.0
 
+#: Backoff of a scheduled tick whose claim or publish failed: doubling from the first, capped.
+TICK_RETRY_FIRST_SECONDS = 1.0
+TICK_RETRY_MAX_SECONDS = 30.0
+
 
 class SyncRequestHandler:
     """Turns ``sync.requested`` deliveries into runs, one at a time per scenario."""
@@ -115,8 +119,43 @@ class Scheduler:
                 )
             if not self._wait_until(due, stop):
                 return
-            if due is not None and self._coordinator.claim_tick(due, self._replica):
-                self._publish("schedule")
+            if due is not None:
+                self._run_tick(due, stop)
+
+    def _run_tick(self, due: datetime, stop: threading.Event) -> None:
+        """Claim the tick and, if ours, publish it: each step retried with a bounded backoff
+        until it succeeds or the scheduler stops, so a claimed tick is not dropped. Every attempt
+        publishes the same message (ids fixed per tick), and ticks that fall due meanwhile are
+        covered by this one run."""
+        message_id = f"schedule:{due.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        correlation_id = str(uuid.uuid4())
+        claimed = False
+        delay = TICK_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                if not claimed:
+                    if not self._coordinator.claim_tick(due, self._replica):
+                        return
+                    claimed = True
+                self._publisher.publish(
+                    ROUTING_KEY_SYNC_REQUESTED,
+                    encode(self._request("schedule")),
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                )
+                return
+            except Exception as exc:  # noqa: BLE001 - retried below until it works or we stop
+                log.error(
+                    "could not publish the scheduled sync request; retrying"
+                    if claimed
+                    else "could not claim the scheduled tick; retrying",
+                    at=due.isoformat(),
+                    retry_in_seconds=delay,
+                    error=str(exc),
+                )
+            if stop.wait(delay):
+                return
+            delay = min(delay * 2, TICK_RETRY_MAX_SECONDS)
 
     def _wait_until(self, due: datetime | None, stop: threading.Event) -> bool:
         """Sleep until ``due`` (forever when None), checking for orphans; False when stopped."""
@@ -136,16 +175,20 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - checked again in a moment
             log.warning("could not check for queued sync requests", error=str(exc))
 
-    def _publish(self, trigger: str) -> None:
-        request = SyncRequested(
+    def _request(self, trigger: str) -> SyncRequested:
+        return SyncRequested(
             scenario=self._scenario, trigger=trigger, requested_at=datetime.now(UTC)
         )
+
+    def _publish(self, trigger: str) -> None:
         try:
             self._publisher.publish(
-                ROUTING_KEY_SYNC_REQUESTED, encode(request), correlation_id=str(uuid.uuid4())
+                ROUTING_KEY_SYNC_REQUESTED,
+                encode(self._request(trigger)),
+                correlation_id=str(uuid.uuid4()),
             )
-        except Exception as exc:  # noqa: BLE001 - a missed tick is logged; the next one runs
-            log.error("could not publish the scheduled sync request", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - orphans are checked again in a moment
+            log.error("could not publish the sync request", trigger=trigger, error=str(exc))
 
 
 def run_poller(settings: Settings, stop: threading.Event) -> None:

@@ -18,7 +18,7 @@ state only after every task of it was handled, so a crash re-reads rather than s
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -63,7 +63,9 @@ class PollerKeys:
         return f"{self.prefix}:deletion-guard"
 
     def tick(self, due: datetime) -> str:
-        return f"{self.prefix}:tick:{due.isoformat()}"
+        """One key per scheduled instant to the second, whatever its zone (naive = UTC)."""
+        instant = due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+        return f"{self.prefix}:tick:{instant.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 class PollerState:

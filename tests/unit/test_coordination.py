@@ -36,3 +36,18 @@ def test_scoped_requests_coalesce_into_one_run_over_the_union_of_their_ids():
 def test_queued_requests_survive_their_json_form():
     original = queued("c", project_ids=[uuid.UUID(int=5)], full=True)
     assert QueuedRequest.from_json(original.to_json()) == original
+
+
+def test_the_tick_key_names_the_instant_to_the_second():
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from common.redis_store import Keys
+    from services.poller.state import PollerKeys
+
+    keys = PollerKeys(Keys("s"))
+    due = datetime(2026, 11, 24, 10, 15, tzinfo=ZoneInfo("Europe/Berlin"))
+    same_instant = datetime(2026, 11, 24, 9, 15, 0, 123456, tzinfo=UTC)
+    assert (
+        keys.tick(due) == keys.tick(same_instant) == "pwasync:{s}:poller:tick:2026-11-24T09:15:00Z"
+    )

@@ -77,3 +77,68 @@ def test_a_daily_time_in_the_fall_back_fold_runs_once_at_its_first_occurrence():
     for ran in (datetime(2026, 10, 25, 0, 31), datetime(2026, 10, 25, 1, 15)):  # 02:15 CET
         after = schedule.next_run(ran.replace(tzinfo=UTC), BERLIN)
         assert after.astimezone(UTC) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
+# `every N minutes`: slots are wall-clock times in the schedule's zone at local midnight + k*N
+# (N <= 1440; the last slot of a day is followed by the next midnight) or Monday's local
+# midnight + k*N (N > 1440), so every replica computes the same instant whatever its `now`.
+
+
+def test_every_n_minutes_gives_every_replica_the_same_aligned_instant():
+    schedule = parse_schedule("every 15 minutes")
+    replica_a = datetime(2026, 11, 24, 10, 3, 7, 123000, tzinfo=BERLIN)
+    replica_b = datetime(2026, 11, 24, 10, 4, 59, 900000, tzinfo=BERLIN)
+    due_a, due_b = schedule.next_run(replica_a, BERLIN), schedule.next_run(replica_b, BERLIN)
+    assert due_a == due_b == datetime(2026, 11, 24, 10, 15, tzinfo=BERLIN)
+    assert due_a.microsecond == 0
+    # Strictly after now: on a slot, the next one.
+    assert schedule.next_run(due_a, BERLIN) == datetime(2026, 11, 24, 10, 30, tzinfo=BERLIN)
+
+
+@pytest.mark.parametrize(
+    ("text", "local_now", "local_due"),
+    [
+        # 7 does not divide 60: slots 00:00, 00:07, ..., 10:09 (87 * 7 = 609 minutes), ...
+        ("every 7 minutes", datetime(2026, 11, 24, 10, 3), datetime(2026, 11, 24, 10, 9)),
+        # ... 23:55, then the next local midnight (a shorter last interval), not 00:02.
+        ("every 7 minutes", datetime(2026, 11, 24, 23, 56), datetime(2026, 11, 25, 0, 0)),
+        ("every 90 minutes", datetime(2026, 11, 24, 10, 3), datetime(2026, 11, 24, 10, 30)),
+        ("every 100 minutes", datetime(2026, 11, 24, 23, 25), datetime(2026, 11, 25, 0, 0)),
+        ("every 1440 minutes", datetime(2026, 11, 24, 0, 0), datetime(2026, 11, 25, 0, 0)),
+        # Over a day: counted from Monday's local midnight (24 Nov 2026 is a Tuesday):
+        # Mon 00:00, Wed 00:00, Fri 00:00, Sun 00:00, then the next Monday.
+        ("every 2880 minutes", datetime(2026, 11, 24, 10, 0), datetime(2026, 11, 25, 0, 0)),
+        ("every 2880 minutes", datetime(2026, 11, 29, 1, 0), datetime(2026, 11, 30, 0, 0)),
+        ("every 10080 minutes", datetime(2026, 11, 24, 10, 0), datetime(2026, 11, 30, 0, 0)),
+    ],
+)
+def test_every_n_minutes_is_aligned_to_local_midnight(text, local_now, local_due):
+    due = parse_schedule(text).next_run(local_now.replace(tzinfo=BERLIN), BERLIN)
+    assert due == local_due.replace(tzinfo=BERLIN)
+
+
+def test_every_n_minutes_skips_slots_in_the_spring_forward_gap():
+    # 29 March 2026, Berlin: 02:00 CET -> 03:00 CEST; 02:00-02:59 do not exist and do not run.
+    hourly, quarterly = parse_schedule("every 60 minutes"), parse_schedule("every 15 minutes")
+    at_0130 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # 01:30 CET
+    assert hourly.next_run(at_0130, BERLIN).astimezone(UTC) == datetime(
+        2026, 3, 29, 1, 0, tzinfo=UTC
+    )
+    at_0150 = datetime(2026, 3, 29, 0, 50, tzinfo=UTC)  # 01:50 CET
+    due = quarterly.next_run(at_0150, BERLIN)
+    assert due.astimezone(UTC) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
+    assert due.utcoffset().total_seconds() == 7200
+
+
+def test_every_n_minutes_runs_both_occurrences_in_the_fall_back_fold():
+    # 25 October 2026, Berlin: 03:00 CEST -> 02:00 CET; 02:00-02:59 occur twice and a slot there
+    # runs each time, so an interval dividing an hour keeps its real spacing across the change.
+    schedule = parse_schedule("every 30 minutes")
+    now = datetime(2026, 10, 25, 0, 10, tzinfo=UTC)  # 02:10 CEST
+    runs = []
+    for _ in range(4):
+        now = schedule.next_run(now, BERLIN)
+        runs.append(now.astimezone(UTC))
+    assert runs == [
+        datetime(2026, 10, 25, h, m, tzinfo=UTC) for h, m in ((0, 30), (1, 0), (1, 30), (2, 0))
+    ]
