@@ -312,17 +312,16 @@ def removed_routes(site_path: str) -> list[Route]:
     Accept header (the error in JSON light unless verbose is asked for)."""
     gone = pwa_endpoint(_removed, _path_key, json_only=False)
     metadata = pwa_endpoint(_removed, lambda _: "ProjectData/$metadata", json_only=False)
-    root = f"{site_path}/_api/ProjectData"
-    return [
-        Route(f"{root}/$metadata", metadata, methods=["GET"]),
-        Route(root, gone, methods=["GET"]),
-        Route(f"{root}/{{path:path}}", gone, methods=["GET"]),
-    ]
+    return _feed_routes(site_path, gone, metadata)
 
 
 def routes(site_path: str) -> list[Route]:
     feed = pwa_endpoint(_feed, _path_key)
     metadata = pwa_endpoint(_metadata, lambda _: "ProjectData/$metadata", json_only=False)
+    return _feed_routes(site_path, feed, metadata)
+
+
+def _feed_routes(site_path: str, feed: Callable, metadata: Callable) -> list[Route]:
     root = f"{site_path}/_api/ProjectData"
     return [
         Route(f"{root}/$metadata", metadata, methods=["GET"]),
