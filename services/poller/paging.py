@@ -52,7 +52,8 @@ def resolve_link(page_url: str, link: str) -> str:
 
 
 def _same_segment(have: str, link_first: str) -> bool:
-    # Projects('a') and Projects('a') are one; a bare entity set name meets its keyed form too.
+    # Equal segments align, and so does an entity set's bare name with its keyed form
+    # (``Projects`` with ``Projects('…')``), case-insensitively.
     if not have or not link_first:
         return False
     return have.lower() == link_first.lower() or have.split("(", 1)[0].lower() == link_first.lower()
