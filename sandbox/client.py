@@ -204,6 +204,15 @@ class SandboxClient:
     def mailbox_events(self, upn: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/mailboxes/{upn}/events")["events"]
 
+    def move_event(
+        self, upn: str, event_id: str, *, calendar: str | None = None, reimport: bool = False
+    ) -> dict[str, Any]:
+        """Move an event as its owner would: to another calendar, or archived and back."""
+        body: dict[str, Any] = {"reimport": reimport}
+        if calendar is not None:
+            body["calendar"] = calendar
+        return self._call("POST", f"/mailboxes/{upn}/events/{event_id}/move", body)
+
     def delete_event(self, upn: str, event_id: str) -> None:
         """Delete an event as its owner would in Outlook."""
         self._call("DELETE", f"/mailboxes/{upn}/events/{event_id}")

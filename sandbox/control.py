@@ -354,6 +354,8 @@ def event_json(event: Event) -> dict[str, Any]:
     return {
         "mailbox": event.mailbox_upn,
         "id": event.id,
+        "immutable_id": event.immutable_id,
+        "calendar": event.calendar,
         "subject": props.get("subject", ""),
         "start": event.start.astimezone(UTC).isoformat(),
         "end": event.end.astimezone(UTC).isoformat(),
@@ -400,6 +402,25 @@ async def delete_mailbox_event(request: Request, sandbox: Sandbox) -> dict[str, 
     return {"deleted": event.id}
 
 
+async def move_mailbox_event(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    """What Outlook does to an item its owner moves: ``{"calendar": "<name>"}`` drags it to
+    another calendar (a new regular id, the immutable id stays); ``{"reimport": true}``
+    archives or exports and imports it again (both ids change, same calendar)."""
+    body = await _body(request)
+    calendar, reimport = body.get("calendar"), body.get("reimport", False)
+    if calendar is not None and (not isinstance(calendar, str) or not calendar.strip()):
+        raise StateError("calendar must be a calendar name")
+    if not isinstance(reimport, bool) or (calendar is None and not reimport):
+        raise StateError('say where it goes: {"calendar": "<name>"} or {"reimport": true}')
+    mailbox_id = _mailbox_id(sandbox, request.path_params["upn"])
+    event = sandbox.calendar.move(
+        mailbox_id, request.path_params["event_id"], calendar=calendar, reimport=reimport
+    )
+    if event is None:
+        raise StateError("no such event in that mailbox", 404)
+    return event_json(event)
+
+
 def _route(path: str, handler: Handler, method: str) -> Route:
     return Route(f"/_sandbox{path}", _endpoint(handler), methods=[method])
 
@@ -428,4 +449,5 @@ routes = [
     _route("/events", all_events, "GET"),
     _route("/mailboxes/{upn}/events", mailbox_events, "GET"),
     _route("/mailboxes/{upn}/events/{event_id}", delete_mailbox_event, "DELETE"),
+    _route("/mailboxes/{upn}/events/{event_id}/move", move_mailbox_event, "POST"),
 ]

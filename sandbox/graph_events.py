@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.calendar import Event, new_change_key, new_event_id, new_ical_uid
+from sandbox.calendar import (
+    DEFAULT_CALENDAR,
+    Event,
+    new_change_key,
+    new_event_id,
+    new_ical_uid,
+)
 from sandbox.context import Sandbox
 from sandbox.graph_protocol import GraphError, GraphRequest, GraphResponse
 from sandbox.graph_render import EVENT_SCHEMA, filter_row, preference_headers, representation
@@ -181,7 +187,8 @@ def cancel_event(call: EventCall) -> GraphResponse:
 
 def list_events(call: EventCall) -> GraphResponse:
     request = call.request
-    events = call.sandbox.calendar.events(call.mailbox.id)
+    # /users/{id}/events and /calendar/events list the default calendar only.
+    events = call.sandbox.calendar.events(call.mailbox.id, DEFAULT_CALENDAR)
     try:
         if request.query_value("$filter"):
             expression = parse_filter(request.query_value("$filter") or "")

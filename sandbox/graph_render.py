@@ -1,6 +1,9 @@
 """How Graph represents an event: the full JSON, ``$select``/``$expand`` shaping, the
 ``Prefer`` headers it honours, and the typed row its ``$filter`` runs against.
 
+Ids come back in the regular form unless ``Prefer: IdType="ImmutableId"`` asks for immutable
+ones (see calendar.py).
+
 Start and end come back in UTC unless ``Prefer: outlook.timezone="…"`` names another zone;
 bodies come back as HTML (Outlook stores them so) unless
 ``Prefer: outlook.body-content-type="text"``.
@@ -72,9 +75,24 @@ def _response_zone(call: EventCall) -> str:
     return "UTC"
 
 
+def wants_immutable_ids(call: EventCall) -> bool:
+    """``Prefer: IdType="ImmutableId"``: this request's answer carries immutable ids (the
+    header applies to the request it comes with only)."""
+    return (_prefer(call, "IdType") or "").lower() == "immutableid"
+
+
+def event_id(call: EventCall, event: Event) -> str:
+    return event.immutable_id if wants_immutable_ids(call) else event.id
+
+
 def preference_headers(call: EventCall) -> dict[str, str]:
+    applied = []
     zone = _response_zone(call)
-    return {"Preference-Applied": f'outlook.timezone="{zone}"'} if zone != "UTC" else {}
+    if zone != "UTC":
+        applied.append(f'outlook.timezone="{zone}"')
+    if wants_immutable_ids(call):
+        applied.append('IdType="ImmutableId"')
+    return {"Preference-Applied": ", ".join(applied)} if applied else {}
 
 
 def _body(call: EventCall, event: Event) -> dict[str, str]:
@@ -106,7 +124,7 @@ def representation(call: EventCall, event: Event) -> dict[str, Any]:
     body = _body(call, event)
     full: dict[str, Any] = {
         "@odata.etag": f'W/"{event.change_key}"',
-        "id": event.id,
+        "id": event_id(call, event),
         "createdDateTime": _graph_time(event.created),
         "lastModifiedDateTime": _graph_time(event.modified),
         "changeKey": event.change_key,

@@ -20,9 +20,11 @@ that change them:
   the task, its dates and zone, and a link back to the task in PWA when the message has one;
 - reminder (``PWASYNC_EVENT_REMINDER_MINUTES``, 15 by default, ``off`` for none) and a
   category (``PWASYNC_EVENT_CATEGORY``, ``Project task`` by default, empty for none);
-- identity: a deterministic ``transactionId`` per (scenario, task, assignee), so a retried POST
-  does not create a second event, and two extended properties: the task key (to find the event
-  of a task again) and the scenario (to learn whether a mailbox holds any of our events).
+- identity: a deterministic ``transactionId`` per (scenario, task, assignee, snapshot), so a
+  retried POST does not create a second event while a later life of the event (after a
+  removal, or an assignee leaving and coming back) is not answered with a deleted one; and two
+  extended properties: the task key (to find the event of a task again) and the scenario (to
+  learn whether a mailbox holds any of our events).
 
 The fingerprint covers every field the sync owns, so a changed rule updates events in place.
 """
@@ -43,6 +45,7 @@ from tzlocal.windows_tz import tz_win
 
 from common.errors import BadMessage
 from common.messages import TaskChanged
+from services.event_writer.ordering import order_key
 
 #: Our own property set GUID (MAPI named properties need one); never change it, or events
 #: written before the change can no longer be found.
@@ -72,12 +75,15 @@ def task_key(scenario: str, task_id: UUID) -> str:
 
 
 def transaction_id(
-    scenario: str, task_id: UUID, resource_id: UUID, *, replaces: str | None = None
+    scenario: str, task_id: UUID, resource_id: UUID, life: str, *, replaces: str | None = None
 ) -> str:
-    """Deterministic per (scenario, task, assignee). An event written again after its owner
-    deleted it gets another one (derived from the deleted event's id), so Graph cannot answer
-    the new POST with the deleted event."""
-    name = f"{scenario}/{task_id}/{resource_id}" + (f"/{replaces}" if replaces else "")
+    """Deterministic per (scenario, task, assignee) and ``life``: the ordering key of the
+    snapshot that creates the event. Graph deduplicates by transactionId even after the event
+    was deleted (for an undocumented time), so each create that starts a new life of the
+    event needs its own id, while a retry of the same snapshot keeps it. An event written again
+    after its owner deleted it gets another one (derived from the deleted event's id), as the
+    same snapshot may be applied again."""
+    name = f"{scenario}/{task_id}/{resource_id}/{life}" + (f"/{replaces}" if replaces else "")
     return str(uuid.uuid5(_TRANSACTION_NAMESPACE, name))
 
 
@@ -211,10 +217,13 @@ def event_content(task: TaskChanged, rules: EventRules | None = None) -> dict[st
     return content
 
 
-def identity_fields(scenario: str, task_id: UUID, resource_id: UUID, *, replaces: str | None):
+def identity_fields(task: TaskChanged, resource_id: UUID, *, replaces: str | None):
     """The fields set only at creation."""
+    scenario, task_id = task.scenario, task.task_id
     return {
-        "transactionId": transaction_id(scenario, task_id, resource_id, replaces=replaces),
+        "transactionId": transaction_id(
+            scenario, task_id, resource_id, order_key(task), replaces=replaces
+        ),
         "singleValueExtendedProperties": [
             {"id": TASK_KEY_PROPERTY, "value": task_key(scenario, task_id)},
             {"id": SCENARIO_PROPERTY, "value": scenario},
@@ -232,7 +241,7 @@ def new_event(
     """The full body of a POST: the content plus the identity fields."""
     return {
         **event_content(task, rules),
-        **identity_fields(task.scenario, task.task_id, resource_id, replaces=replaces),
+        **identity_fields(task, resource_id, replaces=replaces),
     }
 
 

@@ -33,6 +33,7 @@ class GraphTransport:
             request.method,
             f"{self._base}{request.relative_url}",
             json=request.body,
+            headers=request.headers,
         )
         return _result(response)
 
@@ -50,10 +51,12 @@ class GraphTransport:
             self._tokens.invalidate()  # the items are sent again with a fresh token
         return results
 
-    def _post_or_call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _post_or_call(
+        self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         refreshed = False
         while True:
-            headers = {"Authorization": f"Bearer {self._tokens.token()}"}
+            headers = {**(headers or {}), "Authorization": f"Bearer {self._tokens.token()}"}
             if kwargs.get("json") is None:
                 kwargs.pop("json", None)
             with transport_errors(SERVICE):

@@ -3,6 +3,12 @@
 Pure: no HTTP here (that is ``graph.py``). Every call the writer makes targets one mailbox,
 which is what Outlook's limits are counted by, so a request always names its mailbox.
 
+Every request asks for **immutable ids** (``Prefer: IdType="ImmutableId"``; the header applies
+to the request it comes with only, a ``$batch`` item included): a regular id changes when the
+item moves to another calendar, so a stored one would stop addressing the event. An immutable
+id changes only when the item is archived or exported and imported again; a stored id that
+answers 404 is therefore looked up by the event's task key before anything else (``handler``).
+
 What a failed result means:
 
 - 404/403 with a mailbox code (unknown user, no Exchange Online licence, guest, on-premises,
@@ -40,6 +46,8 @@ _MAILBOX_CODES = {
     "ErrorAccessDenied",
 }
 _ITEM_GONE_CODES = {"ErrorItemNotFound"}
+#: Sent with every request (see the module doc).
+IMMUTABLE_IDS = {"Prefer": 'IdType="ImmutableId"'}
 
 
 class MailboxUnavailable(PermanentApiError):
@@ -64,6 +72,10 @@ class GraphRequest:
         if self.params:
             url += "?" + urlencode(self.params, quote_via=quote)
         return url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(IMMUTABLE_IDS)
 
     @property
     def creates(self) -> bool:
@@ -197,9 +209,10 @@ def batch_body(requests: list[GraphRequest]) -> dict[str, Any]:
             "id": str(index),
             "method": request.method,
             "url": request.relative_url,
+            "headers": request.headers,
         }
         if request.body is not None:
-            item["headers"] = {"Content-Type": "application/json"}
+            item["headers"]["Content-Type"] = "application/json"
             item["body"] = request.body
         items.append(item)
     return {"requests": items}

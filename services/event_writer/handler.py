@@ -97,6 +97,7 @@ class Removed:
 class _Handling:
     task: TaskChanged
     begun: Begun
+    wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
     deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
 
 
@@ -168,7 +169,7 @@ class TaskChangedHandler:
         claim = self._admit(task, begun, desired, failures)
         if claim is Claim.HELD:
             return
-        handling = _Handling(task, begun)
+        handling = _Handling(task, begun, frozenset(d.mailbox for d in desired))
         try:
             actions = plan(desired, begun.recorded)
             steps = {i: self._step(handling, action) for i, action in enumerate(actions)}
@@ -319,19 +320,20 @@ class TaskChangedHandler:
         return _done(Kept(action.recorded))
 
     def _create(
-        self, handling: _Handling, desired: DesiredEvent, *, replaces: str | None = None
+        self,
+        handling: _Handling,
+        desired: DesiredEvent,
+        *,
+        replaces: str | None = None,
+        look_up: bool = False,
     ) -> GraphStep:
         task, mailbox = handling.task, desired.mailbox
         state = handling.begun.mailbox_states.get(mailbox)
         if state is None:
             state = yield from self._mailbox_state(task, mailbox)
         event_id = None
-        if handling.begun.was_dirty or state == "verify":
-            key = event_mapping.task_key(task.scenario, task.task_id)
-            found = yield graph_protocol.find_by_property(
-                mailbox, event_mapping.TASK_KEY_PROPERTY, key
-            )
-            ids = graph_protocol.event_ids(found)
+        if look_up or handling.begun.was_dirty or state == "verify":
+            ids = yield from _find_by_task_key(task, mailbox)
             if ids:
                 event_id = ids[0]
                 log.info("event found by its task key; adopting it", mailbox=mailbox)
@@ -378,9 +380,12 @@ class TaskChangedHandler:
         try:
             yield graph_protocol.update(desired.mailbox, recorded.event_id, desired.content)
         except EventNotFound:
-            # The owner deleted it in Outlook; the task still wants it, so it is written again.
+            # Moved under another id (archived and back, or a regular id stored before a move):
+            # found by its task key and adopted; or deleted by its owner: written again.
             handling.deleted.add(recorded.resource_id)
-            return (yield from self._create(handling, desired, replaces=recorded.event_id))
+            return (
+                yield from self._create(handling, desired, replaces=recorded.event_id, look_up=True)
+            )
         return Written(
             RecordedEvent(
                 desired.resource_id, desired.mailbox, recorded.event_id, desired.fingerprint
@@ -393,8 +398,17 @@ class TaskChangedHandler:
 
     def _delete(self, handling: _Handling, recorded: RecordedEvent) -> GraphStep:
         # Gone already, or the whole mailbox is: either way the map entry goes.
-        with contextlib.suppress(EventNotFound, MailboxUnavailable):
-            yield graph_protocol.delete(recorded.mailbox, recorded.event_id)
+        with contextlib.suppress(MailboxUnavailable):
+            try:
+                yield graph_protocol.delete(recorded.mailbox, recorded.event_id)
+            except EventNotFound:
+                # Perhaps moved under another id: what carries the task key goes too, unless
+                # the task still wants an event in that mailbox (another assignee's step
+                # writes it meanwhile, and must not lose it).
+                if recorded.mailbox.lower() not in handling.wanted:
+                    for event_id in (yield from _find_by_task_key(handling.task, recorded.mailbox)):
+                        with contextlib.suppress(EventNotFound):
+                            yield graph_protocol.delete(recorded.mailbox, event_id)
         handling.deleted.add(recorded.resource_id)
         return Removed(recorded.resource_id)
 
@@ -416,6 +430,13 @@ class TaskChangedHandler:
             reason=str(error),
             at=self._clock().isoformat(),
         )
+
+
+def _find_by_task_key(task: TaskChanged, mailbox: str) -> GraphStep:
+    """The ids of the task's events in a mailbox (its default calendar)."""
+    key = event_mapping.task_key(task.scenario, task.task_id)
+    found = yield graph_protocol.find_by_property(mailbox, event_mapping.TASK_KEY_PROPERTY, key)
+    return graph_protocol.event_ids(found)
 
 
 def _done(value: Any) -> GraphStep:

@@ -5,8 +5,9 @@ A handling is two scripts (two round trips), whatever the number of assignees:
 ``begin`` (atomic): takes the task's **lease** (a writer works on a task only while it holds
 it, so two replicas never work on one task at once; the loser waits a little, then retries the
 message later); refuses a **stale** snapshot (older than the newest accepted, see
-``ordering``); records the message's key as the newest accepted and marks the task **dirty**
-(this handling may write to Graph before it records what it wrote); and returns whether the task
+``ordering``); records the message's key as the newest accepted, its lease token as the task's
+**fence** (the last handling that began), and marks the task **dirty** (this handling may
+write to Graph before it records what it wrote); and returns whether the task
 was dirty already (an earlier handling died or did not learn whether its POST worked), the
 **event map** (assignee resource id -> the event written for them) and the mailbox states.
 
@@ -15,8 +16,14 @@ clears ``dirty`` unless an outcome is unknown, turns a removal into a tombstone 
 the order record stays for ``TOMBSTONE``), and gives the lease back.
 
 A lease lasts ``LEASE`` and is renewed every ``LEASE / 3`` while the handling runs, so a writer
-that dies loses it within seconds. If ``finish`` finds the lease gone (the writer stalled past
-it), it still records what was written (it is in Graph) and leaves the task dirty.
+that dies loses it within seconds. ``finish`` is fenced by the token: a writer that stalled past
+its lease while nobody else began the task still records it all (nothing newer exists), but
+leaves the task dirty. Once another handling has begun, the stalled one may only **add** the
+events it created to assignees nobody has recorded (they are in Graph); it forgets, overwrites,
+replaces failures and tombstones nothing, and marks the task dirty and **fenced**, so that
+even the current holder (which began before and so did not look for what the stalled one left)
+cannot clear it: only a handling that begins after it can. An event it created for an assignee
+the other recorded differently stays in Graph unrecorded, and is logged.
 
 Mailbox states (``writer:mailboxes``): the first time a mailbox is about to get an event in
 this Redis's lifetime, the writer asks Graph whether it holds any event of this scenario:
@@ -58,7 +65,8 @@ if newest and ARGV[3] < newest then
 end
 local dirty = redis.call('HGET', KEYS[2], 'dirty') or '0'
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[2], 'order', ARGV[3], 'change', ARGV[4], 'dirty', '1')
+redis.call('HSET', KEYS[2], 'order', ARGV[3], 'change', ARGV[4], 'dirty', '1', 'fence', ARGV[1])
+redis.call('HDEL', KEYS[2], 'fenced')
 redis.call('PERSIST', KEYS[2])
 local states = {}
 if #ARGV > 4 then
@@ -68,15 +76,33 @@ return {'ok', dirty, redis.call('HGETALL', KEYS[3]), states}
 """
 
 _FINISH = """
-local mine = redis.call('GET', KEYS[1]) == ARGV[1]
+local current = redis.call('HGET', KEYS[2], 'fence') == ARGV[1]
+local held = redis.call('GET', KEYS[1]) == ARGV[1]
 local a = 5
 local n = tonumber(ARGV[a]); a = a + 1
-for i = 1, n do
-  redis.call('HDEL', KEYS[3], ARGV[a]); a = a + 1
+if current then
+  for i = 1, n do
+    redis.call('HDEL', KEYS[3], ARGV[a]); a = a + 1
+  end
+else
+  a = a + n
 end
+local strays = {}
 n = tonumber(ARGV[a]); a = a + 1
 for i = 1, n do
-  redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1]); a = a + 2
+  if current then
+    redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 1])
+  elseif redis.call('HSETNX', KEYS[3], ARGV[a], ARGV[a + 1]) == 0 then
+    local theirs = cjson.decode(redis.call('HGET', KEYS[3], ARGV[a]))
+    if theirs['event_id'] ~= cjson.decode(ARGV[a + 1])['event_id'] then
+      table.insert(strays, ARGV[a + 1])
+    end
+  end
+  a = a + 2
+end
+if not current then
+  redis.call('HSET', KEYS[2], 'dirty', '1', 'fenced', '1')
+  return {0, strays}
 end
 redis.call('DEL', KEYS[4])
 n = tonumber(ARGV[a]); a = a + 1
@@ -88,17 +114,17 @@ if n > 0 then
 else
   redis.call('SREM', KEYS[5], ARGV[4])
 end
-if ARGV[2] == '0' and mine then
+if ARGV[2] == '0' and held and redis.call('HEXISTS', KEYS[2], 'fenced') == 0 then
   redis.call('HSET', KEYS[2], 'dirty', '0')
 end
 if tonumber(ARGV[3]) > 0 then
   redis.call('DEL', KEYS[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-if mine then
+if held then
   redis.call('DEL', KEYS[1])
 end
-return mine and 1 or 0
+return {held and 1 or 0, strays}
 """
 
 _RENEW = """
@@ -234,7 +260,7 @@ class TaskStore:
         lease_key = self._keys.writer_lease(task_id)
         try:
             with redis_errors(self._url):
-                mine = self._finish(
+                answer = self._finish(
                     keys=[
                         lease_key,
                         self._keys.writer_task(task_id),
@@ -246,9 +272,20 @@ class TaskStore:
                 )
         finally:
             self._forget_lease(lease_key)
-        if not mine:
+        held, strays = answer
+        if not held:
             log.warning("the task's lease ran out before its outcome was recorded")
-        return bool(mine)
+        for stray in strays:
+            # Another writer recorded its own event for this assignee meanwhile; this one
+            # stays in Graph unrecorded, and the task dirty.
+            entry = json.loads(stray)
+            log.error(
+                "an event written after the lease ran out was not recorded",
+                task_id=str(task_id),
+                mailbox=entry["mailbox"],
+                event_id=entry["event_id"],
+            )
+        return bool(held)
 
     def abandon(self, task_id: UUID, token: str) -> None:
         """Give the lease back without recording anything; the task stays dirty."""

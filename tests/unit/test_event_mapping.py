@@ -1,5 +1,5 @@
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,6 +22,7 @@ def task(**overrides):
         finish=datetime(2026, 3, 30, 17),
         timezone="Europe/Berlin",
         revision=datetime(2026, 3, 1, tzinfo=UTC),
+        read_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC),
     )
     values.update(overrides)
     return TaskChanged(**values)
@@ -129,6 +130,22 @@ def test_reminder_and_category_follow_the_rules():
     assert bare["isReminderOn"] is False
     assert "reminderMinutesBeforeStart" not in bare
     assert bare["categories"] == []
+
+
+def test_each_life_of_an_event_has_its_own_transaction_id():
+    """A retried POST of one snapshot carries the same id (Graph drops the repeat); a create
+    of a later snapshot (after a removal, or an assignee leaving and coming back) is another
+    life and must not be answered with the event of an earlier one, which Graph may still
+    remember after it was deleted."""
+    resource = uuid.uuid4()
+    first = task()
+    retry = task(task_name="same snapshot, another rule")
+    later = task(revision=first.revision + timedelta(hours=1))
+    reread = task(read_at=first.read_at + timedelta(seconds=1))
+    ids = [event_mapping.new_event(t, resource)["transactionId"] for t in (first, retry)]
+    assert ids[0] == ids[1]
+    others = {event_mapping.new_event(t, resource)["transactionId"] for t in (later, reread)}
+    assert len(others | {ids[0]}) == 3
 
 
 def test_identity_fields_are_deterministic_per_scenario_task_and_assignee():

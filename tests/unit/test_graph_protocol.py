@@ -5,6 +5,8 @@ from sandbox.odata_filter import matches, parse_filter
 from services.event_writer import graph_protocol as gp
 from services.event_writer.graph_protocol import EventNotFound, GraphResult, MailboxUnavailable
 
+IMMUTABLE = 'IdType="ImmutableId"'
+
 
 def error(status, code, headers=None):
     return GraphResult(status, {"error": {"code": code, "message": "m"}}, headers or {})
@@ -20,12 +22,30 @@ def test_a_batch_carries_relative_urls_and_a_content_type_for_bodies():
                 "id": "0",
                 "method": "POST",
                 "url": "/users/a@x.com/events",
-                "headers": {"Content-Type": "application/json"},
+                "headers": {"Prefer": IMMUTABLE, "Content-Type": "application/json"},
                 "body": {"subject": "s"},
             },
-            {"id": "1", "method": "DELETE", "url": "/users/b%2B1@x.com/events/AAMk%2F1%3D"},
+            {
+                "id": "1",
+                "method": "DELETE",
+                "url": "/users/b%2B1@x.com/events/AAMk%2F1%3D",
+                "headers": {"Prefer": IMMUTABLE},
+            },
         ]
     }
+
+
+def test_every_request_asks_for_immutable_ids():
+    """Ids of moved items stay valid only in the immutable form, and the header applies to
+    the request it comes with alone."""
+    mailbox = "a@x.com"
+    requests = [
+        gp.create(mailbox, {}),
+        gp.update(mailbox, "i", {}),
+        gp.delete(mailbox, "i"),
+        gp.find_by_property(mailbox, "p", "v"),
+    ]
+    assert all(r.headers == {"Prefer": IMMUTABLE} for r in requests)
 
 
 def test_batch_results_come_back_in_request_order_whatever_the_answer_order():
