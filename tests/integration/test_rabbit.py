@@ -254,3 +254,45 @@ def test_a_peer_that_never_completes_the_handshake_is_unavailable_not_a_crash():
             conn.close()
     assert accepted, "the peer never saw the connection"
     assert time.monotonic() - started < 10
+
+
+class FailingSettlements(ThreadLocalPublisher):
+    """A publisher whose first ``failures`` publishes into a retry or dead-letter queue fail
+    as they do under a broker resource alarm (never confirmed)."""
+
+    failures = 3
+
+    def __init__(self, connector, topology):
+        super().__init__(connector, topology)
+        self.refused = 0
+
+    def publish(self, routing_key, body, **kwargs):
+        settling = ".retry." in routing_key or routing_key.endswith(".dead")
+        if settling and self.refused < self.failures:
+            self.refused += 1
+            from common.errors import PublishNotConfirmed
+
+            raise PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+        return super().publish(routing_key, body, **kwargs)
+
+
+def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeued(
+    amqp_url, scenario
+):
+    # Issue 11 item 6: requeueing at once redelivers at once, so under an alarm a healthy
+    # message loops (each loop a handler run and a delivery counted) until the limit drops it.
+    runs = []
+
+    def handler(delivery: Delivery):
+        runs.append(delivery.redelivered)
+        raise RetryableError("Graph timed out")
+
+    with Harness(amqp_url, scenario, handler, FailingSettlements) as harness:
+        harness.send(b"{}")
+        queue = harness.topology.transfers
+        retried = get_one(amqp_url, queue.retry_queue(2), timeout=20)
+        assert harness.publisher.refused == FailingSettlements.failures
+    assert retried is not None
+    assert retried[0].headers[ATTEMPT_HEADER] == 2
+    assert runs == [False]  # handled once; the copy's publish was retried, not the delivery
+    assert depth(amqp_url, queue.name) == 0
