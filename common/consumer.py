@@ -155,8 +155,8 @@ class Consumer:
     def _consume(self, stop: threading.Event) -> None:
         connection = self._connector.connect()
         try:
+            declare_topology(connection, self._topology)
             channel = connection.channel()
-            declare_topology(channel, self._topology)
             channel.basic_qos(prefetch_count=self._concurrency)
             session = _Session(connection, channel)
             with self._state_lock:

@@ -133,8 +133,8 @@ class DeadLetterBox:
     def _channel(self) -> Iterator[BlockingChannel]:
         connection = self._connector.connect()
         try:
+            declare_topology(connection, self._topology)
             channel = connection.channel()
-            declare_topology(channel, self._topology)
             channel.confirm_delivery()  # a copy is stored before its original is acked
             yield channel
         finally:

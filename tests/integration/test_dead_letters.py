@@ -104,8 +104,8 @@ def test_messages_the_broker_dead_lettered_are_listed_with_the_brokers_reason(am
     topology = topology_for(scenario)
     queue = topology.transfers
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    declare_topology(connection, topology)
     channel = connection.channel()
-    declare_topology(channel, topology)
     channel.confirm_delivery()
     channel.basic_publish("", queue.name, b"{}", properties=pika.BasicProperties(message_id="m1"))
     rejections = 0

@@ -296,3 +296,68 @@ def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeue
     assert retried[0].headers[ATTEMPT_HEADER] == 2
     assert runs == [False]  # handled once; the copy's publish was retried, not the delivery
     assert depth(amqp_url, queue.name) == 0
+
+
+def test_a_queue_an_earlier_version_declared_with_other_arguments_keeps_working(amqp_url, scenario):
+    """Issue 11 item 15: redeclaring with other arguments fails with PRECONDITION_FAILED,
+    which the consumer took for a lost connection and retried forever."""
+    topology = topology_for(scenario)
+    queue = topology.transfers
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare(
+        queue.name,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-delivery-limit": 5, "x-overflow": "drop-head"},
+    )
+    connection.close()
+    seen = []
+    with Harness(amqp_url, scenario, seen.append) as harness:
+        harness.send(b"{}")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(seen) == 1
+
+
+def test_a_declaration_the_broker_refuses_stops_the_consumer_with_one_clear_error(
+    amqp_url, scenario
+):
+    """A 406 that no retry can fix (our exchange exists with another type) is a ConfigError
+    (exit 2), not a reconnect loop."""
+    from dataclasses import replace
+
+    from common.errors import ConfigError
+
+    exchange = f"pwasync-{scenario}"
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().exchange_declare(exchange, exchange_type="direct")
+    connection.close()
+    topology = replace(topology_for(scenario), exchange=exchange)
+    connector = RabbitConnector(amqp_url, connection_name="test")
+    consumer = Consumer(
+        connector=connector,
+        topology=topology,
+        queue=topology.transfers,
+        handler=lambda delivery: None,
+        publisher=ThreadLocalPublisher(connector, topology),
+    )
+    stop, raised = threading.Event(), []
+
+    def run():
+        try:
+            consumer.run(stop)
+        except ConfigError as exc:
+            raised.append(str(exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(10)
+        stop.set()  # a consumer that retries would still be running: end it
+        thread.join(10)
+        assert raised, "the consumer retried a refusal that no retry can fix"
+        assert f"refused to declare exchange '{exchange}'" in raised[0]
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        connection.channel().exchange_delete(exchange)
+        connection.close()
