@@ -35,7 +35,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Ack, DeadLetter, Decision, Retry, decide
-from common.errors import PublishError, ServiceUnavailable
+from common.errors import ServiceUnavailable
 from common.logging import get_logger
 from common.rabbit import CONNECTION_ERRORS, MessagePublisher, RabbitConnector, declare_topology
 from common.topology import Topology, WorkQueue
@@ -255,7 +255,10 @@ class Consumer:
             error, attempt=delivery.attempt, queue=self._queue, max_attempts=self._max_attempts
         )
         if self._on_decision is not None:
-            self._on_decision(delivery, decision)
+            try:
+                self._on_decision(delivery, decision)
+            except Exception:  # noqa: BLE001 - an observer must not keep the delivery unsettled
+                log.exception("the decision observer failed; settling anyway")
         stored = self._settle_until_stored(decision, delivery, properties)
         outcome = _OUTCOMES[type(decision)] if stored else "left_for_redelivery"
         metrics.MESSAGES.labels(self._queue.name, outcome).inc()
@@ -277,7 +280,10 @@ class Consumer:
             try:
                 self._settle(decision, delivery, properties)
                 return True
-            except PublishError as exc:
+            except Exception as exc:  # noqa: BLE001 - a PublishError, or one nobody foresaw
+                # Whatever the failure, the delivery stays held and the copy is tried again:
+                # an exception escaping here would end the worker without a settlement, and
+                # the delivery would hold its place in the prefetch, unseen, until a reconnect.
                 if self._stop.is_set():
                     log.warning(
                         "stopping before the delivery's copy was stored; "
@@ -289,7 +295,8 @@ class Consumer:
                 log.error(
                     "could not store the delivery's retry or dead-letter copy; "
                     "holding the delivery and trying again",
-                    error=str(exc),
+                    error=str(exc) or exc.__class__.__name__,
+                    error_type=exc.__class__.__name__,
                     retry_in_seconds=round(wait, 2),
                 )
                 if self._stop.wait(wait):

@@ -266,14 +266,26 @@ class FailingSettlements(ThreadLocalPublisher):
         super().__init__(connector, topology)
         self.refused = 0
 
+    def error(self):
+        from common.errors import PublishNotConfirmed
+
+        return PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+
     def publish(self, routing_key, body, **kwargs):
         settling = ".retry." in routing_key or routing_key.endswith(".dead")
         if settling and self.refused < self.failures:
             self.refused += 1
-            from common.errors import PublishNotConfirmed
-
-            raise PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+            raise self.error()
         return super().publish(routing_key, body, **kwargs)
+
+
+class BrokenSettlement(FailingSettlements):
+    """The copy's publish fails once in a way nobody foresaw (not a PublishError)."""
+
+    failures = 1
+
+    def error(self):
+        return RuntimeError("an unforeseen failure")
 
 
 def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeued(
@@ -361,3 +373,23 @@ def test_a_declaration_the_broker_refuses_stops_the_consumer_with_one_clear_erro
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         connection.channel().exchange_delete(exchange)
         connection.close()
+
+
+def test_an_unforeseen_failure_while_settling_does_not_leave_the_delivery_held_silently(
+    amqp_url, scenario
+):
+    """An exception outside the handler (here: the copy's publish) ended the worker without a
+    settlement; its future was never read, so nothing was logged and, with prefetch 1, the
+    consumer took nothing more until it reconnected."""
+    runs = []
+
+    def handler(delivery: Delivery):
+        runs.append(delivery.redelivered)
+        raise RetryableError("Graph timed out")
+
+    with Harness(amqp_url, scenario, handler, BrokenSettlement) as harness:
+        harness.send(b"{}")
+        queue = harness.topology.transfers
+        retried = get_one(amqp_url, queue.retry_queue(2), timeout=10)
+    assert retried is not None and runs == [False]
+    assert depth(amqp_url, queue.name) == 0
