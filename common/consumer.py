@@ -35,7 +35,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Ack, DeadLetter, Decision, Retry, decide
-from common.errors import PublishError, ServiceUnavailable
+from common.errors import ServiceUnavailable
 from common.logging import get_logger
 from common.rabbit import CONNECTION_ERRORS, MessagePublisher, RabbitConnector, declare_topology
 from common.topology import Topology, WorkQueue
@@ -111,6 +111,7 @@ class Consumer:
         self._session: _Session | None = None
         self.connected = threading.Event()
         self._heartbeat = time.monotonic()
+        self._stop = threading.Event()  # run()'s, once running
 
     @property
     def queue_name(self) -> str:
@@ -125,6 +126,7 @@ class Consumer:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; reconnect with capped, jittered backoff meanwhile."""
         backoff = 1.0
+        self._stop = stop
         try:
             while not stop.is_set():
                 try:
@@ -153,8 +155,8 @@ class Consumer:
     def _consume(self, stop: threading.Event) -> None:
         connection = self._connector.connect()
         try:
+            declare_topology(connection, self._topology)
             channel = connection.channel()
-            declare_topology(channel, self._topology)
             channel.basic_qos(prefetch_count=self._concurrency)
             session = _Session(connection, channel)
             with self._state_lock:
@@ -233,15 +235,16 @@ class Consumer:
             attempt=delivery.attempt,
         )
         try:
-            acked = self._handle_and_settle(delivery, properties)
-            self._queue_settlement(session, delivery_tag, acked)
+            if self._handle_and_settle(delivery, properties):
+                self._queue_settlement(session, delivery_tag, True)
         finally:
             with self._state_lock:
                 self._inflight -= 1
             structlog.contextvars.clear_contextvars()
 
     def _handle_and_settle(self, delivery: Delivery, properties: pika.BasicProperties) -> bool:
-        """Run the handler and carry out the decision. True: ack; False: requeue."""
+        """Run the handler and carry out the decision. True: ack; False: leave the delivery
+        unsettled (stopping before its copy was stored: the broker redelivers it)."""
         started = time.monotonic()
         error: BaseException | None = None
         try:
@@ -252,18 +255,54 @@ class Consumer:
             error, attempt=delivery.attempt, queue=self._queue, max_attempts=self._max_attempts
         )
         if self._on_decision is not None:
-            self._on_decision(delivery, decision)
-        try:
-            self._settle(decision, delivery, properties)
-        except PublishError as exc:
-            # The retry or dead-letter copy is not safely stored: keep the original instead.
-            log.error("could not settle the delivery; requeueing it", error=str(exc))
-            outcome = "requeued"
-        else:
-            outcome = _OUTCOMES[type(decision)]
+            try:
+                self._on_decision(delivery, decision)
+            except Exception:  # noqa: BLE001 - an observer must not keep the delivery unsettled
+                log.exception("the decision observer failed; settling anyway")
+        stored = self._settle_until_stored(decision, delivery, properties)
+        outcome = _OUTCOMES[type(decision)] if stored else "left_for_redelivery"
         metrics.MESSAGES.labels(self._queue.name, outcome).inc()
         metrics.HANDLING_SECONDS.labels(self._queue.name).observe(time.monotonic() - started)
-        return outcome != "requeued"
+        return stored
+
+    def _settle_until_stored(
+        self, decision: Decision, delivery: Delivery, properties: pika.BasicProperties
+    ) -> bool:
+        """Carry out the decision, trying the copy's publish again (1 s doubling to 30 s) until
+        the broker confirms it; False if the consumer stops first.
+
+        The delivery is held meanwhile, not requeued: a requeue comes straight back (under a
+        resource alarm a healthy message would loop, each turn a handler run and a delivery
+        counted, until the delivery limit drops it). Held deliveries fill the prefetch, so the
+        consumer takes no new work while its copies cannot be published."""
+        delay = 1.0
+        while True:
+            try:
+                self._settle(decision, delivery, properties)
+                return True
+            except Exception as exc:  # noqa: BLE001 - a PublishError, or one nobody foresaw
+                # Whatever the failure, the delivery stays held and the copy is tried again:
+                # an exception escaping here would end the worker without a settlement, and
+                # the delivery would hold its place in the prefetch, unseen, until a reconnect.
+                if self._stop.is_set():
+                    log.warning(
+                        "stopping before the delivery's copy was stored; "
+                        "the broker will redeliver it",
+                        error=str(exc),
+                    )
+                    return False
+                wait = delay * random.uniform(0.5, 1.0)
+                log.error(
+                    "could not store the delivery's retry or dead-letter copy; "
+                    "holding the delivery and trying again",
+                    error=str(exc) or exc.__class__.__name__,
+                    error_type=exc.__class__.__name__,
+                    retry_in_seconds=round(wait, 2),
+                )
+                if self._stop.wait(wait):
+                    log.warning("stopping; the broker will redeliver the held delivery")
+                    return False
+                delay = min(delay * 2, 30.0)
 
     def _settle(
         self, decision: Decision, delivery: Delivery, properties: pika.BasicProperties

@@ -11,7 +11,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
     "pwasync_messages_total",
-    "Deliveries handled, by queue and outcome (acked, retried, dead_lettered, requeued).",
+    "Deliveries handled, by queue and outcome "
+    "(acked, retried, dead_lettered, left_for_redelivery).",
     ["queue", "outcome"],
 )
 HANDLING_SECONDS = Histogram(

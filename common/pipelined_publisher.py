@@ -195,7 +195,7 @@ class PipelinedPublisher:
         """Declare the topology, open a connection and run its I/O loop until it closes."""
         blocking = self._connector.connect()
         try:
-            declare_topology(blocking.channel(), self._topology)
+            declare_topology(blocking, self._topology)
         except CONNECTION_ERRORS as exc:
             raise ServiceUnavailable(
                 f"cannot declare the topology on RabbitMQ at {self._connector.address} "

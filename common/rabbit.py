@@ -25,9 +25,14 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
-from common.errors import PublishNotConfirmed, ServiceUnavailable, UnroutableMessage
+from common.errors import (
+    ConfigError,
+    PublishNotConfirmed,
+    ServiceUnavailable,
+    UnroutableMessage,
+)
 from common.logging import get_logger
-from common.topology import Topology
+from common.topology import QueueSpec, Topology
 
 log = get_logger(__name__)
 
@@ -123,13 +128,77 @@ def inspect_queue(connector: RabbitConnector, name: str) -> QueueState | None:
     return inspect_queues(connector, [name])[name]
 
 
-def declare_topology(channel: BlockingChannel, topology: Topology) -> None:
-    """Declare the exchange, every queue and every binding of the scenario (idempotent)."""
-    channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
-    for spec in topology.queue_specs():
-        channel.queue_declare(spec.name, durable=True, arguments=spec.arguments)
-        for routing_key in spec.bindings:
-            channel.queue_bind(spec.name, topology.exchange, routing_key=routing_key)
+def declare_topology(connection: pika.BlockingConnection, topology: Topology) -> None:
+    """Declare the exchange, every queue that does not exist yet and every binding of the
+    scenario (idempotent), on a channel of its own.
+
+    An existing queue is left as it is: its arguments are never asserted again, so a queue
+    created by an earlier version (with other arguments) keeps working instead of every start
+    failing with PRECONDITION_FAILED; its settings come from our policies where its arguments do
+    not override them. A declaration the broker refuses (406: the exchange exists with another
+    type; 403: the user may not configure) is a ``ConfigError``: retrying cannot fix it.
+    """
+    channel = connection.channel()
+    try:
+        try:
+            channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise _refused(f"exchange {topology.exchange!r}", exc) from None
+        for spec in topology.queue_specs():
+            channel = _ensure_queue(connection, channel, spec, topology.settings_by_policy)
+            for routing_key in spec.bindings:
+                try:
+                    channel.queue_bind(spec.name, topology.exchange, routing_key=routing_key)
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    raise _refused(f"the binding of queue {spec.name!r}", exc) from None
+    finally:
+        if channel.is_open:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                channel.close()
+
+
+def _ensure_queue(
+    connection: pika.BlockingConnection,
+    channel: BlockingChannel,
+    spec: QueueSpec,
+    settings_by_policy: bool,
+) -> BlockingChannel:
+    """The queue exists afterwards; returns the channel to go on with (a 404 closes one)."""
+    try:
+        channel.queue_declare(spec.name, passive=True)
+        return channel
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise _refused(f"queue {spec.name!r}", exc) from None
+    channel = connection.channel()
+    arguments = spec.declaration_arguments(settings_by_policy=settings_by_policy)
+    try:
+        channel.queue_declare(spec.name, durable=True, arguments=arguments)
+        return channel
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise _refused(f"queue {spec.name!r}", exc) from None
+        refusal = exc
+    # Another process created it meanwhile, with other arguments (an earlier version): keep it.
+    channel = connection.channel()
+    try:
+        channel.queue_declare(spec.name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        raise _refused(f"queue {spec.name!r}", refusal) from None
+    return channel
+
+
+def _refused(what: str, exc: pika.exceptions.ChannelClosedByBroker) -> BaseException:
+    """A refusal that retrying cannot fix becomes one clear line (exit 2); others stay
+    connection errors (the caller reconnects)."""
+    if exc.reply_code in (403, 406):
+        hint = (
+            "it exists with other properties; delete it or give this scenario other names"
+            if exc.reply_code == 406
+            else "give the user of PWASYNC_AMQP_URL configure permission on the vhost"
+        )
+        return ConfigError(f"RabbitMQ refused to declare {what}: {exc.reply_text} ({hint})")
+    return exc
 
 
 def message_properties(
@@ -240,8 +309,8 @@ class Publisher:
             return self._channel
         self.close()
         self._connection = self._connector.connect()
+        declare_topology(self._connection, self._topology)
         channel = self._connection.channel()
-        declare_topology(channel, self._topology)
         channel.confirm_delivery()
         self._channel = channel
         return channel

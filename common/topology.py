@@ -18,6 +18,14 @@ Shape, for scenario ``S``::
 
 ``sync.requested`` is not namespaced, because operators publish it by hand; the poller of each
 scenario reads the ``scenario`` field of the body and ignores requests for other scenarios.
+
+A queue's settings (delivery limit, TTL, dead-letter target and strategy, overflow) are a
+policy, not declaration arguments: the broker refuses to redeclare a queue with other arguments
+(PRECONDITION_FAILED), so an argument can never change on a running deployment, while a policy
+changes on every queue it matches at once. Only ``x-queue-type`` must be an argument. RabbitMQ
+sets policies only through its management API or ``rabbitmqctl``, not over AMQP; where pwasync
+cannot set them (no management API configured), it creates missing queues with the settings as
+arguments instead, so the queues work on any broker (see ``common/broker_policies.py``).
 """
 
 from __future__ import annotations
@@ -35,12 +43,57 @@ RETRY_TIERS_SECONDS: tuple[int, ...] = (2, 10, 60, 300)
 #: explicitly. 20 is RabbitMQ 4's default; set here so 3.x brokers behave the same.
 DELIVERY_LIMIT = 20
 
+#: The delivery limit of the ``.dead`` queues: none. Nothing consumes them but an operator's
+#: replay, and RabbitMQ 4 would drop a dead letter past its default limit (it has no target).
+UNLIMITED = -1
+
+#: Our policies' priority: above an operator's catch-all policies (only one policy applies to
+#: a queue, and ours must be complete), below nothing of ours. Operator policies
+#: (``rabbitmqctl set_operator_policy``) still apply on top, the stricter value winning.
+POLICY_PRIORITY = 10
+
+QUORUM = {"x-queue-type": "quorum"}
+
 
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
-    arguments: dict[str, Any]
+    settings: dict[str, Any]  # the policy definition (keys as in policies, without ``x-``)
     bindings: tuple[str, ...] = ()  # routing keys bound on EXCHANGE
+    arguments: dict[str, Any] = field(default_factory=lambda: dict(QUORUM))
+
+    def declaration_arguments(self, *, settings_by_policy: bool) -> dict[str, Any]:
+        """What a missing queue is declared with: the queue type, plus the settings where no
+        policy of ours carries them (an unlimited delivery limit is then left out: 3.x has no
+        limit by default and refuses -1)."""
+        if settings_by_policy:
+            return dict(self.arguments)
+        settings = {k: v for k, v in self.settings.items() if v != UNLIMITED}
+        return {**self.arguments, **{f"x-{key}": value for key, value in settings.items()}}
+
+    def policy(self, broker_major_version: int) -> QueuePolicy | None:
+        """Our policy for this queue on a broker of that major version (None: nothing to set)."""
+        definition = dict(self.settings)
+        if broker_major_version < 4 and definition.get("delivery-limit") == UNLIMITED:
+            del definition["delivery-limit"]  # 3.x: unlimited is the default, -1 is refused
+        if not definition:
+            return None
+        return QueuePolicy(self.name, f"^{_regex_literal(self.name)}$", definition)
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """A RabbitMQ policy matching exactly one of our queues (named after it)."""
+
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int = POLICY_PRIORITY
+    apply_to: str = "queues"
+
+
+def _regex_literal(text: str) -> str:
+    return "".join(f"\\{c}" if c in ".^$*+?()[]{}|\\" else c for c in text)
 
 
 @dataclass(frozen=True)
@@ -66,37 +119,34 @@ class WorkQueue:
         return self.retry_tiers[-1]
 
     def queue_specs(self) -> list[QueueSpec]:
-        quorum = {"x-queue-type": "quorum"}
         # at-least-once dead-lettering keeps a dead letter until the target confirms it; it
         # requires overflow=reject-publish on quorum queues.
         safe_dead_lettering = {
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
         }
         specs = [
             QueueSpec(
                 self.name,
                 {
-                    **quorum,
                     **safe_dead_lettering,
-                    "x-delivery-limit": DELIVERY_LIMIT,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self.dead_letter_queue,
+                    "delivery-limit": DELIVERY_LIMIT,
+                    "dead-letter-exchange": "",
+                    "dead-letter-routing-key": self.dead_letter_queue,
                 },
                 bindings=(self.routing_key,),
             ),
-            QueueSpec(self.dead_letter_queue, dict(quorum)),
+            QueueSpec(self.dead_letter_queue, {"delivery-limit": UNLIMITED}),
         ]
         for seconds in self.retry_tiers:
             specs.append(
                 QueueSpec(
                     self.retry_queue(seconds),
                     {
-                        **quorum,
                         **safe_dead_lettering,
-                        "x-message-ttl": seconds * 1000,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": self.name,
+                        "message-ttl": seconds * 1000,
+                        "dead-letter-exchange": "",
+                        "dead-letter-routing-key": self.name,
                     },
                 )
             )
@@ -108,6 +158,9 @@ class Topology:
     scenario: str
     exchange: str = EXCHANGE
     work_queues: dict[str, WorkQueue] = field(default_factory=dict)
+    #: Our policies carry the queues' settings (applied at start); else missing queues are
+    #: declared with them as arguments.
+    settings_by_policy: bool = False
 
     @property
     def sync_requests(self) -> WorkQueue:
@@ -126,6 +179,10 @@ class Topology:
 
     def queue_names(self) -> list[str]:
         return [spec.name for spec in self.queue_specs()]
+
+    def policies(self, broker_major_version: int) -> list[QueuePolicy]:
+        policies = (spec.policy(broker_major_version) for spec in self.queue_specs())
+        return [policy for policy in policies if policy is not None]
 
 
 def routing_key_task_changed(scenario: str) -> str:

@@ -16,6 +16,7 @@ import redis
 import structlog
 from pydantic import BaseModel
 
+from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
 from common.errors import ConfigError
 from common.health import HealthServer
@@ -123,7 +124,13 @@ def open_infrastructure(
 ) -> Infrastructure:
     """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
     order). The broker connection is made lazily and retried by the consumer and publishers."""
-    topology = topology_for(settings.scenario)
+    management_url = settings.rabbitmq_management_url
+    topology = with_queue_policies(
+        topology_for(settings.scenario),
+        management_url=management_url.get_secret_value() if management_url else None,
+        amqp_url=settings.amqp_url.get_secret_value(),
+        ca_bundle=settings.ca_bundle,
+    )
     connector = RabbitConnector(
         settings.amqp_url.get_secret_value(),
         connection_name=f"pwasync-{service}-{settings.scenario}",

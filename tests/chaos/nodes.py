@@ -44,15 +44,23 @@ def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 
 
 class RabbitNode:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, management: bool = False) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.dist_port = free_port()
         self.name = f"chaos-{secrets.token_hex(4)}@localhost"
         self.restarts = 0
-        (root / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
-        (root / "enabled_plugins").write_text("[].\n")
+        # The management plugin (HTTP API), on a free loopback port, only when asked for.
+        self.management_port = free_port() if management else None
+        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        if management:
+            config += (
+                f"management.tcp.port = {self.management_port}\nmanagement.tcp.ip = 127.0.0.1\n"
+            )
+        (root / "rabbitmq.conf").write_text(config)
+        plugins = "[rabbitmq_management]" if management else "[]"
+        (root / "enabled_plugins").write_text(f"{plugins}.\n")
         cookie = root / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(20))
         cookie.chmod(0o400)
@@ -72,6 +80,11 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        assert self.management_port is not None, "started without management"
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
     def _ctl(self, *args: str, timeout: float = 90) -> None:
         subprocess.run(
@@ -94,6 +107,8 @@ class RabbitNode:
         # `wait` returns once the pid file exists and the rabbit application runs.
         self._ctl("wait", "--timeout", "60", str(self.root / "node.pid"))
         _wait(lambda: _port_open(self.port), 30, "RabbitMQ did not listen")
+        if self.management_port is not None:
+            _wait(lambda: _port_open(self.management_port), 60, "management did not listen")
 
     def stop(self) -> None:
         """An orderly stop (what a restart by an operator or an upgrade does)."""

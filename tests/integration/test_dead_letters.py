@@ -3,6 +3,7 @@
 import json
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pika
 import pytest
@@ -20,19 +21,44 @@ pytestmark = pytest.mark.integration
 
 def kill_two(amqp_url, scenario):
     """Dead-letter two messages through the consumer's own policy."""
+    kill(amqp_url, scenario, 2)
+
+
+def kill(amqp_url, scenario, count):
     from common.errors import BadMessage
 
     def reject(delivery):
         raise BadMessage(f"bad body {delivery.body!r}")
 
     with Harness(amqp_url, scenario, reject) as harness:
-        harness.send(b'{"n": 1}', correlation_id="c1")
-        harness.send(b'{"n": 2}', correlation_id="c2")
+        for n in range(1, count + 1):
+            harness.send(json.dumps({"n": n}).encode(), correlation_id=f"c{n}")
         queue = harness.topology.transfers
         connector = RabbitConnector(amqp_url, connection_name="t")
         assert wait_for(
-            lambda: inspect_queue(connector, queue.dead_letter_queue).ready == 2, timeout=10
+            lambda: inspect_queue(connector, queue.dead_letter_queue).ready == count, timeout=10
         )
+
+
+@contextmanager
+def rabbitmq4_default_delivery_limit(scenario):
+    """RabbitMQ 4 gives every quorum queue a delivery limit of 20 (and drops what passes it
+    where no dead-letter target is set); 3.x has none. A policy on this test's own queues
+    emulates it, below any policy the product sets (as 4's default is)."""
+    name = f"emulate-rabbitmq4-{scenario}"
+    ctl = ["rabbitmqctl", "-q"]
+    pattern = f"^pwasync\\.{scenario}\\."
+    definition = json.dumps({"delivery-limit": 20})
+    subprocess.run(
+        [*ctl, "set_policy", "--apply-to", "queues", "--priority", "-1", name, pattern, definition],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    try:
+        yield
+    finally:
+        subprocess.run([*ctl, "clear_policy", name], check=True, capture_output=True, timeout=60)
 
 
 def cli(amqp_url, scenario, *args):
@@ -78,8 +104,8 @@ def test_messages_the_broker_dead_lettered_are_listed_with_the_brokers_reason(am
     topology = topology_for(scenario)
     queue = topology.transfers
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    declare_topology(connection, topology)
     channel = connection.channel()
-    declare_topology(channel, topology)
     channel.confirm_delivery()
     channel.basic_publish("", queue.name, b"{}", properties=pika.BasicProperties(message_id="m1"))
     rejections = 0
@@ -105,3 +131,46 @@ def test_messages_the_broker_dead_lettered_are_listed_with_the_brokers_reason(am
     assert letter.source_queue == queue.name
     assert box.replay(letter.id)[0].message_id == "m1"
     assert get_one(amqp_url, queue.name) is not None
+
+
+def test_dead_letters_listed_25_times_under_rabbitmq4s_delivery_limit_are_all_still_there(
+    amqp_url, scenario
+):
+    """Issue 11 item 14 (a 'done when' fault): browsing took messages and gave them back by
+    closing the channel, each return a delivery; past 4's limit of 20 they were gone."""
+    kill(amqp_url, scenario, 3)
+    topology = topology_for(scenario)
+    box = DeadLetterBox(RabbitConnector(amqp_url, connection_name="t"), topology)
+    with rabbitmq4_default_delivery_limit(scenario):
+        before = sorted(letter.id for letter in box.list())
+        for _ in range(24):
+            box.list()
+        after = sorted(letter.id for letter in box.list())
+        dead_queue = topology.transfers.dead_letter_queue
+        assert (len(before), len(after)) == (3, 3)
+        assert after == before
+        assert inspect_queue(RabbitConnector(amqp_url, connection_name="t"), dead_queue).ready == 3
+        # Browsing did not count as a delivery at all: the copies were never returned.
+        properties, _ = get_one(amqp_url, dead_queue)
+        assert not (properties.headers or {}).get("x-delivery-count")
+
+
+def test_a_copy_left_by_a_browser_that_died_after_the_confirm_is_dropped_once(amqp_url, scenario):
+    """Browsing stores a fresh copy, then acks the original: a crash between the two leaves
+    both; the next listing shows one and keeps exactly one."""
+    kill(amqp_url, scenario, 1)
+    topology = topology_for(scenario)
+    dead_queue = topology.transfers.dead_letter_queue
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    method, properties, body = channel.basic_get(dead_queue, auto_ack=False)
+    channel.basic_publish("", dead_queue, body, properties=properties)  # the copy, confirmed
+    connection.close()  # "crashes" before the ack: the original comes back
+    connector = RabbitConnector(amqp_url, connection_name="t")
+    assert wait_for(lambda: inspect_queue(connector, dead_queue).ready == 2, timeout=10)
+
+    box = DeadLetterBox(connector, topology)
+    assert [letter.correlation_id for letter in box.list()] == ["c1"]
+    assert inspect_queue(connector, dead_queue).ready == 1
+    assert [letter.correlation_id for letter in box.list()] == ["c1"]

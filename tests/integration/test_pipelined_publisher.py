@@ -128,7 +128,14 @@ def test_a_cut_connection_is_reopened_and_nothing_confirmed_is_lost(
         threads = [threading.Thread(target=keep_publishing, args=(w,)) for w in range(8)]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        # Cut once publishing is under way (creating the scenario's queues takes a while).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if confirmed:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)
         assert proxy.cut() > 0
         with lock:
             before_cut = len(confirmed)

@@ -254,3 +254,142 @@ def test_a_peer_that_never_completes_the_handshake_is_unavailable_not_a_crash():
             conn.close()
     assert accepted, "the peer never saw the connection"
     assert time.monotonic() - started < 10
+
+
+class FailingSettlements(ThreadLocalPublisher):
+    """A publisher whose first ``failures`` publishes into a retry or dead-letter queue fail
+    as they do under a broker resource alarm (never confirmed)."""
+
+    failures = 3
+
+    def __init__(self, connector, topology):
+        super().__init__(connector, topology)
+        self.refused = 0
+
+    def error(self):
+        from common.errors import PublishNotConfirmed
+
+        return PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+
+    def publish(self, routing_key, body, **kwargs):
+        settling = ".retry." in routing_key or routing_key.endswith(".dead")
+        if settling and self.refused < self.failures:
+            self.refused += 1
+            raise self.error()
+        return super().publish(routing_key, body, **kwargs)
+
+
+class BrokenSettlement(FailingSettlements):
+    """The copy's publish fails once in a way nobody foresaw (not a PublishError)."""
+
+    failures = 1
+
+    def error(self):
+        return RuntimeError("an unforeseen failure")
+
+
+def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeued(
+    amqp_url, scenario
+):
+    # Issue 11 item 6: requeueing at once redelivers at once, so under an alarm a healthy
+    # message loops (each loop a handler run and a delivery counted) until the limit drops it.
+    runs = []
+
+    def handler(delivery: Delivery):
+        runs.append(delivery.redelivered)
+        raise RetryableError("Graph timed out")
+
+    with Harness(amqp_url, scenario, handler, FailingSettlements) as harness:
+        harness.send(b"{}")
+        queue = harness.topology.transfers
+        retried = get_one(amqp_url, queue.retry_queue(2), timeout=20)
+        assert harness.publisher.refused == FailingSettlements.failures
+    assert retried is not None
+    assert retried[0].headers[ATTEMPT_HEADER] == 2
+    assert runs == [False]  # handled once; the copy's publish was retried, not the delivery
+    assert depth(amqp_url, queue.name) == 0
+
+
+def test_a_queue_an_earlier_version_declared_with_other_arguments_keeps_working(amqp_url, scenario):
+    """Issue 11 item 15: redeclaring with other arguments fails with PRECONDITION_FAILED,
+    which the consumer took for a lost connection and retried forever."""
+    topology = topology_for(scenario)
+    queue = topology.transfers
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare(
+        queue.name,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-delivery-limit": 5, "x-overflow": "drop-head"},
+    )
+    connection.close()
+    seen = []
+    with Harness(amqp_url, scenario, seen.append) as harness:
+        harness.send(b"{}")
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert len(seen) == 1
+
+
+def test_a_declaration_the_broker_refuses_stops_the_consumer_with_one_clear_error(
+    amqp_url, scenario
+):
+    """A 406 that no retry can fix (our exchange exists with another type) is a ConfigError
+    (exit 2), not a reconnect loop."""
+    from dataclasses import replace
+
+    from common.errors import ConfigError
+
+    exchange = f"pwasync-{scenario}"
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().exchange_declare(exchange, exchange_type="direct")
+    connection.close()
+    topology = replace(topology_for(scenario), exchange=exchange)
+    connector = RabbitConnector(amqp_url, connection_name="test")
+    consumer = Consumer(
+        connector=connector,
+        topology=topology,
+        queue=topology.transfers,
+        handler=lambda delivery: None,
+        publisher=ThreadLocalPublisher(connector, topology),
+    )
+    stop, raised = threading.Event(), []
+
+    def run():
+        try:
+            consumer.run(stop)
+        except ConfigError as exc:
+            raised.append(str(exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(10)
+        stop.set()  # a consumer that retries would still be running: end it
+        thread.join(10)
+        assert raised, "the consumer retried a refusal that no retry can fix"
+        assert f"refused to declare exchange '{exchange}'" in raised[0]
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        connection.channel().exchange_delete(exchange)
+        connection.close()
+
+
+def test_an_unforeseen_failure_while_settling_does_not_leave_the_delivery_held_silently(
+    amqp_url, scenario
+):
+    """An exception outside the handler (here: the copy's publish) ended the worker without a
+    settlement; its future was never read, so nothing was logged and, with prefetch 1, the
+    consumer took nothing more until it reconnected."""
+    runs = []
+
+    def handler(delivery: Delivery):
+        runs.append(delivery.redelivered)
+        raise RetryableError("Graph timed out")
+
+    with Harness(amqp_url, scenario, handler, BrokenSettlement) as harness:
+        harness.send(b"{}")
+        queue = harness.topology.transfers
+        retried = get_one(amqp_url, queue.retry_queue(2), timeout=10)
+    assert retried is not None and runs == [False]
+    assert depth(amqp_url, queue.name) == 0
