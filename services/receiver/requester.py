@@ -48,7 +48,7 @@ class SyncRequester:
             due = self._coalescer.offer(project_id, received_at)
             if due is not None:
                 self._outbox.append(due)
-                self._wake.notify()
+            self._wake.notify()  # a folded call moves the next deadline too
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

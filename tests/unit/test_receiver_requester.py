@@ -49,7 +49,7 @@ def test_announced_calls_are_published_at_once_then_at_the_window_end(setup):
     requester.announce(A, 0.5)
     requester.send_due()
     assert broker.published == [sorted([A, B])]
-    clock.now = 2.0
+    clock.now = 0.75  # the calls paused long enough
     requester.send_due()
     assert broker.published[-1] == [A]
 
@@ -80,7 +80,7 @@ def test_on_stop_the_folded_calls_get_one_last_attempt(setup):
     clock, broker, requester = setup
     requester.announce(A, 0.0)
     requester.send_due()
-    requester.announce(A, 0.1)  # folded into the window's trailing request, due at 2.0
+    requester.announce(A, 0.1)  # folded into the window's trailing request, due at 0.35
     stopped = threading.Event()
     stopped.set()
     requester.run(stopped)  # stopping now: the trailing request goes out all the same
