@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast chaos bench bench-poller lint format validate-compose clean
+.PHONY: demo test test-fast chaos bench bench-poller bench-receiver lint format validate-compose clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pwasync needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -30,6 +30,11 @@ bench-poller: $(STAMP)
 # Writer benchmarks against the sandbox at 100 ms Graph latency (needs RabbitMQ and Redis).
 bench: $(STAMP)
 	$(BIN)/python bench/writer.py
+	$(BIN)/python bench/receiver.py
+
+# Publish -> event in Outlook through the publish receiver (p50/p95 over 20 publishes).
+bench-receiver: $(STAMP)
+	$(BIN)/python bench/receiver.py
 
 # The fault suite (README "Tests"): every fault run, the long ones of issue 5's volumes too
 # (marker `chaos`, left out of `make test`), then the table of each run's end state.

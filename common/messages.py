@@ -38,7 +38,7 @@ class SyncRequested(BaseModel):
     task_ids: list[UUID] = Field(default_factory=list)
     full: bool = False
     # Set by pwasync itself; operators may leave them out.
-    trigger: Literal["manual", "schedule"] = "manual"
+    trigger: Literal["manual", "schedule", "publish"] = "manual"
     requested_at: AwareDatetime | None = None
     # The operator confirms removals the deletion guard held back (README "Deletion guard").
     allow_deletions: bool = False

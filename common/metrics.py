@@ -58,3 +58,22 @@ ENDPOINTS_ALLOCATED = Counter(
 
 def status_label(status: int | None) -> str:
     return str(status) if status is not None else "error"
+
+
+# The publish receiver (README "Publish receiver").
+RECEIVER_CALLS = Counter(
+    "pwasync_receiver_calls_total", "Calls Project Server made to the publish receiver."
+)
+RECEIVER_REFUSED = Counter(
+    "pwasync_receiver_refused_total",
+    "Calls the receiver refused, by reason (secret, site, not_soap, operation, no_project, ...).",
+    ["reason"],
+)
+RECEIVER_SYNCS_REQUESTED = Counter(
+    "pwasync_receiver_syncs_requested_total", "sync.requested messages the receiver published."
+)
+RECEIVER_CALL_TO_REQUEST_SECONDS = Histogram(
+    "pwasync_receiver_call_to_request_seconds",
+    "Time from a publish call's arrival to the confirmed sync request that answers it.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)

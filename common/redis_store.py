@@ -96,6 +96,11 @@ class Keys:
         return f"{self.prefix}:ledger:held"
 
     @property
+    def receiver_site(self) -> str:
+        """Receiver: the PWA's site collection id, as ``pwasync events register`` read it."""
+        return f"{self.prefix}:receiver:site-id"
+
+    @property
     def ledger_held_payloads(self) -> str:
         """Ledger: hash of held task id -> its latest task.changed body."""
         return f"{self.prefix}:ledger:held-payloads"

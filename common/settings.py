@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # `pwasync status` reads unacked counts from the RabbitMQ management API when given its
     # URL (e.g. http://user:password@rabbitmq:15672); AMQP alone reports only ready messages.
     rabbitmq_management_url: SecretStr | None = None
+    # The publish receiver (interface page; README "Publish receiver"). Calls for one project
+    # within this many seconds of its last sync request are folded into one more request.
+    receiver_port: int = Field(default=8081, ge=1, le=65535)
+    receiver_secret: SecretStr | None = None
+    receiver_url: str | None = None
+    receiver_coalesce_seconds: float = Field(default=2.0, ge=0, le=300)
 
     # --- validation of single values -------------------------------------------------------
 
@@ -225,6 +231,8 @@ class Settings(BaseSettings):
         "pwa_password",
         "graph_client_secret",
         "secret_key",
+        "receiver_secret",
+        "receiver_url",
         mode="before",
     )
     @classmethod
@@ -282,6 +290,24 @@ class Settings(BaseSettings):
                 "network in clear (set PWASYNC_PWA_ALLOW_HTTP=true for a lab only)"
             )
 
+    def require_receiver(self) -> None:
+        """Raise ConfigError unless the publish receiver can tell its callers apart."""
+        secret = self.receiver_secret.get_secret_value() if self.receiver_secret else ""
+        if len(secret) < 16 or not _URL_SEGMENT.match(secret):
+            raise ConfigError(
+                "PWASYNC_RECEIVER_SECRET is required for the publish receiver: at least 16 "
+                "characters of A-Z, a-z, 0-9, '-', '_' or '.' (it is a URL path segment; "
+                "for example `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+
+    def require_event_registration(self) -> None:
+        """``pwasync events``: the PWA, the receiver's secret and the URL the farm calls."""
+        self.require_pwa()
+        self.require_receiver()
+        _require(self, "to register the publish receiver", "receiver_url")
+        if urlsplit(self.receiver_url or "").scheme not in ("http", "https"):
+            raise ConfigError("PWASYNC_RECEIVER_URL must be an http(s):// URL")
+
     def require_graph(self) -> None:
         """Raise ConfigError unless the settings needed to write Outlook events are present."""
         purpose = "to write Outlook events"
@@ -292,6 +318,9 @@ class Settings(BaseSettings):
             )
         if self.graph_client_cert is not None:
             _require(self, purpose, "graph_client_cert_thumbprint")
+
+
+_URL_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

@@ -8,7 +8,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sandbox import control, entra, graph, projectdata, projectserver, regional
+from sandbox import control, entra, graph, projectdata, projectserver, regional, server_events
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
 from sandbox.editions import Edition
@@ -43,9 +43,11 @@ def create_app(
     app = Starlette(
         routes=[
             *control.routes,
+            *server_events.control_routes,
             *graph.routes,
             *feed,
             *projectserver.routes(site),
+            *server_events.routes(site),
             *regional.routes(site),
             *entra.routes,
         ],

@@ -216,3 +216,7 @@ class SandboxClient:
     def delete_event(self, upn: str, event_id: str) -> None:
         """Delete an event as its owner would in Outlook."""
         self._call("DELETE", f"/mailboxes/{upn}/events/{event_id}")
+
+    def server_events(self) -> dict[str, Any]:
+        """The handlers registered with Project Server and the calls its publishes made."""
+        return self._call("GET", "/server-events")

@@ -15,6 +15,7 @@ from sandbox.config import SandboxConfig
 from sandbox.editions import SE_SITE_PATH, Edition
 from sandbox.ntlm import NtlmAcceptor
 from sandbox.seed import load_seed
+from sandbox.server_event_store import ServerEvents
 from sandbox.state import Tenant
 from sandbox.stats import Stats
 from sandbox.throttle import MailboxThrottle
@@ -64,6 +65,7 @@ class Sandbox:
     device_codes: dict[str, DeviceCode] = field(default_factory=dict)
     ntlm: NtlmAcceptor = field(default_factory=NtlmAcceptor)
     rng: random.Random = field(default_factory=random.Random)
+    server_events: ServerEvents = field(default_factory=ServerEvents)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -82,6 +84,7 @@ class Sandbox:
         self.stats.reset()
         self.calendar.clear()
         self.throttle.reset()
+        self.server_events.clear()
 
     @property
     def on_premises(self) -> bool:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox import entra
+from sandbox import entra, server_events
 from sandbox.calendar import Event
 from sandbox.context import Sandbox
 from sandbox.generate import generate
@@ -233,6 +233,7 @@ def _publish(sandbox: Sandbox, projects: list[Project]) -> list[str]:
     now = sandbox.tenant.now()
     for project in projects:
         project.publish(now)
+    server_events.announce_published(sandbox, projects)
     return [project.id for project in projects]
 
 
@@ -256,6 +257,7 @@ async def flag_tasks(request: Request, sandbox: Sandbox) -> dict[str, Any]:
 
 async def publish_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     project = sandbox.tenant.publish(request.path_params["project_id"])
+    server_events.announce_published(sandbox, [project])
     return {"project_id": project.id, "modified": _local(project.modified)}
 
 
@@ -267,6 +269,8 @@ async def create_project(request: Request, sandbox: Sandbox) -> dict[str, Any]:
         publish=_publish_flag(request, body),
         flag_field=body.get("flag_field", DEFAULT_FLAG_FIELD),
     )
+    if project.published is not None:
+        server_events.announce_published(sandbox, [project])
     return {
         **_project_summary(project),
         "project_id": project.id,

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox import projectserver_read
+from sandbox import projectserver_read, server_events
 from sandbox.odata_filter import FilterError, Schema, check, matches, parse_filter
 from sandbox.odata_format import Format, ODataError, project_server_code, render
 from sandbox.pwa import WRITE_SCOPES, PwaCall, pwa_endpoint
@@ -66,7 +66,7 @@ def _digest(call: PwaCall, issued: int) -> str:
     return f"0x{call.sandbox.signer.mac(f'{call.user.id}|{issued}')},{stamp}"
 
 
-def _check_digest(call: PwaCall) -> None:
+def check_digest(call: PwaCall) -> None:
     value = call.request.headers.get("x-requestdigest", "")
     mac, _, stamp = value.partition(",")
     try:
@@ -173,6 +173,8 @@ async def _project_server(call: PwaCall) -> Response:
         # SharePoint Server refuses every CSOM/REST call without "Use Remote Interfaces". The
         # online edition keeps its custom-field routes gated only as before (see README).
         call.require_permission(USE_REMOTE_INTERFACES)
+    if server_events.handles(path):
+        return await server_events.route(call, path)
     if method == "POST" and path == "CustomFields/Add":
         return await _add_field(call)
     if method == "GET":
@@ -229,7 +231,7 @@ class _Rejected(ODataError):
 
 async def _add_field(call: PwaCall) -> Response:
     call.require_scope(WRITE_SCOPES)
-    _check_digest(call)
+    check_digest(call)
     if MANAGE_CUSTOM_FIELDS not in call.user.pwa_permissions:
         raise ODataError(403, "GeneralSecurityAccessDenied", project_server_code(20010))
     parameters = await _parameters(call.request)
@@ -309,6 +311,6 @@ def routes(site_path: str) -> list[Route]:
         Route(
             f"{site_path}/_api/ProjectServer/{{path:path}}",
             pwa_endpoint(_project_server, _path_key),
-            methods=["GET", "POST"],
+            methods=["GET", "POST", "DELETE"],
         ),
     ]

@@ -82,6 +82,12 @@ def _ledger(settings: Settings, stop) -> None:  # noqa: ANN001
     run_ledger(settings, stop)
 
 
+def _receiver(settings: Settings, stop) -> None:  # noqa: ANN001
+    from services.receiver.service import run_receiver
+
+    run_receiver(settings, stop)
+
+
 # --- one-shot commands --------------------------------------------------------------------------
 
 
@@ -157,6 +163,14 @@ def _connect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _events(args: argparse.Namespace) -> int:
+    from services.receiver.commands import events_command
+
+    lines, ok = events_command(_settings(), args.events_action)
+    print("\n".join(lines))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def _check(args: argparse.Namespace) -> int:
     from services.poller.commands import check
 
@@ -222,6 +236,12 @@ def _parser() -> argparse.ArgumentParser:
         ("poller", _poller, Settings.require_pwa, "run the poller until SIGTERM/SIGINT"),
         ("writer", _writer, Settings.require_graph, "run an event writer until SIGTERM/SIGINT"),
         ("ledger", _ledger, lambda _: None, "run the endpoint ledger until SIGTERM/SIGINT"),
+        (
+            "receiver",
+            _receiver,
+            Settings.require_receiver,
+            "run the publish receiver (Project Server's publish calls) until SIGTERM/SIGINT",
+        ),
     ):
         commands.add_parser(name, help=text).set_defaults(run=_service(name, run, requires))
 
@@ -251,6 +271,12 @@ def _parser() -> argparse.ArgumentParser:
 
     connect = commands.add_parser("connect", help="oauth: sign an operator in (device code)")
     connect.set_defaults(run=_connect)
+
+    events = commands.add_parser(
+        "events", help="the publish receiver's handler on Project Server: register, list, remove"
+    )
+    events.add_argument("events_action", choices=("register", "list", "unregister"))
+    events.set_defaults(run=_events)
 
     check = commands.add_parser("check", help="check every prerequisite on both sides")
     check.add_argument("--mailbox", help="a mailbox to reach (default PWASYNC_CHECK_MAILBOX)")

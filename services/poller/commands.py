@@ -27,6 +27,7 @@ from services.poller.pwa_check import (
     time_zone_line,
 )
 from services.poller.pwa_http import PwaHttp
+from services.receiver.commands import receiver_lines
 
 PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
@@ -129,7 +130,8 @@ def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
     if not all(line.ok for line in reads):
         return lines
     lines.append(time_zone_line(pwa, settings.pwa_zone))
-    return lines + _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
+    lines += _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
+    return lines + receiver_lines(settings, pwa)
 
 
 def _read_lines(api: str, pwa: PwaHttp, settings: Settings) -> list[CheckLine]:

@@ -116,6 +116,9 @@ def merge_requests(queued: list[QueuedRequest]) -> list[tuple[SyncRequested, lis
                     project_ids=projects,
                     task_ids=tasks,
                     allow_deletions=any(q.request.allow_deletions for q in scoped),
+                    trigger="publish"
+                    if all(q.request.trigger == "publish" for q in scoped)
+                    else "manual",
                 ),
                 [q.correlation_id for q in scoped if q.correlation_id],
             )

@@ -211,19 +211,11 @@ class CustomFieldsClient:
             "POST",
             f"{self._api}/CustomFields/Add",
             json_body=body,
-            headers={"X-RequestDigest": self._digest(), "Content-Type": "application/json"},
+            headers={
+                "X-RequestDigest": self._http.form_digest(),
+                "Content-Type": "application/json",
+            },
         )
-
-    def _digest(self) -> str:
-        data = self._http.request_json("POST", f"{self._http.site_url}/_api/contextinfo")
-        info = _unwrap(data)
-        info = info.get("GetContextWebInformation", info)
-        digest = info.get("FormDigestValue")
-        if not digest:
-            raise PermanentApiError(
-                f"{self._http.service}: contextinfo returned no FormDigestValue"
-            )
-        return str(digest)
 
 
 def _entity_id(row: dict[str, Any]) -> str | None:

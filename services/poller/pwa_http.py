@@ -116,6 +116,16 @@ class PwaHttp:
             raise error
         raise AssertionError("unreachable")
 
+    def form_digest(self) -> str:
+        """A fresh ``X-RequestDigest`` (SharePoint refuses every write without one)."""
+        data = self.request_json("POST", f"{self.site_url}/_api/contextinfo")
+        info = data.get("d", data)
+        info = info.get("GetContextWebInformation", info)
+        digest = info.get("FormDigestValue") if isinstance(info, dict) else None
+        if not digest:
+            raise PermanentApiError(f"{self.service}: contextinfo returned no FormDigestValue")
+        return str(digest)
+
     def _can_wait(self, retry_after: float | None) -> bool:
         return retry_after is None or retry_after <= self._max_wait
 
@@ -143,6 +153,8 @@ def _server_busy(response: httpx.Response) -> bool:
 
 
 def _json(response: httpx.Response, service: str) -> dict[str, Any]:
+    if response.status_code == 204 or not response.content:
+        return {}  # a DELETE (or a MERGE) answers with no body
     try:
         data = response.json()
     except ValueError:

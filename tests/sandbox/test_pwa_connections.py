@@ -239,6 +239,7 @@ def test_check_passes_when_everything_is_in_place(sandbox, control):
         "PWA time zone",
         "permission 'Manage Enterprise Custom Fields'",
         "flag field 'Create event' (Task, Flag)",
+        "publish receiver",
         "Graph token (app-only)",
         f"mailbox {ADELE}",
     ]

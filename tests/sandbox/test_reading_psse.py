@@ -191,6 +191,7 @@ def test_fields_and_check_work_without_projectdata(sandbox_se, control_se):
         "PWA time zone",
         "permission 'Manage Enterprise Custom Fields'",
         "flag field 'Create event' (Task, Flag)",
+        "publish receiver",
         "Graph token (app-only)",
         f"mailbox {ADELE}",
     ]

@@ -1,0 +1,1 @@
+"""The publish receiver: Project Server says a project was published; pwasync syncs it."""

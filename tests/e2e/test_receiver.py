@@ -1,0 +1,129 @@
+"""The publish receiver end to end on the sandbox's Subscription Edition: registered once, a
+publish puts its events in Outlook with no sync-now and an on-demand schedule; a burst of
+publishes is one or two syncs; every refusal publishes nothing; with the receiver gone the
+next poll still finds the change."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import httpx
+import pytest
+
+from services.receiver.soap import SOAP_11
+from tests.e2e.harness import Pipeline, wait_for
+from tests.ports import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+SECRET = "e2e-receiver-secret-0123456789"
+
+
+@pytest.fixture
+def se(tmp_path, amqp_url, redis_url, scenario):
+    pipe = Pipeline(
+        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, edition="se"
+    )
+    port, health = free_port(), free_port()
+    pipe.env.update(
+        {
+            "PWASYNC_RECEIVER_PORT": str(port),
+            "PWASYNC_RECEIVER_SECRET": SECRET,
+            "PWASYNC_RECEIVER_URL": f"http://127.0.0.1:{port}",
+            "PWASYNC_RECEIVER_COALESCE_SECONDS": "2",
+        }
+    )
+    pipe.receiver_url = f"http://127.0.0.1:{port}/project-server/events"
+    pipe.receiver_metrics = f"http://127.0.0.1:{health}/metrics"
+    pipe.health_port = health
+    yield pipe
+    pipe.close()
+
+
+def runs(pipeline: Pipeline) -> list[dict]:
+    return [r for r in pipeline.redis_json_list("poller:runs") if r["status"] == "succeeded"]
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_all(se: Pipeline) -> None:
+    assert "created Task flag field" in se.cli("fields", "create").stdout
+    for name in ("poller", "writer-1", "ledger"):
+        se.start(name)
+    se.start("receiver", {"PWASYNC_HTTP_PORT": str(se.health_port)})
+    assert wait_for(lambda: listening(int(se.env["PWASYNC_RECEIVER_PORT"])), timeout=30)
+    registered = se.cli("events", "register").stdout
+    assert registered.startswith("added: handler") and SECRET not in registered
+    assert se.cli("events", "register").stdout.startswith("unchanged")
+
+
+def refused_total(se: Pipeline, reason: str) -> float:
+    text = httpx.get(se.receiver_metrics, timeout=5).text
+    line = f'pwasync_receiver_refused_total{{reason="{reason}"}}'
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_a_publish_reaches_outlook_by_itself_and_refusals_publish_nothing(se):
+    start_all(se)
+    assert se.cli("check", "--mailbox", "adele.vance@contoso.onmicrosoft.com").stdout.count(
+        "registered: http://127.0.0.1"
+    )
+
+    flagged = se.client.flag_tasks(se.client.demo_flag_task_ids(), value=True, publish=True)
+    assert wait_for(lambda: len(se.event_keys()) == 6, timeout=60), se.event_keys()
+    assert {r["trigger"] for r in runs(se)} == {"publish"}  # no sync-now, no schedule
+
+    # A burst of 20 publishes of one project: one sync at once, one for the rest.
+    project_id = flagged["published_project_ids"][0]
+    calls, before = len(se.client.server_events()["calls"]), len(runs(se))
+    for _ in range(20):
+        se.client.publish_project(project_id)
+    assert wait_for(lambda: len(se.client.server_events()["calls"]) >= calls + 20, timeout=30)
+    wait_for(lambda: len(runs(se)) >= before + 2, timeout=15)
+    assert 1 <= len(runs(se)) - before <= 2
+    assert set(se.event_keys().values()) == {1}
+
+    # Refusals: each answered at once, none becomes a sync.
+    before = len(runs(se))
+    other_site = (
+        f'<s:Envelope xmlns:s="{SOAP_11}"><s:Body><OnPublishedRemote>'
+        f"<contextInfo><SiteGuid>{uuid.uuid4()}</SiteGuid></contextInfo>"
+        f"<e><ProjectGuid>{project_id}</ProjectGuid></e></OnPublishedRemote></s:Body></s:Envelope>"
+    )
+    cases = [
+        (f"{se.receiver_url}/wrong-secret-0123456789", other_site, 404, "secret"),
+        (f"{se.receiver_url}/{SECRET}", other_site, 400, "site"),
+        (f"{se.receiver_url}/{SECRET}", "not soap at all", 400, "not_soap"),
+        (f"{se.receiver_url}/{SECRET}", "x" * 100_000, 413, "too_large"),
+    ]
+    for url, body, status, reason in cases:
+        response = httpx.post(url, content=body, headers={"Content-Type": "text/xml"}, timeout=5)
+        assert response.status_code == status, (reason, response.text)
+        assert refused_total(se, reason) >= 1
+    assert not wait_for(lambda: len(runs(se)) > before, timeout=4)
+    log = "\n".join(line.get("event", "") for line in se.log_lines("receiver"))
+    assert SECRET not in log and "wrong-secret" not in log
+
+
+def test_with_the_receiver_gone_the_next_poll_still_finds_the_change(se):
+    start_all(se)
+    se.client.flag_tasks(se.client.demo_flag_task_ids(), value=True, publish=True)
+    assert wait_for(lambda: len(se.event_keys()) == 6, timeout=60)
+
+    se.services.pop("receiver").kill()
+    task_id = se.client.demo_flag_task_ids()[0]
+    se.client.update_task(task_id, name="Site survey (moved)")
+    assert wait_for(lambda: se.client.server_events()["calls"][-1].get("error"), timeout=15)
+    before = len(runs(se))
+    se.cli("sync-now")
+    assert wait_for(lambda: len(runs(se)) > before, timeout=60)
+    assert wait_for(
+        lambda: any(e["subject"] == "Site survey (moved)" for e in se.client.events()), timeout=60
+    )
