@@ -119,18 +119,24 @@ class Infrastructure:
         self.redis.close()
 
 
-def open_infrastructure(
-    settings: Settings, service: str, stop: threading.Event, *, pipelined: bool = False
-) -> Infrastructure:
-    """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
-    order). The broker connection is made lazily and retried by the consumer and publishers."""
+def service_topology(settings: Settings) -> Topology:
+    """The scenario's topology, its queue settings applied as policies where the management
+    API is configured (``common.broker_policies``)."""
     management_url = settings.rabbitmq_management_url
-    topology = with_queue_policies(
+    return with_queue_policies(
         topology_for(settings.scenario),
         management_url=management_url.get_secret_value() if management_url else None,
         amqp_url=settings.amqp_url.get_secret_value(),
         ca_bundle=settings.ca_bundle,
     )
+
+
+def open_infrastructure(
+    settings: Settings, service: str, stop: threading.Event, *, pipelined: bool = False
+) -> Infrastructure:
+    """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
+    order). The broker connection is made lazily and retried by the consumer and publishers."""
+    topology = service_topology(settings)
     connector = RabbitConnector(
         settings.amqp_url.get_secret_value(),
         connection_name=f"pwasync-{service}-{settings.scenario}",

@@ -25,11 +25,12 @@ from common.messages import SyncRequested, encode
 from common.rabbit import Publisher, RabbitConnector
 from common.redis_store import Keys, connect_redis
 from common.settings import Settings
-from common.topology import ROUTING_KEY_SYNC_REQUESTED, topology_for
+from common.topology import ROUTING_KEY_SYNC_REQUESTED
 from services.receiver.coalescing import PublishCoalescer
 from services.receiver.endpoint import MAX_BODY_BYTES, Answer, CallPolicy, OurSite, refused
 from services.receiver.refusals import RefusalLog
 from services.receiver.requester import SyncRequester
+from services.runtime import service_topology
 
 log = get_logger(__name__)
 
@@ -183,7 +184,7 @@ def run_receiver(settings: Settings, stop: threading.Event) -> None:
         settings.amqp_url.get_secret_value(),
         connection_name=f"pwasync-receiver-{settings.scenario}",
     )
-    publisher = Publisher(connector, topology_for(settings.scenario))
+    publisher = Publisher(connector, service_topology(settings))
     client = connect_redis(settings.redis_url.get_secret_value())
     requester = SyncRequester(
         PublishCoalescer(settings.receiver_coalesce_seconds),
