@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
+from common.mailboxes import is_domain
 from common.schedule import Schedule, parse_schedule
 
 ENV_PREFIX = "PWASYNC_"
@@ -128,6 +129,9 @@ class Settings(BaseSettings):
     # `pwasync status` reads unacked counts from the RabbitMQ management API when given its
     # URL (e.g. http://user:password@rabbitmq:15672); AMQP alone reports only ready messages.
     rabbitmq_management_url: SecretStr | None = None
+    # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
+    # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
+    mailbox_domains: str = ""
 
     # --- validation of single values -------------------------------------------------------
 
@@ -185,6 +189,15 @@ class Settings(BaseSettings):
             value, ("https",), "an https:// URI (the resource, e.g. https://graph.microsoft.com)"
         )
         return value.rstrip("/")
+
+    @field_validator("mailbox_domains")
+    @classmethod
+    def _mailbox_domains(cls, value: str) -> str:
+        domains = [d.strip().removeprefix("@").lower() for d in value.split(",")]
+        domains = [d for d in domains if d]
+        if not all(is_domain(d) for d in domains):
+            raise ValueError("must be e-mail domains separated by commas, e.g. contoso.com")
+        return ",".join(domains)
 
     @model_validator(mode="after")
     def _trusted_authority(self) -> Settings:
@@ -290,6 +303,10 @@ class Settings(BaseSettings):
     @property
     def parsed_schedule(self) -> Schedule:
         return parse_schedule(self.schedule)
+
+    @property
+    def mailbox_domain_set(self) -> frozenset[str]:
+        return frozenset(self.mailbox_domains.split(",")) - {""}
 
     @property
     def graph_scope(self) -> str:

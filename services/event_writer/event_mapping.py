@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 from tzlocal.windows_tz import tz_win
 
 from common.errors import BadMessage
+from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import TaskChanged
 
 #: Our own property set GUID (MAPI named properties need one); never change it, or events
@@ -65,6 +66,8 @@ class EventRules:
     all_day: AllDay = "false"
     reminder_minutes: int | None = 15  # None: no reminder
     category: str = "Project task"
+    # Which addresses may receive events at all (PWASYNC_MAILBOX_DOMAINS, common/mailboxes).
+    mailboxes: MailboxPolicy = ANY_MAILBOX
 
 
 def task_key(scenario: str, task_id: UUID) -> str:
