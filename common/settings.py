@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
     # a timeout (retried: the outcome of a POST that timed out is checked before it is repeated).
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Issue 11, item 19: a service asked to stop exits at the latest this long after the
+    # signal, whatever is still in flight (services/runtime.py); below compose's 30 s grace.
+    stop_timeout_seconds: float = Field(default=25.0, gt=0, le=3600)
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
     sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
