@@ -29,14 +29,6 @@ from common.settings import Settings
 
 log = get_logger(__name__)
 
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-_MICROSOFT_AUTHORITY_HOSTS = (
-    "login.microsoftonline.com",
-    "login.microsoftonline.us",
-    "login.partner.microsoftonline.cn",
-    "login.chinacloudapi.cn",
-    "login.microsoftonline.de",
-)
 
 #: Entra error codes an operator can act on, turned into one clear line each.
 _AADSTS_HINTS = {
@@ -122,10 +114,10 @@ def authority_url(settings: Settings, tenant: str) -> str:
 
 
 def _instance_discovery(settings: Settings) -> bool | None:
-    # MSAL validates unknown authority hosts against login.microsoftonline.com; a sovereign or
-    # emulated host must skip that (reference page, section 6).
-    host = urlsplit(settings.authority_host).hostname or ""
-    return None if host in _MICROSOFT_AUTHORITY_HOSTS else False
+    # MSAL would validate any other host against login.microsoftonline.com, which knows no
+    # emulator or proxy; Settings admits such a host only when PWASYNC_AUTHORITY_HOST_TRUSTED
+    # says so, and then the check is skipped (reference page, section 6).
+    return None if settings.authority_is_microsofts else False
 
 
 def sign_in_error(result: dict[str, Any], what: str) -> Exception:
@@ -172,7 +164,7 @@ class GraphAppTokens:
 
     def token(self) -> str:
         with self._lock:
-            result = self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+            result = self._app.acquire_token_for_client(scopes=[self._settings.graph_scope])
         if result and "access_token" in result:
             return str(result["access_token"])
         raise sign_in_error(result or {}, "Graph (app-only)")

@@ -35,7 +35,8 @@ _SECRET_KEYS = re.compile(
 _SECRET_TEXT = re.compile(
     r"(Bearer\s+)[A-Za-z0-9\-_.~+/=]+|eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*"
 )
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+#: ``scheme://user:password@``; the user may be empty (``redis://:password@host``, compose's form).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 REDACTED = "[redacted]"
 
 

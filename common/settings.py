@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import serialization
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
+from common.mailboxes import is_domain
 from common.schedule import Schedule, parse_schedule
 
 ENV_PREFIX = "PWASYNC_"
@@ -31,6 +32,25 @@ _KNOWN_NON_SETTINGS = {"PWASYNC_SANDBOX_URL"}
 _KNOWN_NON_SETTING_PREFIXES = ("PWASYNC_TEST_",)
 
 _SCENARIO = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+#: Microsoft Entra's sign-in hosts (every cloud: global, US Government, China, the sovereign
+#: clouds; MSAL's own list). Only these get the client secret or a password unless
+#: PWASYNC_AUTHORITY_HOST_TRUSTED says the configured host is trusted (an emulator, a proxy).
+MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoft.com",
+        "login.windows.net",
+        "login.microsoftonline.us",
+        "login.usgovcloudapi.net",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+        "login.microsoftonline.de",
+        "login.sovcloud-identity.fr",
+        "login.sovcloud-identity.de",
+        "login.sovcloud-identity.sg",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -66,6 +86,11 @@ class Settings(BaseSettings):
     graph_client_cert_thumbprint: str | None = None
     authority_host: str = "https://login.microsoftonline.com"
     graph_url: str = "https://graph.microsoft.com/v1.0"
+    # Issue 11, item 18 (README "Settings"): a sign-in host that is not Microsoft's is refused
+    # unless trusted here; the Graph token's audience is PWASYNC_GRAPH_URL's origin unless a
+    # Graph behind a proxy or an emulator keeps another resource.
+    authority_host_trusted: bool = False
+    graph_resource: str | None = None
     ca_bundle: Path | None = None
 
     create_event_field: str = "Create event"
@@ -83,6 +108,9 @@ class Settings(BaseSettings):
     # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
     # a timeout (retried: the outcome of a POST that timed out is checked before it is repeated).
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Issue 11, item 19: a service asked to stop exits at the latest this long after the
+    # signal, whatever is still in flight (services/runtime.py); below compose's 30 s grace.
+    stop_timeout_seconds: float = Field(default=25.0, gt=0, le=3600)
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
     sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
@@ -110,6 +138,9 @@ class Settings(BaseSettings):
     receiver_secret: SecretStr | None = None
     receiver_url: str | None = None
     receiver_coalesce_seconds: float = Field(default=2.0, ge=0, le=300)
+    # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
+    # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
+    mailbox_domains: str = ""
 
     # --- validation of single values -------------------------------------------------------
 
@@ -157,6 +188,37 @@ class Settings(BaseSettings):
     def _https_url(cls, value: str) -> str:
         _require_url(value, ("https",), "an https:// URL")
         return value.rstrip("/")
+
+    @field_validator("graph_resource")
+    @classmethod
+    def _graph_resource(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _require_url(
+            value, ("https",), "an https:// URI (the resource, e.g. https://graph.microsoft.com)"
+        )
+        return value.rstrip("/")
+
+    @field_validator("mailbox_domains")
+    @classmethod
+    def _mailbox_domains(cls, value: str) -> str:
+        domains = [d.strip().removeprefix("@").lower() for d in value.split(",")]
+        domains = [d for d in domains if d]
+        if not all(is_domain(d) for d in domains):
+            raise ValueError("must be e-mail domains separated by commas, e.g. contoso.com")
+        return ",".join(domains)
+
+    @model_validator(mode="after")
+    def _trusted_authority(self) -> Settings:
+        # MSAL validates only Microsoft's hosts; any other one would get the client secret and
+        # the service account's password without a check, so it must be named trusted.
+        host = urlsplit(self.authority_host).hostname or ""
+        if host not in MICROSOFT_AUTHORITY_HOSTS and not self.authority_host_trusted:
+            raise ValueError(
+                f"PWASYNC_AUTHORITY_HOST: {host} is not a Microsoft sign-in host; set "
+                "PWASYNC_AUTHORITY_HOST_TRUSTED=true if it is yours (an emulator, a proxy)"
+            )
+        return self
 
     @field_validator("pwa_timezone", "schedule_timezone")
     @classmethod
@@ -252,6 +314,23 @@ class Settings(BaseSettings):
     @property
     def parsed_schedule(self) -> Schedule:
         return parse_schedule(self.schedule)
+
+    @property
+    def mailbox_domain_set(self) -> frozenset[str]:
+        return frozenset(self.mailbox_domains.split(",")) - {""}
+
+    @property
+    def graph_scope(self) -> str:
+        """The app-only Graph scope: ``{resource}/.default``, the resource being the Graph URL's
+        origin (https://graph.microsoft.us for US Government L4, …) unless set."""
+        if self.graph_resource:
+            return f"{self.graph_resource}/.default"
+        parts = urlsplit(self.graph_url)
+        return f"{parts.scheme}://{parts.netloc}/.default"
+
+    @property
+    def authority_is_microsofts(self) -> bool:
+        return (urlsplit(self.authority_host).hostname or "") in MICROSOFT_AUTHORITY_HOSTS
 
     @property
     def event_reminder(self) -> int | None:
@@ -390,7 +469,9 @@ def _describe(exc: ValidationError) -> str:
     """One line naming each bad variable and why, without echoing any value."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
-        field = str(error["loc"][0]) if error["loc"] else "?"
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+        if not error["loc"]:  # a check across settings names its variables itself
+            problems.append(message)
+            continue
+        problems.append(f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}")
     return "; ".join(problems)

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from sandbox.app import create_app
-from sandbox.context import Sandbox
+from sandbox.context import GRAPH_RESOURCE, Sandbox
 from sandbox.editions import Edition, startup_config
 from sandbox.ntlm import netbios_domain
 
@@ -169,7 +169,12 @@ def _common_settings(sandbox: Sandbox, ca_file: Path) -> dict[str, str]:
         "PWASYNC_GRAPH_CLIENT_ID": graph_app.client_id,
         "PWASYNC_GRAPH_CLIENT_SECRET": graph_app.secret or "",
         "PWASYNC_AUTHORITY_HOST": sandbox.origin,
+        # The product trusts only Microsoft's sign-in hosts; this file is the operator's
+        # statement that the loopback one is theirs. Graph is served at the sandbox's origin
+        # (the PWA's resource), and its tokens keep Microsoft Graph's audience.
+        "PWASYNC_AUTHORITY_HOST_TRUSTED": "true",
         "PWASYNC_GRAPH_URL": f"{sandbox.origin}/v1.0",
+        "PWASYNC_GRAPH_RESOURCE": GRAPH_RESOURCE,
         "PWASYNC_CA_BUNDLE": str(ca_file.resolve()),
         "PWASYNC_SANDBOX_URL": sandbox.origin,
     }

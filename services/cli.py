@@ -59,7 +59,9 @@ def _service(
 
         settings = _settings(name)
         requires(settings)  # a missing setting is the one line printed, before anything starts
-        return run_service(name, lambda stop: run(settings, stop))
+        return run_service(
+            name, lambda stop: run(settings, stop), stop_timeout=settings.stop_timeout_seconds
+        )
 
     return command
 

@@ -3,12 +3,21 @@
 A service runs in the foreground until SIGTERM or SIGINT. The signal handler only sets an
 event; the service's own loop notices it, stops taking work, finishes what is in flight and
 returns, and the process exits 0.
+
+Each step of that stop has its own bound (the consumer's drain, the dispatcher's close, the
+publisher's confirms, a Graph or PWA call's timeout), but not their sum, and a handler thread
+still waiting on Graph kept the interpreter from exiting after them. ``StopDeadline`` is the
+one bound over all of it: ``PWASYNC_STOP_TIMEOUT_SECONDS`` after the signal the process exits
+0 whatever is left. Nothing is lost by that: an unacked delivery goes back to the broker and
+its handling is idempotent, as after a SIGKILL, only sooner than the platform's one.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +29,7 @@ from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
 from common.errors import ConfigError
 from common.health import HealthServer
-from common.logging import get_logger
+from common.logging import flush_logs, get_logger
 from common.messages import encode
 from common.pipelined_publisher import PipelinedPublisher
 from common.rabbit import MessagePublisher, RabbitConnector, ThreadLocalPublisher
@@ -163,10 +172,49 @@ def open_infrastructure(
     return infra
 
 
-def run_service(name: str, body: Callable[[threading.Event], None]) -> int:
-    """Run ``body(stop)`` with signal handling; 0 when it returns after a stop request."""
+class StopDeadline:
+    """Ends the process ``seconds`` after ``stop`` is set, if it has not exited by then.
+
+    A daemon thread, armed until the process is gone: it also cuts short the interpreter's
+    own exit, which joins every handler thread still blocked in a call. ``exit`` is
+    ``os._exit`` (no atexit handlers, no thread joins); tests pass their own."""
+
+    def __init__(
+        self,
+        stop: threading.Event,
+        seconds: float,
+        service: str,
+        *,
+        exit: Callable[[int], None] = os._exit,
+    ) -> None:
+        self._stop, self._seconds, self._service, self._exit = stop, seconds, service, exit
+        self._thread = threading.Thread(target=self._watch, name="stop-deadline", daemon=True)
+
+    def start(self) -> StopDeadline:
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        self._stop.wait()
+        time.sleep(self._seconds)
+        log.error(
+            "stop timeout reached; exiting with work unfinished (the broker redelivers it)",
+            service=self._service,
+            stop_timeout_seconds=self._seconds,
+            threads_left=[t.name for t in threading.enumerate() if not t.daemon],
+        )
+        flush_logs()
+        self._exit(0)
+
+
+def run_service(
+    name: str, body: Callable[[threading.Event], None], *, stop_timeout: float = 25.0
+) -> int:
+    """Run ``body(stop)`` with signal handling; 0 when it returns after a stop request, and
+    0 at the latest ``stop_timeout`` seconds after the request (``StopDeadline``)."""
     stop = threading.Event()
     install_stop_handlers(stop)
+    StopDeadline(stop, stop_timeout, name).start()
     log.info("service starting", service=name)
     body(stop)
     log.info("service stopped", service=name)

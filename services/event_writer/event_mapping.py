@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 from tzlocal.windows_tz import tz_win
 
 from common.errors import BadMessage
+from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import TaskChanged
 from services.event_writer.ordering import order_key
 
@@ -68,6 +69,8 @@ class EventRules:
     all_day: AllDay = "false"
     reminder_minutes: int | None = 15  # None: no reminder
     category: str = "Project task"
+    # Which addresses may receive events at all (PWASYNC_MAILBOX_DOMAINS, common/mailboxes).
+    mailboxes: MailboxPolicy = ANY_MAILBOX
 
 
 def task_key(scenario: str, task_id: UUID) -> str:

@@ -105,7 +105,7 @@ def desired_events(
     task: TaskChanged, rules: EventRules, now: datetime
 ) -> tuple[list[DesiredEvent], list[AssigneeFailure]]:
     """The events the message asks for, one per mailbox, and the assignees who cannot have
-    one (no e-mail address)."""
+    one (no e-mail address, or one ``rules.mailboxes`` refuses)."""
     if task.change == "remove":
         return [], []
     content = event_mapping.event_content(task, rules)
@@ -121,6 +121,19 @@ def desired_events(
                     mailbox=None,
                     code="NoEmailAddress",
                     reason="the resource has no e-mail address in PWA",
+                    at=now.isoformat(),
+                )
+            )
+            continue
+        refused = rules.mailboxes.refusal(assignee.email)
+        if refused is not None:
+            failures.append(
+                AssigneeFailure(
+                    resource_id=assignee.resource_id,
+                    assignee=assignee.name,
+                    mailbox=assignee.email.strip(),
+                    code=refused.failure_code,
+                    reason=refused.reason,
                     at=now.isoformat(),
                 )
             )

@@ -17,6 +17,7 @@ import structlog
 from common.http import new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
+from common.mailboxes import MailboxPolicy
 from common.messages import TransferSucceeded
 from common.run_events import RunEvents
 from common.settings import Settings
@@ -42,6 +43,7 @@ def event_rules(settings: Settings) -> EventRules:
         all_day=settings.event_all_day,
         reminder_minutes=settings.event_reminder,
         category=settings.event_category,
+        mailboxes=MailboxPolicy.from_settings(settings),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from common.http import new_http_client
+from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged
 from common.redis_store import Keys, connect_redis
 from common.settings import Settings
@@ -81,6 +82,7 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
                 state=ReadOnlyPollerState(PollerState(client, keys, url)),
                 pwa_zone=settings.pwa_zone,
                 site_url=settings.pwa_url,
+                mailboxes=MailboxPolicy.from_settings(settings),
                 deletion_guard=DeletionGuard(
                     settings.deletion_guard_percent, settings.deletion_guard_min_tasks
                 ),

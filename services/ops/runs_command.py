@@ -49,6 +49,8 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         projects, tasks = run.get("projects", {}), run.get("tasks", {})
         notes = [f"{reason} {count}" for reason, count in sorted(tasks.get("skipped", {}).items())]
+        refused = run.get("assignees", {}).get("refused", {})
+        notes.extend(f"assignees refused: {code} {n}" for code, n in sorted(refused.items()))
         if tasks.get("removals_held"):
             notes.append(f"REMOVALS HELD {tasks['removals_held']} (deletion guard)")
         if run.get("full"):

@@ -149,23 +149,9 @@ def _field_lines(settings: Settings, pwa: PwaHttp, *, reported_needed: bool) -> 
         task_entity = client.task_entity_id()
         field = client.check(name, task_entity, projectdata=reported_needed)
         reported = field.ok and (not reported_needed or client.reported_in_projectdata(name))
-        can_manage = client.can_manage_fields()
     except PwasyncError as exc:
         return [CheckLine("enterprise custom fields", False, str(exc))]
-    lines = []
-    if can_manage:
-        lines.append(CheckLine(f"permission {PERMISSION_FIELDS!r}", True, "granted"))
-    else:
-        lines.append(
-            CheckLine(
-                f"permission {PERMISSION_FIELDS!r}",
-                field.ok,
-                "not granted; not needed while the flag field exists"
-                if field.ok
-                else "not granted, and the flag field is missing: `pwasync fields create` "
-                "cannot create it; grant the permission or create the field in PWA",
-            )
-        )
+    lines = [_field_permission_line(field.ok)]
     detail = (
         field.detail
         if not field.ok or reported
@@ -176,6 +162,20 @@ def _field_lines(settings: Settings, pwa: PwaHttp, *, reported_needed: bool) -> 
     )
     lines.append(CheckLine(f"flag field {name!r} (Task, Flag)", reported, detail))
     return lines
+
+
+def _field_permission_line(field_exists: bool) -> CheckLine:
+    """The permission is not read: neither REST API exposes a user's Project Server global
+    permissions, and asking CustomFields/Add to refuse a field would create a real one on a
+    server that validates before it checks permissions. Only `fields create` needs it, and
+    says so when it is refused."""
+    return CheckLine(
+        f"permission {PERMISSION_FIELDS!r}",
+        True,
+        "not checked; not needed while the flag field exists"
+        if field_exists
+        else "not checked; `pwasync fields create` needs it to create the missing field",
+    )
 
 
 def _reachable(http: httpx.Client, site_url: str) -> CheckLine:

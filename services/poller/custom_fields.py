@@ -188,23 +188,6 @@ class CustomFieldsClient:
         data = _unwrap(created)
         return str(data.get("Id", body["parameters"]["Id"]))
 
-    def can_manage_fields(self) -> bool:
-        """Whether the account may create enterprise custom fields, found out without creating
-        one: ``CustomFields/Add`` with parameters that can never make a field (no name, no
-        entity) is refused with 403 before validation without the permission, and with a
-        validation error (400) with it. (The order of the two checks on the real service is
-        not documented; a 400 is also what the sandbox answers.)"""
-        probe = {"parameters": {"Name": "", "EntityTypeId": ZERO_GUID, "FieldType": FLAG}}
-        try:
-            self._add(probe)
-        except PermanentApiError as exc:
-            if exc.status == 403:
-                return False
-            if exc.status == 400:
-                return True
-            raise
-        raise PermanentApiError("CustomFields/Add accepted a field without a name")
-
     def _add(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST CustomFields/Add (every non-GET call needs a fresh request digest)."""
         return self._http.request_json(

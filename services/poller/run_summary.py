@@ -39,6 +39,7 @@ class RunSummary:
     tasks_removed: int = 0
     removals_held: int = 0
     tasks_skipped: Counter[str] = field(default_factory=Counter)
+    assignees_refused: Counter[str] = field(default_factory=Counter)  # by refusal code
     pwa_requests: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -103,6 +104,7 @@ class RunSummary:
                 "removals_held": self.removals_held,
                 "skipped": dict(sorted(self.tasks_skipped.items())),
             },
+            "assignees": {"refused": dict(sorted(self.assignees_refused.items()))},
             "pwa_requests": self.pwa_requests,
             "errors": self.errors,
         }

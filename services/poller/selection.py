@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from uuid import UUID
 
+from common.mailboxes import ANY_MAILBOX, MailboxPolicy, Refusal
 from common.messages import within_project_dates
 from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 
@@ -47,12 +48,20 @@ class SelectedAssignee:
     resource_id: UUID
     name: str
     email: str | None
+    refused: Refusal | None = None  # the address may not receive events (common/mailboxes)
 
 
 @dataclass(frozen=True)
 class SelectedTask:
     task: TaskRow
     assignees: tuple[SelectedAssignee, ...]
+
+    @property
+    def deliverable(self) -> tuple[SelectedAssignee, ...]:
+        """The assignees the task.changed lists: all but the refused ones. An assignee left out
+        loses the event it had; a resource without an address is kept (the writer records
+        that it has none)."""
+        return tuple(a for a in self.assignees if a.refused is None)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,11 @@ class Selection:
 
     def skip_counts(self) -> Counter[str]:
         return Counter(str(s.reason) for s in self.skipped)
+
+    def refusal_counts(self) -> Counter[str]:
+        return Counter(
+            a.refused.code for s in self.selected for a in s.assignees if a.refused is not None
+        )
 
 
 def project_skip_reason(project: ProjectRow) -> SkipReason | None:
@@ -99,8 +113,10 @@ def select_tasks(
     tasks: list[TaskRow],
     assignments: list[AssignmentRow],
     resources: dict[UUID, ResourceRow],
+    mailboxes: MailboxPolicy = ANY_MAILBOX,
 ) -> Selection:
-    """Split a project's tasks into selected (with their assignees) and skipped (with why)."""
+    """Split a project's tasks into selected (with their assignees) and skipped (with why);
+    an assignee whose address ``mailboxes`` refuses carries the refusal."""
     by_task: dict[UUID, list[AssignmentRow]] = {}
     for assignment in assignments:
         by_task.setdefault(assignment.task_id, []).append(assignment)
@@ -114,12 +130,14 @@ def select_tasks(
         assignees: dict[UUID, SelectedAssignee] = {}
         for assignment in by_task.get(task.task_id, []):
             resource = resources.get(assignment.resource_id)
+            email = resource.email if resource else None
             assignees.setdefault(
                 assignment.resource_id,
                 SelectedAssignee(
                     resource_id=assignment.resource_id,
                     name=resource.name if resource else assignment.resource_name,
-                    email=resource.email if resource else None,
+                    email=email,
+                    refused=mailboxes.refusal(email) if email else None,
                 ),
             )
         ordered = tuple(sorted(assignees.values(), key=lambda a: str(a.resource_id)))

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from common.consumer import Delivery
 from common.http import new_http_client
 from common.logging import get_logger
+from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged, decode, encode
 from common.rabbit import ThreadLocalPublisher
 from common.settings import Settings
@@ -230,6 +231,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         site_url=settings.pwa_url,
         should_stop=lambda: stop.is_set() or lease_lost.is_set(),
         request_counter=lambda: pwa.requests_made,
+        mailboxes=MailboxPolicy.from_settings(settings),
         deletion_guard=DeletionGuard(
             settings.deletion_guard_percent, settings.deletion_guard_min_tasks
         ),

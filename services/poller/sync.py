@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from common import metrics
 from common.errors import Stopping
 from common.logging import get_logger
+from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import MAX_TASK_NAME, Assignee, SyncRequested, TaskChanged
 from services.poller.changes import (
     ProjectState,
@@ -91,6 +92,7 @@ class SyncRunner:
         should_stop: Callable[[], bool] = lambda: False,
         request_counter: Callable[[], int] = lambda: 0,
         deletion_guard: DeletionGuard = NO_GUARD,
+        mailboxes: MailboxPolicy = ANY_MAILBOX,
     ) -> None:
         self._scenario = scenario
         self._feed = feed
@@ -102,6 +104,7 @@ class SyncRunner:
         self._should_stop = should_stop
         self._requests = request_counter
         self._guard = deletion_guard
+        self._mailboxes = mailboxes
 
     def run(
         self,
@@ -303,9 +306,10 @@ class SyncRunner:
         missing = {a.resource_id for a in assignments} - resources.keys()
         if missing:
             resources.update((r.resource_id, r) for r in self._feed.resources(missing))
-        selection = select_tasks(tasks, assignments, resources)
+        selection = select_tasks(tasks, assignments, resources, self._mailboxes)
         self._log_skips(project, selection)
         summary.tasks_skipped.update(selection.skip_counts())
+        summary.assignees_refused.update(selection.refusal_counts())
         messages = [self._message(project, selected, revision) for selected in selection.selected]
         why_not = {s.task.task_id: str(s.reason) for s in selection.skipped}
         return messages, {**why_not, **dict.fromkeys(unreadable, UNREADABLE)}
@@ -408,9 +412,10 @@ class SyncRunner:
         self, project: ProjectRow, selected: SelectedTask, revision: datetime
     ) -> TaskChanged:
         task = selected.task
-        if not selected.assignees or not any(a.email for a in selected.assignees):
+        self._log_refusals(project, selected)
+        if not any(a.email for a in selected.deliverable):
             log.warning(
-                "flagged task has no assignee with an e-mail address; it gets no event",
+                "flagged task has no assignee with a usable e-mail address; it gets no event",
                 task_id=str(task.task_id),
                 task=task.name,
                 project=project.name,
@@ -428,11 +433,25 @@ class SyncRunner:
             timezone=str(self._zone.key),
             assignees=[
                 Assignee(resource_id=a.resource_id, name=a.name, email=a.email)
-                for a in selected.assignees
+                for a in selected.deliverable
             ],
             task_url=project_url(self._site_url, project.project_id),
             revision=revision,
         )
+
+    def _log_refusals(self, project: ProjectRow, selected: SelectedTask) -> None:
+        for assignee in selected.assignees:
+            if assignee.refused is not None:
+                log.warning(
+                    "assignee's e-mail address may not receive events; left out",
+                    task_id=str(selected.task.task_id),
+                    task=selected.task.name,
+                    project=project.name,
+                    resource_id=str(assignee.resource_id),
+                    assignee=assignee.name,
+                    reason=assignee.refused.code,
+                    detail=assignee.refused.reason,
+                )
 
     def _log_skips(self, project: ProjectRow, selection: Selection) -> None:
         for skipped in selection.skipped:

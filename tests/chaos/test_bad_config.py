@@ -31,6 +31,7 @@ BASE = {
     "PWASYNC_GRAPH_CLIENT_ID": "5fec62be-79ea-532e-94e6-bf96df4586bd",
     "PWASYNC_GRAPH_CLIENT_SECRET": PASSWORD,
     "PWASYNC_AUTHORITY_HOST": "https://127.0.0.1:2",
+    "PWASYNC_AUTHORITY_HOST_TRUSTED": "true",
 }
 NOT_PEM = str(Path(__file__))  # a readable file that is neither a CA nor a key
 

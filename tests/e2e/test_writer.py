@@ -204,3 +204,34 @@ def test_sigterm_finishes_in_flight_work_and_exits_0_within_ten_seconds(
         assert pipeline.stop_all() == {"writer-2": 0}
     finally:
         pipeline.close()
+
+
+def test_sigterm_while_graph_hangs_exits_0_within_the_stop_timeout(
+    tmp_path, amqp_url, redis_url, scenario
+):
+    # Issue 11, item 19: the drains (consumer twice, dispatcher, publisher) each had a bound,
+    # but not their sum, and handler threads waiting on Graph kept the process alive after them.
+    pipeline = Pipeline(tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario)
+    try:
+        mailboxes = pipeline.client.generate(projects=1, tasks_per_project=1, mailboxes=5)[
+            "mailboxes"
+        ]
+        tasks = tasks_for(scenario, mailboxes, 400)
+        publish(amqp_url, scenario, tasks)
+        writer = pipeline.start("writer-1", {"PWASYNC_STOP_TIMEOUT_SECONDS": "6"})
+        assert wait_for(lambda: len(pipeline.event_keys()) >= 20, timeout=60)
+        pipeline.client.config(graph_latency_ms=60_000)  # every Graph call now hangs
+        time.sleep(2)
+        started = time.monotonic()
+        assert writer.terminate(timeout=90) == 0
+        elapsed = time.monotonic() - started
+        del pipeline.services["writer-1"]
+        assert elapsed < 6 + 2, f"stopped after {elapsed:.1f} s"
+        lines = pipeline.log_lines("writer-1")
+        assert any(line.get("event", "").startswith("stop timeout") for line in lines)
+        pipeline.client.config(graph_latency_ms=0)
+        pipeline.start("writer-2")  # what was cut short is redelivered, nothing twice
+        assert wait_for(lambda: exact(pipeline, expected_keys(tasks)), timeout=180)
+        assert pipeline.stop_all() == {"writer-2": 0}
+    finally:
+        pipeline.close()

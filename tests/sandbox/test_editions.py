@@ -9,6 +9,7 @@ import httpx
 import pytest
 from dotenv import dotenv_values
 
+from common.settings import load_settings
 from sandbox.client import SandboxClient, read_env_file
 from services.launcher import start_sandbox as launch
 from tests.sandbox.conftest import RunningSandbox, TokenFactory
@@ -46,6 +47,17 @@ def test_the_se_settings_file(sandbox_se: RunningSandbox) -> None:
     assert read_env_file(path)["PWASYNC_PWA_USERNAME"] == "CONTOSO\\svc-pwasync"
     assert dotenv_values(path)["PWASYNC_PWA_USERNAME"] == "CONTOSO\\svc-pwasync"
     assert "PWASYNC_PWA_USERNAME=CONTOSO\\svc-pwasync\n" in path.read_text()
+
+
+def test_the_settings_file_trusts_its_sign_in_host_and_names_graphs_resource(
+    sandbox: RunningSandbox,
+) -> None:
+    # The product refuses a sign-in host that is not Microsoft's unless told it is trusted, and
+    # asks for a token whose audience is the Graph URL's origin unless told the resource.
+    settings = load_settings(sandbox.settings)
+    assert settings.authority_host == sandbox.url and settings.authority_host_trusted
+    assert settings.graph_url == f"{sandbox.url}/v1.0"
+    assert settings.graph_scope == "https://graph.microsoft.com/.default"
 
 
 def test_the_online_settings_file_is_as_before(sandbox: RunningSandbox) -> None:

@@ -61,3 +61,19 @@ def test_secrets_never_reach_the_output():
 
 def test_redact_text_keeps_ordinary_text():
     assert redact_text("task Pack & label moved") == "task Pack & label moved"
+
+
+def test_redact_text_removes_every_url_password_form():
+    # compose's Redis URL has a password and no user; the Sentinel form lists several hosts.
+    cases = {
+        "redis://:s3cret@redis:6379/0": "redis://:[redacted]@redis:6379/0",
+        "rediss://default:s3cret@cache:6380": "rediss://default:[redacted]@cache:6380",
+        "redis+sentinel://:s3cret@s1:26379,s2:26379/mymaster/0": (
+            "redis+sentinel://:[redacted]@s1:26379,s2:26379/mymaster/0"
+        ),
+        "amqp://a:s3cret@n1/,amqp://b:s3cret@n2/": (
+            "amqp://a:[redacted]@n1/,amqp://b:[redacted]@n2/"
+        ),
+    }
+    for text, expected in cases.items():
+        assert redact_text(f"connect to {text} failed") == f"connect to {expected} failed"

@@ -1,6 +1,7 @@
 import uuid
 from datetime import datetime
 
+from common.mailboxes import MailboxPolicy
 from services.poller.selection import SkipReason, project_skip_reason, select_tasks
 from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
 
@@ -86,3 +87,26 @@ def test_master_templates_and_admin_projects_are_skipped_whole():
     assert project_skip_reason(project(6)) is SkipReason.MASTER_PROJECT
     assert project_skip_reason(project(1)) is SkipReason.TEMPLATE_PROJECT
     assert project_skip_reason(project(7)) is SkipReason.ADMINISTRATIVE_PROJECT
+
+
+def test_an_assignee_whose_address_may_not_receive_events_is_refused_with_the_reason():
+    leaf = task("leaf")
+    alice, mallory, typo, nobody = (uuid.uuid4() for _ in range(4))
+    assignments = [AssignmentRow(leaf.task_id, r, "x") for r in (alice, mallory, typo, nobody)]
+    resources = {
+        alice: ResourceRow(alice, "Alice", "alice@contoso.com"),
+        mallory: ResourceRow(mallory, "Mallory", "mallory@outside.example"),
+        typo: ResourceRow(typo, "Typo", "typo@contoso,com"),
+        nobody: ResourceRow(nobody, "Crane", None),
+    }
+    policy = MailboxPolicy(frozenset({"contoso.com"}))
+    selection = select_tasks([leaf], assignments, resources, mailboxes=policy)
+    [selected] = selection.selected
+    refused = {a.resource_id: a.refused.code for a in selected.assignees if a.refused}
+    assert refused == {mallory: "mailbox_domain_not_allowed", typo: "invalid_email_address"}
+    # Only those that may receive events keep their address for the writer.
+    assert {a.resource_id for a in selected.deliverable} == {alice, nobody}
+    assert selection.refusal_counts() == {
+        "mailbox_domain_not_allowed": 1,
+        "invalid_email_address": 1,
+    }

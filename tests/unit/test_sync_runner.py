@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from common.errors import Stopping
+from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import SyncRequested
 from services.poller.changes import ProjectState
 from services.poller.deletion_guard import DeletionGuard
@@ -145,7 +146,7 @@ def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours
     )
 
 
-def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW):
+def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW, mailboxes=ANY_MAILBOX):
     return SyncRunner(
         scenario="acme",
         feed=feed,
@@ -156,6 +157,7 @@ def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW):
         clock=lambda: now,
         should_stop=(stop or threading.Event()).is_set,
         deletion_guard=guard,
+        mailboxes=mailboxes,
     )
 
 
@@ -538,3 +540,33 @@ def test_a_run_cut_short_by_a_stop_request_is_recorded_as_interrupted():
     with pytest.raises(Stopping):
         sync(feed, state, [])
     assert state.runs[-1]["status"] == "interrupted"
+
+
+def test_an_assignee_outside_the_allowed_domains_gets_no_event_and_the_run_says_why():
+    feed, state, published = FakeFeed(), MemoryState(), []
+    alice, mallory = uuid.uuid4(), uuid.uuid4()
+    feed.resource_rows[alice] = ResourceRow(alice, "Alice", "alice@contoso.com")
+    feed.resource_rows[mallory] = ResourceRow(mallory, "Mallory", "mallory@outside.example")
+    task_id = uuid.uuid4()
+    feed.add_project(
+        "p",
+        datetime(2026, 11, 24, 9),
+        tasks=[leaf("a", task_id)],
+        assignments=[AssignmentRow(task_id, r, "x") for r in (alice, mallory)],
+    )
+    sync(feed, state, published)  # no allow-list yet: both get an event
+    assert sorted(a.email for a in published[-1].assignees) == [
+        "alice@contoso.com",
+        "mallory@outside.example",
+    ]
+    assert state.runs[-1]["assignees"] == {"refused": {}}
+
+    contoso = MailboxPolicy(frozenset({"contoso.com"}))
+    published.clear()
+    runner(feed, state, published, mailboxes=contoso).run(SyncRequested(scenario="acme", full=True))
+
+    # The allow-list changed the task's content: --full sends it again, without Mallory, whose
+    # event the writer then removes; the run summary counts the refusal by its reason.
+    [message] = published
+    assert [a.email for a in message.assignees] == ["alice@contoso.com"]
+    assert state.runs[-1]["assignees"] == {"refused": {"mailbox_domain_not_allowed": 1}}

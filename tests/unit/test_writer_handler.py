@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from common.errors import Contended, PermanentError, RetryableApiError, RetryableError
+from common.mailboxes import MailboxPolicy
 from common.messages import Assignee, TaskChanged
+from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
 from tests.unit.fakes import FakeGraph, MemoryTaskStore
@@ -359,3 +361,27 @@ def test_a_dirty_task_stays_dirty_until_a_handling_resolves_the_doubt(world):
     world.handle(task(ASSIGNEES[:1]))
     assert len(world.events(A_BOX)) == 2  # the first task's event and this one: no duplicate
     assert world.store.dirty[TASK] is False
+
+
+def test_a_message_naming_a_mailbox_outside_the_allowed_domains_writes_nothing_there():
+    # The poller leaves such assignees out; a message from elsewhere (a dead letter replayed
+    # after the allow-list was set, one published by hand) is refused here too.
+    outside = "mallory@outside.example"
+    world = World()
+    world.graph = FakeGraph([A_BOX, B_BOX, outside])
+    world.handler = TaskChangedHandler(
+        store=world.store,
+        submit=world.graph.submit,
+        publish_transfer=world.transfers.append,
+        rules=EventRules(mailboxes=MailboxPolicy(frozenset({"contoso.com"}))),
+        clock=lambda: NOW,
+        lease_wait_seconds=0.05,
+    )
+    mallory = Assignee(resource_id=uuid.uuid4(), name="Mallory", email=outside)
+    typo = Assignee(resource_id=uuid.uuid4(), name="Typo", email="typo@contoso,com")
+    world.handle(task([*ASSIGNEES, mallory, typo]))
+    assert world.events(outside) == [] and len(world.events()) == 2
+    failures = {f.assignee: f for f in world.store.failures[TASK]}
+    assert failures["Mallory"].code == "MailboxDomainNotAllowed"
+    assert failures["Mallory"].mailbox == outside
+    assert failures["Typo"].code == "InvalidEmailAddress"
