@@ -110,10 +110,10 @@ class Settings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
     ):  # noqa: ANN001
-        # NAME_FILE sits between the environment and .env: both NAME and NAME_FILE set is
-        # refused anyway, so the order only matters against a NAME in .env.
+        # NAME_FILE before NAME: a non-empty NAME beside it is refused, so it wins only over
+        # an empty NAME (compose.yaml blanks the secrets a service must not get from .env).
         files = _SecretFilesSource(settings_cls)
-        return (init_settings, env_settings, files, dotenv_settings, file_secret_settings)
+        return (init_settings, files, env_settings, dotenv_settings, file_secret_settings)
 
     # --- validation of single values -------------------------------------------------------
 
@@ -399,8 +399,8 @@ def secret_file_values(environ: dict[str, str]) -> dict[str, str]:
     """The secret settings that ``environ`` gives as ``NAME_FILE``, read from their files.
 
     One trailing line break is dropped (``echo value > file`` adds it; a Kubernetes Secret made
-    from such a file keeps it). NAME and NAME_FILE together are refused rather than one silently
-    winning. Errors name the variable, never the file's content.
+    from such a file keeps it). A non-empty NAME beside NAME_FILE is refused rather than one
+    silently winning. Errors name the variable, never the file's content.
     """
     values = {}
     for name in SECRET_SETTINGS:
@@ -408,7 +408,7 @@ def secret_file_values(environ: dict[str, str]) -> dict[str, str]:
         path = environ.get(variable + FILE_SUFFIX)
         if path is None:
             continue
-        if environ.get(variable) is not None:
+        if environ.get(variable):  # empty is unset, as for every secret
             raise ConfigError(f"{variable} and {variable}{FILE_SUFFIX} are both set; set one")
         try:
             text = Path(path).read_text(encoding="utf-8")

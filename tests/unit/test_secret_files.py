@@ -40,7 +40,7 @@ def test_a_secret_file_is_read_from_the_process_environment(tmp_path, monkeypatc
     secret.write_text("from-a-mounted-secret")
     monkeypatch.chdir(tmp_path)  # no .env of the checkout
     monkeypatch.setenv("PWASYNC_GRAPH_CLIENT_SECRET_FILE", str(secret))
-    monkeypatch.delenv("PWASYNC_GRAPH_CLIENT_SECRET", raising=False)
+    monkeypatch.setenv("PWASYNC_GRAPH_CLIENT_SECRET", "")  # blanked, as compose.yaml does
     settings = load_settings()
     assert settings.graph_client_secret.get_secret_value() == "from-a-mounted-secret"
 
@@ -62,6 +62,16 @@ def test_name_and_name_file_together_are_refused(tmp_path):
     message = str(caught.value)
     assert "PWASYNC_PWA_PASSWORD" in message and "PWASYNC_PWA_PASSWORD_FILE" in message
     assert "one-value" not in message and "other-value" not in message
+
+
+def test_an_empty_name_beside_name_file_is_no_conflict(tmp_path):
+    # compose.yaml blanks every secret variable that .env might hold, then gives the file.
+    secret = tmp_path / "graph"
+    secret.write_text("from-the-file")
+    settings = load_settings(
+        {"PWASYNC_GRAPH_CLIENT_SECRET": "", "PWASYNC_GRAPH_CLIENT_SECRET_FILE": str(secret)}
+    )
+    assert settings.graph_client_secret.get_secret_value() == "from-the-file"
 
 
 def test_an_unreadable_secret_file_is_one_line_naming_the_variable(tmp_path):
