@@ -16,6 +16,7 @@ import redis
 import structlog
 from pydantic import BaseModel
 
+from common import metrics
 from common.consumer import Consumer, Handler
 from common.errors import ConfigError
 from common.health import HealthServer
@@ -144,6 +145,7 @@ def open_infrastructure(
         redis_url=redis_url,
         keys=Keys(settings.scenario),
     )
+    metrics.ENDPOINT_LIMIT.set(settings.endpoint_limit)  # usage against it on the dashboard
     # Probes answer while the service waits for its dependencies: alive, not ready.
     infra.serve_health(settings.http_port)
     wait_for_redis(client, redis_url, stop)
