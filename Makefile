@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast chaos bench bench-poller bench-receiver lint format validate-compose clean
+.PHONY: demo test test-fast chaos bench bench-poller bench-receiver lint format validate-compose validate-deploy clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pwasync needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -40,6 +40,11 @@ bench-receiver: $(STAMP)
 # (marker `chaos`, left out of `make test`), then the table of each run's end state.
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -m "" -p no:cacheprovider
+
+# The Kubernetes manifests (offline schemas, KEDA's CRDs in the repository), compose's secrets,
+# the alert rules (promtool check and test) and the dashboard. Also part of `make test`.
+validate-deploy: $(STAMP)
+	$(BIN)/pytest tests/deploy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,6 +91,7 @@ class Consumer:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         drain_seconds: float = 8.0,
         on_decision: Callable[[Delivery, Decision], None] | None = None,
+        depth_sample_seconds: float = 15.0,
     ) -> None:
         self._connector = connector
         self._topology = topology
@@ -101,6 +102,7 @@ class Consumer:
         self._max_attempts = max_attempts
         self._drain_seconds = drain_seconds
         self._on_decision = on_decision
+        self._depth_sample_seconds = depth_sample_seconds
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="handler")
         self._inflight = 0
         self._state_lock = threading.Lock()  # guards the in-flight count and what follows
@@ -168,9 +170,13 @@ class Consumer:
             )
             self.connected.set()
             log.info("consuming", queue=self._queue.name, prefetch=self._concurrency)
+            next_sample = time.monotonic()
             while not stop.is_set():
                 connection.process_data_events(time_limit=0.25)
                 self._heartbeat = time.monotonic()
+                if self._heartbeat >= next_sample:
+                    self._sample_depths(channel)
+                    next_sample = time.monotonic() + self._depth_sample_seconds
             # Orderly stop: no new deliveries, finish and ack what is in flight, then close.
             channel.basic_cancel(tag)
             deadline = time.monotonic() + self._drain_seconds
@@ -188,6 +194,18 @@ class Consumer:
             if connection.is_open:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     connection.close()
+
+    def _sample_depths(self, channel: BlockingChannel) -> None:
+        """Ready messages of the work queue and its dead letters, and what this process holds:
+        the metrics behind the "no progress" and "dead letters" alerts (deploy/prometheus).
+        A passive declare on the consuming channel: the queues exist (declared above)."""
+        for name in (self._queue.name, self._queue.dead_letter_queue):
+            try:
+                result = channel.queue_declare(name, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:  # deleted under us
+                raise ServiceUnavailable(f"queue {name}: {exc.reply_text}") from None
+            metrics.QUEUE_MESSAGES.labels(name).set(result.method.message_count)
+        metrics.MESSAGES_IN_FLIGHT.labels(self._queue.name).set(self._inflight_count())
 
     def _on_message(
         self,

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import msal
 
+from common import metrics
 from common.errors import AuthenticationError, ConfigError, RetryableApiError
 from common.http import transport_errors
 from common.logging import get_logger
@@ -249,6 +250,21 @@ class PwaStoredTokens:
         return [f"{origin.scheme}://{origin.netloc}/.default"]
 
     def token(self) -> str:
+        """An access token; every outcome is counted for the "run pwasync connect" alert."""
+        try:
+            token = self._token()
+        except (AuthenticationError, ConfigError) as exc:
+            # Gone, revoked or expired, or a stored sign-in the key cannot read (token_cache).
+            outcome = "reconnect_required" if "pwasync connect" in str(exc) else "failed"
+            metrics.PWA_SIGN_INS.labels(outcome).inc()
+            raise
+        except Exception:
+            metrics.PWA_SIGN_INS.labels("failed").inc()
+            raise
+        metrics.PWA_SIGN_INS.labels("ok").inc()
+        return token
+
+    def _token(self) -> str:
         with self._lock:
             self._reload()
             accounts = self._app.get_accounts()

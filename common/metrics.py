@@ -77,3 +77,46 @@ RECEIVER_CALL_TO_REQUEST_SECONDS = Histogram(
     "Time from a publish call's arrival to the confirmed sync request that answers it.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+
+# --- issue 15: what the dashboard and the alert rules (deploy/) need --------------------------
+
+QUEUE_MESSAGES = Gauge(
+    "pwasync_queue_messages",
+    "Ready messages in a queue (a service's work queue and its dead-letter queue), sampled "
+    "every 15 s by each consumer of the work queue; take max by queue over replicas.",
+    ["queue"],
+)
+MESSAGES_IN_FLIGHT = Gauge(
+    "pwasync_messages_in_flight",
+    "Deliveries this process has taken from the queue and not settled yet.",
+    ["queue"],
+)
+SYNC_RUNS = Counter(
+    "pwasync_sync_runs_total",
+    "Sync runs finished, by status (succeeded, failed, interrupted).",
+    ["status"],
+)
+LAST_SUCCESSFUL_SYNC = Gauge(
+    "pwasync_last_successful_sync_timestamp_seconds",
+    "Unix time at which the newest successful sync run of the scenario finished (read from "
+    "the run history in Redis at scrape time, so every poller replica agrees); the poller's "
+    "start while the history holds no successful run.",
+)
+SYNC_SCHEDULE_INTERVAL = Gauge(
+    "pwasync_sync_schedule_interval_seconds",
+    "Longest time between two scheduled sync runs (PWASYNC_SCHEDULE); 0 for on_demand.",
+)
+DELETION_GUARD_ALARM = Gauge(
+    "pwasync_deletion_guard_alarm",
+    "1 while the deletion guard holds removals back (the alarm in Redis, read at scrape time).",
+)
+PWA_SIGN_INS = Counter(
+    "pwasync_pwa_sign_ins_total",
+    "Tokens obtained from the stored PWA sign-in (oauth), by outcome: ok, reconnect_required "
+    "(only `pwasync connect` can fix it), failed (anything else).",
+    ["outcome"],
+)
+ENDPOINT_LIMIT = Gauge(
+    "pwasync_endpoint_limit",
+    "PWASYNC_ENDPOINT_LIMIT as this process sees it; 0 = no limit.",
+)

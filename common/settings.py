@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives import serialization
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.errors import ConfigError
 from common.mailboxes import is_domain
@@ -141,6 +142,15 @@ class Settings(BaseSettings):
     # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
     # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
     mailbox_domains: str = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):  # noqa: ANN001
+        # NAME_FILE before NAME: a non-empty NAME beside it is refused, so it wins only over
+        # an empty NAME (compose.yaml blanks the secrets a service must not get from .env).
+        files = _SecretFilesSource(settings_cls)
+        return (init_settings, files, env_settings, dotenv_settings, file_secret_settings)
 
     # --- validation of single values -------------------------------------------------------
 
@@ -412,6 +422,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             for key, value in environ.items()
             if key.startswith(ENV_PREFIX)
         }
+        kwargs.update(secret_file_values(environ))
         kwargs["_env_file"] = None
     try:
         if environ is not None:
@@ -425,6 +436,7 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     """``PWASYNC_*`` names in the environment that no setting reads (typos, usually)."""
     environ = dict(os.environ) if environ is None else environ
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= {ENV_PREFIX + name.upper() + FILE_SUFFIX for name in SECRET_SETTINGS}
     return sorted(
         name
         for name in environ
@@ -475,3 +487,58 @@ def _describe(exc: ValidationError) -> str:
             continue
         problems.append(f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}")
     return "; ".join(problems)
+
+
+# --- secrets from files ----------------------------------------------------------------------
+
+#: ``PWASYNC_<NAME>_FILE`` names a file holding the value of the secret setting ``NAME``: the
+#: Docker and Kubernetes secrets convention, so a secret need not sit in the environment (where
+#: ``docker inspect``, ``/proc/PID/environ`` and every child process can read it).
+FILE_SUFFIX = "_FILE"
+
+#: The secret settings (every ``SecretStr`` field): each also accepts ``NAME_FILE``. Derived
+#: from the model, so a secret added later is covered without being listed here.
+SECRET_SETTINGS: tuple[str, ...] = tuple(
+    name
+    for name, info in Settings.model_fields.items()
+    if info.annotation is SecretStr or SecretStr in getattr(info.annotation, "__args__", ())
+)
+
+
+def secret_file_values(environ: dict[str, str]) -> dict[str, str]:
+    """The secret settings that ``environ`` gives as ``NAME_FILE``, read from their files.
+
+    One trailing line break is dropped (``echo value > file`` adds it; a Kubernetes Secret made
+    from such a file keeps it). A non-empty NAME beside NAME_FILE is refused rather than one
+    silently winning. Errors name the variable, never the file's content.
+    """
+    values = {}
+    for name in SECRET_SETTINGS:
+        variable = ENV_PREFIX + name.upper()
+        path = environ.get(variable + FILE_SUFFIX)
+        if path is None:
+            continue
+        if environ.get(variable):  # empty is unset, as for every secret
+            raise ConfigError(f"{variable} and {variable}{FILE_SUFFIX} are both set; set one")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"{variable}{FILE_SUFFIX}: names no readable file") from None
+        values[name] = text.removesuffix("\n").removesuffix("\r")
+    return values
+
+
+class _SecretFilesSource(PydanticBaseSettingsSource):
+    """pydantic-settings source for ``NAME_FILE``, from the environment and the ``.env`` file."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every secret at once
+
+    def __call__(self) -> dict[str, Any]:
+        env_file = self.config.get("env_file")
+        environ: dict[str, str] = {}
+        if isinstance(env_file, str) and Path(env_file).is_file():
+            dotenv = dotenv_values(env_file, encoding=self.config.get("env_file_encoding"))
+            environ.update({k: v for k, v in dotenv.items() if v is not None})
+        environ.update(os.environ)
+        return secret_file_values(environ)

@@ -25,6 +25,7 @@ import redis
 import structlog
 from pydantic import BaseModel
 
+from common import metrics
 from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
 from common.errors import ConfigError
@@ -166,6 +167,7 @@ def open_infrastructure(
         redis_url=redis_url,
         keys=Keys(settings.scenario),
     )
+    metrics.ENDPOINT_LIMIT.set(settings.endpoint_limit)  # usage against it on the dashboard
     # Probes answer while the service waits for its dependencies: alive, not ready.
     infra.serve_health(settings.http_port)
     wait_for_redis(client, redis_url, stop)

@@ -25,6 +25,7 @@ from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
 from services.poller.connection import open_pwa, token_store
 from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
 from services.poller.deletion_guard import DeletionGuard
+from services.poller.observed import observe_poller_state
 from services.poller.pwa_api import PwaSource
 from services.poller.pwa_time import to_pwa_wall_clock
 from services.poller.state import PollerState
@@ -197,6 +198,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     assert settings.pwa_url is not None
     infra = open_infrastructure(settings, "poller", stop)
     state = PollerState(infra.redis, infra.keys, infra.redis_url)
+    observe_poller_state(state, settings.parsed_schedule)
     # Without PWASYNC_SYNC_START, "the first run's time", less the overlap that covers a PWA
     # clock running behind ours (a publish just after this start must not count as old data).
     start = settings.sync_start or datetime.now(UTC) - timedelta(

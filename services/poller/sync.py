@@ -481,6 +481,7 @@ def _request_fields(request: SyncRequested) -> dict[str, object]:
 
 
 def _observe(summary: RunSummary, record: dict[str, object]) -> None:
+    metrics.SYNC_RUNS.labels(summary.status).inc()
     if record.get("duration_seconds") is not None:
         metrics.POLL_SECONDS.observe(float(record["duration_seconds"]))  # type: ignore[arg-type]
     for outcome, count in (
