@@ -58,9 +58,9 @@ class HeldTaskReleaser:
         self._publish = publish
 
     def release_once(self) -> int:
-        bodies = self._ledger.release_held(self._limit)
-        for body in bodies:
-            self._publish(body.encode("utf-8"))
+        bodies = self._ledger.release_held(
+            self._limit, lambda body: self._publish(body.encode("utf-8"))
+        )
         if bodies:
             log.info("held tasks released", count=len(bodies), limit=self._limit)
         return len(bodies)
