@@ -27,6 +27,7 @@ Key expiries are only garbage collection: decisions compare the stored times the
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from uuid import UUID
 
 import redis
 
+from common.errors import ServiceUnavailable
 from common.redis_store import Keys, redis_errors
 
 WINDOW = timedelta(days=30)
@@ -44,6 +46,10 @@ CLAIM_LEASE = timedelta(minutes=15)
 #: A held task whose release did not finish (its body not confirmed, the ledger gone) is
 #: released again after this: twice the releaser's interval, far above one round's publishes.
 RELEASE_AGAIN_AFTER = timedelta(seconds=60)
+#: How long an allocation waits for a replica to hold it before its transfer is acked.
+REPLICA_WAIT = timedelta(seconds=2)
+#: How often the ledger asks Redis how many replicas it has.
+REPLICAS_CHECK_SECONDS = 10.0
 #: Days of allocation history kept for `pwasync usage`.
 HISTORY_DAYS = 30
 
@@ -172,6 +178,30 @@ return 1
 """
 
 
+class ReplicaCount:
+    """How many replicas the Redis primary has now (``INFO replication``), asked at most every
+    ``REPLICAS_CHECK_SECONDS``. With none, there is nothing to wait for (WAIT would block until
+    its timeout); a replica that joins is waited for within seconds."""
+
+    def __init__(
+        self, client: redis.Redis, redis_url: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._redis = client
+        self._url = redis_url
+        self._clock = clock
+        self._count = 0
+        self._asked_at: float | None = None
+
+    def connected(self) -> int:
+        now = self._clock()
+        if self._asked_at is None or now - self._asked_at >= REPLICAS_CHECK_SECONDS:
+            with redis_errors(self._url):
+                info = self._redis.info("replication")
+            self._count = int(info.get("connected_slaves", 0))
+            self._asked_at = now
+        return self._count
+
+
 class EndpointLedger:
     def __init__(
         self,
@@ -181,12 +211,14 @@ class EndpointLedger:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         window: timedelta = WINDOW,
+        replica_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
         self._clock = clock
         self._window = window
+        self._replicas = ReplicaCount(client, redis_url, clock=replica_clock)
         self._allocate = client.register_script(_ALLOCATE)
         self._claim = client.register_script(_CLAIM)
         self._reserve_held = client.register_script(_RESERVE_HELD)
@@ -206,8 +238,11 @@ class EndpointLedger:
             }
         )
         day_key = self._keys.ledger_day(transferred_at.astimezone(UTC).date().isoformat())
+        replicas = self._replicas.connected()
         with redis_errors(self._url):
-            result = self._allocate(
+            # The script and WAIT on one connection (WAIT waits for that connection's writes).
+            pipe = self._redis.pipeline(transaction=False)
+            self._allocate(
                 keys=[
                     self._keys.endpoint(task_id),
                     self._keys.ledger_endpoints,
@@ -224,8 +259,20 @@ class EndpointLedger:
                     _ms(self._clock()),
                     int(timedelta(days=HISTORY_DAYS + 2).total_seconds()),
                 ],
+                client=pipe,
             )
-        return int(result) == 1
+            if replicas:
+                pipe.wait(1, _ms_duration(REPLICA_WAIT))
+            answers = pipe.execute()
+        if replicas and int(answers[1]) < 1:
+            # Acked now, the transfer would be gone with an allocation that only the primary
+            # has: a failover to a replica would lose it. Retried, the script allocates nothing
+            # twice, and WAIT asks again.
+            seconds = REPLICA_WAIT.total_seconds()
+            raise ServiceUnavailable(
+                f"no Redis replica confirmed the allocation within {seconds:g} s"
+            )
+        return int(answers[0]) == 1
 
     def release_held(
         self, limit: int, publish: Callable[[str], None], *, most: int = 100
