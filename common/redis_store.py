@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.exceptions
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from common.errors import ServiceUnavailable
@@ -32,9 +32,51 @@ def redis_address(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 6379}"
 
 
+#: Commands that change nothing in Redis. Only these are sent again when their reply was lost
+#: (a timeout, a connection that died after the request went out): any other command may have
+#: run already, and running a script, INCR, RPUSH or a MULTI twice counts or queues twice.
+_NO_EFFECT = frozenset(
+    {
+        "DBSIZE", "ECHO", "EXISTS", "GET", "HEXISTS", "HGET", "HGETALL", "HKEYS", "HLEN", "HMGET",
+        "HSCAN", "INFO", "KEYS", "LINDEX", "LLEN", "LRANGE", "MGET", "PING", "PTTL", "SCAN",
+        "SCARD", "SCRIPT EXISTS", "SCRIPT LOAD", "SISMEMBER", "SMEMBERS", "SSCAN", "STRLEN",
+        "TIME", "TTL", "TYPE", "ZCARD", "ZCOUNT", "ZRANGE", "ZRANGEBYSCORE", "ZRANK",
+        "ZREVRANGE", "ZREVRANGEBYSCORE", "ZSCAN", "ZSCORE",
+    }
+)  # fmt: skip
+_RESEND_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def may_resend(command: str) -> bool:
+    """May the client send ``command`` again after losing its reply?"""
+    return command.upper() in _NO_EFFECT
+
+
+class _ResendingReads(redis.Redis):
+    """Sends every command once; resends only those that change nothing (``may_resend``).
+
+    redis-py retries every command on a timeout or a lost connection, so a script whose reply
+    was lost ran twice. The connections here retry nothing (pipelines and MULTI included); a
+    write whose outcome is unknown reaches the caller as ``ServiceUnavailable``, and the
+    caller's own retry (a message's retry tier, a loop's next round) decides what to do again.
+    """
+
+    _reads = Retry(
+        ExponentialBackoff(cap=2.0, base=0.1), retries=3, supported_errors=_RESEND_ERRORS
+    )
+
+    def execute_command(self, *args, **options):  # noqa: ANN002, ANN003, ANN201 - redis-py's
+        if not may_resend(str(args[0])):
+            return redis.Redis.execute_command(self, *args, **options)
+        return self._reads.call_with_retry(
+            lambda: redis.Redis.execute_command(self, *args, **options), lambda _error: None
+        )
+
+
 def connect_redis(url: str) -> redis.Redis:
-    """A client with bounded reconnect retries; ``ping`` it to learn whether Redis is there."""
-    return redis.Redis.from_url(
+    """A client that never repeats a write (see ``_ResendingReads``); ``ping`` it to learn
+    whether Redis is there."""
+    return _ResendingReads.from_url(
         url,
         # One connection per thread in use; redis-py's default of 100 is below what a writer
         # with hundreds of handler threads needs (it fails with MaxConnectionsError).
@@ -43,8 +85,7 @@ def connect_redis(url: str) -> redis.Redis:
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        retry=Retry(NoBackoff(), retries=0),
     )
 
 

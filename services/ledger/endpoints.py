@@ -27,6 +27,7 @@ Key expiries are only garbage collection: decisions compare the stored times the
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,12 +36,20 @@ from uuid import UUID
 
 import redis
 
+from common.errors import ServiceUnavailable
 from common.redis_store import Keys, redis_errors
 
 WINDOW = timedelta(days=30)
 #: How long a claim holds a slot without its transfer: far above the worst case of writing one
 #: task (Graph timeouts x retries), far below anything an operator would notice as a leak.
 CLAIM_LEASE = timedelta(minutes=15)
+#: A held task whose release did not finish (its body not confirmed, the ledger gone) is
+#: released again after this: twice the releaser's interval, far above one round's publishes.
+RELEASE_AGAIN_AFTER = timedelta(seconds=60)
+#: How long an allocation waits for a replica to hold it before its transfer is acked.
+REPLICA_WAIT = timedelta(seconds=2)
+#: How often the ledger asks Redis how many replicas it has.
+REPLICAS_CHECK_SECONDS = 10.0
 #: Days of allocation history kept for `pwasync usage`.
 HISTORY_DAYS = 30
 
@@ -116,32 +125,81 @@ return 'held'
 """
 
 # KEYS: endpoints index, claims, held, held payloads
-# ARGV: now ms, limit, lease ms, most to release
-_RELEASE_HELD = """
+# ARGV: now ms, limit, lease ms, most to release, release again after ms
+# A held task is released by reserving its slot (a claim) while it stays held; the ledger
+# removes it from the held list only once its body was published (``_FORGET_RELEASED``). A held
+# task that holds a claim is one whose release was cut short: it goes out again once that
+# reservation is older than a release takes, on its own slot.
+_RESERVE_HELD = """
 local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local lease = tonumber(ARGV[3])
+local again = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local free = tonumber(ARGV[4])
-local limit = tonumber(ARGV[2])
 if limit > 0 then
-  free = math.min(free, limit - redis.call('ZCARD', KEYS[1]) - redis.call('ZCARD', KEYS[2]))
+  free = limit - redis.call('ZCARD', KEYS[1]) - redis.call('ZCARD', KEYS[2])
 end
 local released = {}
-if free <= 0 then
-  return released
-end
-local tasks = redis.call('ZRANGE', KEYS[3], 0, free - 1)
-for _, task in ipairs(tasks) do
+for _, task in ipairs(redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[4]) - 1)) do
   local payload = redis.call('HGET', KEYS[4], task)
-  redis.call('ZREM', KEYS[3], task)
-  redis.call('HDEL', KEYS[4], task)
-  if payload then
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), task)
+  local reserved = redis.call('ZSCORE', KEYS[2], task)
+  if not payload then
+    redis.call('ZREM', KEYS[3], task)
+  elseif reserved then
+    if tonumber(reserved) - lease + again <= now then
+      redis.call('ZADD', KEYS[2], now + lease, task)
+      table.insert(released, task)
+      table.insert(released, payload)
+    end
+  elseif free > 0 then
+    free = free - 1
+    redis.call('ZADD', KEYS[2], now + lease, task)
+    table.insert(released, task)
     table.insert(released, payload)
+  else
+    break
   end
 end
 return released
 """
+
+# KEYS: held, held payloads; ARGV: task, payload, task, payload, ...
+# Only the payload that was published: a newer one stored meanwhile stays held.
+_FORGET_RELEASED = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return 1
+"""
+
+
+class ReplicaCount:
+    """How many replicas the Redis primary has now (``INFO replication``), asked at most every
+    ``REPLICAS_CHECK_SECONDS``. With none, there is nothing to wait for (WAIT would block until
+    its timeout); a replica that joins is waited for within seconds."""
+
+    def __init__(
+        self, client: redis.Redis, redis_url: str, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._redis = client
+        self._url = redis_url
+        self._clock = clock
+        self._count = 0
+        self._asked_at: float | None = None
+
+    def connected(self) -> int:
+        now = self._clock()
+        if self._asked_at is None or now - self._asked_at >= REPLICAS_CHECK_SECONDS:
+            with redis_errors(self._url):
+                info = self._redis.info("replication")
+            self._count = int(info.get("connected_slaves", 0))
+            self._asked_at = now
+        return self._count
 
 
 class EndpointLedger:
@@ -153,15 +211,18 @@ class EndpointLedger:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         window: timedelta = WINDOW,
+        replica_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
         self._clock = clock
         self._window = window
+        self._replicas = ReplicaCount(client, redis_url, clock=replica_clock)
         self._allocate = client.register_script(_ALLOCATE)
         self._claim = client.register_script(_CLAIM)
-        self._release_held = client.register_script(_RELEASE_HELD)
+        self._reserve_held = client.register_script(_RESERVE_HELD)
+        self._forget_released_script = client.register_script(_FORGET_RELEASED)
 
     # --- the ledger service ------------------------------------------------------------------
 
@@ -177,8 +238,11 @@ class EndpointLedger:
             }
         )
         day_key = self._keys.ledger_day(transferred_at.astimezone(UTC).date().isoformat())
+        replicas = self._replicas.connected()
         with redis_errors(self._url):
-            result = self._allocate(
+            # The script and WAIT on one connection (WAIT waits for that connection's writes).
+            pipe = self._redis.pipeline(transaction=False)
+            self._allocate(
                 keys=[
                     self._keys.endpoint(task_id),
                     self._keys.ledger_endpoints,
@@ -195,18 +259,60 @@ class EndpointLedger:
                     _ms(self._clock()),
                     int(timedelta(days=HISTORY_DAYS + 2).total_seconds()),
                 ],
+                client=pipe,
             )
-        return int(result) == 1
+            if replicas:
+                pipe.wait(1, _ms_duration(REPLICA_WAIT))
+            answers = pipe.execute()
+        if replicas and int(answers[1]) < 1:
+            # Acked now, the transfer would be gone with an allocation that only the primary
+            # has: a failover to a replica would lose it. Retried, the script allocates nothing
+            # twice, and WAIT asks again.
+            seconds = REPLICA_WAIT.total_seconds()
+            raise ServiceUnavailable(
+                f"no Redis replica confirmed the allocation within {seconds:g} s"
+            )
+        return int(answers[0]) == 1
 
-    def release_held(self, limit: int, *, most: int = 100) -> list[str]:
-        """Move held tasks into claims while slots are free; returns their task.changed bodies
-        to publish again (oldest first)."""
+    def release_held(
+        self, limit: int, publish: Callable[[str], None], *, most: int = 100
+    ) -> list[str]:
+        """Send held tasks back to the writers while slots are free (oldest first); returns the
+        task.changed bodies published.
+
+        Publish first, forget after: ``publish`` must return only once the broker confirmed
+        the body. A body not confirmed (or a ledger that dies) leaves its task held, its slot
+        reserved, and it goes out again after ``RELEASE_AGAIN_AFTER``; a body published twice
+        is dropped by the writer's ordering key.
+        """
         with redis_errors(self._url):
-            payloads = self._release_held(
+            flat = self._reserve_held(
                 keys=self._claim_keys(),
-                args=[_ms(self._clock()), limit, _ms_duration(CLAIM_LEASE), most],
+                args=[
+                    _ms(self._clock()),
+                    limit,
+                    _ms_duration(CLAIM_LEASE),
+                    most,
+                    _ms_duration(RELEASE_AGAIN_AFTER),
+                ],
             )
-        return [p if isinstance(p, str) else p.decode("utf-8") for p in payloads]
+        reserved = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+        published: list[tuple[str, str]] = []
+        try:
+            for task, body in reserved:
+                publish(body)
+                published.append((task, body))
+        finally:
+            if published:
+                self._forget_released(published)
+        return [body for _, body in published]
+
+    def _forget_released(self, published: list[tuple[str, str]]) -> None:
+        with redis_errors(self._url):
+            self._forget_released_script(
+                keys=[self._keys.ledger_held, self._keys.ledger_held_payloads],
+                args=[value for pair in published for value in pair],
+            )
 
     # --- the writer's gate -------------------------------------------------------------------
 
@@ -292,6 +398,10 @@ class EndpointLedger:
             self._keys.ledger_held,
             self._keys.ledger_held_payloads,
         ]
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8")
 
 
 def _ms(moment: datetime) -> int:

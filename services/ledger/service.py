@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable
 
+import redis.exceptions
+
 from common import metrics
 from common.consumer import Delivery
-from common.errors import BadMessage, PwasyncError
+from common.errors import BadMessage, Contended, PwasyncError, RetryableError
 from common.logging import get_logger
 from common.messages import TransferSucceeded, decode
 from common.settings import Settings
@@ -19,6 +22,18 @@ from services.runtime import open_infrastructure
 log = get_logger(__name__)
 
 RELEASE_INTERVAL_SECONDS = 30.0
+#: A transfer waits this long for Redis per try, for as long as Redis is away.
+REDIS_AWAY_RETRY_SECONDS = 10.0
+#: Redis answering but not taking writes: out of memory, a replica after a failover, busy.
+_REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+
+class RedisAway(Contended):
+    """The allocation could not be made (or made durable) because Redis is away or refusing
+    writes. A transfer's only work is that allocation, so this says nothing about the message:
+    it is retried without counting an attempt, for as long as it takes. Counted, it was
+    dead-lettered after 8 attempts (about 21 minutes) and its task kept its events without an
+    endpoint."""
 
 
 class TransferHandler:
@@ -31,12 +46,21 @@ class TransferHandler:
         if transfer.scenario != self._scenario:
             # Routing keys are namespaced per scenario, so this is a producer bug: keep it.
             raise BadMessage(f"transfer of scenario {transfer.scenario!r} on this queue")
-        allocated = self._ledger.allocate(
-            transfer.task_id, transfer.project_id, transfer.transferred_at
-        )
+        try:
+            allocated = self._ledger.allocate(
+                transfer.task_id, transfer.project_id, transfer.transferred_at
+            )
+        except Contended:
+            raise
+        except (RetryableError, *_REFUSALS) as exc:  # only Redis is behind allocate
+            raise RedisAway(
+                f"Redis did not take the allocation ({exc})", retry_after=REDIS_AWAY_RETRY_SECONDS
+            ) from exc
         if allocated:
             metrics.ENDPOINTS_ALLOCATED.inc()
-        metrics.ENDPOINTS_IN_USE.set(self._ledger.count_in_use())
+        # A gauge: the next transfer sets it again; the allocation is what must not be retried.
+        with contextlib.suppress(PwasyncError, *_REFUSALS):
+            metrics.ENDPOINTS_IN_USE.set(self._ledger.count_in_use())
         log.info(
             "endpoint allocated" if allocated else "task already holds an endpoint",
             task_id=str(transfer.task_id),
@@ -58,9 +82,9 @@ class HeldTaskReleaser:
         self._publish = publish
 
     def release_once(self) -> int:
-        bodies = self._ledger.release_held(self._limit)
-        for body in bodies:
-            self._publish(body.encode("utf-8"))
+        bodies = self._ledger.release_held(
+            self._limit, lambda body: self._publish(body.encode("utf-8"))
+        )
         if bodies:
             log.info("held tasks released", count=len(bodies), limit=self._limit)
         return len(bodies)

@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from common.errors import ServiceUnavailable
 from common.redis_store import Keys
-from services.ledger.endpoints import WINDOW, Claim, EndpointLedger
+from services.ledger.endpoints import RELEASE_AGAIN_AFTER, WINDOW, Claim, EndpointLedger
+from services.ledger.service import HeldTaskReleaser
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +143,11 @@ def ledger(redis_client, redis_url, scenario):
     return EndpointLedger(redis_client, Keys(scenario), redis_url, clock=Clock(BASE))
 
 
+def released(ledger: EndpointLedger, limit: int) -> list[str]:
+    """The bodies one release round publishes (to a broker that confirms everything)."""
+    return ledger.release_held(limit, lambda body: None)
+
+
 def payload(task: uuid.UUID) -> str:
     return json.dumps({"task_id": str(task), "project_id": str(PROJECT)})
 
@@ -153,14 +160,14 @@ def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledg
     assert ledger.claim(c, 2, payload(c)) is Claim.HELD
     assert ledger.claim(c, 2, payload(c)) is Claim.HELD  # still held, not counted twice
     assert [h.task_id for h in ledger.held()] == [c]
-    assert ledger.release_held(2) == []  # no slot yet
+    assert released(ledger, 2) == []  # no slot yet
 
     assert ledger.allocate(a, PROJECT, clock.now)
     assert ledger.allocate(b, PROJECT, clock.now)
     assert ledger.claim(a, 2, payload(a)) is Claim.HOLDS  # holders keep syncing at the limit
 
     clock.now += WINDOW + timedelta(seconds=1)
-    assert ledger.release_held(2) == [payload(c)]
+    assert released(ledger, 2) == [payload(c)]
     assert ledger.held() == []
     assert ledger.claim(c, 2, payload(c)) is Claim.CLAIMED  # the released claim is its own
 
@@ -169,8 +176,8 @@ def test_raising_the_limit_releases_held_tasks(ledger):
     a, b = uuid.uuid4(), uuid.uuid4()
     assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
     assert ledger.claim(b, 1, payload(b)) is Claim.HELD
-    assert ledger.release_held(1) == []
-    assert ledger.release_held(2) == [payload(b)]
+    assert released(ledger, 1) == []
+    assert released(ledger, 2) == [payload(b)]
 
 
 def test_a_transfer_that_wrote_nothing_gives_its_slot_back(ledger):
@@ -185,7 +192,7 @@ def test_a_claim_of_a_dead_writer_ends_with_its_lease(ledger):
     assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
     assert ledger.claim(b, 1, payload(b)) is Claim.HELD
     ledger._clock.now += timedelta(minutes=16)
-    assert ledger.release_held(1) == [payload(b)]
+    assert released(ledger, 1) == [payload(b)]
 
 
 def test_concurrent_writers_never_exceed_the_limit(redis_url, scenario):
@@ -238,3 +245,83 @@ def test_concurrent_redeliveries_allocate_once(redis_url, scenario):
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == [False] * 5 + [True]
+
+
+def _hold(ledger, count: int) -> list[uuid.UUID]:
+    """``count`` tasks held back by a limit of 1 (whose slot is then given back), oldest first."""
+    first = uuid.uuid4()
+    assert ledger.claim(first, 1, payload(first)) is Claim.CLAIMED
+    held = []
+    for _ in range(count):
+        task = uuid.uuid4()
+        ledger._clock.now += timedelta(milliseconds=1)  # held in this order
+        assert ledger.claim(task, 1, payload(task)) is Claim.HELD
+        held.append(task)
+    ledger.give_back(first)
+    return held
+
+
+class FlakyBroker:
+    """Confirms every publish but the ones numbered in ``fail`` (1-based)."""
+
+    def __init__(self, fail: set[int]) -> None:
+        self.fail = fail
+        self.calls = 0
+        self.confirmed: list[str] = []
+
+    def __call__(self, body: bytes) -> None:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise ServiceUnavailable("the broker did not confirm the publish")
+        self.confirmed.append(json.loads(body)["task_id"])
+
+
+def test_a_release_whose_publish_fails_loses_no_held_task(ledger):
+    """Issue 11, item 12: body k of N not confirmed; k..N stay held and go out later."""
+    b, c, d = _hold(ledger, 3)
+    broker = FlakyBroker(fail={2})
+    releaser = HeldTaskReleaser(ledger, 3, broker)
+    with pytest.raises(ServiceUnavailable):
+        releaser.release_once()
+    assert broker.confirmed == [str(b)]
+    assert [h.task_id for h in ledger.held()] == [c, d]  # still held, and reported
+
+    assert releaser.release_once() == 0  # their slots stay reserved while a release may run
+    ledger._clock.now += RELEASE_AGAIN_AFTER
+    assert releaser.release_once() == 2
+    assert broker.confirmed == [str(b), str(c), str(d)]
+    assert ledger.held() == []
+    assert ledger.claim(uuid.uuid4(), 3, payload(b)) is Claim.HELD  # the 3 slots are theirs
+
+
+def test_a_release_that_could_not_record_its_publish_sends_it_again(ledger, monkeypatch):
+    """Published, then Redis went away (or the ledger died): the body goes out again later,
+    and the writer's ordering key drops the repeat."""
+    (b,) = _hold(ledger, 1)
+    broker = FlakyBroker(fail=set())
+
+    def redis_away(*args, **kwargs):
+        raise ServiceUnavailable("cannot reach Redis")
+
+    monkeypatch.setattr(ledger, "_forget_released", redis_away)
+    with pytest.raises(ServiceUnavailable):
+        HeldTaskReleaser(ledger, 1, broker).release_once()
+    monkeypatch.undo()
+    assert [h.task_id for h in ledger.held()] == [b]
+    ledger._clock.now += RELEASE_AGAIN_AFTER
+    assert HeldTaskReleaser(ledger, 1, broker).release_once() == 1
+    assert broker.confirmed == [str(b), str(b)]
+    assert ledger.held() == []
+
+
+def test_a_held_task_taken_by_a_writer_during_its_release_stays_with_the_writer(ledger):
+    """A newer task.changed of a task being released: the writer's claim takes it (the slot is
+    reserved for it); the release does not remove anything the writer stored later."""
+    (b,) = _hold(ledger, 1)
+
+    def writer_meanwhile(body: bytes) -> None:
+        assert ledger.claim(b, 1, payload(b) + " ") is Claim.CLAIMED
+
+    assert HeldTaskReleaser(ledger, 1, writer_meanwhile).release_once() == 1
+    assert ledger.held() == []
+    assert ledger.claim(uuid.uuid4(), 1, payload(b)) is Claim.HELD  # b still holds the slot
