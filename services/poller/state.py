@@ -59,6 +59,10 @@ class PollerKeys:
         return f"{self.prefix}:pending"
 
     @property
+    def processing(self) -> str:
+        return f"{self.prefix}:processing"
+
+    @property
     def deletion_guard(self) -> str:
         return f"{self.prefix}:deletion-guard"
 
