@@ -302,3 +302,37 @@ def test_a_request_queued_behind_a_run_survives_the_sigkill_of_the_poller_runnin
         assert set(pipeline.stop_all().values()) == {0}
     finally:
         pipeline.close()
+
+
+def test_a_deleted_projects_events_go_with_the_pwa_clock_ahead_of_the_pollers(pipeline, redis_url):
+    """The sandbox's PWA is in Berlin; a poller told it is UTC reads every publish an hour
+    later than it was (as a PWA clock an hour ahead would make it), so its upserts carry
+    revisions after its own clock. The removals of a deleted project must still order after
+    them, or the writer takes them for stale and the events stay forever."""
+    client = pipeline.client
+    client.generate(projects=1, tasks_per_project=1, flagged=True, ensure_field=True)
+    adele = resource_of(pipeline, ADELE)
+    doomed = client.create_project(
+        "Deleted, clock ahead", [flagged_task("a", adele, 1), flagged_task("b", adele, 2)]
+    )
+    ahead = {**FROM_THE_START, "PWASYNC_PWA_TIMEZONE": "UTC"}
+    for name in ("poller", "writer-1", "ledger"):
+        pipeline.start(name, ahead if name == "poller" else FROM_THE_START)
+    pipeline.cli("sync-now", env={"PWASYNC_PWA_TIMEZONE": "UTC"})
+
+    def adeles_tasks() -> set[str]:
+        return {task for mailbox, task in pipeline.event_keys() if mailbox == ADELE}
+
+    assert wait_for(lambda: adeles_tasks() >= set(doomed["task_ids"]), timeout=60)
+    client.delete_project(doomed["project_id"])
+    pipeline.cli("sync-now", env={"PWASYNC_PWA_TIMEZONE": "UTC"})
+
+    def removals_published() -> bool:
+        history = runs(redis_url, pipeline.scenario)
+        return len(history) >= 2 and history[0]["tasks"]["removed"] == 2
+
+    assert wait_for(removals_published, timeout=60)
+    assert wait_for(lambda: not (adeles_tasks() & set(doomed["task_ids"])), timeout=30), (
+        "the removals were taken for stale"
+    )
+    assert set(pipeline.stop_all().values()) == {0}
