@@ -124,7 +124,9 @@ class RunLoop:
                 self.run_once(stop)
             except Exception as exc:  # noqa: BLE001 - the loop survives; the work stays queued
                 log.error("the run loop failed; trying again shortly", error=str(exc))
-            self._wake.wait(self._check_seconds)
+            if stop.is_set():
+                return
+            self._wake.wait(self._check_seconds)  # a stopping poller wakes it too
 
     def run_once(self, stop: threading.Event) -> None:
         """Run what is queued if this replica gets the lease; return when it is given back."""
