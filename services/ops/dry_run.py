@@ -55,6 +55,9 @@ class ReadOnlyPollerState:
     def published_tasks(self, project_id: UUID) -> dict[UUID, str]:
         return self._state.published_tasks(project_id)
 
+    def published_revisions(self, project_id: UUID) -> dict[UUID, datetime | None]:
+        return self._state.published_revisions(project_id)
+
     def count_published(self, project_ids: list[UUID]) -> int:
         return self._state.count_published(project_ids)
 

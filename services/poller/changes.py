@@ -162,12 +162,30 @@ def diff_tasks(
     return diff
 
 
+#: What a removal adds to the revision it must order after. ProjectModifiedDate has millisecond
+#: precision, so a later publish can never fall between the two.
+REMOVAL_STEP = timedelta(microseconds=1)
+
+
 def removal_revision(
-    modified_utc: datetime | None, previous_utc: datetime | None, now_utc: datetime
+    *,
+    last_upsert: datetime | None,
+    published: datetime | None,
+    previous: datetime | None,
+    now: datetime,
 ) -> datetime:
-    """The revision a removal carries: newer than the task's last upsert, whose revision was the
-    project's previous ProjectModifiedDate. The new ProjectModifiedDate when it moved; the
-    detection time when it did not (a type change, a re-read) or the project is gone."""
-    if modified_utc is not None and (previous_utc is None or modified_utc > previous_utc):
-        return modified_utc
-    return now_utc.astimezone(UTC)
+    """The revision a removal carries (UTC): after the task's last upsert, so the writer applies
+    it whatever the PWA's clock says about ours, and in the PWA's clock, so the next publish of
+    the task (a later ProjectModifiedDate) orders after it again.
+
+    ``last_upsert`` is the revision the task was last published with; ``published`` the
+    project's ProjectModifiedDate now (None: the project is gone), which a removal that came
+    with a publish carries. A task recorded before revisions were kept (``last_upsert`` None)
+    falls back to the project's ``previous`` publish or our clock, whichever is later.
+    """
+    if last_upsert is None:
+        last_upsert = max(moment for moment in (previous, now) if moment is not None)
+    candidates = [last_upsert.astimezone(UTC) + REMOVAL_STEP]
+    if published is not None:
+        candidates.append(published.astimezone(UTC))
+    return max(candidates)

@@ -1,22 +1,22 @@
 """One poll at a time per scenario, whatever the number of poller replicas, and coalescing.
 
-Every replica consumes ``sync.requested`` from the scenario's one queue. A replica that takes a
-request first tries the scenario's **run lease** in Redis (``poller:lock``, an owner token with
-a 20-second expiry that the running replica renews every 5 seconds, so a replica that dies
-mid-poll holds it up for 20 s at most):
+Every replica consumes ``sync.requested`` from the scenario's one queue and only **queues** the
+request in Redis (``poller:pending``), then acks it: a sync never runs inside a delivery, so no
+run can outlast RabbitMQ's ``consumer_timeout``. Each replica's run loop then tries the
+scenario's **run lease** (``poller:lock``, an owner token with a 20-second expiry that the
+running replica renews every 5 seconds, so a replica that dies mid-poll holds it up for 20 s at
+most). The lease holder:
 
-- it gets the lease: it runs the request, then every request that was queued meanwhile
-  (merged, see ``merge_requests``), and gives the lease back only when nothing is queued;
-- the lease is held by another run: the request is appended to ``poller:pending`` and acked.
-  The running replica picks it up when its run ends, so overlapping requests **coalesce** into
-  one more run instead of queueing up one run each.
+- moves everything pending onto ``poller:processing`` and runs it, merged (``merge_requests``);
+  requests arriving meanwhile wait in ``pending`` and **coalesce** into one more run;
+- clears ``processing`` when that run is done, and gives the lease back only when nothing is
+  pending.
 
-"Try the lease, else queue" and "give the lease back unless something is queued" are each one
-Lua script, so no request can slip in between and be stranded. If a replica dies holding the
-lease, the lease expires; requests it left queued are picked up by the next run, and every
-replica's scheduler loop publishes a resume request when it finds queued requests and no lease
-(``orphaned``). Scheduled ticks are published once per tick (``claim_tick``: ``SET NX``), not
-once per replica.
+Only the lease holder moves into or clears ``processing`` (each script checks the token first),
+so it is the scenario's one list of requests taken but not finished. A replica that dies (even
+SIGKILL) leaves its requests there; the next replica that takes the lease finds them in the same
+key and runs them before anything new. A holder that stalled past its lease cannot clear what
+the next holder took over: its scripts find another token and do nothing.
 """
 
 from __future__ import annotations
@@ -42,13 +42,23 @@ LEASE_MS = 20_000
 RENEW_EVERY_SECONDS = 5.0
 TICK_MARK_SECONDS = 86_400
 
-_ACQUIRE_OR_QUEUE = """
+# Idempotent by token, so a retried command whose reply was lost gets the same answer.
+_ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
 return 0
 """
-_RELEASE_IF_IDLE = """
+# Move every pending request onto the processing list; return the list (false: not the holder).
+_TAKE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do end
+return redis.call('LRANGE', KEYS[3], 0, -1)
+"""
+# The run of the processing list is done: clear it, and give the lease back unless more is
+# pending. -1: not the holder (nothing touched), 0: more pending (lease kept), 1: released.
+_FINISH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[3])
 if redis.call('LLEN', KEYS[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 0
@@ -131,38 +141,51 @@ class RunCoordinator:
         self._redis = client
         self._keys = PollerKeys(keys)
         self._url = redis_url
-        self._acquire_or_queue = client.register_script(_ACQUIRE_OR_QUEUE)
-        self._release_if_idle = client.register_script(_RELEASE_IF_IDLE)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._take = client.register_script(_TAKE)
+        self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
-    def try_run(self, queued: QueuedRequest) -> str | None:
-        """Take the run lease (returns its owner token) or queue the request (returns None)."""
+    def enqueue(self, queued: QueuedRequest) -> None:
+        """Keep a request for the next run (a repeat only merges into the same run)."""
+        with redis_errors(self._url):
+            self._redis.rpush(self._keys.pending, queued.to_json())
+
+    def has_work(self) -> bool:
+        """Requests are pending, or were taken by a run that did not finish them."""
+        with redis_errors(self._url):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.llen(self._keys.pending)
+            pipe.llen(self._keys.processing)
+            pending, processing = pipe.execute()
+        return pending + processing > 0
+
+    def try_lease(self) -> str | None:
+        """Take the run lease: its owner token, or None while another run holds it."""
         owner = uuid.uuid4().hex
         with redis_errors(self._url):
-            got = self._acquire_or_queue(
-                keys=[self._keys.lock, self._keys.pending], args=[owner, LEASE_MS, queued.to_json()]
-            )
+            got = self._acquire(keys=[self._keys.lock], args=[owner, LEASE_MS])
         return owner if got == 1 else None
 
-    def take_queued(self) -> list[QueuedRequest]:
+    def take(self, owner: str) -> list[QueuedRequest] | None:
+        """Move the pending requests onto the processing list and return all of it (with what
+        a dead holder left there first); None when ``owner`` no longer holds the lease."""
         with redis_errors(self._url):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.lrange(self._keys.pending, 0, -1)
-            pipe.delete(self._keys.pending)
-            raw, _ = pipe.execute()
+            raw = self._take(
+                keys=[self._keys.lock, self._keys.pending, self._keys.processing], args=[owner]
+            )
+        if raw is None:
+            return None
         return [QueuedRequest.from_json(item) for item in raw]
 
-    def requeue(self, queued: list[QueuedRequest]) -> None:
-        if queued:
-            with redis_errors(self._url):
-                self._redis.rpush(self._keys.pending, *[q.to_json() for q in queued])
-
-    def finish_if_idle(self, owner: str) -> bool:
-        """Give the lease back unless requests are queued (then keep it, and return False)."""
+    def finish(self, owner: str) -> bool:
+        """The processing list ran: clear it and give the lease back unless requests are
+        pending. False: more to run, the lease is kept; True: released (or not ours any more)."""
         with redis_errors(self._url):
-            result = self._release_if_idle(
-                keys=[self._keys.lock, self._keys.pending], args=[owner, LEASE_MS]
+            result = self._finish(
+                keys=[self._keys.lock, self._keys.pending, self._keys.processing],
+                args=[owner, LEASE_MS],
             )
         return result != 0
 
@@ -198,15 +221,6 @@ class RunCoordinator:
         finally:
             done.set()
             thread.join(timeout=2)
-
-    def orphaned(self) -> bool:
-        """Requests are queued but no run holds the lease (its replica died)."""
-        with redis_errors(self._url):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.llen(self._keys.pending)
-            pipe.exists(self._keys.lock)
-            queued, locked = pipe.execute()
-        return queued > 0 and not locked
 
     def claim_tick(self, due: datetime, replica: str) -> bool:
         """True for exactly one replica per scheduled tick. Asking again is safe: a replica that

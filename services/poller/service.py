@@ -2,26 +2,39 @@
 publishes the scheduled requests.
 
 Every run, scheduled or manual, goes through the scenario's ``sync-requested`` queue (prefetch
-one). Replicas compete for it; the run lease and the queue of coalesced requests in Redis
-(``coordination``) make sure that one poll runs at a time per scenario and that requests
-arriving meanwhile become one more run, not one run each.
+one). A delivery is only queued in Redis and acked; each replica's run loop then competes for
+the run lease and runs what is queued (``coordination``), so one poll runs at a time per
+scenario, requests arriving meanwhile become one more run, not one run each, and no run holds
+a delivery (a run may take longer than RabbitMQ's ``consumer_timeout``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-from common.consumer import Delivery
+from common.ack_policy import DEFAULT_MAX_ATTEMPTS, DeadLetter, Retry, decide
+from common.consumer import (
+    DEAD_AT_HEADER,
+    DEAD_ID_HEADER,
+    DEAD_REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+    Delivery,
+)
+from common.errors import Stopping
 from common.http import new_http_client
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged, decode, encode
-from common.rabbit import ThreadLocalPublisher
+from common.rabbit import MessagePublisher, ThreadLocalPublisher
 from common.settings import Settings
-from common.topology import ROUTING_KEY_SYNC_REQUESTED, routing_key_task_changed
+from common.topology import ROUTING_KEY_SYNC_REQUESTED, WorkQueue, routing_key_task_changed
 from services.poller.connection import open_pwa, token_store
 from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
 from services.poller.deletion_guard import DeletionGuard
@@ -34,67 +47,149 @@ from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
 
-#: How often each replica looks for requests queued by a replica that died holding the lease.
-ORPHAN_CHECK_SECONDS = 10.0
+#: How often each replica's run loop looks for queued requests without a run (requests that
+#: another replica queued just as the last run ended, or that a dead replica left behind).
+RUN_CHECK_SECONDS = 10.0
+#: How long the scheduler sleeps at most before it computes the next tick again.
+SCHEDULE_WAIT_SECONDS = 60.0
 
 #: Backoff of a scheduled tick whose claim or publish failed: doubling from the first, capped.
 TICK_RETRY_FIRST_SECONDS = 1.0
 TICK_RETRY_MAX_SECONDS = 30.0
 
+#: How long a stopping poller waits for its run loop and scheduler.
+STOP_JOIN_SECONDS = 5.0
+#: Dead-letter reasons are cut like the consumer's, so an exception text cannot bloat the broker.
+MAX_REASON_CHARS = 1000
+
+DeadLetterRequests = Callable[[list[QueuedRequest], str], None]
+
 
 class SyncRequestHandler:
-    """Turns ``sync.requested`` deliveries into runs, one at a time per scenario."""
+    """Turns ``sync.requested`` deliveries into queued requests: the delivery is acked once the
+    request is kept in Redis, and the run loop runs it."""
 
     def __init__(
-        self,
-        *,
-        scenario: str,
-        runner: SyncRunner,
-        coordinator: RunCoordinator,
-        lease_lost: threading.Event,
+        self, *, scenario: str, coordinator: RunCoordinator, wake: Callable[[], None]
     ) -> None:
         self._scenario = scenario
-        self._runner = runner
         self._coordinator = coordinator
-        self._lease_lost = lease_lost
+        self._wake = wake
 
     def __call__(self, delivery: Delivery) -> None:
         request = decode(delivery.body, SyncRequested)
         if request.scenario != self._scenario:
             log.info("sync request is for another scenario; ignored", requested=request.scenario)
             return
-        mine = QueuedRequest(request, delivery.correlation_id)
-        owner = self._coordinator.try_run(mine)
-        if owner is None:
-            log.info("a sync run is in progress; this request joins the next run (coalesced)")
-            return
-        self._run_while_queued(owner, mine)
+        self._coordinator.enqueue(QueuedRequest(request, delivery.correlation_id))
+        log.info("sync request queued for the next run")
+        self._wake()
 
-    def _run_while_queued(self, owner: str, mine: QueuedRequest) -> None:
-        batch = [mine, *self._coordinator.take_queued()]
-        with self._coordinator.kept_alive(owner, self._lease_lost):
+
+class RunLoop:
+    """Runs the queued requests whenever this replica gets the run lease, one run at a time.
+
+    A failed run keeps its requests on the processing list and is retried with the ack policy's
+    backoff and attempt limit (``decide``), holding the lease meanwhile so that requests arriving
+    during the wait join the retry; a run that cannot succeed (a permanent error, or the attempts
+    used up) has its requests dead-lettered, as a delivery's would be. A run cut short by a stop
+    or a lost lease leaves them there for the next holder.
+    """
+
+    def __init__(
+        self,
+        *,
+        runner: SyncRunner,
+        coordinator: RunCoordinator,
+        lease_lost: threading.Event,
+        queue: WorkQueue,
+        dead_letter: DeadLetterRequests,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        check_seconds: float = RUN_CHECK_SECONDS,
+    ) -> None:
+        self._runner = runner
+        self._coordinator = coordinator
+        self._lease_lost = lease_lost
+        self._queue = queue
+        self._dead_letter = dead_letter
+        self._max_attempts = max_attempts
+        self._check_seconds = check_seconds
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
             try:
-                while True:
-                    for request, correlation_ids in merge_requests(batch):
-                        self._runner.run(
-                            request,
-                            correlation_id=correlation_ids[0] if correlation_ids else None,
-                            coalesced=correlation_ids[1:],
-                        )
-                    if self._coordinator.finish_if_idle(owner):
-                        return
-                    batch = self._coordinator.take_queued()
-            except BaseException:
-                # This delivery is retried by the ack policy; the requests that joined it wait
-                # in the queue again for the next run.
-                self._coordinator.requeue([q for q in batch if q is not mine])
+                self.run_once(stop)
+            except Exception as exc:  # noqa: BLE001 - the loop survives; the work stays queued
+                log.error("the run loop failed; trying again shortly", error=str(exc))
+            if stop.is_set():
+                return
+            self._wake.wait(self._check_seconds)  # a stopping poller wakes it too
+
+    def run_once(self, stop: threading.Event) -> None:
+        """Run what is queued if this replica gets the lease; return when it is given back."""
+        if not self._coordinator.has_work():
+            return
+        owner = self._coordinator.try_lease()
+        if owner is None:
+            return  # another replica runs; it takes what is pending before it lets go
+        try:
+            with self._coordinator.kept_alive(owner, self._lease_lost):
+                self._run_while_queued(owner, stop)
+        finally:
+            # A no-op once ``finish`` gave it back (the token is checked); otherwise the
+            # processing list stays for the next holder.
+            with contextlib.suppress(Exception):
                 self._coordinator.release(owner)
-                raise
+
+    def _run_while_queued(self, owner: str, stop: threading.Event) -> None:
+        attempt = 1
+        while not stop.is_set():
+            batch = self._coordinator.take(owner)
+            if batch is None:
+                log.error("the run lease was lost before the run; another replica runs")
+                return
+            try:
+                self._run_batch(batch)
+            except Stopping as exc:  # stopping, or the lease was lost
+                log.info("run stopped; its requests stay queued for the next run", why=str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - decided like a failed delivery
+                decision = decide(
+                    exc, attempt=attempt, queue=self._queue, max_attempts=self._max_attempts
+                )
+                if isinstance(decision, Retry):
+                    log.warning(
+                        "sync run failed; retrying with the requests kept",
+                        attempt=attempt,
+                        retry_in_seconds=decision.delay_seconds,
+                        reason=decision.reason,
+                    )
+                    attempt += 1 if decision.counts else 0
+                    if stop.wait(decision.delay_seconds):
+                        return
+                    continue
+                assert isinstance(decision, DeadLetter)
+                self._dead_letter(batch, decision.reason)
+            attempt = 1
+            if self._coordinator.finish(owner):
+                return
+
+    def _run_batch(self, batch: list[QueuedRequest]) -> None:
+        for request, correlation_ids in merge_requests(batch):
+            self._runner.run(
+                request,
+                correlation_id=correlation_ids[0] if correlation_ids else None,
+                coalesced=correlation_ids[1:],
+            )
 
 
 class Scheduler:
-    """Publishes a ``sync.requested`` at each scheduled time (once across replicas), and resumes
-    requests left queued by a replica that died holding the run lease."""
+    """Publishes a ``sync.requested`` at each scheduled time (once across replicas)."""
 
     def __init__(
         self,
@@ -160,37 +255,18 @@ class Scheduler:
             delay = min(delay * 2, TICK_RETRY_MAX_SECONDS)
 
     def _wait_until(self, due: datetime | None, stop: threading.Event) -> bool:
-        """Sleep until ``due`` (forever when None), checking for orphans; False when stopped."""
+        """Sleep until ``due`` (forever when None); False when stopped."""
         while True:
-            remaining = (due - datetime.now(UTC)).total_seconds() if due else ORPHAN_CHECK_SECONDS
+            remaining = (due - datetime.now(UTC)).total_seconds() if due else SCHEDULE_WAIT_SECONDS
             if due is not None and remaining <= 0:
                 return True
-            if stop.wait(min(ORPHAN_CHECK_SECONDS, remaining)):
+            if stop.wait(min(SCHEDULE_WAIT_SECONDS, remaining)):
                 return False
-            self._resume_orphans()
-
-    def _resume_orphans(self) -> None:
-        try:
-            if self._coordinator.orphaned():
-                log.warning("sync requests were left queued without a run; resuming them")
-                self._publish("manual")
-        except Exception as exc:  # noqa: BLE001 - checked again in a moment
-            log.warning("could not check for queued sync requests", error=str(exc))
 
     def _request(self, trigger: str) -> SyncRequested:
         return SyncRequested(
             scenario=self._scenario, trigger=trigger, requested_at=datetime.now(UTC)
         )
-
-    def _publish(self, trigger: str) -> None:
-        try:
-            self._publisher.publish(
-                ROUTING_KEY_SYNC_REQUESTED,
-                encode(self._request(trigger)),
-                correlation_id=str(uuid.uuid4()),
-            )
-        except Exception as exc:  # noqa: BLE001 - orphans are checked again in a moment
-            log.error("could not publish the sync request", trigger=trigger, error=str(exc))
 
 
 def run_poller(settings: Settings, stop: threading.Event) -> None:
@@ -239,19 +315,57 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         ),
     )
     coordinator = RunCoordinator(infra.redis, infra.keys, infra.redis_url)
+    queue = infra.topology.sync_requests
+    run_loop = RunLoop(
+        runner=runner,
+        coordinator=coordinator,
+        lease_lost=lease_lost,
+        queue=queue,
+        dead_letter=partial(dead_letter_requests, infra.publisher, queue),
+    )
     handler = SyncRequestHandler(
-        scenario=settings.scenario, runner=runner, coordinator=coordinator, lease_lost=lease_lost
+        scenario=settings.scenario, coordinator=coordinator, wake=run_loop.wake
     )
-    scheduler = threading.Thread(
-        target=Scheduler(settings, infra.publisher, coordinator).run,
-        args=(stop,),
-        name="scheduler",
-        daemon=True,
-    )
-    scheduler.start()
+    threads = [
+        threading.Thread(target=run_loop.run, args=(stop,), name="run-loop", daemon=True),
+        threading.Thread(
+            target=Scheduler(settings, infra.publisher, coordinator).run,
+            args=(stop,),
+            name="scheduler",
+            daemon=True,
+        ),
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        infra.consumer(infra.topology.sync_requests, handler, concurrency=1).run(stop)
+        infra.consumer(queue, handler, concurrency=1).run(stop)
     finally:
-        scheduler.join(timeout=2)
+        stop.set()
+        run_loop.wake()
+        # A run stops between two projects; what it did not finish stays queued in Redis.
+        for thread in threads:
+            thread.join(timeout=STOP_JOIN_SECONDS)
         infra.close()
         http.close()
+
+
+def dead_letter_requests(
+    publisher: MessagePublisher, queue: WorkQueue, batch: list[QueuedRequest], reason: str
+) -> None:
+    """Dead-letter the requests of a run that cannot succeed, with the headers the consumer
+    gives a dead-lettered delivery (``pwasync dlq replay`` sends them back)."""
+    for queued in batch:
+        publisher.publish(
+            queue.dead_letter_queue,
+            encode(queued.request),
+            exchange="",
+            correlation_id=queued.correlation_id,
+            headers={
+                DEAD_REASON_HEADER: reason[:MAX_REASON_CHARS],
+                DEAD_AT_HEADER: datetime.now(UTC).isoformat(),
+                DEAD_ID_HEADER: uuid.uuid4().hex[:12],
+                SOURCE_QUEUE_HEADER: queue.name,
+                ROUTING_KEY_HEADER: ROUTING_KEY_SYNC_REQUESTED,
+            },
+        )
+    log.error("sync requests dead-lettered", reason=reason, requests=len(batch))

@@ -6,7 +6,8 @@ Keys (every one carries the scenario's hash tag, so they share one Redis Cluster
 - ``pwasync:{S}:poller:start``: the sync start, a naive PWA wall-clock ISO time (set once);
 - ``pwasync:{S}:poller:projects``: hash, project id -> ``{"modified", "type", "read_at"}``;
 - ``pwasync:{S}:poller:tasks:<project id>``: hash, task id -> content fingerprint of the
-  task as last published (present exactly while the writer was told the task has events);
+  task as last published and, after a space, the revision it carried (UTC ISO; its removal
+  orders after it); present exactly while the writer was told the task has events;
 - ``pwasync:{S}:poller:runs``: list of run summaries (JSON, newest first, at most 200);
 - ``pwasync:{S}:poller:deletion-guard``: the deletion guard's alarm (JSON) while removals are
   held back.
@@ -57,6 +58,10 @@ class PollerKeys:
     @property
     def pending(self) -> str:
         return f"{self.prefix}:pending"
+
+    @property
+    def processing(self) -> str:
+        return f"{self.prefix}:processing"
 
     @property
     def deletion_guard(self) -> str:
@@ -111,11 +116,21 @@ class PollerState:
     def published_tasks(self, project_id: UUID) -> dict[UUID, str]:
         with redis_errors(self._url):
             raw = self._redis.hgetall(self.keys.tasks(project_id))
-        return {UUID(tid): digest for tid, digest in raw.items()}
+        return {UUID(tid): value.split(" ", 1)[0] for tid, value in raw.items()}
 
-    def record_published(self, project_id: UUID, task_id: UUID, digest: str) -> None:
+    def published_revisions(self, project_id: UUID) -> dict[UUID, datetime | None]:
+        """The revision each task was last published with (None: recorded before revisions
+        were kept), which its removal must order after."""
         with redis_errors(self._url):
-            self._redis.hset(self.keys.tasks(project_id), str(task_id), digest)
+            raw = self._redis.hgetall(self.keys.tasks(project_id))
+        return {UUID(tid): _revision(value) for tid, value in raw.items()}
+
+    def record_published(
+        self, project_id: UUID, task_id: UUID, digest: str, revision: datetime
+    ) -> None:
+        value = f"{digest} {revision.astimezone(UTC).isoformat()}"
+        with redis_errors(self._url):
+            self._redis.hset(self.keys.tasks(project_id), str(task_id), value)
 
     def record_removed(self, project_id: UUID, task_id: UUID) -> None:
         with redis_errors(self._url):
@@ -159,3 +174,8 @@ class PollerState:
         with redis_errors(self._url):
             raw = self._redis.lrange(self.keys.runs, 0, max(0, limit - 1))
         return [json.loads(item) for item in raw]
+
+
+def _revision(value: str) -> datetime | None:
+    _, _, revision = value.partition(" ")
+    return datetime.fromisoformat(revision) if revision else None

@@ -63,8 +63,7 @@ class PendingRemovals:
 
     project_id: UUID
     project_name: str
-    tasks: list[tuple[UUID, str]]  # task id, why it left the selection
-    revision: datetime
+    tasks: list[tuple[UUID, str, datetime]]  # task id, why it left the selection, its revision
     state: ProjectState | None  # saved after the removals; None: the project is gone
 
 
@@ -173,7 +172,9 @@ class SyncRunner:
             if plan.before_sync_start:
                 summary.projects_skipped["before_sync_start"] = plan.before_sync_start
 
-        pending = [self._deleted_project(project_id) for project_id in deleted]
+        pending = [
+            self._deleted_project(project_id, known.get(project_id)) for project_id in deleted
+        ]
         resources: dict[UUID, ResourceRow] = {}
         for index, project in enumerate(to_read):
             if self._should_stop():
@@ -262,7 +263,9 @@ class SyncRunner:
         diff.removals = [t for t in diff.removals if why_not.get(t) != UNREADABLE]
         for message, digest in diff.upserts:
             self._publish(message)
-            self._state.record_published(project.project_id, message.task_id, digest)
+            self._state.record_published(
+                project.project_id, message.task_id, digest, message.revision
+            )
             summary.tasks_published += 1
         summary.tasks_unchanged += diff.unchanged
         # A --task run looked at some tasks only; the project is not up to date because of it.
@@ -274,12 +277,16 @@ class SyncRunner:
             else None
         )
         if diff.removals:
-            previous_utc = to_utc(previous.modified, self._zone) if previous else None
+            revisions = self._removal_revisions(
+                project.project_id, diff.removals, revision, previous, read_at
+            )
             return PendingRemovals(
                 project.project_id,
                 project.name,
-                [(t, str(reason or why_not.get(t, "deleted"))) for t in diff.removals],
-                removal_revision(revision, previous_utc, read_at),
+                [
+                    (t, str(reason or why_not.get(t, "deleted")), revisions[t])
+                    for t in diff.removals
+                ],
                 state,
             )
         if state is not None:
@@ -332,20 +339,38 @@ class SyncRunner:
                 )
         return unreadable
 
-    def _deleted_project(self, project_id: UUID) -> PendingRemovals:
-        published = self._state.published_tasks(project_id)
+    def _deleted_project(self, project_id: UUID, previous: ProjectState | None) -> PendingRemovals:
+        published = sorted(self._state.published_tasks(project_id), key=str)
         log.info(
             "project deleted from PWA; its tasks' events go",
             project_id=str(project_id),
             tasks=len(published),
         )
+        revisions = self._removal_revisions(project_id, published, None, previous, self._clock())
         return PendingRemovals(
             project_id,
             "",
-            [(task_id, "project_deleted") for task_id in sorted(published, key=str)],
-            self._clock().astimezone(UTC),
+            [(task_id, "project_deleted", revisions[task_id]) for task_id in published],
             None,
         )
+
+    def _removal_revisions(
+        self,
+        project_id: UUID,
+        task_ids: list[UUID],
+        published: datetime | None,
+        previous: ProjectState | None,
+        now: datetime,
+    ) -> dict[UUID, datetime]:
+        """Each removal's revision: after the task's last upsert (``removal_revision``)."""
+        last = self._state.published_revisions(project_id)
+        previous_utc = to_utc(previous.modified, self._zone) if previous else None
+        return {
+            task_id: removal_revision(
+                last_upsert=last.get(task_id), published=published, previous=previous_utc, now=now
+            )
+            for task_id in task_ids
+        }
 
     def _apply_removals(
         self,
@@ -374,10 +399,8 @@ class SyncRunner:
             )
             return
         for removals in pending:
-            for task_id, why in removals.tasks:
-                self._remove(
-                    removals.project_id, removals.project_name, task_id, removals.revision, why
-                )
+            for task_id, why, revision in removals.tasks:
+                self._remove(removals.project_id, removals.project_name, task_id, revision, why)
                 summary.tasks_removed += 1
             if removals.state is None:
                 self._state.forget_project(removals.project_id)

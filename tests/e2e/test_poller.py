@@ -193,3 +193,146 @@ def test_pwasync_connect_then_the_poller_syncs_with_the_stored_sign_in(pipeline,
     assert failed.returncode == 1
     assert "AADSTS50173" in failed.stdout and "run `pwasync connect`" in failed.stdout
     assert set(pipeline.stop_all().values()) == {0}
+
+
+def publish_sync_request(amqp_url: str, scenario: str, correlation_id: str, **fields) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().basic_publish(
+            "pwasync",
+            "sync.requested",
+            json.dumps({"scenario": scenario, **fields}).encode(),
+            pika.BasicProperties(correlation_id=correlation_id),
+        )
+    finally:
+        connection.close()
+
+
+def runs_started(pipeline: Pipeline, name: str) -> list[dict]:
+    return [line for line in pipeline.log_lines(name) if line["event"] == "sync run started"]
+
+
+def test_a_sync_request_is_acked_before_its_run_so_no_run_holds_a_delivery(
+    tmp_path, amqp_url, redis_url, scenario
+):
+    """A run that outlasts RabbitMQ's consumer_timeout (30 min) would have its channel closed
+    and its request redelivered. 3.10 cannot set the timeout per queue, so the test shows the
+    cause is gone: while a run is in progress, the poller takes (and acks) the next request
+    at once instead of leaving it behind a held delivery (prefetch one)."""
+    pipeline = Pipeline(
+        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, latency_ms=100
+    )
+    try:
+        pipeline.client.generate(projects=15, tasks_per_project=5, flagged=True, ensure_field=True)
+        pipeline.start("poller", FROM_THE_START)
+        queue = topology_for(scenario).sync_requests.name
+        connector = RabbitConnector(amqp_url, connection_name="test")
+        assert wait_for(
+            lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 1,
+            timeout=30,
+        )
+        publish_sync_request(amqp_url, scenario, "first")
+        assert wait_for(lambda: runs_started(pipeline, "poller"), timeout=30)
+        publish_sync_request(amqp_url, scenario, "second", full=True)
+
+        def taken_during_the_run() -> bool:
+            state = inspect_queue(connector, queue)
+            return state is not None and state.ready == 0 and not runs(redis_url, scenario)
+
+        assert wait_for(taken_during_the_run, timeout=5), "the request waited behind the run"
+        assert wait_for(lambda: len(runs(redis_url, scenario)) == 2, timeout=90)
+        history = sorted(runs(redis_url, scenario), key=lambda r: r["started_at"])
+        assert [(r["correlation_id"], r["full"], r["status"]) for r in history] == [
+            ("first", False, "succeeded"),
+            ("second", True, "succeeded"),
+        ]
+        assert set(pipeline.stop_all().values()) == {0}
+    finally:
+        pipeline.close()
+
+
+def test_a_request_queued_behind_a_run_survives_the_sigkill_of_the_poller_running_it(
+    tmp_path, amqp_url, redis_url, scenario
+):
+    """Poller A runs a request; B takes the next (full, with deletions allowed) and queues it in
+    Redis, and A runs it after its own. A is SIGKILLed during that run: B resumes it once A's
+    lease expired (it was taken, not removed, from the queue)."""
+    pipeline = Pipeline(
+        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, latency_ms=100
+    )
+    try:
+        pipeline.client.generate(projects=15, tasks_per_project=5, flagged=True, ensure_field=True)
+        pipeline.start("poller-1", FROM_THE_START)
+        pipeline.start("poller-2", FROM_THE_START)
+        queue = topology_for(scenario).sync_requests.name
+        connector = RabbitConnector(amqp_url, connection_name="test")
+        assert wait_for(
+            lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 2,
+            timeout=30,
+        )
+        publish_sync_request(amqp_url, scenario, "first")
+        assert wait_for(
+            lambda: runs_started(pipeline, "poller-1") or runs_started(pipeline, "poller-2"),
+            timeout=30,
+        )
+        publish_sync_request(amqp_url, scenario, "queued", full=True, allow_deletions=True)
+
+        def running_the_queued_one() -> str | None:
+            for name in ("poller-1", "poller-2"):
+                if any(line["full"] for line in runs_started(pipeline, name)):
+                    return name
+            return None
+
+        assert wait_for(lambda: running_the_queued_one() is not None, timeout=60)
+        victim = running_the_queued_one()
+        assert victim is not None
+        pipeline.services.pop(victim).kill()  # SIGKILL, mid-run
+        assert not any(r["correlation_id"] == "queued" for r in runs(redis_url, scenario))
+
+        def resumed() -> list[dict]:
+            return [
+                r
+                for r in runs(redis_url, scenario)
+                if "queued" in {r["correlation_id"], *r["coalesced_correlation_ids"]}
+            ]
+
+        assert wait_for(lambda: resumed(), timeout=90), runs(redis_url, scenario)
+        [run] = resumed()
+        assert run["status"] == "succeeded" and run["full"] is True
+        assert set(pipeline.stop_all().values()) == {0}
+    finally:
+        pipeline.close()
+
+
+def test_a_deleted_projects_events_go_with_the_pwa_clock_ahead_of_the_pollers(pipeline, redis_url):
+    """The sandbox's PWA is in Berlin; a poller told it is UTC reads every publish an hour
+    later than it was (as a PWA clock an hour ahead would make it), so its upserts carry
+    revisions after its own clock. The removals of a deleted project must still order after
+    them, or the writer takes them for stale and the events stay forever."""
+    client = pipeline.client
+    client.generate(projects=1, tasks_per_project=1, flagged=True, ensure_field=True)
+    adele = resource_of(pipeline, ADELE)
+    doomed = client.create_project(
+        "Deleted, clock ahead", [flagged_task("a", adele, 1), flagged_task("b", adele, 2)]
+    )
+    ahead = {**FROM_THE_START, "PWASYNC_PWA_TIMEZONE": "UTC"}
+    for name in ("poller", "writer-1", "ledger"):
+        pipeline.start(name, ahead if name == "poller" else FROM_THE_START)
+    pipeline.cli("sync-now", env={"PWASYNC_PWA_TIMEZONE": "UTC"})
+
+    def adeles_tasks() -> set[str]:
+        return {task for mailbox, task in pipeline.event_keys() if mailbox == ADELE}
+
+    assert wait_for(lambda: adeles_tasks() >= set(doomed["task_ids"]), timeout=60)
+    client.delete_project(doomed["project_id"])
+    pipeline.cli("sync-now", env={"PWASYNC_PWA_TIMEZONE": "UTC"})
+
+    def removals_published() -> bool:
+        history = runs(redis_url, pipeline.scenario)
+        return len(history) >= 2 and history[0]["tasks"]["removed"] == 2
+
+    assert wait_for(removals_published, timeout=60)
+    assert wait_for(lambda: not (adeles_tasks() & set(doomed["task_ids"])), timeout=30), (
+        "the removals were taken for stale"
+    )
+    assert set(pipeline.stop_all().values()) == {0}

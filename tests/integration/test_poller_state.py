@@ -39,12 +39,17 @@ def test_projects_and_fingerprints_round_trip(redis_client, redis_url, scenario)
     project, task = uuid.uuid4(), uuid.uuid4()
     saved = ProjectState(datetime(2026, 11, 1, 8, 0, 0, 123000), 0, datetime(2026, 11, 1, 9))
     state.save_project(project, saved)
-    state.record_published(project, task, "abc")
+    revision = datetime(2026, 11, 1, 7, 0, 0, 123000, tzinfo=UTC)
+    state.record_published(project, task, "abc", revision.astimezone(BERLIN))
     assert state.projects() == {project: saved}
     assert state.published_tasks(project) == {task: "abc"}
+    assert state.published_revisions(project) == {task: revision}
     state.record_removed(project, task)
     assert state.published_tasks(project) == {}
-    state.record_published(project, task, "abc")
+    # A fingerprint recorded before revisions were kept: its revision is unknown.
+    redis_client.hset(f"pwasync:{{{scenario}}}:poller:tasks:{project}", str(task), "abc")
+    assert state.published_tasks(project) == {task: "abc"}
+    assert state.published_revisions(project) == {task: None}
     state.forget_project(project)
     assert state.projects() == {} and state.published_tasks(project) == {}
     assert redis_client.keys(f"pwasync:{{{scenario}}}:poller:tasks:*") == []
@@ -65,36 +70,64 @@ def request(correlation_id, **fields):
     return QueuedRequest(SyncRequested(scenario="s", **fields), correlation_id)
 
 
+def ids(batch):
+    return [q.correlation_id for q in batch]
+
+
 def test_one_run_at_a_time_and_overlapping_requests_coalesce(redis_client, redis_url, scenario):
     replica_a = RunCoordinator(redis_client, Keys(scenario), redis_url)
     replica_b = RunCoordinator(redis_client, Keys(scenario), redis_url)
-    owner = replica_a.try_run(request("first"))
+    assert replica_a.has_work() is False
+    replica_a.enqueue(request("first"))
+    assert replica_a.has_work() is True
+    owner = replica_a.try_lease()
     assert owner is not None
-    assert replica_b.try_run(request("second")) is None
-    assert replica_b.try_run(request("third", full=True)) is None
-    assert replica_a.finish_if_idle(owner) is False  # requests are waiting: keep the lease
-    assert [q.correlation_id for q in replica_a.take_queued()] == ["second", "third"]
-    assert replica_a.finish_if_idle(owner) is True
-    assert replica_b.try_run(request("fourth")) is not None  # free again
+    assert replica_b.try_lease() is None
+    assert ids(replica_a.take(owner)) == ["first"]
+    replica_b.enqueue(request("second"))
+    replica_b.enqueue(request("third", full=True))
+    assert replica_a.finish(owner) is False  # requests are waiting: keep the lease
+    assert ids(replica_a.take(owner)) == ["second", "third"]
+    assert replica_a.finish(owner) is True
+    assert replica_a.has_work() is False
+    assert replica_b.try_lease() is not None  # free again
 
 
-def test_a_lease_is_renewed_only_by_its_owner_and_orphans_are_found(
+def test_a_dead_holders_taken_requests_are_resumed_by_the_next_holder(
     redis_client, redis_url, scenario
 ):
+    dead = RunCoordinator(redis_client, Keys(scenario), redis_url)
+    dead.enqueue(request("scoped", project_ids=[uuid.uuid4()], allow_deletions=True))
+    owner = dead.try_lease()
+    assert ids(dead.take(owner)) == ["scoped"]
+    redis_client.delete(f"pwasync:{{{scenario}}}:poller:lock")  # SIGKILL; the lease expired
+
+    nxt = RunCoordinator(redis_client, Keys(scenario), redis_url)
+    nxt.enqueue(request("later"))
+    assert nxt.has_work() is True
+    heir = nxt.try_lease()
+    assert heir is not None
+    assert dead.take(owner) is None  # the stalled holder cannot take any more
+    assert ids(nxt.take(heir)) == ["scoped", "later"]
+    assert dead.finish(owner) is True  # ...nor clear what the heir runs
+    assert ids(nxt.take(heir)) == ["scoped", "later"]
+    assert nxt.finish(heir) is True
+    assert nxt.has_work() is False
+    assert redis_client.exists(f"pwasync:{{{scenario}}}:poller:lock") == 0
+
+
+def test_a_lease_is_renewed_only_by_its_owner(redis_client, redis_url, scenario):
     coordinator = RunCoordinator(redis_client, Keys(scenario), redis_url)
-    owner = coordinator.try_run(request("a"))
+    owner = coordinator.try_lease()
     assert coordinator.renew(owner) and not coordinator.renew("someone-else")
-    coordinator.try_run(request("b"))  # queued behind the lease
-    assert coordinator.orphaned() is False
     redis_client.delete(f"pwasync:{{{scenario}}}:poller:lock")  # the owner died; lease expired
-    assert coordinator.orphaned() is True
     assert coordinator.renew(owner) is False
 
 
 def test_a_lost_lease_is_reported_to_the_run(redis_client, redis_url, scenario, monkeypatch):
     monkeypatch.setattr("services.poller.coordination.RENEW_EVERY_SECONDS", 0.05)
     coordinator = RunCoordinator(redis_client, Keys(scenario), redis_url)
-    owner = coordinator.try_run(request("a"))
+    owner = coordinator.try_lease()
     lost = threading.Event()
     with coordinator.kept_alive(owner, lost):
         redis_client.set(f"pwasync:{{{scenario}}}:poller:lock", "another replica")

@@ -115,10 +115,23 @@ def test_diff_publishes_changed_keeps_unchanged_and_removes_the_rest_in_scope():
     assert scoped.removals == [uuid.UUID(int=13)]
 
 
-def test_removal_revision_is_newer_than_the_last_upsert():
+def test_removal_revision_orders_after_the_last_upsert_in_the_pwas_clock():
     now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    step = timedelta(microseconds=1)
     before, after = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
-    assert removal_revision(after, before, now) == after
-    assert removal_revision(before, before, now) == now  # same publish (type change, re-read)
-    assert removal_revision(None, before, now) == now  # the project is gone
-    assert removal_revision(after, None, now) == after
+    ahead = now + timedelta(hours=1)  # the PWA's clock is ahead of ours
+
+    def revision(last_upsert, published, previous=before):
+        return removal_revision(
+            last_upsert=last_upsert, published=published, previous=previous, now=now
+        )
+
+    assert revision(before, after) == after  # came with a publish: that publish's time
+    assert revision(before, before) == before + step  # same publish (type change, re-read)
+    assert revision(before, None) == before + step  # the project is gone
+    assert revision(ahead, None) == ahead + step  # never before the upsert, whatever our clock
+    assert revision(ahead, ahead) == ahead + step
+    # Recorded before revisions were kept: the project's last publish or our clock.
+    assert revision(None, None) == now + step
+    assert revision(None, None, previous=ahead) == ahead + step
+    assert revision(None, after, previous=None) == now + step

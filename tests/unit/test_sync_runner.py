@@ -10,6 +10,7 @@ import pytest
 from common.errors import Stopping
 from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import SyncRequested
+from services.event_writer.ordering import order_key
 from services.poller.changes import ProjectState
 from services.poller.deletion_guard import DeletionGuard
 from services.poller.source import (
@@ -23,6 +24,7 @@ from services.poller.source import (
 from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
+STEP = timedelta(microseconds=1)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
 
 
@@ -93,6 +95,7 @@ class MemoryState:
         self._start = start
         self.project_states = {}
         self.tasks = {}
+        self.revisions = {}
         self.runs = []
 
     def start(self):
@@ -111,8 +114,12 @@ class MemoryState:
     def published_tasks(self, project_id):
         return dict(self.tasks.get(project_id, {}))
 
-    def record_published(self, project_id, task_id, digest):
+    def record_published(self, project_id, task_id, digest, revision=None):
         self.tasks.setdefault(project_id, {})[task_id] = digest
+        self.revisions[task_id] = revision
+
+    def published_revisions(self, project_id):
+        return {t: self.revisions.get(t) for t in self.tasks.get(project_id, {})}
 
     def record_removed(self, project_id, task_id):
         self.tasks.get(project_id, {}).pop(task_id, None)
@@ -298,16 +305,17 @@ def test_a_task_that_leaves_the_selection_gets_a_removal_newer_than_its_upsert(h
     assert published == []  # a removal is published once
 
 
-def test_a_project_that_becomes_a_master_project_removes_its_tasks_at_detection_time():
+def test_a_project_that_becomes_a_master_project_removes_its_tasks_after_their_upserts():
     feed = FakeFeed()
     project = feed.add_project("p", datetime(2026, 11, 1), tasks=[leaf("a"), leaf("b")])
     state, published = MemoryState(), []
     sync(feed, state, published)
+    upserts = {m.task_id: m.revision for m in published}
     feed.republish(project, datetime(2026, 11, 1), kind=6)  # type changed, same modified date
     published.clear()
     sync(feed, state, published)
     assert {m.change for m in published} == {"remove"} and len(published) == 2
-    assert all(m.revision == NOW for m in published)
+    assert all(m.revision == upserts[m.task_id] + STEP for m in published)
     assert state.runs[-1]["projects"]["skipped"] == {"master_project": 1}
 
 
@@ -317,13 +325,76 @@ def test_a_deleted_project_removes_every_task_it_had_published():
     feed.add_project("stays", datetime(2026, 11, 2), tasks=[leaf("c")])
     state, published = MemoryState(), []
     sync(feed, state, published)
+    upserts = {m.task_id: m.revision for m in published}
     feed.projects_list.remove(gone)
     published.clear()
     sync(feed, state, published)
     assert [m.change for m in published] == ["remove", "remove"]
-    assert all(m.project_id == gone.project_id and m.revision == NOW for m in published)
+    assert all(m.project_id == gone.project_id for m in published)
+    assert all(m.revision == upserts[m.task_id] + STEP for m in published)
     assert gone.project_id not in state.project_states
     assert state.runs[-1]["projects"]["deleted"] == 1
+
+
+#: The PWA's wall clock runs two hours ahead of ours (a skewed clock, or a PWA east of UTC with
+#: PWASYNC_PWA_TIMEZONE left at UTC): its publishes carry times after our NOW.
+AHEAD = (NOW + timedelta(hours=2)).astimezone(BERLIN).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("how", ["project deleted", "became a master project"])
+def test_with_the_pwa_clock_ahead_a_removal_still_orders_after_the_upsert(how):
+    feed = FakeFeed()
+    project = feed.add_project("p", AHEAD, tasks=[leaf("t")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    [upsert] = published
+    assert upsert.revision > NOW
+    if how == "project deleted":
+        feed.projects_list.remove(project)
+    else:
+        feed.republish(project, AHEAD, kind=6)
+    published.clear()
+    sync(feed, state, published)
+    [removal] = published
+    assert removal.change == "remove"
+    assert order_key(removal) > order_key(upsert)  # the writer applies it
+
+
+def test_with_the_pwa_clock_behind_a_task_flagged_again_orders_after_its_removal():
+    """Retyped at 10:00 PWA time, detected at our NOW (12:00 UTC = 13:00 Berlin), flagged again
+    and published at 12:30 Berlin: the PWA clock is behind ours, and the new publish must still
+    win over the removal (a removal at our clock would bury it)."""
+    feed = FakeFeed()
+    task_id = uuid.uuid4()
+    project = feed.add_project("p", datetime(2026, 11, 24, 10), tasks=[leaf("t", task_id)])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    retyped = feed.republish(project, datetime(2026, 11, 24, 10), kind=6)
+    published.clear()
+    sync(feed, state, published)
+    [removal] = published
+    feed.republish(retyped, datetime(2026, 11, 24, 12, 30), kind=0)
+    published.clear()
+    sync(feed, state, published)
+    [upsert] = published
+    assert upsert.change == "upsert" and upsert.task_id == task_id
+    assert order_key(upsert) > order_key(removal)
+
+
+def test_a_removal_of_a_task_recorded_without_its_revision_takes_the_later_of_clocks():
+    """Fingerprints recorded before revisions were kept: the project's last publish or our
+    clock, whichever is later, and one step."""
+    feed = FakeFeed()
+    project = feed.add_project("p", AHEAD, tasks=[leaf("t")])
+    state, published = MemoryState(), []
+    sync(feed, state, published)
+    [upsert] = published
+    state.revisions.clear()
+    feed.projects_list.remove(project)
+    published.clear()
+    sync(feed, state, published)
+    [removal] = published
+    assert removal.revision == upsert.revision + STEP
 
 
 def test_a_project_read_within_the_reporting_lag_is_read_once_more_once_it_has_passed():
