@@ -219,7 +219,7 @@ def _print_left_out(workdir: Path) -> None:
             ):
                 what = entry.get("task") or entry.get("project")
                 reasons.append(f"{what!r}: {entry['reason']}")
-            elif event == "flagged task has no assignee with an e-mail address; it gets no event":
+            elif event == "flagged task has no assignee with a usable e-mail address; it gets no event":
                 reasons.append(f"{entry.get('task')!r}: no assignee with an e-mail address")
             elif event == "assignee has no e-mail address; no event for them":
                 reasons.append(f"{entry.get('assignee')!r} on a flagged task: no e-mail address")

@@ -155,7 +155,7 @@ def test_bad_data_in_project_online_gets_a_clear_line_and_the_rest_syncs(run_fac
     [unreadable] = _events(poller, "task row unreadable; the task is left as it was")
     assert unreadable["task_id"] == malformed and "31.12.2026" in unreadable["problem"]
     no_email = _events(
-        poller, "flagged task has no assignee with an e-mail address; it gets no event"
+        poller, "flagged task has no assignee with a usable e-mail address; it gets no event"
     )
     assert {line["task_id"] for line in no_email} == {NETWORK_CABLING, MOVE_DAY}
     refused = [

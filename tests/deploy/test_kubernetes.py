@@ -31,6 +31,8 @@ NEEDS = {
     "writer": {"amqp-url": "amqp_url", "redis-url": "redis_url",
                "graph-client-secret": "graph_client_secret"},
     "ledger": {"amqp-url": "amqp_url", "redis-url": "redis_url"},
+    "receiver": {"amqp-url": "amqp_url", "redis-url": "redis_url",
+                 "receiver-secret": "receiver_secret"},
 }  # fmt: skip
 
 
@@ -159,7 +161,7 @@ def test_each_service_runs_non_root_read_only_with_probes_and_measured_resources
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
     # The probes are the ones common/health.py serves, on PWASYNC_HTTP_PORT.
-    (port,) = container["ports"]
+    (port,) = [p for p in container["ports"] if p["name"] == "http"]
     assert port["containerPort"] == int(settings["PWASYNC_HTTP_PORT"])
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
@@ -268,7 +270,8 @@ def test_each_service_has_a_disruption_budget_and_network_policies(service):
         port.get("port") == 443 for p in policies for rule in p["spec"].get("egress", [])
         for port in rule.get("ports", [])
     )  # fmt: skip
-    assert https_out == (service != "ledger")  # the ledger talks to RabbitMQ and Redis only
+    # The ledger and the receiver talk to RabbitMQ and Redis only.
+    assert https_out == (service not in ("ledger", "receiver"))
 
 
 def test_keda_scales_the_writers_on_the_scenarios_task_changed_queue():
@@ -286,3 +289,10 @@ def test_keda_scales_the_writers_on_the_scenarios_task_changed_queue():
     assert ref["parameter"] == "host"
     assert ref["key"] in _named("Secret", ref["name"])["stringData"]
     assert scaled["minReplicaCount"] >= 2  # one writer down is not an outage
+
+
+def test_the_receiver_can_serve_and_has_neither_credential(tmp_path):
+    settings = _service_settings("receiver", tmp_path)
+    settings.require_receiver()
+    assert settings.pwa_password is None and settings.secret_key is None
+    assert settings.graph_client_secret is None
