@@ -29,11 +29,8 @@ from dataclasses import dataclass
 
 import redis
 
-from common.errors import PwasyncError
-from common.logging import get_logger
+from common.health import HEARTBEATS, Heartbeats, run_every
 from common.redis_store import Keys, redis_errors
-
-log = get_logger(__name__)
 
 LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
 RENEW_SECONDS = 3.0  # slots in flight are renewed this often, however long the request takes
@@ -220,19 +217,20 @@ class MailboxLimiter:
         with redis_errors(self._url):
             self._renew(keys=keys, args=args)
 
-    def keep_slots(self, stop: threading.Event) -> threading.Thread:
-        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread."""
-
-        def run() -> None:
-            while not stop.wait(RENEW_SECONDS):
-                try:
-                    self.renew_slots()
-                except PwasyncError as exc:  # the next round tries again
-                    log.warning("could not renew Graph slots", error=str(exc))
-
-        thread = threading.Thread(target=run, name="graph-slots", daemon=True)
-        thread.start()
-        return thread
+    def keep_slots(
+        self, stop: threading.Event, heartbeats: Heartbeats = HEARTBEATS
+    ) -> threading.Thread:
+        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread.
+        A failed round (any error) is logged and the next one comes at the same pace: a
+        longer wait would let the leases of requests still in flight run out."""
+        return run_every(
+            "graph-slot-renewer",
+            RENEW_SECONDS,
+            self.renew_slots,
+            stop,
+            heartbeats=heartbeats,
+            max_backoff=RENEW_SECONDS,
+        )
 
     def pause(self, mailbox: str, seconds: float) -> None:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
