@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from common.consumer import Delivery
+from common.health import HEARTBEATS
 from common.http import new_http_client
 from common.logging import get_logger
 from common.messages import SyncRequested, TaskChanged, decode, encode
@@ -108,7 +109,15 @@ class Scheduler:
         self._replica = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
 
     def run(self, stop: threading.Event) -> None:
+        # Beats every few seconds however far the next tick is; an exception that ends this
+        # thread leaves the heartbeat registered, so /healthz turns red.
+        self._heartbeat = HEARTBEATS.register("scheduler", max_silence=120.0)
+        self._run(stop)
+        self._heartbeat.close()
+
+    def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._heartbeat.beat()
             due = self._schedule.next_run(datetime.now(UTC), self._zone)
             if due is not None:
                 log.info(
@@ -155,6 +164,7 @@ class Scheduler:
                 )
             if stop.wait(delay):
                 return
+            self._heartbeat.beat()
             delay = min(delay * 2, TICK_RETRY_MAX_SECONDS)
 
     def _wait_until(self, due: datetime | None, stop: threading.Event) -> bool:
@@ -165,6 +175,7 @@ class Scheduler:
                 return True
             if stop.wait(min(ORPHAN_CHECK_SECONDS, remaining)):
                 return False
+            self._heartbeat.beat()
             self._resume_orphans()
 
     def _resume_orphans(self) -> None:

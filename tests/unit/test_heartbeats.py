@@ -73,3 +73,45 @@ def test_names_stay_apart_when_a_loop_runs_twice():
     first.close()
     assert set(heartbeats.checks()) == {"x#2"}
     second.close()
+
+
+def test_the_held_task_releaser_goes_on_after_an_error_reply_and_reports_itself():
+    from common.health import HEARTBEATS
+    from services.ledger.service import HeldTaskReleaser
+
+    calls, published, stop = [], [], threading.Event()
+
+    class Ledger:
+        def release_held(self, limit):
+            calls.append(limit)
+            if len(calls) == 1:  # raw, as from a store that does not translate it
+                raise redis.exceptions.OutOfMemoryError("command not allowed")
+            return ["body"]
+
+    releaser = HeldTaskReleaser(Ledger(), 10, lambda body: published.append(body))
+    thread = threading.Thread(target=releaser.run, args=(stop, 0.01), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(published) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert thread.is_alive() and len(published) >= 2
+    assert HEARTBEATS.checks()["held-releaser"]() is True
+    stop.set()
+    thread.join(2)
+    assert "held-releaser" not in HEARTBEATS.checks()
+
+
+def test_the_scheduler_reports_its_heartbeat_while_it_runs():
+    from common.health import HEARTBEATS
+    from tests.unit.test_scheduler import Coordinator, Publisher, RecordingStop, scheduler
+
+    seen = {}
+
+    class Stop(RecordingStop):
+        def wait(self, seconds):
+            seen.update({n: c() for n, c in HEARTBEATS.checks().items() if n == "scheduler"})
+            return super().wait(seconds)
+
+    scheduler(Publisher(failures=1), Coordinator()).run(Stop(limit=2))
+    assert seen == {"scheduler": True}
+    assert "scheduler" not in HEARTBEATS.checks()  # stopped as asked
