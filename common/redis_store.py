@@ -162,18 +162,6 @@ class Keys:
         """Writer: held by the one writer asking Graph for a mailbox's state (a short lease)."""
         return f"{self.prefix}:writer:probe:{mailbox}"
 
-    def graph_slots(self, mailbox: str) -> str:
-        """Writer: sorted set of the Graph requests in flight to a mailbox, by lease end (ms)."""
-        return f"{self.prefix}:graph:slots:{mailbox}"
-
-    def graph_pause(self, mailbox: str) -> str:
-        """Writer: exists while Graph asked every writer to leave a mailbox alone (429)."""
-        return f"{self.prefix}:graph:pause:{mailbox}"
-
-    def graph_budget(self, mailbox: str) -> str:
-        """Writer: hash of minute -> Graph requests sent to a mailbox in that minute."""
-        return f"{self.prefix}:graph:budget:{mailbox}"
-
     def run_events(self, correlation_id: str) -> str:
         """Writers: what the sync run with this correlation id did in Outlook (hash)."""
         return f"{self.prefix}:runs:events:{correlation_id}"

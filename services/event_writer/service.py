@@ -31,7 +31,7 @@ from services.event_writer.endpoint_gate import EndpointGate
 from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph import GraphTransport
 from services.event_writer.handler import TaskChangedHandler
-from services.event_writer.mailbox_limits import MailboxLimiter
+from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
 from services.event_writer.task_store import LEASE, TaskStore
 from services.ledger.endpoints import EndpointLedger
 from services.runtime import open_infrastructure
@@ -72,7 +72,9 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
     limiter = MailboxLimiter(
         infra.redis,
-        infra.keys,
+        # Graph's limits are the app's, whatever scenario uses it (README "Inside Graph's
+        # limits"): keyed by tenant and client id, not by scenario.
+        GraphLimitKeys.of_app(settings),
         infra.redis_url,
         concurrency=settings.graph_mailbox_concurrency,
         budget=settings.graph_mailbox_budget,

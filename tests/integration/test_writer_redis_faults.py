@@ -131,13 +131,13 @@ def message(scenario, n):
 
 
 @pytest.fixture
-def writer(redis_client, redis_url, scenario, monkeypatch):
+def writer(redis_client, redis_url, scenario, graph_keys, monkeypatch):
     monkeypatch.setattr(mailbox_limits, "RENEW_SECONDS", 0.05)
     keys = Keys(scenario)
     faults = ErrorReplies(redis_client)
     graph = FakeGraph(MAILBOXES)
     transport = Transport(graph)
-    limiter = MailboxLimiter(redis_client, keys, redis_url)
+    limiter = MailboxLimiter(redis_client, graph_keys, redis_url)
     heartbeats = Heartbeats()
     dispatcher = GraphDispatcher(
         transport, limiter, linger_seconds=0.002, senders=2, heartbeats=heartbeats
