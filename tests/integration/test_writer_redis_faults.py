@@ -235,3 +235,77 @@ def test_an_error_reply_in_any_loop_leaves_the_writer_working(writer, scenario, 
     for k in range(n, n + 8):
         handle(handler, message(scenario, k))
     assert_healthy_and_done(writer, scenario, n + 8)
+
+
+def test_a_redis_refusing_writes_for_seconds_mid_sync_loses_and_duplicates_nothing(tmp_path):
+    """The real fault on a Redis of the test's own: ``maxmemory 1`` under ``noeviction`` for
+    2 s while tasks are handled (OOM inside the scripts, the pipelines and plain commands)."""
+    from common.redis_store import connect_redis
+    from services.event_writer.mailbox_limits import GraphLimitKeys
+    from tests.chaos.nodes import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendfsync="no")
+    server.start()
+    client = connect_redis(server.url)
+    stop = threading.Event()
+    try:
+        keys = Keys("oom")
+        graph = FakeGraph(MAILBOXES)
+        heartbeats = Heartbeats()
+        limiter = MailboxLimiter(client, GraphLimitKeys("t", "app"), server.url)
+        dispatcher = GraphDispatcher(
+            Transport(graph), limiter, linger_seconds=0.002, heartbeats=heartbeats
+        ).start()
+        limiter.keep_slots(stop, heartbeats=heartbeats)
+        store = TaskStore(client, keys, server.url)
+        handler = TaskChangedHandler(
+            store=store,
+            submit=dispatcher.submit,
+            publish_transfer=lambda m: None,
+            lease_wait_seconds=0.2,
+            graph_answer_timeout=5.0,
+        )
+        for n in range(4):
+            handle(handler, message("oom", n))
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")
+        results, refusals = {}, []
+
+        def work(n):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    handler.handle(message("oom", n))
+                    results[n] = "done"
+                    return
+                except RetryableError as exc:
+                    refusals.append(str(exc))
+                    time.sleep(0.1)  # the retry queue's delay, shortened
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    results[n] = exc
+                    return
+
+        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4, 24)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        client.config_set("maxmemory", "0")
+        for thread in threads:
+            thread.join(40)
+        assert results == {n: "done" for n in range(4, 24)}
+        assert any("OOM" in r for r in refusals)  # the fault was felt, as a retryable error
+        events = [e for box in graph.events.values() for e in box.values()]
+        task_keys = [
+            p["value"]
+            for e in events
+            for p in e["singleValueExtendedProperties"]
+            if "/" in p["value"]
+        ]
+        assert len(task_keys) == 24 and len(set(task_keys)) == 24  # every task's event, once
+        assert all(check() for check in heartbeats.checks().values())
+        assert list(client.scan_iter(match=keys.writer_lease("*"))) == []
+        dispatcher.close()
+    finally:
+        stop.set()
+        client.close()
+        server.close()
