@@ -1,7 +1,9 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` on ``PWASYNC_HTTP_PORT`` (0.0.0.0).
 
-- ``/healthz``: the process's loops are alive (each consumer's I/O loop touched its heartbeat
-  recently, connected or reconnecting). A failing liveness probe means "restart me".
+- ``/healthz``: the process's loops are alive: each consumer's I/O loop, and every background
+  loop registered in ``HEARTBEATS`` (the writer's dispatcher, senders and renewers, the
+  ledger's releaser, the poller's scheduler), touched its heartbeat recently. A failing
+  liveness probe means "restart me".
 - ``/readyz``: the broker connection is up and consuming, and Redis answers PING. A failing
   readiness probe means "do not count on me now"; it recovers by itself.
 - ``/metrics``: Prometheus text format.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,9 +30,126 @@ log = get_logger(__name__)
 Check = Callable[[], bool]
 
 
+class Heartbeat:
+    """One background loop's sign of life: fresh while it beat within ``max_silence``."""
+
+    def __init__(
+        self, registry: Heartbeats, name: str, max_silence: float, clock: Callable[[], float]
+    ):
+        self.name = name
+        self.max_silence = max_silence
+        self._registry = registry
+        self._clock = clock
+        self._last = clock()
+
+    def beat(self) -> None:
+        self._last = self._clock()
+
+    def fresh(self) -> bool:
+        return self._clock() - self._last < self.max_silence
+
+    def close(self) -> None:
+        """The loop ended as asked: a stopped loop is not a dead one."""
+        self._registry.remove(self.name)
+
+
+class Heartbeats:
+    """Every background loop of the process, by name; ``/healthz`` fails while one is silent
+    (a loop that died, or one stuck in a call), so the orchestrator restarts the process
+    instead of leaving it hung behind a green probe."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checks: dict[str, Check] = {}
+
+    def register(self, name: str, max_silence: float) -> Heartbeat:
+        with self._lock:
+            name = self._unique(name)
+            heartbeat = Heartbeat(self, name, max_silence, self._clock)
+            self._checks[name] = heartbeat.fresh
+        return heartbeat
+
+    def add(self, name: str, check: Check) -> str:
+        """A loop whose health is not a beat (a pool of senders: none stuck in one send)."""
+        with self._lock:
+            name = self._unique(name)
+            self._checks[name] = check
+        return name
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._checks.pop(name, None)
+
+    def checks(self) -> dict[str, Check]:
+        with self._lock:
+            return dict(self._checks)
+
+    def _unique(self, name: str) -> str:
+        candidate, n = name, 1
+        while candidate in self._checks:
+            n += 1
+            candidate = f"{name}#{n}"
+        return candidate
+
+
+#: The process's loops; the health server reports them all.
+HEARTBEATS = Heartbeats()
+
+
+def run_every(
+    name: str,
+    interval: float,
+    body: Callable[[], object],
+    stop: threading.Event,
+    *,
+    heartbeats: Heartbeats = HEARTBEATS,
+    max_backoff: float = 30.0,
+) -> threading.Thread:
+    """Run ``body`` every ``interval`` seconds in a daemon thread until ``stop``; the thread.
+
+    The loop survives any exception: it logs it and waits longer before the next round
+    (doubling up to ``max_backoff``), so a fault is neither fatal nor a hot loop. It beats
+    after every round, failed or not, and is reported silent when a round hangs.
+    """
+    heartbeat = heartbeats.register(name, max_silence=max(60.0, 4 * (interval + max_backoff)))
+
+    def run() -> None:
+        delay = interval
+        try:
+            while not stop.wait(delay):
+                try:
+                    body()
+                    delay = interval
+                except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+                    delay = min(max(delay * 2, interval), max_backoff)
+                    log.error(
+                        "background loop failed; trying again",
+                        loop=name,
+                        error=str(exc),
+                        error_type=exc.__class__.__name__,
+                        retry_in_seconds=delay,
+                    )
+                heartbeat.beat()
+        finally:
+            heartbeat.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 class HealthServer:
-    def __init__(self, port: int, *, liveness: dict[str, Check], readiness: dict[str, Check]):
+    def __init__(
+        self,
+        port: int,
+        *,
+        liveness: dict[str, Check],
+        readiness: dict[str, Check],
+        heartbeats: Heartbeats = HEARTBEATS,
+    ):
         self._liveness = liveness
+        self._heartbeats = heartbeats
         self._readiness = readiness
         server = self
 
@@ -61,7 +181,10 @@ class HealthServer:
         if path == "/metrics":
             self._send(request, 200, generate_latest(), CONTENT_TYPE_LATEST)
         elif path in ("/healthz", "/readyz"):
-            checks = self._liveness if path == "/healthz" else self._readiness
+            if path == "/healthz":
+                checks = {**self._liveness, **self._heartbeats.checks()}
+            else:
+                checks = self._readiness
             results = {name: _safe(check) for name, check in checks.items()}
             ok = all(results.values())
             body = json.dumps({"status": "ok" if ok else "failing", "checks": results})

@@ -7,6 +7,7 @@ one Redis without seeing each other's keys.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from common.errors import ServiceUnavailable
+from common.errors import PermanentError, PwasyncError, ServiceUnavailable
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
@@ -89,15 +90,42 @@ def connect_redis(url: str) -> redis.Redis:
     )
 
 
+#: Error replies that say "not now" rather than "never": out of memory (noeviction), a replica
+#: after a failover, a script running too long, loading its data, no master, a cluster slot in
+#: migration. redis-py strips a known code into ``status_code``; inside a Lua script the code
+#: follows the script's own prefix, hence the search as well.
+RETRYABLE_REPLIES = frozenset(
+    {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}
+)
+_RETRYABLE_IN_TEXT = re.compile(r"(?:^|[\s:-])(" + "|".join(sorted(RETRYABLE_REPLIES)) + r")\b")
+
+
 @contextmanager
 def redis_errors(url: str) -> Iterator[None]:
-    """Translate redis-py's connection failures into ``ServiceUnavailable``."""
+    """Translate redis-py's failures into the error hierarchy: connection failures and the
+    transient error replies into ``ServiceUnavailable``, any other error reply (a bug of ours:
+    WRONGTYPE, a script error) into ``PermanentError``."""
     try:
         yield
     except REDIS_ERRORS as exc:
         raise ServiceUnavailable(
             f"cannot reach Redis at {redis_address(url)} ({exc.__class__.__name__})"
         ) from None
+    except redis.exceptions.ResponseError as exc:
+        raise response_error(url, exc) from None
+
+
+def response_error(url: str, exc: redis.exceptions.ResponseError) -> PwasyncError:
+    """The error an error reply stands for (its first line: a script's reply can be long)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    code = getattr(exc, "status_code", None) or text.split(" ", 1)[0]
+    found = _RETRYABLE_IN_TEXT.search(text)
+    if code not in RETRYABLE_REPLIES and found is not None:
+        code = found.group(1)
+    where = f"Redis at {redis_address(url)}"
+    if code in RETRYABLE_REPLIES:
+        return ServiceUnavailable(f"{where} refused the command for now ({code}: {text})")
+    return PermanentError(f"{where} answered an error ({code}: {text})")
 
 
 class Keys:
@@ -179,18 +207,6 @@ class Keys:
     def writer_probe(self, mailbox: str) -> str:
         """Writer: held by the one writer asking Graph for a mailbox's state (a short lease)."""
         return f"{self.prefix}:writer:probe:{mailbox}"
-
-    def graph_slots(self, mailbox: str) -> str:
-        """Writer: sorted set of the Graph requests in flight to a mailbox, by lease end (ms)."""
-        return f"{self.prefix}:graph:slots:{mailbox}"
-
-    def graph_pause(self, mailbox: str) -> str:
-        """Writer: exists while Graph asked every writer to leave a mailbox alone (429)."""
-        return f"{self.prefix}:graph:pause:{mailbox}"
-
-    def graph_budget(self, mailbox: str) -> str:
-        """Writer: hash of minute -> Graph requests sent to a mailbox in that minute."""
-        return f"{self.prefix}:graph:budget:{mailbox}"
 
     def run_events(self, correlation_id: str) -> str:
         """Writers: what the sync run with this correlation id did in Outlook (hash)."""

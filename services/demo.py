@@ -32,6 +32,8 @@ from services.launcher import (
 SCENARIO = "demo"
 AMQP_URL, REDIS_URL = local_service_urls()
 SETTLE_TIMEOUT = 90.0
+#: The poller's line for a flagged task none of whose assignees can get an event.
+NO_USABLE_ADDRESS = "flagged task has no assignee with a usable e-mail address; it gets no event"
 
 
 EDITIONS = {
@@ -219,7 +221,7 @@ def _print_left_out(workdir: Path) -> None:
             ):
                 what = entry.get("task") or entry.get("project")
                 reasons.append(f"{what!r}: {entry['reason']}")
-            elif event == "flagged task has no assignee with a usable e-mail address; it gets no event":
+            elif event == NO_USABLE_ADDRESS:
                 reasons.append(f"{entry.get('task')!r}: no assignee with an e-mail address")
             elif event == "assignee has no e-mail address; no event for them":
                 reasons.append(f"{entry.get('assignee')!r} on a flagged task: no e-mail address")

@@ -116,3 +116,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def graph_keys(scenario: str, redis_client: redis.Redis):
+    """Graph-limit keys of an Entra app of this test's own (they are per app, not per
+    scenario); removed afterwards."""
+    from services.event_writer.mailbox_limits import GraphLimitKeys
+
+    keys = GraphLimitKeys(f"tenant-{scenario}", "app")
+    yield keys
+    found = list(redis_client.scan_iter(match=keys.all_pattern, count=1000))
+    if found:
+        redis_client.delete(*found)

@@ -57,7 +57,7 @@ from services.event_writer.planner import (
     Update,
     plan,
 )
-from services.event_writer.steps import Submit, run_steps
+from services.event_writer.steps import ANSWER_TIMEOUT_SECONDS, Submit, run_steps
 from services.event_writer.task_store import (
     AssigneeFailure,
     Begun,
@@ -159,6 +159,7 @@ class TaskChangedHandler:
         stop: threading.Event | None = None,
         gate: EndpointGate | None = None,
         count_outcome: CountOutcome = lambda counts: None,
+        graph_answer_timeout: float = ANSWER_TIMEOUT_SECONDS,
     ) -> None:
         self._store = store
         self._submit = submit
@@ -170,6 +171,7 @@ class TaskChangedHandler:
         self._stop = stop or threading.Event()
         self._gate = gate
         self._count_outcome = count_outcome
+        self._graph_answer_timeout = graph_answer_timeout
 
     def __call__(self, delivery: Delivery) -> None:
         self.handle(decode(delivery.body, TaskChanged))
@@ -186,7 +188,7 @@ class TaskChangedHandler:
         try:
             actions = plan(desired, begun.recorded)
             steps = {i: self._step(handling, action) for i, action in enumerate(actions)}
-            results = run_steps(self._submit, steps)
+            results = run_steps(self._submit, steps, answer_timeout=self._graph_answer_timeout)
             outcome = Finish(
                 failures=failures,
                 # A task that was dirty stays so unless every step went through: a step that

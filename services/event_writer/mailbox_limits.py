@@ -15,8 +15,13 @@ and answers 429 with Retry-After beyond them. Every writer replica asks here bef
   the last 10 minutes hold fewer than the budget. Counting whole buckets overcounts a little,
   so the real sliding window is never exceeded.
 
+Graph counts these per app and mailbox, not per scenario: the keys are per (tenant, client id,
+mailbox), so every scenario that signs in as one Entra app shares one set of limits for a
+mailbox (two scenarios used to allow 4 in flight and 10,000 per 10 minutes each).
+
 One Lua script decides for many mailboxes at once, with Redis's own clock (replicas' clocks
-may differ), so a whole batch costs one round trip. Every key carries the scenario hash tag.
+may differ), so a whole batch costs one round trip. Every key carries the app's hash tag, so
+the keys one script touches are in one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -26,19 +31,19 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
-from common.errors import PwasyncError
-from common.logging import get_logger
-from common.redis_store import Keys, redis_errors
-
-log = get_logger(__name__)
+from common.health import HEARTBEATS, Heartbeats, run_every
+from common.redis_store import redis_errors
 
 LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
 RENEW_SECONDS = 3.0  # slots in flight are renewed this often, however long the request takes
 BUDGET_WINDOW_SECONDS = 600
 BUDGET_BUCKET_SECONDS = 60
+GRAPH_HOST = "graph.microsoft.com"
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -125,6 +130,40 @@ return 1
 """
 
 
+class GraphLimitKeys:
+    """The Redis keys of Graph's limits for one Entra app (tenant, client id) at one Graph
+    service, per mailbox. The service is part of the app's identity so that separate Graphs
+    (a national cloud; each test's own sandbox) never share limits; every scenario of an app
+    at graph.microsoft.com does."""
+
+    def __init__(self, tenant_id: str, client_id: str, graph_host: str = GRAPH_HOST) -> None:
+        app = "/".join(part.strip().lower() for part in (graph_host, tenant_id, client_id))
+        # The hash tag is the app: a decision over many mailboxes is one script in one slot.
+        self.prefix = "pwasync:graph:{" + app.replace("{", "").replace("}", "") + "}"
+
+    @classmethod
+    def of_app(cls, settings: Any) -> GraphLimitKeys:
+        """The keys of the Entra app the settings sign in with (whatever their scenario)."""
+        host = urlsplit(str(settings.graph_url)).netloc or GRAPH_HOST
+        return cls(settings.tenant_id or "", settings.graph_client_id or "", host)
+
+    def slots(self, mailbox: str) -> str:
+        """Sorted set of the Graph requests in flight to a mailbox, by lease end (ms)."""
+        return f"{self.prefix}:slots:{mailbox}"
+
+    def pause(self, mailbox: str) -> str:
+        """Exists while Graph asked every writer to leave a mailbox alone (429)."""
+        return f"{self.prefix}:pause:{mailbox}"
+
+    def budget(self, mailbox: str) -> str:
+        """Hash of minute -> Graph requests sent to a mailbox in that minute."""
+        return f"{self.prefix}:budget:{mailbox}"
+
+    @property
+    def all_pattern(self) -> str:
+        return f"{self.prefix}:*"
+
+
 @dataclass(frozen=True)
 class Grant:
     tokens: tuple[str, ...]  # one per admitted request
@@ -135,7 +174,7 @@ class MailboxLimiter:
     def __init__(
         self,
         client: redis.Redis,
-        keys: Keys,
+        keys: GraphLimitKeys,
         redis_url: str,
         *,
         concurrency: int = 4,
@@ -170,9 +209,9 @@ class MailboxLimiter:
         offered: dict[str, list[str]] = {}
         for mailbox in mailboxes:
             keys += [
-                self._keys.graph_slots(mailbox),
-                self._keys.graph_pause(mailbox),
-                self._keys.graph_budget(mailbox),
+                self._keys.slots(mailbox),
+                self._keys.pause(mailbox),
+                self._keys.budget(mailbox),
             ]
             tokens = [
                 f"{self._prefix}:{next(self._counter)}"
@@ -204,7 +243,7 @@ class MailboxLimiter:
             pipe = self._redis.pipeline(transaction=False)
             for mailbox, held in tokens.items():
                 if held:
-                    pipe.zrem(self._keys.graph_slots(mailbox), *held)
+                    pipe.zrem(self._keys.slots(mailbox), *held)
             pipe.execute()
 
     def renew_slots(self) -> None:
@@ -213,35 +252,36 @@ class MailboxLimiter:
             held = {mailbox: sorted(tokens) for mailbox, tokens in self._held.items() if tokens}
         if not held:
             return
-        keys = [self._keys.graph_slots(mailbox) for mailbox in held]
+        keys = [self._keys.slots(mailbox) for mailbox in held]
         args: list[str | int] = [int(LEASE_SECONDS * 1000)]
         for tokens in held.values():
             args += [len(tokens), *tokens]
         with redis_errors(self._url):
             self._renew(keys=keys, args=args)
 
-    def keep_slots(self, stop: threading.Event) -> threading.Thread:
-        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread."""
-
-        def run() -> None:
-            while not stop.wait(RENEW_SECONDS):
-                try:
-                    self.renew_slots()
-                except PwasyncError as exc:  # the next round tries again
-                    log.warning("could not renew Graph slots", error=str(exc))
-
-        thread = threading.Thread(target=run, name="graph-slots", daemon=True)
-        thread.start()
-        return thread
+    def keep_slots(
+        self, stop: threading.Event, heartbeats: Heartbeats = HEARTBEATS
+    ) -> threading.Thread:
+        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread.
+        A failed round (any error) is logged and the next one comes at the same pace: a
+        longer wait would let the leases of requests still in flight run out."""
+        return run_every(
+            "graph-slot-renewer",
+            RENEW_SECONDS,
+            self.renew_slots,
+            stop,
+            heartbeats=heartbeats,
+            max_backoff=RENEW_SECONDS,
+        )
 
     def pause(self, mailbox: str, seconds: float) -> None:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
         with redis_errors(self._url):
-            self._pause(keys=[self._keys.graph_pause(mailbox)], args=[max(1, int(seconds * 1000))])
+            self._pause(keys=[self._keys.pause(mailbox)], args=[max(1, int(seconds * 1000))])
 
     def paused(self) -> dict[str, float]:
         """Mailboxes every replica is leaving alone now (a 429's Retry-After): seconds left."""
-        prefix = self._keys.graph_pause("")
+        prefix = self._keys.pause("")
         with redis_errors(self._url):
             keys = list(self._redis.scan_iter(match=f"{prefix}*", count=1000))
             pipe = self._redis.pipeline(transaction=False)

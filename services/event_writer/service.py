@@ -2,7 +2,11 @@
 
 Threads: pika's I/O thread; ``PWASYNC_WRITER_CONCURRENCY`` handler threads (= prefetch), which
 mostly wait for Graph; one dispatcher thread and a few sender threads that batch the handlers'
-Graph requests inside the per-mailbox limits shared in Redis; one thread renewing task leases.
+Graph requests inside the per-mailbox limits shared in Redis; one thread renewing task leases
+and one renewing Graph slots. Every one of these loops survives any error and reports its
+heartbeat on ``/healthz``; a handler waits for Graph at most ``graph_answer_timeout`` since the
+last answer, so its task lease is renewed only while it makes progress.
+
 On SIGTERM the consumer stops taking work and lets in-flight handlers finish (the dispatcher
 keeps sending for them; requests that would have to wait out a 429 fail over to a delayed
 retry instead), then the dispatcher and the connections close.
@@ -14,6 +18,7 @@ import threading
 
 import structlog
 
+from common.health import run_every
 from common.http import new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
@@ -27,14 +32,24 @@ from services.event_writer.endpoint_gate import EndpointGate
 from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph import GraphTransport
 from services.event_writer.handler import TaskChangedHandler
-from services.event_writer.mailbox_limits import MailboxLimiter
-from services.event_writer.task_store import TaskStore
+from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
+from services.event_writer.task_store import LEASE, TaskStore
 from services.ledger.endpoints import EndpointLedger
 from services.runtime import open_infrastructure
 
 log = get_logger(__name__)
 
 SENDERS = 16  # $batch requests in flight per writer
+MAX_THROTTLE_WAITS = 3  # a throttled request is sent again at most this often ...
+MAX_THROTTLE_WAIT_SECONDS = 30.0  # ... after a Retry-After of at most this
+
+
+def graph_answer_timeout(http_timeout: float) -> float:
+    """The longest a request may rightly wait in the dispatcher: every send (the first, one
+    per throttle wait, one after a 401) up to the HTTP timeout, every throttle wait, and a
+    minute for slots held by other replicas. Longer means stuck: the handling gives up."""
+    sends = MAX_THROTTLE_WAITS + 2
+    return sends * http_timeout + MAX_THROTTLE_WAITS * MAX_THROTTLE_WAIT_SECONDS + 60.0
 
 
 def event_rules(settings: Settings) -> EventRules:
@@ -59,17 +74,31 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
     limiter = MailboxLimiter(
         infra.redis,
-        infra.keys,
+        # Graph's limits are the app's, whatever scenario uses it (README "Inside Graph's
+        # limits"): keyed by tenant and client id, not by scenario.
+        GraphLimitKeys.of_app(settings),
         infra.redis_url,
         concurrency=settings.graph_mailbox_concurrency,
         budget=settings.graph_mailbox_budget,
     )
     dispatcher = GraphDispatcher(
-        transport, limiter, batch_size=settings.graph_batch_size, senders=SENDERS, stop=stop
+        transport,
+        limiter,
+        batch_size=settings.graph_batch_size,
+        senders=SENDERS,
+        max_throttle_waits=MAX_THROTTLE_WAITS,
+        max_wait_seconds=MAX_THROTTLE_WAIT_SECONDS,
+        # A send is one HTTP request (the token's, before it, has its own timeout).
+        max_send_seconds=2 * settings.http_timeout_seconds + 60.0,
+        stop=stop,
     ).start()
     store = TaskStore(infra.redis, infra.keys, infra.redis_url)
     leases_stop = threading.Event()
-    store.keep_leases(leases_stop)
+    renew_every = LEASE.total_seconds() / 3
+    # Same pace after a failed round: a longer wait would let the leases in use run out.
+    run_every(
+        "task-lease-renewer", renew_every, store.renew_leases, leases_stop, max_backoff=renew_every
+    )
     limiter.keep_slots(leases_stop)
     routing_key = routing_key_transfer_succeeded(settings.scenario)
 
@@ -99,6 +128,7 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         # broker dead-letters it though it is fine.
         lease_wait_seconds=1.0,
         probe_wait_seconds=3.0,
+        graph_answer_timeout=graph_answer_timeout(settings.http_timeout_seconds),
     )
     log.info(
         "writer starting",

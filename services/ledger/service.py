@@ -12,6 +12,7 @@ import redis.exceptions
 from common import metrics
 from common.consumer import Delivery
 from common.errors import BadMessage, Contended, PwasyncError, RetryableError
+from common.health import HEARTBEATS
 from common.logging import get_logger
 from common.messages import TransferSucceeded, decode
 from common.settings import Settings
@@ -90,12 +91,17 @@ class HeldTaskReleaser:
         return len(bodies)
 
     def run(self, stop: threading.Event, interval: float = RELEASE_INTERVAL_SECONDS) -> None:
+        """Every ``interval`` until ``stop``; any error is logged and the next round retries
+        (the interval is long enough not to need a backoff). Beats on /healthz every round."""
+        heartbeat = HEARTBEATS.register("held-releaser", max_silence=max(120.0, 4 * interval))
         while not stop.is_set():
             try:
                 self.release_once()
-            except PwasyncError as exc:  # Redis or the broker away: the next round retries
+            except Exception as exc:  # noqa: BLE001 - Redis or the broker away, or a bug
                 log.warning("could not release held tasks", error=str(exc))
+            heartbeat.beat()
             stop.wait(interval)
+        heartbeat.close()
 
 
 def run_ledger(settings: Settings, stop: threading.Event) -> None:

@@ -21,7 +21,7 @@ from common.redis_store import Keys, connect_redis
 from common.run_events import RunEvents
 from common.settings import Settings
 from common.topology import topology_for
-from services.event_writer.mailbox_limits import MailboxLimiter
+from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
 from services.event_writer.task_store import TaskStore
 from services.ledger.endpoints import EndpointLedger
 from services.ledger.usage import EXPIRING_SOON
@@ -29,6 +29,14 @@ from services.poller.state import PollerState
 
 #: Assignee failures listed in the table; the JSON has them all.
 FAILURES_SHOWN = 10
+
+
+def _paused_mailboxes(settings: Settings, client: Any, url: str) -> dict[str, float]:
+    """Mailboxes paused for the scenario's Entra app (shared with other scenarios using it);
+    none known without the app's settings."""
+    if not (settings.tenant_id and settings.graph_client_id):
+        return {}
+    return MailboxLimiter(client, GraphLimitKeys.of_app(settings), url).paused()
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
@@ -54,7 +62,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "deletion_guard": poller.deletion_alarm(),
             "throttled_mailboxes": [
                 {"mailbox": mailbox, "for_seconds": round(seconds, 1)}
-                for mailbox, seconds in sorted(MailboxLimiter(client, keys, url).paused().items())
+                for mailbox, seconds in sorted(_paused_mailboxes(settings, client, url).items())
             ],
             "failed_assignees": [
                 {"task_id": str(task), **failure}

@@ -28,6 +28,7 @@ from common.consumer import (
     Delivery,
 )
 from common.errors import Stopping
+from common.health import HEARTBEATS
 from common.http import new_http_client
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
@@ -205,7 +206,15 @@ class Scheduler:
         self._replica = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
 
     def run(self, stop: threading.Event) -> None:
+        # Beats every few seconds however far the next tick is; an exception that ends this
+        # thread leaves the heartbeat registered, so /healthz turns red.
+        self._heartbeat = HEARTBEATS.register("scheduler", max_silence=120.0)
+        self._run(stop)
+        self._heartbeat.close()
+
+    def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._heartbeat.beat()
             due = self._schedule.next_run(datetime.now(UTC), self._zone)
             if due is not None:
                 log.info(
@@ -252,6 +261,7 @@ class Scheduler:
                 )
             if stop.wait(delay):
                 return
+            self._heartbeat.beat()
             delay = min(delay * 2, TICK_RETRY_MAX_SECONDS)
 
     def _wait_until(self, due: datetime | None, stop: threading.Event) -> bool:
@@ -262,6 +272,7 @@ class Scheduler:
                 return True
             if stop.wait(min(SCHEDULE_WAIT_SECONDS, remaining)):
                 return False
+            self._heartbeat.beat()
 
     def _request(self, trigger: str) -> SyncRequested:
         return SyncRequested(

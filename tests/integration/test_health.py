@@ -5,7 +5,7 @@ import socket
 import httpx
 import pytest
 
-from common.health import HealthServer
+from common.health import HealthServer, Heartbeats
 from tests.e2e.harness import wait_for
 from tests.ports import free_port
 
@@ -18,6 +18,7 @@ def test_probes_report_each_check():
         0,
         liveness={"loop": lambda: True},
         readiness={"broker": lambda: state["broker"], "redis": lambda: 1 / 0},
+        heartbeats=Heartbeats(),  # none of the loops other tests of this process left
     ).start()
     try:
         base = f"http://127.0.0.1:{server.port}"

@@ -16,10 +16,10 @@ def test_keys_of_a_scenario_share_one_cluster_slot():
         assert key.startswith("pwasync:{acme}:")
 
 
-def test_paused_mailboxes_are_reported_with_the_time_left(redis_client, redis_url, scenario):
+def test_paused_mailboxes_are_reported_with_the_time_left(redis_client, redis_url, graph_keys):
     from services.event_writer.mailbox_limits import MailboxLimiter
 
-    limiter = MailboxLimiter(redis_client, Keys(scenario), redis_url)
+    limiter = MailboxLimiter(redis_client, graph_keys, redis_url)
     limiter.pause("adele@contoso.com", 30)
     paused = limiter.paused()
     assert list(paused) == ["adele@contoso.com"]

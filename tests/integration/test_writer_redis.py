@@ -11,7 +11,7 @@ import pytest
 from common.messages import Assignee, TaskChanged
 from common.redis_store import Keys
 from services.event_writer.handler import TaskChangedHandler
-from services.event_writer.mailbox_limits import MailboxLimiter
+from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
 from services.event_writer.planner import RecordedEvent
 from services.event_writer.task_store import AssigneeFailure, Begun, Busy, Finish, Stale, TaskStore
 from tests.unit.fakes import FakeGraph
@@ -22,12 +22,17 @@ T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def keys(scenario):
-    return Keys(scenario)
+def keys(scenario, graph_keys):
+    return Keys(scenario)  # graph_keys: the app's Graph-limit keys are removed afterwards
 
 
 def limiter(redis_client, keys, redis_url, **kwargs):
-    return MailboxLimiter(redis_client, keys, redis_url, **kwargs)
+    """A replica's limiter, for the Entra app of this test's scenario."""
+    return MailboxLimiter(redis_client, app_keys(keys), redis_url, **kwargs)
+
+
+def app_keys(keys):
+    return GraphLimitKeys(f"tenant-{keys.scenario}", "app")
 
 
 def test_two_replicas_share_four_slots_per_mailbox(redis_client, keys, redis_url):
@@ -67,7 +72,7 @@ def test_slots_of_a_dead_writer_end_with_their_lease(redis_client, keys, redis_u
     dead = limiter(redis_client, keys, redis_url)
     dead.acquire({"m@x.com": 4})
     # Age the leases instead of waiting for them.
-    slots = keys.graph_slots("m@x.com")
+    slots = app_keys(keys).slots("m@x.com")
     for token in redis_client.zrange(slots, 0, -1):
         redis_client.zadd(slots, {token: 1})
     assert (
@@ -80,7 +85,7 @@ def test_slots_in_flight_are_renewed_and_a_dead_writers_run_out(redis_client, ke
     mine = live.acquire({"m@x.com": 3})["m@x.com"].tokens
     theirs = dead.acquire({"m@x.com": 1})["m@x.com"].tokens
     live.release({"m@x.com": [mine[2]]})  # answered: given back, never renewed again
-    slots = keys.graph_slots("m@x.com")
+    slots = app_keys(keys).slots("m@x.com")
     seconds, micros = redis_client.time()
     soon = seconds * 1000 + micros // 1000 + 500
     redis_client.zadd(slots, {token: soon for token in redis_client.zrange(slots, 0, -1)})
