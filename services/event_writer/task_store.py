@@ -341,17 +341,6 @@ class TaskStore:
 
     # --- leases --------------------------------------------------------------------------------
 
-    def keep_leases(self, stop: threading.Event) -> threading.Thread:
-        """Renew every held lease every LEASE/3 until ``stop``; returns the started thread."""
-
-        def run() -> None:
-            while not stop.wait(LEASE.total_seconds() / 3):
-                self.renew_leases()
-
-        thread = threading.Thread(target=run, name="task-leases", daemon=True)
-        thread.start()
-        return thread
-
     def renew_leases(self) -> None:
         with self._held_lock:
             held = list(self._held.items())
