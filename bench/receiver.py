@@ -14,7 +14,6 @@ schedule's interval on average and the whole interval at worst, plus the same sy
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from services.launcher import (  # noqa: E402
     start_process,
     start_sandbox,
 )
-from tests.ports import free_port  # noqa: E402
+from tests.ports import free_port, port_open  # noqa: E402
 
 AMQP_URL, REDIS_URL = local_service_urls()
 MAILBOX = "adele.vance@contoso.onmicrosoft.com"
@@ -78,7 +77,7 @@ def main() -> int:
         cli("fields", "create")
         for name in ("poller", "writer", "ledger", "receiver"):
             services.append(start_process(name, pwasync_command(name), env=env, workdir=workdir))
-        _wait(lambda: _listening(port), 30, "the receiver to listen")
+        _wait(lambda: port_open(port), 30, "the receiver to listen")
         cli("events", "register")
         task_ids = control.demo_flag_task_ids()
         control.flag_tasks(task_ids, value=True, publish=True)
@@ -127,14 +126,6 @@ def _report(args: argparse.Namespace, seconds: list[float]) -> None:
         f"{f'polling every {args.poll_minutes} min (+ the same sync)':40} "
         f"{interval / 2:>8.0f} {0.95 * interval:>8.0f} {interval:>8.0f}"
     )
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001

@@ -17,22 +17,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.ports import free_port
+from tests.ports import free_port, port_open
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
@@ -106,14 +97,14 @@ class RabbitNode:
         )
         # `wait` returns once the pid file exists and the rabbit application runs.
         self._ctl("wait", "--timeout", "60", str(self.root / "node.pid"))
-        _wait(lambda: _port_open(self.port), 30, "RabbitMQ did not listen")
+        _wait(lambda: port_open(self.port), 30, "RabbitMQ did not listen")
         if self.management_port is not None:
-            _wait(lambda: _port_open(self.management_port), 60, "management did not listen")
+            _wait(lambda: port_open(self.management_port), 60, "management did not listen")
 
     def stop(self) -> None:
         """An orderly stop (what a restart by an operator or an upgrade does)."""
         self._ctl("stop", str(self.root / "node.pid"))
-        _wait(lambda: not _port_open(self.port), 30, "RabbitMQ did not stop")
+        _wait(lambda: not port_open(self.port), 30, "RabbitMQ did not stop")
 
     def restart(self, down_seconds: float = 0.0) -> None:
         self.stop()
@@ -123,7 +114,7 @@ class RabbitNode:
 
     def close(self) -> None:
         pid_file = self.root / "node.pid"
-        if pid_file.exists() and _port_open(self.port):
+        if pid_file.exists() and port_open(self.port):
             try:
                 self.stop()
             except (subprocess.SubprocessError, RuntimeError):
@@ -163,14 +154,14 @@ class RedisServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        _wait(lambda: _port_open(self.port), 30, "Redis did not listen")
+        _wait(lambda: port_open(self.port), 30, "Redis did not listen")
 
     def crash(self) -> None:
         """SIGKILL: no shutdown, no final fsync; the AOF is all that survives."""
         assert self.process is not None
         self.process.kill()
         self.process.wait()
-        _wait(lambda: not _port_open(self.port), 10, "Redis did not go away")
+        _wait(lambda: not port_open(self.port), 10, "Redis did not go away")
 
     def restart(self, down_seconds: float = 0.0) -> None:
         self.crash()

@@ -5,7 +5,6 @@ next poll still finds the change."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from services.receiver.soap import SOAP_11
 from tests.e2e.harness import Pipeline, wait_for
-from tests.ports import free_port
+from tests.ports import free_port, port_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -45,20 +44,12 @@ def runs(pipeline: Pipeline) -> list[dict]:
     return [r for r in pipeline.redis_json_list("poller:runs") if r["status"] == "succeeded"]
 
 
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def start_all(se: Pipeline) -> None:
     assert "created Task flag field" in se.cli("fields", "create").stdout
     for name in ("poller", "writer-1", "ledger"):
         se.start(name)
     se.start("receiver", {"PWASYNC_HTTP_PORT": str(se.health_port)})
-    assert wait_for(lambda: listening(int(se.env["PWASYNC_RECEIVER_PORT"])), timeout=30)
+    assert wait_for(lambda: port_open(int(se.env["PWASYNC_RECEIVER_PORT"])), timeout=30)
     registered = se.cli("events", "register").stdout
     assert registered.startswith("added: handler") and SECRET not in registered
     assert se.cli("events", "register").stdout.startswith("unchanged")
