@@ -101,6 +101,18 @@ def test_removals_reach_the_writer_for_every_way_a_task_leaves_the_selection(pip
     }
 
 
+def start_two_pollers(pipeline: Pipeline, amqp_url: str, scenario: str) -> None:
+    """Start poller-1 and poller-2 and wait until both consume the scenario's requests."""
+    pipeline.start("poller-1", FROM_THE_START)
+    pipeline.start("poller-2", FROM_THE_START)
+    queue = topology_for(scenario).sync_requests.name
+    connector = RabbitConnector(amqp_url, connection_name="test")
+    assert wait_for(
+        lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 2,
+        timeout=30,
+    )
+
+
 def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
     tmp_path, amqp_url, redis_url, scenario
 ):
@@ -109,14 +121,7 @@ def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
     )
     try:
         pipeline.client.generate(projects=15, tasks_per_project=20, flagged=True, ensure_field=True)
-        pipeline.start("poller-1", FROM_THE_START)
-        pipeline.start("poller-2", FROM_THE_START)
-        queue = topology_for(scenario).sync_requests.name
-        connector = RabbitConnector(amqp_url, connection_name="test")
-        assert wait_for(
-            lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 2,
-            timeout=30,
-        )
+        start_two_pollers(pipeline, amqp_url, scenario)
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         try:
             channel = connection.channel()
@@ -262,14 +267,7 @@ def test_a_request_queued_behind_a_run_survives_the_sigkill_of_the_poller_runnin
     )
     try:
         pipeline.client.generate(projects=15, tasks_per_project=5, flagged=True, ensure_field=True)
-        pipeline.start("poller-1", FROM_THE_START)
-        pipeline.start("poller-2", FROM_THE_START)
-        queue = topology_for(scenario).sync_requests.name
-        connector = RabbitConnector(amqp_url, connection_name="test")
-        assert wait_for(
-            lambda: (inspect_queue(connector, queue) or QueueState(0, 0)).consumers == 2,
-            timeout=30,
-        )
+        start_two_pollers(pipeline, amqp_url, scenario)
         publish_sync_request(amqp_url, scenario, "first")
         assert wait_for(
             lambda: runs_started(pipeline, "poller-1") or runs_started(pipeline, "poller-2"),
