@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import structlog
+
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, DeadLetter, Retry, decide
 from common.consumer import (
     DEAD_AT_HEADER,
@@ -182,11 +184,14 @@ class RunLoop:
 
     def _run_batch(self, batch: list[QueuedRequest]) -> None:
         for request, correlation_ids in merge_requests(batch):
-            self._runner.run(
-                request,
-                correlation_id=correlation_ids[0] if correlation_ids else None,
-                coalesced=correlation_ids[1:],
-            )
+            correlation_id = correlation_ids[0] if correlation_ids else None
+            # The run happens outside the request's delivery: bind its correlation id here, so
+            # the run's log lines and the task changes it publishes (and so the writers' and
+            # the ledger's lines) carry it.
+            with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+                self._runner.run(
+                    request, correlation_id=correlation_id, coalesced=correlation_ids[1:]
+                )
 
 
 class Scheduler:

@@ -185,7 +185,7 @@ def test_pwasync_connect_then_the_poller_syncs_with_the_stored_sign_in(pipeline,
 
     assert "created Task flag field" in pipeline.cli("fields", "create").stdout
     check = pipeline.cli("check", "--mailbox", ADELE)
-    assert check.stdout.count("ok  ") == 8, check.stdout
+    assert check.stdout.count("ok  ") == 9, check.stdout
 
     client.create_project("OAuth", [flagged_task("via oauth", resource_of(pipeline, ADELE))])
     pipeline.start("poller")

@@ -1,8 +1,8 @@
 """Issue 11, item 11: a command whose reply was lost is never sent again by the client.
 
 Through a proxy that lets the first script (or transaction) run in Redis and then loses its
-reply with the connection, the effect must be there once: the run lease does not queue its own
-request, the Graph budget and a run's counts are not counted twice. The caller learns that the
+reply with the connection, the effect must be there once: queued requests taken by a run are
+taken once, the Graph budget and a run's counts are not counted twice. The caller learns that the
 outcome is unknown (``ServiceUnavailable``) and decides itself, as for any other Redis failure.
 """
 
@@ -43,28 +43,33 @@ def lossy(redis_url):
         proxy.close()
 
 
-def test_a_run_lease_whose_reply_was_lost_does_not_queue_its_own_request(
-    lossy, redis_client, scenario
+def test_a_take_of_queued_requests_whose_reply_was_lost_runs_each_request_once(
+    lossy, redis_client, redis_url, scenario
 ):
     client, proxy = lossy(b"EVALSHA")
-    coordinator = RunCoordinator(client, Keys(scenario), "redis://lossy")
-    request = QueuedRequest(SyncRequested(scenario=scenario), correlation_id="c-1")
+    direct = RunCoordinator(connect_redis(redis_url), Keys(scenario), redis_url)
+    direct.enqueue(QueuedRequest(SyncRequested(scenario=scenario), correlation_id="c-1"))
+    owner = direct.try_lease()
+    assert owner is not None
     with contextlib.suppress(ServiceUnavailable):
-        coordinator.try_run(request)
+        RunCoordinator(client, Keys(scenario), "redis://lossy").take(owner)
     assert proxy.dropped == 1
-    # Sent again, the script found the lease taken (by its own first run) and queued the
-    # request: the poller would ack it, and the run it owes would wait for the lease to expire.
+    # The lost take moved the request to the processing list once; the holder's next take
+    # finds it there once, not twice, and nothing is left pending.
+    taken = direct.take(owner)
+    assert [q.correlation_id for q in taken] == ["c-1"]
     assert redis_client.llen(PollerKeys(Keys(scenario)).pending) == 0
 
 
-def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(lossy, redis_client, scenario):
+def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(
+    lossy, redis_client, graph_keys
+):
     client, proxy = lossy(b"EVALSHA")
-    keys = Keys(scenario)
-    limiter = MailboxLimiter(client, keys, "redis://lossy", budget=100)
+    limiter = MailboxLimiter(client, graph_keys, "redis://lossy", budget=100)
     with contextlib.suppress(ServiceUnavailable):
         limiter.acquire({"adele@contoso.com": 1})
     assert proxy.dropped == 1
-    spent = redis_client.hgetall(keys.graph_budget("adele@contoso.com"))
+    spent = redis_client.hgetall(graph_keys.budget("adele@contoso.com"))
     assert sum(int(n) for n in spent.values()) == 1
 
 

@@ -82,10 +82,11 @@ def test_the_held_task_releaser_goes_on_after_an_error_reply_and_reports_itself(
     calls, published, stop = [], [], threading.Event()
 
     class Ledger:
-        def release_held(self, limit):
+        def release_held(self, limit, publish):
             calls.append(limit)
             if len(calls) == 1:  # raw, as from a store that does not translate it
                 raise redis.exceptions.OutOfMemoryError("command not allowed")
+            publish("body")
             return ["body"]
 
     releaser = HeldTaskReleaser(Ledger(), 10, lambda body: published.append(body))
