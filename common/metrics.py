@@ -7,6 +7,9 @@ serves its own registry at ``/metrics`` on ``PWASYNC_HTTP_PORT``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
@@ -48,7 +51,7 @@ TASKS = Counter(
 )
 ENDPOINTS_IN_USE = Gauge(
     "pwasync_endpoints_in_use",
-    "Endpoints held over the rolling 30 days (as last seen by this process).",
+    "Endpoints held over the rolling 30 days (the ledger reads it from Redis at scrape time).",
 )
 ENDPOINTS_ALLOCATED = Counter(
     "pwasync_endpoints_allocated_total",
@@ -120,3 +123,40 @@ ENDPOINT_LIMIT = Gauge(
     "pwasync_endpoint_limit",
     "PWASYNC_ENDPOINT_LIMIT as this process sees it; 0 = no limit.",
 )
+
+# --- what the writer and the ledger add for the dashboard and the alert rules ------------------
+
+GRAPH_REQUESTS_WAITING = Gauge(
+    "pwasync_graph_requests_waiting",
+    "Graph requests the writer's dispatcher holds until a mailbox slot, a sender or the end of "
+    "a pause lets them go (its backlog; read at scrape time).",
+)
+TASK_LEASE_CONTENDED = Counter(
+    "pwasync_task_lease_contended_total",
+    "Task changes handed back because another writer held the task's lease (retried later "
+    "without counting an attempt).",
+)
+ASSIGNEE_FAILURES = Counter(
+    "pwasync_assignee_failures_total",
+    "Assignee failures recorded by the writers (a mailbox that cannot take events, no e-mail "
+    "address, an address refused), by code; counted each time a handling records them.",
+    ["code"],
+)
+HELD_TASKS = Gauge(
+    "pwasync_held_tasks",
+    "Tasks waiting for an endpoint because PWASYNC_ENDPOINT_LIMIT is reached (read from Redis "
+    "at scrape time).",
+)
+
+
+def reading(read: Callable[[], float]) -> Callable[[], float]:
+    """A scrape-time reading (``Gauge.set_function``) that fails (Redis away) is no value
+    (NaN), not a failed scrape: /metrics must keep answering with everything else."""
+
+    def guarded() -> float:
+        try:
+            return float(read())
+        except Exception:  # noqa: BLE001 - any failure of the reading means "unknown"
+            return math.nan
+
+    return guarded

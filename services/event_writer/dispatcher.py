@@ -148,6 +148,11 @@ class GraphDispatcher:
             self._cond.notify_all()
         return future
 
+    def waiting(self) -> int:
+        """Requests submitted and not sent yet (the dispatcher's backlog)."""
+        with self._cond:
+            return sum(len(self._mailboxes[m].pending) for m in self._ready)
+
     def mailboxes_known(self) -> int:
         """How many mailboxes the table holds (pending, in flight or paused)."""
         with self._cond:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from common import metrics
 from common.consumer import Delivery
 from common.errors import Contended, PermanentError, PwasyncError, RetryableError
 from common.logging import get_logger
@@ -314,6 +315,7 @@ class TaskChangedHandler:
             if remaining <= 0 or self._stop.is_set():
                 # Retried once the holder's lease may have ended (a writer that died holds it
                 # until then), and not counted as a failed attempt.
+                metrics.TASK_LEASE_CONTENDED.inc()
                 raise Contended(
                     "another writer is working on this task", retry_after=begin.retry_after
                 )

@@ -18,6 +18,7 @@ import threading
 
 import structlog
 
+from common import metrics
 from common.health import run_every
 from common.http import new_http_client
 from common.identity import GraphAppTokens
@@ -92,6 +93,7 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         max_send_seconds=2 * settings.http_timeout_seconds + 60.0,
         stop=stop,
     ).start()
+    metrics.GRAPH_REQUESTS_WAITING.set_function(dispatcher.waiting)
     store = TaskStore(infra.redis, infra.keys, infra.redis_url)
     leases_stop = threading.Event()
     renew_every = LEASE.total_seconds() / 3

@@ -43,6 +43,7 @@ from uuid import UUID
 
 import redis
 
+from common import metrics
 from common.errors import PermanentError
 from common.logging import get_logger
 from common.redis_store import Keys, redis_errors
@@ -272,6 +273,8 @@ class TaskStore:
                 )
         finally:
             self._forget_lease(lease_key)
+        for failure in outcome.failures:
+            metrics.ASSIGNEE_FAILURES.labels(failure.code).inc()
         held, strays = answer
         if not held:
             log.warning("the task's lease ran out before its outcome was recorded")

@@ -367,6 +367,10 @@ class EndpointLedger:
                 self._redis.zcount(self._keys.ledger_endpoints, f"({_ms(self._clock())}", "+inf")
             )
 
+    def count_held(self) -> int:
+        with redis_errors(self._url):
+            return int(self._redis.zcard(self._keys.ledger_held))
+
     def held(self) -> list[HeldTask]:
         with redis_errors(self._url):
             entries = self._redis.zrange(self._keys.ledger_held, 0, -1, withscores=True)

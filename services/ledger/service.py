@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from collections.abc import Callable
@@ -11,7 +10,7 @@ import redis.exceptions
 
 from common import metrics
 from common.consumer import Delivery
-from common.errors import BadMessage, Contended, PwasyncError, RetryableError
+from common.errors import BadMessage, Contended, RetryableError
 from common.health import HEARTBEATS
 from common.logging import get_logger
 from common.messages import TransferSucceeded, decode
@@ -59,9 +58,6 @@ class TransferHandler:
             ) from exc
         if allocated:
             metrics.ENDPOINTS_ALLOCATED.inc()
-        # A gauge: the next transfer sets it again; the allocation is what must not be retried.
-        with contextlib.suppress(PwasyncError, *_REFUSALS):
-            metrics.ENDPOINTS_IN_USE.set(self._ledger.count_in_use())
         log.info(
             "endpoint allocated" if allocated else "task already holds an endpoint",
             task_id=str(transfer.task_id),
@@ -109,6 +105,9 @@ def run_ledger(settings: Settings, stop: threading.Event) -> None:
     ledger = EndpointLedger(infra.redis, infra.keys, infra.redis_url)
     handler = TransferHandler(scenario=settings.scenario, ledger=ledger)
     routing_key = routing_key_task_changed(settings.scenario)
+    # Read at scrape time: right after a restart too, and the same from every replica.
+    metrics.ENDPOINTS_IN_USE.set_function(metrics.reading(ledger.count_in_use))
+    metrics.HELD_TASKS.set_function(metrics.reading(ledger.count_held))
 
     def republish(body: bytes) -> None:
         infra.publisher.publish(routing_key, body, correlation_id=str(uuid.uuid4()))

@@ -4,9 +4,7 @@ replica that ran the last sync, or raised the alarm, may not be the one scraped)
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,21 +44,8 @@ def observe_poller_state(
     started = time.time() if started is None else started
     metrics.SYNC_SCHEDULE_INTERVAL.set(schedule_interval_seconds(schedule))
     metrics.LAST_SUCCESSFUL_SYNC.set_function(
-        _or_nan(lambda: last_success(state.runs(limit=200)) or started)
+        metrics.reading(lambda: last_success(state.runs(limit=200)) or started)
     )
     metrics.DELETION_GUARD_ALARM.set_function(
-        _or_nan(lambda: 1.0 if state.deletion_alarm() else 0.0)
+        metrics.reading(lambda: 1.0 if state.deletion_alarm() else 0.0)
     )
-
-
-def _or_nan(read: Callable[[], float]) -> Callable[[], float]:
-    """A reading that fails (Redis away) is no value (NaN), not a failed scrape: /metrics must
-    keep answering with everything else."""
-
-    def guarded() -> float:
-        try:
-            return float(read())
-        except Exception:  # noqa: BLE001 - any failure of the reading means "unknown"
-            return math.nan
-
-    return guarded

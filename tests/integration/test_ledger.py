@@ -159,7 +159,7 @@ def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledg
     assert ledger.claim(b, 2, payload(b)) is Claim.CLAIMED
     assert ledger.claim(c, 2, payload(c)) is Claim.HELD
     assert ledger.claim(c, 2, payload(c)) is Claim.HELD  # still held, not counted twice
-    assert [h.task_id for h in ledger.held()] == [c]
+    assert [h.task_id for h in ledger.held()] == [c] and ledger.count_held() == 1
     assert released(ledger, 2) == []  # no slot yet
 
     assert ledger.allocate(a, PROJECT, clock.now)
@@ -168,7 +168,7 @@ def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledg
 
     clock.now += WINDOW + timedelta(seconds=1)
     assert released(ledger, 2) == [payload(c)]
-    assert ledger.held() == []
+    assert ledger.held() == [] and ledger.count_held() == 0
     assert ledger.claim(c, 2, payload(c)) is Claim.CLAIMED  # the released claim is its own
 
 

@@ -61,9 +61,7 @@ def test_a_take_of_queued_requests_whose_reply_was_lost_runs_each_request_once(
     assert redis_client.llen(PollerKeys(Keys(scenario)).pending) == 0
 
 
-def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(
-    lossy, redis_client, graph_keys
-):
+def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(lossy, redis_client, graph_keys):
     client, proxy = lossy(b"EVALSHA")
     limiter = MailboxLimiter(client, graph_keys, "redis://lossy", budget=100)
     with contextlib.suppress(ServiceUnavailable):

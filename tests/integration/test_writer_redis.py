@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from common import metrics
 from common.messages import Assignee, TaskChanged
 from common.redis_store import Keys
 from services.event_writer.handler import TaskChangedHandler
@@ -105,7 +106,9 @@ def test_begin_and_finish_keep_order_lease_dirt_and_the_map(redis_client, keys, 
     assert isinstance(store.begin(task, "2026-01-03|x", "upsert", []), Busy)
     event = RecordedEvent(alice, "a@x.com", "AAMk1", "f1")
     failure = AssigneeFailure(uuid.uuid4(), "Ghost", "g@x.com", "ErrorInvalidUser", "gone", "t")
+    counted = metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get()
     assert store.finish(task, first.token, Finish(record=[event], failures=[failure]))
+    assert metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get() == counted + 1
     assert store.failures() == {task: [json_of(failure)]}
     store.mark_mailbox("a@x.com", "clean")
     assert isinstance(store.begin(task, "2026-01-01|x", "upsert", []), Stale)

@@ -163,3 +163,15 @@ def test_a_failed_batch_fails_each_of_its_requests(parts):
     for future in futures:
         with pytest.raises(RetryableApiError):
             future.result(timeout=10)
+
+
+def test_the_backlog_counts_what_waits_for_a_slot(parts):
+    transport, limiter, dispatcher = parts
+    limiter.budget_wait["m@x.com"] = 60.0  # the mailbox's budget is spent: nothing goes
+    futures = [dispatcher.submit(gp.create("m@x.com", {"n": i})) for i in range(7)]
+    assert dispatcher.waiting() == 7
+    del limiter.budget_wait["m@x.com"]
+    dispatcher.start()
+    for future in futures:
+        future.result(timeout=5)
+    assert dispatcher.waiting() == 0

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from common import metrics
 from common.errors import Contended, PermanentError, RetryableApiError, RetryableError
 from common.mailboxes import MailboxPolicy
 from common.messages import Assignee, TaskChanged
@@ -256,10 +257,12 @@ def test_two_resources_sharing_a_mailbox_get_one_event(world):
 
 def test_a_task_busy_in_another_writer_is_retried_after_its_lease_without_an_attempt(world):
     world.store.leases[TASK] = "someone else"
+    contended = metrics.TASK_LEASE_CONTENDED._value.get()
     with pytest.raises(Contended, match="another writer") as raised:
         world.handle(task(ASSIGNEES))
     assert raised.value.retry_after == 1.0  # what is left of the holder's lease
     assert world.graph.calls == []
+    assert metrics.TASK_LEASE_CONTENDED._value.get() == contended + 1
 
 
 class FakeGate:
