@@ -15,3 +15,13 @@ def pipeline(request, tmp_path, amqp_url, redis_url, scenario):
     )
     yield pipe
     pipe.close()
+
+
+@pytest.fixture
+def se(tmp_path, amqp_url, redis_url, scenario):
+    """A pipeline on the sandbox's Project Server Subscription Edition."""
+    pipe = Pipeline(
+        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, edition="se"
+    )
+    yield pipe
+    pipe.close()

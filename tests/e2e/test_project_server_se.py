@@ -14,15 +14,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 
 
-@pytest.fixture
-def se(tmp_path, amqp_url, redis_url, scenario):
-    pipe = Pipeline(
-        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, edition="se"
-    )
-    yield pipe
-    pipe.close()
-
-
 def finished_runs(pipeline: Pipeline) -> int:
     return sum(1 for run in pipeline.redis_json_list("poller:runs") if run["status"] == "succeeded")
 

@@ -20,10 +20,9 @@ SECRET = "e2e-receiver-secret-0123456789"
 
 
 @pytest.fixture
-def se(tmp_path, amqp_url, redis_url, scenario):
-    pipe = Pipeline(
-        tmp_path, amqp_url=amqp_url, redis_url=redis_url, scenario=scenario, edition="se"
-    )
+def se(se):
+    """The Subscription Edition pipeline with the receiver's settings."""
+    pipe = se
     port, health = free_port(), free_port()
     pipe.env.update(
         {
@@ -36,8 +35,7 @@ def se(tmp_path, amqp_url, redis_url, scenario):
     pipe.receiver_url = f"http://127.0.0.1:{port}/project-server/events"
     pipe.receiver_metrics = f"http://127.0.0.1:{health}/metrics"
     pipe.health_port = health
-    yield pipe
-    pipe.close()
+    return pipe
 
 
 def runs(pipeline: Pipeline) -> list[dict]:
