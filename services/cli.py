@@ -182,13 +182,21 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if lines and all(line.ok for line in lines) else EXIT_FAILED
 
 
-def _sandbox(args: argparse.Namespace) -> int:
+def _require_sandbox() -> None:
+    """The sandbox is left out of production images and needs the `sandbox` extra."""
     try:
-        from sandbox.server import serve
+        import sandbox.server  # noqa: F401 - only whether it imports
     except ImportError:
         raise ConfigError(
-            "the sandbox needs the optional dependencies: pip install 'pwasync[sandbox]'"
+            "the sandbox is not installed here (production images leave it out): "
+            "install it with pip install 'pwasync[sandbox]' from a checkout"
         ) from None
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    _require_sandbox()
+    from sandbox.server import serve
+
     serve(
         port=args.port,
         directory=args.dir,
@@ -220,6 +228,7 @@ def _dlq(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _require_sandbox()
     from services.demo import run_demo
 
     return run_demo(workdir=args.dir, writers=args.writers, edition=args.edition)
