@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common import metrics  # noqa: F401 - the metrics served at /metrics are defined there
+from common.errors import ConfigError
 from common.logging import get_logger
 
 log = get_logger(__name__)
@@ -206,3 +207,18 @@ def _safe(check: Check) -> bool:
         return bool(check())
     except Exception:  # noqa: BLE001 - a probe that raises is a failing probe
         return False
+
+
+def serve_health(
+    port: int, *, liveness: dict[str, Check], readiness: dict[str, Check]
+) -> HealthServer | None:
+    """Serve /healthz (with every registered loop), /readyz and /metrics on ``port``, started;
+    None for port 0. A port that cannot be bound is the operator's to fix: ``ConfigError``."""
+    if not port:
+        return None
+    try:
+        return HealthServer(port, liveness=liveness, readiness=readiness).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"PWASYNC_HTTP_PORT: cannot listen on port {port} ({exc.strerror})"
+        ) from None

@@ -28,8 +28,7 @@ from pydantic import BaseModel
 from common import metrics
 from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
-from common.errors import ConfigError
-from common.health import HealthServer
+from common.health import HealthServer, serve_health
 from common.logging import flush_logs, get_logger
 from common.messages import encode
 from common.pipelined_publisher import PipelinedPublisher
@@ -97,23 +96,16 @@ class Infrastructure:
 
     def serve_health(self, port: int) -> None:
         """Serve /healthz, /readyz and /metrics on ``port`` (0: do not serve)."""
-        if not port:
-            return
-        try:
-            self.health = HealthServer(
-                port,
-                liveness={"consumers": lambda: all(c.alive() for c in self.consumers)},
-                readiness={
-                    "broker": lambda: (
-                        bool(self.consumers) and all(c.connected.is_set() for c in self.consumers)
-                    ),
-                    "redis": lambda: bool(self.redis.ping()),
-                },
-            ).start()
-        except OSError as exc:
-            raise ConfigError(
-                f"PWASYNC_HTTP_PORT: cannot listen on port {port} ({exc.strerror})"
-            ) from None
+        self.health = serve_health(
+            port,
+            liveness={"consumers": lambda: all(c.alive() for c in self.consumers)},
+            readiness={
+                "broker": lambda: (
+                    bool(self.consumers) and all(c.connected.is_set() for c in self.consumers)
+                ),
+                "redis": lambda: bool(self.redis.ping()),
+            },
+        )
 
     def publish(self, routing_key: str, message: BaseModel, *, message_id: str | None = None):
         """Publish (confirmed) with the correlation id of the message being handled."""

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from common import metrics
+from common.health import HEARTBEATS, Heartbeats
 from common.logging import get_logger
 from services.receiver.coalescing import Due, PublishCoalescer
 
@@ -22,6 +23,8 @@ log = get_logger(__name__)
 
 Publish = Callable[[list[uuid.UUID]], None]
 HEARTBEAT_SECONDS = 1.0
+#: /healthz reports the loop dead after this long without a round (it wakes every second).
+MAX_SILENCE_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -32,6 +35,7 @@ class SyncRequester:
         publish: Publish,
         *,
         clock: Callable[[], float] = time.monotonic,
+        heartbeats: Heartbeats = HEARTBEATS,
     ) -> None:
         self._coalescer = coalescer
         self._publish = publish
@@ -40,7 +44,7 @@ class SyncRequester:
         self._outbox: list[Due] = []
         self._backoff = 0.0
         self._retry_at: float | None = None
-        self.heartbeat = clock()
+        self._heartbeats = heartbeats
         self.failing_since: float | None = None  # the first failed publish of this outage
 
     def announce(self, project_id: uuid.UUID, received_at: float) -> None:
@@ -51,14 +55,18 @@ class SyncRequester:
             self._wake.notify()  # a folded call moves the next deadline too
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self.heartbeat = self._clock()
-            try:
-                self.send_due()
-            except Exception as exc:  # noqa: BLE001 - the loop outlives any one failure
-                log.error("sync request loop failed; going on", error=repr(exc))
-            self._sleep(stop)
-        self._send(self._take(final=True), final=True)
+        heartbeat = self._heartbeats.register("sync-requester", MAX_SILENCE_SECONDS)
+        try:
+            while not stop.is_set():
+                try:
+                    self.send_due()
+                except Exception as exc:  # noqa: BLE001 - the loop outlives any one failure
+                    log.error("sync request loop failed; going on", error=repr(exc))
+                heartbeat.beat()
+                self._sleep(stop)
+            self._send(self._take(final=True), final=True)
+        finally:
+            heartbeat.close()
 
     def send_due(self) -> None:
         if self._retry_at is not None and self._clock() < self._retry_at:

@@ -19,7 +19,7 @@ import redis
 
 from common import metrics
 from common.errors import ConfigError
-from common.health import HealthServer
+from common.health import serve_health
 from common.logging import get_logger
 from common.messages import SyncRequested, encode
 from common.rabbit import Publisher, RabbitConnector
@@ -34,8 +34,6 @@ from services.runtime import service_topology
 
 log = get_logger(__name__)
 
-#: A requester loop silent for longer than this is reported dead by /healthz.
-LOOP_STALE_SECONDS = 30.0
 SITE_ID_REFRESH_SECONDS = 60.0
 DEBUG_BODY_BYTES = 4096
 
@@ -201,7 +199,11 @@ def run_receiver(settings: Settings, stop: threading.Event) -> None:
             f"PWASYNC_RECEIVER_PORT: cannot listen on port {settings.receiver_port} "
             f"({exc.strerror})"
         ) from None
-    health = _serve_health(settings.http_port, server, requester)
+    health = serve_health(
+        settings.http_port,
+        liveness={"http": server.alive},  # the requester's loop reports its own heartbeat
+        readiness={"broker": lambda: requester.failing_since is None},
+    )
     loop = threading.Thread(target=requester.run, args=(stop,), name="sync-requester")
     loop.start()
     try:
@@ -213,23 +215,3 @@ def run_receiver(settings: Settings, stop: threading.Event) -> None:
             health.stop()
         publisher.close()
         client.close()
-
-
-def _serve_health(
-    port: int, server: ReceiverServer, requester: SyncRequester
-) -> HealthServer | None:
-    if not port:
-        return None
-    try:
-        return HealthServer(
-            port,
-            liveness={
-                "http": server.alive,
-                "requester": lambda: time.monotonic() - requester.heartbeat < LOOP_STALE_SECONDS,
-            },
-            readiness={"broker": lambda: requester.failing_since is None},
-        ).start()
-    except OSError as exc:
-        raise ConfigError(
-            f"PWASYNC_HTTP_PORT: cannot listen on port {port} ({exc.strerror})"
-        ) from None

@@ -120,3 +120,22 @@ def test_a_publish_that_raises_anything_does_not_end_the_loop():
     finally:
         stop.set()
         loop.join(timeout=5)
+
+
+def test_the_loop_reports_its_heartbeat_while_it_runs():
+    from common.health import Heartbeats
+
+    heartbeats = Heartbeats()
+    requester = SyncRequester(PublishCoalescer(2.0), Broker().publish, heartbeats=heartbeats)
+    stop = threading.Event()
+    loop = threading.Thread(target=requester.run, args=(stop,))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "sync-requester" not in heartbeats.checks() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert heartbeats.checks()["sync-requester"]() is True
+    finally:
+        stop.set()
+        loop.join(timeout=5)
+    assert "sync-requester" not in heartbeats.checks()  # a stopped loop is not a dead one
