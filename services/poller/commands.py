@@ -14,9 +14,8 @@ import httpx
 from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
-from common.redis_store import connect_redis, redis_errors
 from common.settings import Settings
-from services.poller.connection import connect, open_pwa, token_store
+from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_api import PROJECTDATA, ApiRefused, PwaSource
@@ -32,15 +31,6 @@ from services.receiver.commands import receiver_lines
 PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 
-def _redis_if_needed(settings: Settings):  # noqa: ANN202
-    if settings.pwa_auth != "oauth":
-        return None
-    client = connect_redis(settings.redis_url.get_secret_value())
-    with redis_errors(settings.redis_url.get_secret_value()):
-        client.ping()
-    return client
-
-
 # --- fields ----------------------------------------------------------------------------------
 
 
@@ -49,7 +39,7 @@ def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
     name = settings.create_event_field
     lines: list[str] = []
     with _http_client(settings) as http:
-        pwa = open_pwa(settings, http, _redis_if_needed(settings))
+        pwa = open_pwa(settings, http, redis_if_needed(settings))
         api = PwaSource(pwa, settings).api
         client = CustomFieldsClient(pwa)
         task_entity = client.task_entity_id()
@@ -86,7 +76,7 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
             "signs in with the configured account)"
         )
     settings.require_pwa()
-    client = _redis_if_needed(settings)
+    client = redis_if_needed(settings)
     store = token_store(settings, client)
     with _http_client(settings) as http:
         return connect(settings, http, store, show=show)
@@ -107,7 +97,7 @@ def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
 def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
     try:
         settings.require_pwa()
-        pwa = open_pwa(settings, http, _redis_if_needed(settings))
+        pwa = open_pwa(settings, http, redis_if_needed(settings))
     except PwasyncError as exc:
         return [CheckLine("PWA sign-in", False, str(exc))]
     assert settings.pwa_url is not None

@@ -18,7 +18,7 @@ import redis
 
 from common.errors import AuthenticationError
 from common.identity import PwaPasswordTokens, PwaStoredTokens, pwa_public_client, sign_in_error
-from common.redis_store import Keys
+from common.redis_store import Keys, connect_redis, redis_errors
 from common.settings import Settings
 from common.token_cache import TokenCacheStore
 from services.poller.pwa_auth import BearerAuth, WindowsAuth
@@ -39,6 +39,18 @@ def token_store(settings: Settings, client: redis.Redis) -> TokenCacheStore:
         settings.redis_url.get_secret_value(),
         settings.secret_key.get_secret_value(),
     )
+
+
+def redis_if_needed(settings: Settings) -> redis.Redis | None:
+    """Redis for a one-shot command's PWA sign-in: only ``oauth`` keeps it there (checked
+    reachable, so the command fails with one line rather than at its first token)."""
+    if settings.pwa_auth != "oauth":
+        return None
+    url = settings.redis_url.get_secret_value()
+    client = connect_redis(url)
+    with redis_errors(url):
+        client.ping()
+    return client
 
 
 def pwa_auth(

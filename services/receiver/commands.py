@@ -11,7 +11,7 @@ from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client
 from common.redis_store import Keys, connect_redis, redis_errors
 from common.settings import Settings
-from services.poller.connection import open_pwa
+from services.poller.connection import open_pwa, redis_if_needed
 from services.poller.pwa_check import CheckLine
 from services.poller.pwa_http import PwaHttp
 from services.receiver.registration import (
@@ -34,7 +34,7 @@ def events_command(settings: Settings, action: str) -> tuple[list[str], bool]:
     with new_http_client(
         ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds
     ) as http:
-        events = ServerEvents(open_pwa(settings, http, _redis_if_oauth(settings)))
+        events = ServerEvents(open_pwa(settings, http, redis_if_needed(settings)))
         try:
             return _run(settings, events, action)
         except PermanentApiError as exc:
@@ -79,12 +79,6 @@ def _store_site_id(settings: Settings, site_id: str) -> None:
             client.set(Keys(settings.scenario).receiver_site, site_id)
     finally:
         client.close()
-
-
-def _redis_if_oauth(settings: Settings):  # noqa: ANN202 - redis.Redis | None
-    if settings.pwa_auth != "oauth":
-        return None
-    return connect_redis(settings.redis_url.get_secret_value())
 
 
 def receiver_lines(settings: Settings, pwa: PwaHttp) -> list[CheckLine]:
