@@ -33,6 +33,7 @@ from services.launcher import (  # noqa: E402
     start_process,
     start_sandbox,
 )
+from tests.e2e.harness import wait_for  # noqa: E402
 from tests.ports import free_port, port_open  # noqa: E402
 
 AMQP_URL, REDIS_URL = local_service_urls()
@@ -77,11 +78,11 @@ def main() -> int:
         cli("fields", "create")
         for name in ("poller", "writer", "ledger", "receiver"):
             services.append(start_process(name, pwasync_command(name), env=env, workdir=workdir))
-        _wait(lambda: port_open(port), 30, "the receiver to listen")
+        _wait_or_exit(lambda: port_open(port), 30, "the receiver to listen")
         cli("events", "register")
         task_ids = control.demo_flag_task_ids()
         control.flag_tasks(task_ids, value=True, publish=True)
-        _wait(lambda: len(control.events(MAILBOX)) > 0, 60, "the first events")
+        _wait_or_exit(lambda: len(control.events(MAILBOX)) > 0, 60, "the first events")
         task = next(t for t in task_ids if _mailbox_subjects(control, t))
         seconds = [_one_publish(control, task, n) for n in range(args.publishes)]
         _report(args, seconds)
@@ -97,7 +98,7 @@ def _one_publish(control: SandboxClient, task_id: str, n: int) -> float:
     subject = f"Benchmark publish {n}"
     started = time.monotonic()
     control.update_task(task_id, name=subject, publish=True)
-    _wait(lambda: subject in _mailbox_subjects(control, task_id), 60, f"publish {n}")
+    _wait_or_exit(lambda: subject in _mailbox_subjects(control, task_id), 60, f"publish {n}")
     return time.monotonic() - started
 
 
@@ -128,12 +129,9 @@ def _report(args: argparse.Namespace, seconds: list[float]) -> None:
     )
 
 
-def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def _wait_or_exit(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    if not wait_for(condition, timeout=timeout, interval=0.02):
+        raise SystemExit(f"timed out waiting for {what}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import socket
 import threading
 
 from tests.ports import free_port
+from tests.tcp_proxy import accepted
 
 
 class ReplyDroppingProxy:
@@ -30,17 +31,7 @@ class ReplyDroppingProxy:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
+        for client, upstream in accepted(self._listener, self._target):
             watching = threading.Event()  # a marked request went out on this connection
             threading.Thread(
                 target=self._requests, args=(client, upstream, watching), daemon=True

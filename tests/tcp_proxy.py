@@ -6,8 +6,28 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 
 from tests.ports import free_port
+
+
+def accepted(
+    listener: socket.socket, target: tuple[str, int]
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Each connection made to ``listener``, with a new connection of its own to ``target``,
+    until the listener is closed (a connection the target refuses is dropped)."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            upstream = socket.create_connection(target, timeout=5)
+        except OSError:
+            client.close()
+            continue
+        upstream.settimeout(None)
+        yield client, upstream
 
 
 class TcpProxy:
@@ -21,17 +41,7 @@ class TcpProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
+        for client, upstream in accepted(self._listener, self._target):
             with self._lock:
                 self._sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
