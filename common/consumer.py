@@ -339,10 +339,7 @@ class Consumer:
                 retry_in_seconds=decision.delay_seconds,
             )
         elif isinstance(decision, DeadLetter):
-            headers[DEAD_REASON_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
-            headers[DEAD_AT_HEADER] = datetime.now(UTC).isoformat()
-            headers[DEAD_ID_HEADER] = uuid.uuid4().hex[:12]
-            headers[SOURCE_QUEUE_HEADER] = self._queue.name
+            headers.update(dead_letter_headers(decision.reason, self._queue.name))
             target = self._queue.dead_letter_queue
             log.error("message dead-lettered", reason=decision.reason)
         else:  # pragma: no cover - Decision is a closed union
@@ -406,6 +403,17 @@ class SettlementFrame:
     delivery_tag: int
     ack: bool  # False: reject and requeue
     multiple: bool = False
+
+
+def dead_letter_headers(reason: str, source_queue: str) -> dict[str, str]:
+    """What marks a message we dead-letter ourselves: why, when, an id of its own, and the
+    queue it came from (``pwasync dlq`` shows them; ``replay`` sends it back there)."""
+    return {
+        DEAD_REASON_HEADER: reason[:_MAX_HEADER_TEXT],
+        DEAD_AT_HEADER: datetime.now(UTC).isoformat(),
+        DEAD_ID_HEADER: uuid.uuid4().hex[:12],
+        SOURCE_QUEUE_HEADER: source_queue,
+    }
 
 
 def settlement_frames(

@@ -21,14 +21,7 @@ from functools import partial
 import structlog
 
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, DeadLetter, Retry, decide
-from common.consumer import (
-    DEAD_AT_HEADER,
-    DEAD_ID_HEADER,
-    DEAD_REASON_HEADER,
-    ROUTING_KEY_HEADER,
-    SOURCE_QUEUE_HEADER,
-    Delivery,
-)
+from common.consumer import ROUTING_KEY_HEADER, Delivery, dead_letter_headers
 from common.errors import Stopping
 from common.health import HEARTBEATS
 from common.http import new_http_client
@@ -62,8 +55,6 @@ TICK_RETRY_MAX_SECONDS = 30.0
 
 #: How long a stopping poller waits for its run loop and scheduler.
 STOP_JOIN_SECONDS = 5.0
-#: Dead-letter reasons are cut like the consumer's, so an exception text cannot bloat the broker.
-MAX_REASON_CHARS = 1000
 
 DeadLetterRequests = Callable[[list[QueuedRequest], str], None]
 
@@ -377,10 +368,7 @@ def dead_letter_requests(
             exchange="",
             correlation_id=queued.correlation_id,
             headers={
-                DEAD_REASON_HEADER: reason[:MAX_REASON_CHARS],
-                DEAD_AT_HEADER: datetime.now(UTC).isoformat(),
-                DEAD_ID_HEADER: uuid.uuid4().hex[:12],
-                SOURCE_QUEUE_HEADER: queue.name,
+                **dead_letter_headers(reason, queue.name),
                 ROUTING_KEY_HEADER: ROUTING_KEY_SYNC_REQUESTED,
             },
         )
