@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,7 +108,7 @@ class Consumer:
         self._state_lock = threading.Lock()  # guards the in-flight count and what follows
         # Settled deliveries waiting for the I/O thread to ack or reject them, and whether it
         # has been asked to (one wake-up of the I/O thread carries every settlement since).
-        self._settled: dict[int, bool] = {}
+        self._settled: set[int] = set()
         self._settle_scheduled = False
         self._session: _Session | None = None
         self.connected = threading.Event()
@@ -164,7 +164,7 @@ class Consumer:
             with self._state_lock:
                 # Settlements of an earlier connection's deliveries cannot be sent any more:
                 # the broker redelivers those.
-                self._session, self._settled, self._settle_scheduled = session, {}, False
+                self._session, self._settled, self._settle_scheduled = session, set(), False
             tag = channel.basic_consume(
                 self._queue.name, partial(self._on_message, session), auto_ack=False
             )
@@ -254,7 +254,7 @@ class Consumer:
         )
         try:
             if self._handle_and_settle(delivery, properties):
-                self._queue_settlement(session, delivery_tag, True)
+                self._queue_settlement(session, delivery_tag)
         finally:
             with self._state_lock:
                 self._inflight -= 1
@@ -325,25 +325,10 @@ class Consumer:
     def _settle(
         self, decision: Decision, delivery: Delivery, properties: pika.BasicProperties
     ) -> None:
-        if isinstance(decision, Ack):
+        copy = settlement_copy(decision, delivery, self._queue)
+        if copy is None:
             return
-        headers = dict(delivery.headers)
-        headers[ROUTING_KEY_HEADER] = headers.get(ROUTING_KEY_HEADER, delivery.routing_key)
-        if isinstance(decision, Retry):
-            headers[ATTEMPT_HEADER] = delivery.attempt + (1 if decision.counts else 0)
-            headers[LAST_ERROR_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
-            target = self._queue.retry_queue(decision.delay_seconds)
-            log.warning(
-                "handling failed; retrying later",
-                reason=decision.reason,
-                retry_in_seconds=decision.delay_seconds,
-            )
-        elif isinstance(decision, DeadLetter):
-            headers.update(dead_letter_headers(decision.reason, self._queue.name))
-            target = self._queue.dead_letter_queue
-            log.error("message dead-lettered", reason=decision.reason)
-        else:  # pragma: no cover - Decision is a closed union
-            raise TypeError(decision)
+        target, headers = copy
         self._publisher.publish(
             target,
             delivery.body,
@@ -353,14 +338,13 @@ class Consumer:
             headers=headers,
         )
 
-    def _queue_settlement(self, session: _Session, delivery_tag: int, acked: bool) -> None:
-        """Hand the ack (True) or requeue (False) to the I/O thread, waking it only when no
-        wake-up is pending already."""
+    def _queue_settlement(self, session: _Session, delivery_tag: int) -> None:
+        """Hand the ack to the I/O thread, waking it only when no wake-up is pending already."""
         with self._state_lock:
             if session is not self._session:
                 log.warning("connection gone before the ack; the broker will redeliver")
                 return
-            self._settled[delivery_tag] = acked
+            self._settled.add(delivery_tag)
             if self._settle_scheduled:
                 return
             self._settle_scheduled = True
@@ -375,16 +359,12 @@ class Consumer:
         with self._state_lock:
             if session is not self._session:
                 return
-            settled, self._settled, self._settle_scheduled = self._settled, {}, False
+            settled, self._settled, self._settle_scheduled = self._settled, set(), False
         if not session.channel.is_open:
             log.warning("channel closed before the ack; the broker will redeliver")
             return
         for frame in settlement_frames(session.unsettled, settled):
-            if frame.ack:
-                session.channel.basic_ack(frame.delivery_tag, multiple=frame.multiple)
-            else:
-                # reject (not nack) so the quorum queue's delivery limit counts it.
-                session.channel.basic_reject(frame.delivery_tag, requeue=True)
+            session.channel.basic_ack(frame.delivery_tag, multiple=frame.multiple)
         for delivery_tag in settled:
             session.unsettled.pop(delivery_tag, None)
 
@@ -401,7 +381,6 @@ class _Session:
 @dataclass(frozen=True)
 class SettlementFrame:
     delivery_tag: int
-    ack: bool  # False: reject and requeue
     multiple: bool = False
 
 
@@ -416,22 +395,44 @@ def dead_letter_headers(reason: str, source_queue: str) -> dict[str, str]:
     }
 
 
-def settlement_frames(
-    unsettled: Iterable[int], settled: Mapping[int, bool]
-) -> list[SettlementFrame]:
-    """The frames that settle ``settled`` (delivery tag -> ack?), given the channel's deliveries
-    not settled before, in delivery order.
+def settlement_frames(unsettled: Iterable[int], acked: Set[int]) -> list[SettlementFrame]:
+    """The ack frames that settle ``acked``, given the channel's deliveries not settled
+    before, in delivery order. (Nothing is ever requeued: see ``_settle_until_stored``.)
 
-    Rejections go first, one each. Acks of deliveries older than every delivery still in a
-    handler go as one ``multiple`` ack (it settles exactly them: every older delivery is
-    settled in this call, and the rejected ones are no longer outstanding); later acks go one
-    each, so no ack ever waits for a slow delivery.
+    Acks of deliveries older than every delivery still in a handler go as one ``multiple``
+    ack (it settles exactly them: every older delivery is acked in this call); later acks go
+    one each, so no ack ever waits for a slow delivery.
     """
-    frames = [SettlementFrame(tag, ack=False) for tag in sorted(settled) if not settled[tag]]
-    oldest_open = next((tag for tag in unsettled if tag not in settled), None)
-    acks = sorted(tag for tag, ok in settled.items() if ok)
+    oldest_open = next((tag for tag in unsettled if tag not in acked), None)
+    acks = sorted(acked)
     older = [tag for tag in acks if oldest_open is None or tag < oldest_open]
+    frames = []
     if older:
-        frames.append(SettlementFrame(older[-1], ack=True, multiple=len(older) > 1))
-    frames += [SettlementFrame(tag, ack=True) for tag in acks[len(older) :]]
+        frames.append(SettlementFrame(older[-1], multiple=len(older) > 1))
+    frames += [SettlementFrame(tag) for tag in acks[len(older) :]]
     return frames
+
+
+def settlement_copy(
+    decision: Decision, delivery: Delivery, queue: WorkQueue
+) -> tuple[str, dict[str, Any]] | None:
+    """Where a delivery's copy goes and with which headers (None: an ack needs no copy).
+    Shared by both consumers, so a retry or a dead letter looks the same whoever made it."""
+    if isinstance(decision, Ack):
+        return None
+    headers = dict(delivery.headers)
+    headers[ROUTING_KEY_HEADER] = headers.get(ROUTING_KEY_HEADER, delivery.routing_key)
+    if isinstance(decision, Retry):
+        headers[ATTEMPT_HEADER] = delivery.attempt + (1 if decision.counts else 0)
+        headers[LAST_ERROR_HEADER] = decision.reason[:_MAX_HEADER_TEXT]
+        log.warning(
+            "handling failed; retrying later",
+            reason=decision.reason,
+            retry_in_seconds=decision.delay_seconds,
+        )
+        return queue.retry_queue(decision.delay_seconds), headers
+    if isinstance(decision, DeadLetter):
+        headers.update(dead_letter_headers(decision.reason, queue.name))
+        log.error("message dead-lettered", reason=decision.reason)
+        return queue.dead_letter_queue, headers
+    raise TypeError(decision)  # pragma: no cover - Decision is a closed union
