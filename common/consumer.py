@@ -50,7 +50,7 @@ DEAD_ID_HEADER = "x-pwasync-dead-id"
 SOURCE_QUEUE_HEADER = "x-pwasync-source-queue"
 ROUTING_KEY_HEADER = "x-pwasync-routing-key"
 
-_OUTCOMES = {Ack: "acked", Retry: "retried", DeadLetter: "dead_lettered"}
+OUTCOMES = {Ack: "acked", Retry: "retried", DeadLetter: "dead_lettered"}
 _MAX_HEADER_TEXT = 1000  # reasons are cut so a huge exception text cannot bloat the broker
 
 
@@ -278,7 +278,7 @@ class Consumer:
             except Exception:  # noqa: BLE001 - an observer must not keep the delivery unsettled
                 log.exception("the decision observer failed; settling anyway")
         stored = self._settle_until_stored(decision, delivery, properties)
-        outcome = _OUTCOMES[type(decision)] if stored else "left_for_redelivery"
+        outcome = OUTCOMES[type(decision)] if stored else "left_for_redelivery"
         metrics.MESSAGES.labels(self._queue.name, outcome).inc()
         metrics.HANDLING_SECONDS.labels(self._queue.name).observe(time.monotonic() - started)
         return stored

@@ -14,10 +14,12 @@ web framework in every service.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -138,6 +140,43 @@ def run_every(
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+async def run_every_async(
+    name: str,
+    interval: float,
+    body: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+    *,
+    heartbeats: Heartbeats = HEARTBEATS,
+    max_backoff: float = 30.0,
+) -> None:
+    """``run_every`` for an event loop: await ``body()`` every ``interval`` seconds until
+    ``stop``, surviving any exception, beating after every round (a coroutine, to be run as a
+    task). A loop whose event loop is blocked goes silent too: that is what it reports."""
+    heartbeat = heartbeats.register(name, max_silence=max(60.0, 4 * (interval + max_backoff)))
+    delay = interval
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            try:
+                await body()
+                delay = interval
+            except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+                delay = min(max(delay * 2, interval), max_backoff)
+                log.error(
+                    "background loop failed; trying again",
+                    loop=name,
+                    error=str(exc),
+                    error_type=exc.__class__.__name__,
+                    retry_in_seconds=delay,
+                )
+            heartbeat.beat()
+    finally:
+        heartbeat.close()
 
 
 class HealthServer:

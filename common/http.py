@@ -47,6 +47,24 @@ def new_http_client(
     )
 
 
+def new_async_http_client(
+    *,
+    ca_bundle: Path | None,
+    timeout: float = 30.0,
+    max_connections: int = 20,
+) -> httpx.AsyncClient:
+    """``new_http_client`` for an event loop (the writer's Graph calls)."""
+    return httpx.AsyncClient(
+        verify=ssl_context(ca_bundle),
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=False,
+    )
+
+
 def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
     """The Retry-After header as seconds (it may be fractional, or an HTTP date)."""
     value = response.headers.get("Retry-After")

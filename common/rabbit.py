@@ -62,21 +62,21 @@ class RabbitConnector:
     def __init__(
         self, amqp_url: str, *, connection_name: str, handshake_timeout: float = 15.0
     ) -> None:
-        self._url = amqp_url
+        self.url = amqp_url  # carries the credentials: never logged
         self.address = broker_address(amqp_url)
-        self._connection_name = connection_name
-        self._handshake_timeout = handshake_timeout
+        self.connection_name = connection_name
+        self.handshake_timeout = handshake_timeout
 
     def parameters(self) -> pika.URLParameters:
-        params = pika.URLParameters(self._url)
+        params = pika.URLParameters(self.url)
         params.heartbeat = HEARTBEAT_SECONDS
         params.blocked_connection_timeout = 60
         params.socket_timeout = 10
         params.connection_attempts = 1
         # A peer that accepts the socket but never completes the AMQP handshake (a node still
         # booting or failing to, an overloaded one) ends the attempt after this long.
-        params.stack_timeout = self._handshake_timeout
-        params.client_properties = {"connection_name": self._connection_name}
+        params.stack_timeout = self.handshake_timeout
+        params.client_properties = {"connection_name": self.connection_name}
         return params
 
     def connect(self) -> pika.BlockingConnection:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -72,6 +74,42 @@ class _ResendingReads(redis.Redis):
         return self._reads.call_with_retry(
             lambda: redis.Redis.execute_command(self, *args, **options), lambda _error: None
         )
+
+
+class _AsyncResendingReads(redis.asyncio.Redis):
+    """``_ResendingReads`` for the asyncio client (the writer's event loop)."""
+
+    _reads = redis.asyncio.retry.Retry(
+        ExponentialBackoff(cap=2.0, base=0.1), retries=3, supported_errors=_RESEND_ERRORS
+    )
+
+    async def execute_command(self, *args, **options):  # noqa: ANN002, ANN003, ANN201
+        if not may_resend(str(args[0])):
+            return await redis.asyncio.Redis.execute_command(self, *args, **options)
+
+        async def failed(_error: BaseException) -> None:
+            return None
+
+        return await self._reads.call_with_retry(
+            lambda: redis.asyncio.Redis.execute_command(self, *args, **options), failed
+        )
+
+
+def connect_redis_async(url: str) -> redis.asyncio.Redis:
+    """``connect_redis`` for an event loop: the same settings, no write ever repeated. A
+    command waits (up to 10 s) for one of 64 connections: hundreds of handlings at once share
+    them instead of opening one each."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=64,
+        timeout=10,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), retries=0),
+    )
+    return _AsyncResendingReads(connection_pool=pool)
 
 
 def connect_redis(url: str) -> redis.Redis:

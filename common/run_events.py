@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import redis
+import redis.asyncio
 
 from common.redis_store import Keys, redis_errors
 
@@ -17,13 +18,15 @@ KEPT = timedelta(days=30)
 EFFECTS = ("created", "updated", "deleted", "failed")
 
 
-class RunEvents:
-    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+class RunEventCounter:
+    """The writer's side, on the asyncio client: adds one handling's effects (one MULTI)."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, redis_url: str) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
 
-    def add(self, correlation_id: str | None, counts: dict[str, int]) -> None:
+    async def add(self, correlation_id: str | None, counts: dict[str, int]) -> None:
         if not correlation_id or not counts:
             return
         key = self._keys.run_events(correlation_id)
@@ -32,7 +35,16 @@ class RunEvents:
             for effect, count in counts.items():
                 pipe.hincrby(key, effect, count)
             pipe.expire(key, int(KEPT.total_seconds()))
-            pipe.execute()
+            await pipe.execute()
+
+
+class RunEvents:
+    """The reports' side (``pwasync runs``, ``status``)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+        self._redis = client
+        self._keys = keys
+        self._url = redis_url
 
     def totals(self, correlation_ids: list[str]) -> dict[str, int]:
         totals = dict.fromkeys(EFFECTS, 0)

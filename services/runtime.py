@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 import structlog
@@ -31,7 +32,6 @@ from common.consumer import Consumer, Handler
 from common.health import HealthServer, serve_health
 from common.logging import flush_logs, get_logger
 from common.messages import encode
-from common.pipelined_publisher import PipelinedPublisher
 from common.rabbit import MessagePublisher, RabbitConnector, ThreadLocalPublisher
 from common.redis_store import REDIS_ERRORS, Keys, connect_redis, redis_address
 from common.settings import Settings
@@ -68,6 +68,14 @@ def wait_for_redis(client: redis.Redis, url: str, stop: threading.Event) -> None
             delay = min(delay * 2, 30.0)
 
 
+class Consuming(Protocol):
+    """What the health endpoints ask of a consumer (threaded or asyncio)."""
+
+    connected: threading.Event
+
+    def alive(self, max_silence: float = 60.0) -> bool: ...
+
+
 @dataclass
 class Infrastructure:
     """The broker and Redis a service works with, opened together and closed together, and
@@ -79,7 +87,7 @@ class Infrastructure:
     redis: redis.Redis
     redis_url: str
     keys: Keys
-    consumers: list[Consumer] = field(default_factory=list)
+    consumers: list[Consuming] = field(default_factory=list)
     health: HealthServer | None = None
 
     def consumer(self, queue: WorkQueue, handler: Handler, *, concurrency: int) -> Consumer:
@@ -133,9 +141,7 @@ def service_topology(settings: Settings) -> Topology:
     )
 
 
-def open_infrastructure(
-    settings: Settings, service: str, stop: threading.Event, *, pipelined: bool = False
-) -> Infrastructure:
+def open_infrastructure(settings: Settings, service: str, stop: threading.Event) -> Infrastructure:
     """Connect to the scenario's broker and Redis; waits for Redis (containers start in any
     order). The broker connection is made lazily and retried by the consumer and publishers."""
     topology = service_topology(settings)
@@ -148,13 +154,9 @@ def open_infrastructure(
     infra = Infrastructure(
         topology=topology,
         connector=connector,
-        # A connection per publishing thread, or (a writer's hundreds of handler threads) one
-        # connection whose I/O thread sends for all of them without a round trip each.
-        publisher=(
-            PipelinedPublisher(connector, topology)
-            if pipelined
-            else ThreadLocalPublisher(connector, topology)
-        ),
+        # A connection per publishing thread, opened on its first publish (the writer, on
+        # its event loop, publishes through an AsyncPublisher of its own instead).
+        publisher=ThreadLocalPublisher(connector, topology),
         redis=client,
         redis_url=redis_url,
         keys=Keys(settings.scenario),

@@ -12,6 +12,7 @@ afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+import redis.asyncio
 
 from services.launcher import delete_scenario
 
@@ -116,6 +118,21 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def loop_runner() -> Iterator[asyncio.Runner]:
+    """An event loop for a test that drives the writer's coroutines from plain code."""
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+@pytest.fixture
+def async_redis(redis_url: str, loop_runner: asyncio.Runner) -> Iterator[redis.asyncio.Redis]:
+    """The asyncio client the writer uses, bound to ``loop_runner``'s loop."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    loop_runner.run(client.aclose())
 
 
 @pytest.fixture

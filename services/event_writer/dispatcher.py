@@ -1,39 +1,42 @@
-"""The batching layer: Graph requests from many handler threads, sent inside Outlook's limits.
+"""The batching layer: the Graph requests of every handling, sent inside Outlook's limits.
 
-Handler threads ``submit`` requests and wait on futures. One dispatcher thread gathers what is
-pending, asks the ``MailboxLimiter`` (Redis, shared by every replica) for a slot per request,
-and hands the admitted requests to a small pool of sender threads in groups of up to 20: a
-group of one goes as a plain request, a larger one as one ``$batch``. It flushes as soon as 20
-requests are ready, or when the oldest has waited ``linger_seconds`` (a few ms), so a busy
-writer sends full batches and a quiet one adds next to no latency.
+Handlings ``submit`` requests and await futures. One dispatch loop (a task of the writer's
+event loop) gathers what is pending, asks the ``MailboxLimiter`` (Redis, shared by every
+replica) for a slot per request in one round trip for all mailboxes, and starts a send per
+group of up to ``batch_size`` admitted requests: a group of one goes as a plain request, a
+larger one as one ``$batch``. It flushes as soon as a group is full, or when the oldest request
+has waited ``linger_seconds`` (a few ms), so a busy writer sends full groups and a quiet one
+adds next to no latency. What bounds the requests in flight is Outlook's limit per mailbox
+(the slots), and ``max_sends`` HTTP requests at once (the HTTP client's connections).
 
 Each item of a batch is judged on its own. A throttled item (429, or 503 with Retry-After)
 pauses its mailbox for every replica for the Retry-After (or an exponential backoff without
 one) and is sent again on its own after it, at most ``max_throttle_waits`` times and never for
 a wait longer than ``max_wait_seconds``; then its future fails with a retryable error, so the
-message goes to a delayed retry queue instead of holding a handler thread. A mailbox out of
+message goes to a delayed retry queue instead of holding its handling. A mailbox out of
 budget fails its requests the same way. Other mailboxes never wait for a throttled one.
 
-Faults: whatever the limiter or the transport raises, the dispatcher and its senders go on.
+Faults: whatever the limiter or the transport raises, the dispatch loop and the sends go on.
 A failed slot request fails the requests it was for (retryable) and the next one waits a
 growing backoff; a slot that cannot be given back, or a pause that cannot be shared, is logged
-(slot leases end by themselves, the pause holds here). Both loops report to ``/healthz``: the
-dispatcher beats on every wake-up, the senders are stale while one send lasts too long.
+(slot leases end by themselves, the pause holds here). Both report to ``/healthz``: the loop
+beats on every wake-up, the sends are stale while one lasts too long.
 
-A handler that gave up waiting cancels its future; a request not sent yet is then dropped.
+A handling that gave up waiting cancels its future; a request not sent yet is then dropped.
 Only mailboxes with pending requests are looked at on a wake-up, and a mailbox with nothing
 pending, in flight or paused leaves the table.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from common import metrics
 from common.errors import RetryableApiError, RetryableError
@@ -41,6 +44,7 @@ from common.health import HEARTBEATS, Heartbeats
 from common.logging import get_logger
 from services.event_writer.graph_protocol import MAX_BATCH, GraphRequest, GraphResult
 from services.event_writer.mailbox_limits import Grant
+from services.event_writer.steps import Ticket
 
 log = get_logger(__name__)
 
@@ -49,30 +53,34 @@ BACKOFF_MAX_SECONDS = 1.0
 SWEEP_SECONDS = 10.0  # paused mailboxes without work leave the table this often
 
 
-class Transport:  # the part of GraphTransport the dispatcher uses
-    def send(self, request: GraphRequest) -> GraphResult: ...  # pragma: no cover
+class Transport(Protocol):  # the part of GraphTransport the dispatcher uses
+    async def send(self, request: GraphRequest) -> GraphResult: ...
 
-    def send_batch(self, requests: list[GraphRequest]) -> list[GraphResult]: ...  # pragma: no cover
+    async def send_batch(self, requests: list[GraphRequest]) -> list[GraphResult]: ...
 
 
-class Limiter:  # the part of MailboxLimiter the dispatcher uses
+class Limiter(Protocol):  # the part of MailboxLimiter the dispatcher uses
     concurrency: int
 
-    def acquire(self, wanted: dict[str, int]) -> dict[str, Grant]: ...  # pragma: no cover
+    async def acquire(self, wanted: dict[str, int]) -> dict[str, Grant]: ...
 
-    def release(self, tokens: dict[str, list[str]]) -> None: ...  # pragma: no cover
+    async def release(self, tokens: dict[str, list[str]]) -> None: ...
 
-    def pause(self, mailbox: str, seconds: float) -> None: ...  # pragma: no cover
+    async def pause(self, mailbox: str, seconds: float) -> None: ...
 
 
 @dataclass(eq=False)
 class _Op:
     request: GraphRequest
-    future: Future
+    ticket: Ticket
     submitted: float
     token: str = ""
     throttle_waits: int = 0
     auth_retried: bool = False
+
+    @property
+    def future(self) -> asyncio.Future[GraphResult]:
+        return self.ticket.future
 
 
 @dataclass
@@ -94,12 +102,12 @@ class GraphDispatcher:
         *,
         batch_size: int = MAX_BATCH,
         linger_seconds: float = 0.003,
-        senders: int = 16,
+        max_sends: int = 256,
         max_throttle_waits: int = 3,
         max_wait_seconds: float = 30.0,
         poll_seconds: float = 0.02,
         max_send_seconds: float = 300.0,
-        stop: threading.Event | None = None,
+        stop: asyncio.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeats: Heartbeats = HEARTBEATS,
     ) -> None:
@@ -107,105 +115,108 @@ class GraphDispatcher:
         self._limiter = limiter
         self._batch_size = max(1, min(batch_size, MAX_BATCH))
         self._linger = linger_seconds
-        self._senders = senders
+        self._max_sends = max_sends
         self._max_throttle_waits = max_throttle_waits
         self._max_wait = max_wait_seconds
         self._poll = poll_seconds
         self._max_send = max_send_seconds
-        self._stop = stop or threading.Event()
+        self._stop = stop or asyncio.Event()
         self._clock = clock
-        self._cond = threading.Condition()
+        self._wake = asyncio.Event()
         self._mailboxes: dict[str, _Mailbox] = {}
         # Mailboxes with pending requests, in the order they are to be served (a dict as an
         # ordered set: a mailbox served goes to the back, so none is starved).
         self._ready: dict[str, None] = {}
         self._swept = clock()
-        self._free_senders = senders
         self._sending: dict[int, float] = {}  # id of a send in progress -> when it started
+        self._sends: set[asyncio.Task] = set()
         self._closing = False
-        self._pool = ThreadPoolExecutor(senders, thread_name_prefix="graph-send")
-        self._thread = threading.Thread(target=self._run, name="graph-dispatch", daemon=True)
+        self._loop_task: asyncio.Task | None = None
         self._heartbeats = heartbeats
         self._heartbeat = heartbeats.register("graph-dispatcher", max_silence=60.0)
         self._senders_check = heartbeats.add("graph-senders", self._senders_fresh)
         self.sent = Counter[str]()  # "requests", "batches", "throttled": for logs and benchmarks
 
-    # --- the handler threads' side -------------------------------------------------------------
+    # --- the handlings' side -------------------------------------------------------------------
 
     def start(self) -> GraphDispatcher:
-        self._thread.start()
+        """Start the dispatch loop on the running event loop."""
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="dispatch")
         return self
 
-    def submit(self, request: GraphRequest) -> Future[GraphResult]:
-        future: Future[GraphResult] = Future()
-        with self._cond:
-            if self._closing:
-                future.set_exception(RetryableApiError("the writer is stopping"))
-                return future
-            box = self._mailboxes.setdefault(request.mailbox, _Mailbox())
-            box.pending.append(_Op(request, future, self._clock()))
-            self._ready.setdefault(request.mailbox)
-            self._cond.notify_all()
-        return future
+    def submit(self, request: GraphRequest) -> Ticket:
+        ticket = Ticket(asyncio.get_running_loop().create_future())
+        if self._closing:
+            ticket.future.set_exception(RetryableApiError("the writer is stopping"))
+            return ticket
+        box = self._mailboxes.get(request.mailbox)
+        if box is None:
+            box = self._mailboxes[request.mailbox] = _Mailbox()
+        box.pending.append(_Op(request, ticket, self._clock()))
+        self._ready.setdefault(request.mailbox)
+        self._wake.set()
+        return ticket
 
     def waiting(self) -> int:
         """Requests submitted and not sent yet (the dispatcher's backlog)."""
-        with self._cond:
-            return sum(len(self._mailboxes[m].pending) for m in self._ready)
+        return sum(len(self._mailboxes[m].pending) for m in self._ready)
 
     def mailboxes_known(self) -> int:
         """How many mailboxes the table holds (pending, in flight or paused)."""
-        with self._cond:
-            return len(self._mailboxes)
+        return len(self._mailboxes)
 
-    def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
         """Send what is pending (within ``timeout``), fail the rest as retryable, stop."""
         deadline = self._clock() + timeout
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-            while self._busy() and self._clock() < deadline:
-                self._cond.wait(0.05)
-            leftovers = [op for box in self._mailboxes.values() for op in box.pending]
-            for box in self._mailboxes.values():
-                box.pending.clear()
-            self._ready.clear()
-            self._cond.notify_all()
+        self._closing = True
+        self._wake.set()
+        while self._busy() and self._clock() < deadline:
+            await asyncio.sleep(0.02)
+        leftovers = [op for box in self._mailboxes.values() for op in box.pending]
+        for box in self._mailboxes.values():
+            box.pending.clear()
+        self._ready.clear()
         for op in leftovers:
             _fail(op, RetryableApiError("the writer stopped before the request was sent"))
-        if self._thread.is_alive():
-            self._thread.join(1.0)
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        for task in [*self._sends, self._loop_task]:
+            if task is not None:
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*[t for t in [*self._sends, self._loop_task] if t is not None])
         self._heartbeat.close()
         self._heartbeats.remove(self._senders_check)
 
-    # --- the dispatcher thread -----------------------------------------------------------------
+    # --- the dispatch loop ---------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        return self._free_senders < self._senders or bool(self._ready)
+        return bool(self._sends) or bool(self._ready)
 
     def _senders_fresh(self) -> bool:
-        """No send has lasted longer than a send can (the transport's own timeouts included)."""
+        """No send has lasted longer than a send can (the transport's own timeouts included).
+        Called from the health server's thread: reads a snapshot only."""
         now = self._clock()
-        with self._cond:
-            return all(now - started < self._max_send for started in self._sending.values())
+        return all(now - started < self._max_send for started in list(self._sending.values()))
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         backoff = 0.0
         while True:
             wanted: dict[str, int] = {}
             try:
-                with self._cond:
-                    if backoff:
-                        self._cond.wait_for(lambda: self._closing, timeout=backoff)
-                    found = self._wait_for_work()
-                    if found is None:
-                        return
-                    wanted = found
-                grants = self._limiter.acquire(wanted)
+                if backoff:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), backoff)
+                found = await self._wait_for_work()
+                if found is None:
+                    return
+                wanted = found
+                grants = await self._limiter.acquire(wanted)
                 backoff = 0.0
                 for group in self._take(wanted, grants):
-                    self._pool.submit(self._send, group)
+                    task = asyncio.get_running_loop().create_task(self._send(group))
+                    self._sends.add(task)
+                    task.add_done_callback(self._sends.discard)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive any fault
                 backoff = min(max(backoff * 2, BACKOFF_FIRST_SECONDS), BACKOFF_MAX_SECONDS)
                 log.warning(
@@ -216,8 +227,8 @@ class GraphDispatcher:
                 )
                 self._fail_wanted(wanted, _retryable(exc, "could not get a Graph slot"))
 
-    def _wait_for_work(self) -> dict[str, int] | None:
-        """Under the lock: the requests to ask slots for, once a flush is due."""
+    async def _wait_for_work(self) -> dict[str, int] | None:
+        """The requests to ask slots for, once a flush is due; None once closed and idle."""
         while True:
             self._heartbeat.beat()
             if self._closing and not self._busy():
@@ -226,8 +237,8 @@ class GraphDispatcher:
             if now - self._swept >= SWEEP_SECONDS:
                 self._sweep(now)
             wanted: dict[str, int] = {}
-            ready, oldest, wake = 0, None, now + 0.1
-            capacity = self._free_senders * self._batch_size
+            ready, oldest, wake = 0, None, now + 1.0
+            capacity = (self._max_sends - len(self._sends)) * self._batch_size
             for mailbox in list(self._ready):
                 box = self._mailboxes[mailbox]
                 blocked = max(box.paused_until, box.recheck_at)
@@ -248,68 +259,62 @@ class GraphDispatcher:
                 return wanted
             if wanted:
                 wake = min(wake, oldest + self._linger)
-            self._cond.wait(max(0.0, wake - now))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake - now))
 
     def _take(self, wanted: dict[str, int], grants: dict[str, Grant]) -> list[list[_Op]]:
         now = self._clock()
         admitted: list[_Op] = []
-        failed: list[tuple[_Op, Exception]] = []
         unused: dict[str, list[str]] = {}  # slots granted for requests cancelled meanwhile
-        with self._cond:
-            for mailbox, count in wanted.items():
-                box = self._mailboxes.get(mailbox)
-                grant = grants.get(mailbox, Grant((), 0.0))
-                for token in grant.tokens:
-                    op = _next_live(box.pending) if box is not None else None
-                    if op is None:
-                        unused.setdefault(mailbox, []).append(token)
-                        continue
-                    op.token = token
-                    admitted.append(op)
-                    box.held += 1  # type: ignore[union-attr]
-                if box is None:
+        for mailbox, count in wanted.items():
+            box = self._mailboxes.get(mailbox)
+            grant = grants.get(mailbox, Grant((), 0.0))
+            for token in grant.tokens:
+                op = _next_live(box.pending) if box is not None else None
+                if op is None:
+                    unused.setdefault(mailbox, []).append(token)
                     continue
-                if len(grant.tokens) < count:
-                    if grant.wait_seconds > 0:
-                        if grant.wait_seconds > self._max_wait or self._stop.is_set():
-                            error = RetryableApiError(
-                                f"mailbox {mailbox} is paused or out of its Graph budget",
-                                status=429,
-                                retry_after=grant.wait_seconds,
-                            )
-                            failed += [(op, error) for op in box.pending]
-                            box.pending.clear()
-                        else:
-                            box.paused_until = now + grant.wait_seconds
-                    else:  # its slots are busy with other replicas' requests
-                        box.recheck_at = now + self._poll * random.uniform(0.5, 1.5)
-                self._settle(mailbox, box, now)
-            self._free_senders -= -(-len(admitted) // self._batch_size)
-        for op, error in failed:
-            _fail(op, error)
+                op.token = token
+                op.ticket.sent = True
+                admitted.append(op)
+                box.held += 1  # type: ignore[union-attr]
+            if box is None:
+                continue
+            if len(grant.tokens) < count:
+                if grant.wait_seconds > 0:
+                    if grant.wait_seconds > self._max_wait or self._stop.is_set():
+                        error = RetryableApiError(
+                            f"mailbox {mailbox} is paused or out of its Graph budget",
+                            status=429,
+                            retry_after=grant.wait_seconds,
+                        )
+                        for op in box.pending:
+                            _fail(op, error)
+                        box.pending.clear()
+                    else:
+                        box.paused_until = now + grant.wait_seconds
+                else:  # its slots are busy with other replicas' requests
+                    box.recheck_at = now + self._poll * random.uniform(0.5, 1.5)
+            self._settle(mailbox, box, now)
         if unused:
-            self._give_back(unused)
-        return [
-            admitted[i : i + self._batch_size] for i in range(0, len(admitted), self._batch_size)
-        ]
+            self._give_back_soon(unused)
+        size = self._batch_size
+        return [admitted[i : i + size] for i in range(0, len(admitted), size)]
 
     def _fail_wanted(self, wanted: dict[str, int], error: Exception) -> None:
         now = self._clock()
-        with self._cond:
-            ops = []
-            for mailbox, count in wanted.items():
-                box = self._mailboxes.get(mailbox)
-                if box is None:
-                    continue
-                for _ in range(min(count, len(box.pending))):
-                    ops.append(box.pending.popleft())
-                self._settle(mailbox, box, now)
-        for op in ops:
-            _fail(op, error)
+        for mailbox, count in wanted.items():
+            box = self._mailboxes.get(mailbox)
+            if box is None:
+                continue
+            for _ in range(min(count, len(box.pending))):
+                _fail(box.pending.popleft(), error)
+            self._settle(mailbox, box, now)
 
     def _settle(self, mailbox: str, box: _Mailbox, now: float) -> None:
-        """Under the lock, after ``box`` changed: a mailbox served goes to the back of the
-        ready ones (or leaves them), and an idle one leaves the table."""
+        """After ``box`` changed: a mailbox served goes to the back of the ready ones (or
+        leaves them), and an idle one leaves the table."""
         self._ready.pop(mailbox, None)
         if box.pending:
             self._ready[mailbox] = None
@@ -317,54 +322,56 @@ class GraphDispatcher:
             del self._mailboxes[mailbox]
 
     def _sweep(self, now: float) -> None:
-        """Under the lock: mailboxes whose pause ended with nothing to send leave the table."""
+        """Mailboxes whose pause ended with nothing to send leave the table."""
         self._swept = now
         for mailbox in [m for m, box in self._mailboxes.items() if box.idle(now)]:
             del self._mailboxes[mailbox]
 
-    # --- the sender threads --------------------------------------------------------------------
+    # --- the sends -----------------------------------------------------------------------------
 
-    def _send(self, ops: list[_Op]) -> None:
-        """Send one group and settle every future; whatever fails, the sender frees its place
-        and every request it was given has its answer, its error or is queued again."""
+    async def _send(self, ops: list[_Op]) -> None:
+        """Send one group and settle every future; whatever fails, every request it was
+        given has its answer, its error or is queued again."""
         requeued: list[_Op] = []
-        with self._cond:
-            self._sending[id(ops)] = self._clock()
+        self._sending[id(ops)] = self._clock()
         try:
-            results, error = self._transmit(ops)
-            self._release(ops)
-            with self._cond:
-                self.sent["requests"] += len(ops)
-                self.sent["batches"] += len(ops) > 1
-            requeued = self._judge(ops, results, error)
-        except Exception as exc:  # noqa: BLE001 - a bug here must not strand the handlers
+            results, error = await self._transmit(ops)
+            await self._release(ops)
+            self.sent["requests"] += len(ops)
+            self.sent["batches"] += len(ops) > 1
+            requeued = await self._judge(ops, results, error)
+        except asyncio.CancelledError:
+            for op in ops:
+                _fail(op, RetryableApiError("the writer stopped while the request was out"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must not strand the handlings
             log.error("a Graph send failed unexpectedly", error=str(exc))
             for op in ops:
                 _fail(op, _retryable(exc, "the Graph request failed"))
             requeued = []
         finally:
             now = self._clock()
-            with self._cond:
-                self._sending.pop(id(ops), None)
-                for op in reversed(requeued):
-                    box = self._mailboxes.setdefault(op.request.mailbox, _Mailbox())
-                    box.pending.appendleft(op)
-                for mailbox in {op.request.mailbox for op in ops}:
-                    box = self._mailboxes.get(mailbox)
-                    if box is not None:
-                        self._settle(mailbox, box, now)
-                self._free_senders += 1
-                self._cond.notify_all()
+            self._sending.pop(id(ops), None)
+            for op in reversed(requeued):
+                box = self._mailboxes.setdefault(op.request.mailbox, _Mailbox())
+                box.pending.appendleft(op)
+            for mailbox in {op.request.mailbox for op in ops}:
+                box = self._mailboxes.get(mailbox)
+                if box is not None:
+                    self._settle(mailbox, box, now)
+            self._wake.set()
 
-    def _transmit(self, ops: list[_Op]) -> tuple[list[GraphResult] | None, Exception | None]:
+    async def _transmit(self, ops: list[_Op]) -> tuple[list[GraphResult] | None, Exception | None]:
         try:
             if len(ops) == 1:
-                return [self._transport.send(ops[0].request)], None
-            return self._transport.send_batch([op.request for op in ops]), None
-        except Exception as exc:  # noqa: BLE001 - every failure reaches the waiting handler
+                return [await self._transport.send(ops[0].request)], None
+            return await self._transport.send_batch([op.request for op in ops]), None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the waiting handling
             return None, exc
 
-    def _judge(
+    async def _judge(
         self, ops: list[_Op], results: list[GraphResult] | None, error: Exception | None
     ) -> list[_Op]:
         """Settle each request's future by its result; the ones to send again."""
@@ -379,9 +386,8 @@ class GraphDispatcher:
             metrics.HTTP_REQUESTS.labels("graph", op.request.method, str(result.status)).inc()
             if result.throttled:
                 metrics.THROTTLED.labels("graph").inc()
-                with self._cond:
-                    self.sent["throttled"] += 1
-                if self._throttled(op, result):
+                self.sent["throttled"] += 1
+                if await self._throttled(op, result):
                     requeued.append(op)
             elif result.status == 401 and not op.auth_retried:
                 op.auth_retried = True
@@ -390,37 +396,40 @@ class GraphDispatcher:
                 op.future.set_result(result)
         return requeued
 
-    def _release(self, ops: list[_Op]) -> None:
+    async def _release(self, ops: list[_Op]) -> None:
         tokens: dict[str, list[str]] = {}
         for op in ops:
             tokens.setdefault(op.request.mailbox, []).append(op.token)
-        with self._cond:
-            for mailbox, held in tokens.items():
-                box = self._mailboxes.get(mailbox)
-                if box is not None:
-                    box.held -= len(held)
-                    box.recheck_at = 0.0
-        self._give_back(tokens)
+        for mailbox, held in tokens.items():
+            box = self._mailboxes.get(mailbox)
+            if box is not None:
+                box.held -= len(held)
+                box.recheck_at = 0.0
+        await self._give_back(tokens)
 
-    def _give_back(self, tokens: dict[str, list[str]]) -> None:
+    async def _give_back(self, tokens: dict[str, list[str]]) -> None:
         try:
-            self._limiter.release(tokens)
+            await self._limiter.release(tokens)
         except Exception as exc:  # noqa: BLE001 - the slots' leases end by themselves
             log.warning("could not release Graph slots", error=str(exc))
 
-    def _throttled(self, op: _Op, result: GraphResult) -> bool:
+    def _give_back_soon(self, tokens: dict[str, list[str]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._give_back(tokens))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _throttled(self, op: _Op, result: GraphResult) -> bool:
         """Pause the mailbox everywhere; True when the request is to be sent again."""
         mailbox = op.request.mailbox
         op.throttle_waits += 1
         wait = result.retry_after or 0.5 * 2**op.throttle_waits
         log.info("Graph throttled a mailbox", mailbox=mailbox, status=result.status, wait=wait)
         try:
-            self._limiter.pause(mailbox, wait)
+            await self._limiter.pause(mailbox, wait)
         except Exception as exc:  # noqa: BLE001 - the pause holds in this replica at least
             log.warning("could not share a mailbox pause", error=str(exc))
-        with self._cond:
-            box = self._mailboxes.setdefault(mailbox, _Mailbox())
-            box.paused_until = max(box.paused_until, self._clock() + wait)
+        box = self._mailboxes.setdefault(mailbox, _Mailbox())
+        box.paused_until = max(box.paused_until, self._clock() + wait)
         metrics.THROTTLE_WAIT_SECONDS.labels("graph").inc(wait)
         if (
             op.throttle_waits > self._max_throttle_waits
@@ -440,11 +449,11 @@ class GraphDispatcher:
 
 
 def _next_live(pending: deque[_Op]) -> _Op | None:
-    """The next request whose handler still waits for it, now marked as being sent (it can
-    no longer be cancelled); requests cancelled meanwhile are dropped."""
+    """The next request whose handling still waits for it; requests cancelled meanwhile (the
+    handling gave up) are dropped."""
     while pending:
         op = pending.popleft()
-        if op.future.running() or op.future.set_running_or_notify_cancel():
+        if not op.future.done():
             return op
     return None
 

@@ -3,11 +3,14 @@ slot is free (README "Endpoint limit").
 
 The gate sits here, in front of Outlook, because this is the last point where holding a task
 back still means nothing was transferred; the decision is one Lua script in the ledger's Redis
-keys, so it is exact however many writer replicas ask at once.
+keys, so it is exact however many writer replicas ask at once. The ledger's store is blocking (the
+ledger service shares it), so the writer's event loop asks it in a worker thread: only when a
+limit is set, once or twice per task.
 """
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 from common.messages import TaskChanged
@@ -19,14 +22,16 @@ class EndpointGate:
         self._ledger = ledger
         self._limit = limit
 
-    def admit(self, task: TaskChanged) -> Claim:
+    async def admit(self, task: TaskChanged) -> Claim:
         """HOLDS or CLAIMED: write the task; HELD: the ledger keeps it until a slot frees up."""
-        return self._ledger.claim(task.task_id, self._limit, task.model_dump_json())
+        return await asyncio.to_thread(
+            self._ledger.claim, task.task_id, self._limit, task.model_dump_json()
+        )
 
-    def give_back(self, task_id: UUID) -> None:
+    async def give_back(self, task_id: UUID) -> None:
         """A claimed task ended up with no event: its slot goes back."""
-        self._ledger.give_back(task_id)
+        await asyncio.to_thread(self._ledger.give_back, task_id)
 
-    def forget(self, task_id: UUID) -> None:
+    async def forget(self, task_id: UUID) -> None:
         """A task left the selection: if it was held, it waits for nothing any more."""
-        self._ledger.forget_held(task_id)
+        await asyncio.to_thread(self._ledger.forget_held, task_id)

@@ -1,12 +1,19 @@
-"""Graph at the edge: one request, or up to 20 in one ``$batch``, over HTTP.
+"""Graph at the edge: one request, or up to 20 in one ``$batch``, over HTTP (asyncio).
 
 Only transport lives here: the token, the HTTP call, a refused token refreshed once, and
 transport failures translated to ``RetryableApiError``. What a result means is decided in
 ``graph_protocol``; when and with what a request is sent, in ``dispatcher``.
+
+The token comes from a blocking ``TokenSource`` (MSAL): it is fetched in a worker thread and
+reused for ``TOKEN_REUSE_SECONDS``, so the event loop neither blocks on a sign-in nor pays
+MSAL's cache lookup per request. A token Graph refuses is dropped at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,15 +28,45 @@ from services.event_writer.graph_protocol import (
     batch_results,
 )
 
+#: Far below a token's life (an hour; MSAL renews five minutes before the end).
+TOKEN_REUSE_SECONDS = 60.0
+
+
+class LoopTokens:
+    """A ``TokenSource`` for an event loop: one fetch at a time, in a thread."""
+
+    def __init__(self, source: TokenSource, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._clock = clock
+        self._token: str | None = None
+        self._fetched = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        if self._token is not None and self._clock() - self._fetched < TOKEN_REUSE_SECONDS:
+            return self._token
+        async with self._lock:
+            if self._token is None or self._clock() - self._fetched >= TOKEN_REUSE_SECONDS:
+                self._token = await asyncio.to_thread(self._source.token)
+                self._fetched = self._clock()
+            return self._token
+
+    def invalidate(self, refused: str) -> None:
+        """Graph refused ``refused``: the next request gets a fresh one (unless another
+        request has fetched one since)."""
+        if self._token == refused:
+            self._token = None
+            self._source.invalidate()
+
 
 class GraphTransport:
-    def __init__(self, http: httpx.Client, base_url: str, tokens: TokenSource) -> None:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, tokens: LoopTokens) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._tokens = tokens
 
-    def send(self, request: GraphRequest) -> GraphResult:
-        response = self._post_or_call(
+    async def send(self, request: GraphRequest) -> GraphResult:
+        response = await self._post_or_call(
             request.method,
             f"{self._base}{request.relative_url}",
             json=request.body,
@@ -37,9 +74,11 @@ class GraphTransport:
         )
         return _result(response)
 
-    def send_batch(self, requests: list[GraphRequest]) -> list[GraphResult]:
+    async def send_batch(self, requests: list[GraphRequest]) -> list[GraphResult]:
         """Per-item results in request order. A failed batch as a whole fails every item."""
-        response = self._post_or_call("POST", f"{self._base}/$batch", json=batch_body(requests))
+        response, token = await self._post_or_call_with_token(
+            "POST", f"{self._base}/$batch", json=batch_body(requests)
+        )
         if response.status_code != 200:
             return [_result(response)] * len(requests)
         try:
@@ -48,24 +87,29 @@ class GraphTransport:
             payload = None
         results = batch_results(len(requests), payload)
         if any(result.status == 401 for result in results):
-            self._tokens.invalidate()  # the items are sent again with a fresh token
+            self._tokens.invalidate(token)  # the items are sent again with a fresh token
         return results
 
-    def _post_or_call(
+    async def _post_or_call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response, _ = await self._post_or_call_with_token(method, url, **kwargs)
+        return response
+
+    async def _post_or_call_with_token(
         self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, str]:
         refreshed = False
+        if kwargs.get("json") is None:
+            kwargs.pop("json", None)
         while True:
-            headers = {**(headers or {}), "Authorization": f"Bearer {self._tokens.token()}"}
-            if kwargs.get("json") is None:
-                kwargs.pop("json", None)
+            token = await self._tokens.token()
+            sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
             with transport_errors(SERVICE):
-                response = self._http.request(method, url, headers=headers, **kwargs)
+                response = await self._http.request(method, url, headers=sent, **kwargs)
             if response.status_code == 401 and not refreshed:
                 refreshed = True
-                self._tokens.invalidate()
+                self._tokens.invalidate(token)
                 continue
-            return response
+            return response, token
 
 
 def _result(response: httpx.Response) -> GraphResult:

@@ -1,14 +1,20 @@
 """Handling one ``task.changed``: bring the task's events to the state the message describes.
 
-1. **Order** (``ordering``, ``task_store.begin``): take the task's lease (another writer busy
+A coroutine on the writer's event loop, in stages, each a function of its own:
+
+1. **Begin** (``ordering``, ``task_store.begin``): take the task's lease (another writer busy
    with the task: wait up to ``lease_wait_seconds``, then retry the message later) and drop a
    snapshot older than the newest one accepted (acked, nothing written).
 2. **Plan** (``planner``): per assignee create, update (only when the fingerprint of the mapped
    fields changed), move, delete or keep; only events in the map are ever updated or deleted.
-3. **Write** (``steps``): one step per assignee, all at once, through the dispatcher (which
+3. **Execute** (``steps``): one step per assignee, all at once, through the dispatcher (which
    batches them with other tasks' requests inside Outlook's limits).
-4. **Record** (``task_store.finish``): map entries, assignee failures, the tombstone of a
-   removal, and the lease given back; then ``transfer.succeeded`` when the task has events.
+4. **Classify** (``classify``, pure): what each step's value or error means for the map, the
+   assignee failures, the run's counts and the message.
+5. **Record** (``task_store.finish``): map entries, assignee failures, the tombstone of a
+   removal, and the lease given back.
+6. **Publish**: ``transfer.succeeded`` when the task has events, or the error that decides
+   the message's fate (``common.ack_policy``).
 
 Exactly-once creates without a lookup before every POST: the POST carries a deterministic
 transactionId, and the writer looks the event up by its task-key property first only when the
@@ -26,12 +32,12 @@ error (a request Graph refuses whoever receives it) dead-letters the message wit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,7 +64,13 @@ from services.event_writer.planner import (
     Update,
     plan,
 )
-from services.event_writer.steps import ANSWER_TIMEOUT_SECONDS, Submit, run_steps
+from services.event_writer.steps import (
+    ANSWER_TIMEOUT_SECONDS,
+    GraphCalls,
+    StepResults,
+    Submit,
+    run_steps,
+)
 from services.event_writer.task_store import (
     AssigneeFailure,
     Begun,
@@ -72,11 +84,10 @@ from services.ledger.endpoints import Claim
 
 log = get_logger(__name__)
 
-PublishTransfer = Callable[[TransferSucceeded], None]
+PublishTransfer = Callable[[TransferSucceeded], Awaitable[None]]
 #: Receives what one handling did in Outlook ({"created": n, "updated": n, "deleted": n,
 #: "failed": n}), to be counted for the sync run that caused it.
-CountOutcome = Callable[[dict[str, int]], None]
-GraphStep = Generator[graph_protocol.GraphRequest, graph_protocol.GraphResult, Any]
+CountOutcome = Callable[[dict[str, int]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,41 @@ class Removed:
 class _Handling:
     task: TaskChanged
     begun: Begun
+    calls: GraphCalls
     wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
     deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
+
+
+@dataclass
+class Verdict:
+    """What a handling's steps mean (``classify``): what to record, and the message's fate."""
+
+    outcome: Finish
+    written: list[str] = field(default_factory=list)  # mailboxes that have the event
+    retryable: list[RetryableError] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # permanent Graph refusals
+    unexpected: list[Exception] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def error(self) -> Exception | None:
+        """The error the message is settled by (None: acked, and published)."""
+        if self.unexpected:
+            return self.unexpected[0]
+        if self.retryable:
+            waits = [e.retry_after for e in self.retryable if e.retry_after]
+            return RetryableError(
+                f"{len(self.retryable)} mailbox(es) to retry: {self.retryable[0]}",
+                retry_after=max(waits) if waits else None,
+            )
+        if self.refused:
+            return PermanentError(
+                "Graph refused the task's event: " + "; ".join(sorted(self.refused))
+            )
+        return None
+
+
+async def _no_count(counts: dict[str, int]) -> None:
+    return None
 
 
 def desired_events(
@@ -146,6 +190,53 @@ def desired_events(
     return list(desired.values()), failures
 
 
+def classify(
+    task: TaskChanged,
+    begun: Begun,
+    actions: list[Action],
+    results: StepResults,
+    *,
+    deleted: set[UUID],
+    failures: list[AssigneeFailure],
+    now: datetime,
+) -> Verdict:
+    """What the steps' values and errors mean, per assignee: map entries to record and forget,
+    assignee failures, counts for the run, and what is left to retry or was refused."""
+    verdict = Verdict(
+        Finish(
+            failures=list(failures),
+            # A task that was dirty stays so unless every step went through: a step that
+            # failed (its lookup, say) has not found the event an earlier handling left.
+            uncertain=results.uncertain or (begun.was_dirty and bool(results.errors)),
+            removal=task.change == "remove",
+        )
+    )
+    for index, action in enumerate(actions):
+        resource_id, mailbox = _target(action)
+        if resource_id in deleted:
+            verdict.outcome.forget.append(resource_id)
+        if index in results.values:
+            value = results.values[index]
+            if isinstance(value, Written):
+                verdict.outcome.record.append(value.event)
+            if isinstance(value, Written | Kept):
+                verdict.written.append(mailbox)
+            verdict.counts.update(_EFFECTS.get(type(action), ()))
+            continue
+        error = results.errors[index]
+        if isinstance(error, MailboxUnavailable):
+            verdict.outcome.failures.append(_failure(task, resource_id, mailbox, error, now))
+            verdict.counts["failed"] += 1
+        elif isinstance(error, RetryableError):
+            verdict.retryable.append(error)
+        elif isinstance(error, PermanentError):
+            verdict.refused.append(f"{mailbox}: {error}")
+            verdict.counts["failed"] += 1
+        else:
+            verdict.unexpected.append(error)
+    return verdict
+
+
 class TaskChangedHandler:
     def __init__(
         self,
@@ -157,9 +248,9 @@ class TaskChangedHandler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         lease_wait_seconds: float = 5.0,
         probe_wait_seconds: float = 15.0,
-        stop: threading.Event | None = None,
+        stop: asyncio.Event | None = None,
         gate: EndpointGate | None = None,
-        count_outcome: CountOutcome = lambda counts: None,
+        count_outcome: CountOutcome = _no_count,
         graph_answer_timeout: float = ANSWER_TIMEOUT_SECONDS,
     ) -> None:
         self._store = store
@@ -169,89 +260,71 @@ class TaskChangedHandler:
         self._clock = clock
         self._lease_wait = lease_wait_seconds
         self._probe_wait = probe_wait_seconds
-        self._stop = stop or threading.Event()
+        self._stop = stop or asyncio.Event()
         self._gate = gate
         self._count_outcome = count_outcome
         self._graph_answer_timeout = graph_answer_timeout
+        self._probing: dict[str, asyncio.Future[MailboxState]] = {}  # mailbox -> its probe
 
-    def __call__(self, delivery: Delivery) -> None:
-        self.handle(decode(delivery.body, TaskChanged))
+    async def __call__(self, delivery: Delivery) -> None:
+        await self.handle(decode(delivery.body, TaskChanged))
 
-    def handle(self, task: TaskChanged) -> None:
+    async def handle(self, task: TaskChanged) -> None:
         desired, failures = desired_events(task, self._rules, self._clock())
-        begun = self._begin(task, [d.mailbox for d in desired])
+        begun = await self._begin(task, [d.mailbox for d in desired])
         if begun is None:
             return
-        claim = self._admit(task, begun, desired, failures)
+        claim = await self._admit(task, begun, desired, failures)
         if claim is Claim.HELD:
             return
-        handling = _Handling(task, begun, frozenset(d.mailbox for d in desired))
+        calls = GraphCalls(self._submit, self._graph_answer_timeout)
+        handling = _Handling(task, begun, calls, frozenset(d.mailbox for d in desired))
         try:
             actions = plan(desired, begun.recorded)
-            steps = {i: self._step(handling, action) for i, action in enumerate(actions)}
-            results = run_steps(self._submit, steps, answer_timeout=self._graph_answer_timeout)
-            outcome = Finish(
+            results = await self._execute(handling, actions)
+            verdict = classify(
+                task,
+                begun,
+                actions,
+                results,
+                deleted=handling.deleted,
                 failures=failures,
-                # A task that was dirty stays so unless every step went through: a step that
-                # failed (its lookup, say) has not found the event an earlier handling left.
-                uncertain=results.uncertain or (begun.was_dirty and bool(results.errors)),
-                removal=task.change == "remove",
+                now=self._clock(),
             )
-            written: list[str] = []
-            retryable: list[RetryableError] = []
-            refused: list[str] = []
-            unexpected: list[Exception] = []
-            counts: Counter[str] = Counter()
-            for index, action in enumerate(actions):
-                resource_id, mailbox = _target(action)
-                if resource_id in handling.deleted:
-                    outcome.forget.append(resource_id)
-                if index in results.values:
-                    value = results.values[index]
-                    if isinstance(value, Written):
-                        outcome.record.append(value.event)
-                    if isinstance(value, Written | Kept):
-                        written.append(mailbox)
-                    counts.update(_EFFECTS.get(type(action), ()))
-                    continue
-                error = results.errors[index]
-                if isinstance(error, MailboxUnavailable):
-                    outcome.failures.append(self._failure(task, resource_id, mailbox, error))
-                    counts["failed"] += 1
-                elif isinstance(error, RetryableError):
-                    retryable.append(error)
-                elif isinstance(error, PermanentError):
-                    refused.append(f"{mailbox}: {error}")
-                    counts["failed"] += 1
-                else:
-                    unexpected.append(error)
         except BaseException:
-            self._store.abandon(task.task_id, begun.token)
+            # Shielded: a handling cancelled by the stop still gives its lease back.
+            await asyncio.shield(self._store.abandon(task.task_id, begun.token))
             raise
-        self._store.finish(task.task_id, begun.token, outcome)
-        if counts:
-            self._count_outcome(dict(counts))
-        if claim is Claim.CLAIMED and not written:
-            self._gate.give_back(task.task_id)  # type: ignore[union-attr]
+        await self._record(task, begun, verdict, claim)
+        await self._publish(task, verdict, actions)
 
-        if unexpected:
-            raise unexpected[0]
-        if retryable:
-            waits = [e.retry_after for e in retryable if e.retry_after]
-            raise RetryableError(
-                f"{len(retryable)} mailbox(es) to retry: {retryable[0]}",
-                retry_after=max(waits) if waits else None,
-            )
-        if refused:
-            raise PermanentError("Graph refused the task's event: " + "; ".join(sorted(refused)))
-        if written and task.change != "remove":
-            self._publish_transfer(
+    # --- the stages ----------------------------------------------------------------------------
+
+    async def _execute(self, handling: _Handling, actions: list[Action]) -> StepResults:
+        steps = {i: self._step(handling, action) for i, action in enumerate(actions)}
+        return await run_steps(handling.calls, steps)
+
+    async def _record(
+        self, task: TaskChanged, begun: Begun, verdict: Verdict, claim: Claim | None
+    ) -> None:
+        await self._store.finish(task.task_id, begun.token, verdict.outcome)
+        if verdict.counts:
+            await self._count_outcome(dict(verdict.counts))
+        if claim is Claim.CLAIMED and not verdict.written:
+            await self._gate.give_back(task.task_id)  # type: ignore[union-attr]
+
+    async def _publish(self, task: TaskChanged, verdict: Verdict, actions: list[Action]) -> None:
+        error = verdict.error()
+        if error is not None:
+            raise error
+        if verdict.written and task.change != "remove":
+            await self._publish_transfer(
                 TransferSucceeded(
                     scenario=task.scenario,
                     project_id=task.project_id,
                     task_id=task.task_id,
                     transferred_at=self._clock(),
-                    mailboxes=sorted(set(written)),
+                    mailboxes=sorted(set(verdict.written)),
                 )
             )
         log.info(
@@ -259,13 +332,13 @@ class TaskChangedHandler:
             task_id=str(task.task_id),
             change=task.change,
             actions=_count(actions),
-            mailboxes=len(set(written)),
-            failed=len(outcome.failures),
+            mailboxes=len(set(verdict.written)),
+            failed=len(verdict.outcome.failures),
         )
 
     # --- before writing ------------------------------------------------------------------------
 
-    def _admit(
+    async def _admit(
         self,
         task: TaskChanged,
         begun: Begun,
@@ -276,15 +349,15 @@ class TaskChangedHandler:
         if self._gate is None:
             return None
         if task.change == "remove":
-            self._gate.forget(task.task_id)
+            await self._gate.forget(task.task_id)
             return None
         if not desired:
             return None
-        claim = self._gate.admit(task)
+        claim = await self._gate.admit(task)
         if claim is Claim.HELD:
             # Nothing is written, so nothing new can be uncertain; the snapshot stays the
             # newest accepted, and the ledger sends it again when a slot frees up.
-            self._store.finish(
+            await self._store.finish(
                 task.task_id, begun.token, Finish(failures=failures, uncertain=begun.was_dirty)
             )
             log.warning(
@@ -294,12 +367,12 @@ class TaskChangedHandler:
             )
         return claim
 
-    def _begin(self, task: TaskChanged, mailboxes: list[str]) -> Begun | None:
+    async def _begin(self, task: TaskChanged, mailboxes: list[str]) -> Begun | None:
         order = order_key(task)
         deadline = time.monotonic() + self._lease_wait
         delay = 0.02
         while True:
-            begin = self._store.begin(task.task_id, order, task.change, mailboxes)
+            begin = await self._store.begin(task.task_id, order, task.change, mailboxes)
             if isinstance(begin, Begun):
                 return begin
             if isinstance(begin, Stale):
@@ -319,12 +392,17 @@ class TaskChangedHandler:
                 raise Contended(
                     "another writer is working on this task", retry_after=begin.retry_after
                 )
-            self._stop.wait(min(delay, remaining))
+            await self._pause(min(delay, remaining))
             delay = min(delay * 2, 0.25)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by the stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     # --- the steps, one per assignee -----------------------------------------------------------
 
-    def _step(self, handling: _Handling, action: Action) -> GraphStep:
+    def _step(self, handling: _Handling, action: Action) -> Any:
         if isinstance(action, Create):
             return self._create(handling, action.desired)
         if isinstance(action, Update):
@@ -336,129 +414,158 @@ class TaskChangedHandler:
         assert isinstance(action, Keep)
         return _done(Kept(action.recorded))
 
-    def _create(
+    async def _create(
         self,
         handling: _Handling,
         desired: DesiredEvent,
         *,
         replaces: str | None = None,
         look_up: bool = False,
-    ) -> GraphStep:
-        task, mailbox = handling.task, desired.mailbox
+    ) -> Written:
+        task, mailbox, graph = handling.task, desired.mailbox, handling.calls
         state = handling.begun.mailbox_states.get(mailbox)
         if state is None:
-            state = yield from self._mailbox_state(task, mailbox)
+            state = await self._mailbox_state(handling, mailbox)
         event_id = None
         if look_up or handling.begun.was_dirty or state == "verify":
-            ids = yield from _find_by_task_key(task, mailbox)
+            ids = await _find_by_task_key(handling, mailbox)
             if ids:
                 event_id = ids[0]
                 log.info("event found by its task key; adopting it", mailbox=mailbox)
                 for extra in ids[1:]:  # duplicates an earlier failure left: ours, so removed
                     with contextlib.suppress(EventNotFound):
-                        yield graph_protocol.delete(mailbox, extra)
-                yield graph_protocol.update(mailbox, event_id, desired.content)
+                        await graph(graph_protocol.delete(mailbox, extra))
+                await graph(graph_protocol.update(mailbox, event_id, desired.content))
         if event_id is None:
             body = event_mapping.new_event(
                 task, desired.resource_id, self._rules, replaces=replaces
             )
-            created = yield graph_protocol.create(mailbox, body)
+            created = await graph(graph_protocol.create(mailbox, body))
             event_id = graph_protocol.created_id(created)
         return Written(RecordedEvent(desired.resource_id, mailbox, event_id, desired.fingerprint))
 
-    def _mailbox_state(self, task: TaskChanged, mailbox: str) -> GraphStep:
-        """Does this mailbox, new to Redis, hold events of ours? Asked once, by one writer."""
+    async def _mailbox_state(self, handling: _Handling, mailbox: str) -> MailboxState:
+        """Does this mailbox, new to Redis, hold events of ours? Asked once, by one writer;
+        the handlings of this process that need it meanwhile wait for that one's answer."""
+        while (shared := self._probing.get(mailbox)) is not None:
+            await asyncio.wait([shared])
+            if not shared.cancelled():
+                return shared.result()
+            # That handling's probe failed: this one asks for itself.
+        shared = asyncio.get_running_loop().create_future()
+        self._probing[mailbox] = shared
+        try:
+            state = await self._probe(handling, mailbox)
+        except BaseException:
+            shared.cancel()
+            raise
+        else:
+            shared.set_result(state)
+        finally:
+            del self._probing[mailbox]
+        return state
+
+    async def _probe(self, handling: _Handling, mailbox: str) -> MailboxState:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self._probe_wait
+        delay = 0.02
         while True:
-            state: MailboxState | None = self._store.mailbox_state(mailbox)
+            state: MailboxState | None = await self._store.mailbox_state(mailbox)
             if state is not None:
                 return state
-            if self._store.claim_probe(mailbox, token):
+            if await self._store.claim_probe(mailbox, token):
                 break
             if time.monotonic() > deadline or self._stop.is_set():
                 raise Contended(f"another writer is still probing {mailbox}")
-            self._stop.wait(0.02)
+            await self._pause(delay)  # another replica probes it
+            delay = min(delay * 2, 0.25)
         try:
-            state = self._store.mailbox_state(mailbox)
+            state = await self._store.mailbox_state(mailbox)
             if state is None:
-                found = yield graph_protocol.find_by_property(
-                    mailbox, event_mapping.SCENARIO_PROPERTY, task.scenario, top=1
+                found = await handling.calls(
+                    graph_protocol.find_by_property(
+                        mailbox, event_mapping.SCENARIO_PROPERTY, handling.task.scenario, top=1
+                    )
                 )
                 state = "verify" if graph_protocol.event_ids(found) else "clean"
-                self._store.mark_mailbox(mailbox, state)
+                await self._store.mark_mailbox(mailbox, state)
         finally:
-            self._store.release_probe(mailbox, token)
+            await asyncio.shield(self._store.release_probe(mailbox, token))
         return state
 
-    def _update(
+    async def _update(
         self, handling: _Handling, desired: DesiredEvent, recorded: RecordedEvent
-    ) -> GraphStep:
+    ) -> Written:
         try:
-            yield graph_protocol.update(desired.mailbox, recorded.event_id, desired.content)
+            await handling.calls(
+                graph_protocol.update(desired.mailbox, recorded.event_id, desired.content)
+            )
         except EventNotFound:
             # Moved under another id (archived and back, or a regular id stored before a move):
             # found by its task key and adopted; or deleted by its owner: written again.
             handling.deleted.add(recorded.resource_id)
-            return (
-                yield from self._create(handling, desired, replaces=recorded.event_id, look_up=True)
-            )
+            return await self._create(handling, desired, replaces=recorded.event_id, look_up=True)
         return Written(
             RecordedEvent(
                 desired.resource_id, desired.mailbox, recorded.event_id, desired.fingerprint
             )
         )
 
-    def _move(self, handling: _Handling, desired: DesiredEvent, recorded: RecordedEvent):
-        yield from self._delete(handling, recorded)
-        return (yield from self._create(handling, desired))
+    async def _move(
+        self, handling: _Handling, desired: DesiredEvent, recorded: RecordedEvent
+    ) -> Written:
+        await self._delete(handling, recorded)
+        return await self._create(handling, desired)
 
-    def _delete(self, handling: _Handling, recorded: RecordedEvent) -> GraphStep:
+    async def _delete(self, handling: _Handling, recorded: RecordedEvent) -> Removed:
+        graph = handling.calls
         # Gone already, or the whole mailbox is: either way the map entry goes.
         with contextlib.suppress(MailboxUnavailable):
             try:
-                yield graph_protocol.delete(recorded.mailbox, recorded.event_id)
+                await graph(graph_protocol.delete(recorded.mailbox, recorded.event_id))
             except EventNotFound:
                 # Perhaps moved under another id: what carries the task key goes too, unless
                 # the task still wants an event in that mailbox (another assignee's step
                 # writes it meanwhile, and must not lose it).
                 if recorded.mailbox.lower() not in handling.wanted:
-                    for event_id in (yield from _find_by_task_key(handling.task, recorded.mailbox)):
+                    for event_id in await _find_by_task_key(handling, recorded.mailbox):
                         with contextlib.suppress(EventNotFound):
-                            yield graph_protocol.delete(recorded.mailbox, event_id)
+                            await graph(graph_protocol.delete(recorded.mailbox, event_id))
         handling.deleted.add(recorded.resource_id)
         return Removed(recorded.resource_id)
 
-    def _failure(
-        self, task: TaskChanged, resource_id: UUID, mailbox: str, error: PwasyncError
-    ) -> AssigneeFailure:
-        name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
-        log.error(
-            "mailbox cannot take events; recorded for the assignee",
-            task_id=str(task.task_id),
-            mailbox=mailbox,
-            reason=str(error),
-        )
-        return AssigneeFailure(
-            resource_id=resource_id,
-            assignee=name,
-            mailbox=mailbox,
-            code=getattr(error, "code", None) or error.__class__.__name__,
-            reason=str(error),
-            at=self._clock().isoformat(),
-        )
+
+def _failure(
+    task: TaskChanged, resource_id: UUID, mailbox: str, error: PwasyncError, now: datetime
+) -> AssigneeFailure:
+    name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
+    log.error(
+        "mailbox cannot take events; recorded for the assignee",
+        task_id=str(task.task_id),
+        mailbox=mailbox,
+        reason=str(error),
+    )
+    return AssigneeFailure(
+        resource_id=resource_id,
+        assignee=name,
+        mailbox=mailbox,
+        code=getattr(error, "code", None) or error.__class__.__name__,
+        reason=str(error),
+        at=now.isoformat(),
+    )
 
 
-def _find_by_task_key(task: TaskChanged, mailbox: str) -> GraphStep:
+async def _find_by_task_key(handling: _Handling, mailbox: str) -> list[str]:
     """The ids of the task's events in a mailbox (its default calendar)."""
-    key = event_mapping.task_key(task.scenario, task.task_id)
-    found = yield graph_protocol.find_by_property(mailbox, event_mapping.TASK_KEY_PROPERTY, key)
+    key = event_mapping.task_key(handling.task.scenario, handling.task.task_id)
+    found = await handling.calls(
+        graph_protocol.find_by_property(mailbox, event_mapping.TASK_KEY_PROPERTY, key)
+    )
     return graph_protocol.event_ids(found)
 
 
-def _done(value: Any) -> GraphStep:
-    return value
-    yield  # a generator that asks Graph nothing
+async def _done(value: Any) -> Any:
+    return value  # a step that asks Graph nothing
 
 
 def _target(action: Action) -> tuple[UUID, str]:

@@ -26,8 +26,8 @@ the keys one script touches are in one Redis Cluster slot.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,8 +35,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
 
-from common.health import HEARTBEATS, Heartbeats, run_every
+from common.health import HEARTBEATS, Heartbeats, run_every_async
 from common.redis_store import redis_errors
 
 LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
@@ -171,9 +172,11 @@ class Grant:
 
 
 class MailboxLimiter:
+    """The writer's side, on the asyncio client (one event loop owns it)."""
+
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.asyncio.Redis,
         keys: GraphLimitKeys,
         redis_url: str,
         *,
@@ -191,9 +194,8 @@ class MailboxLimiter:
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._held: dict[str, set[str]] = {}  # mailbox -> tokens in flight, renewed
-        self._held_lock = threading.Lock()
 
-    def acquire(self, wanted: Mapping[str, int]) -> dict[str, Grant]:
+    async def acquire(self, wanted: Mapping[str, int]) -> dict[str, Grant]:
         """Admit up to ``wanted[mailbox]`` requests per mailbox; one round trip for all."""
         mailboxes = [m for m, n in wanted.items() if n > 0]
         if not mailboxes:
@@ -220,36 +222,32 @@ class MailboxLimiter:
             offered[mailbox] = tokens
             args += [len(tokens), *tokens]
         with redis_errors(self._url):
-            answer = self._acquire(keys=keys, args=args)
+            answer = await self._acquire(keys=keys, args=args)
         grants = {}
         for index, mailbox in enumerate(mailboxes):
             granted, wait_ms = int(answer[index * 2]), int(answer[index * 2 + 1])
             grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000)
-        with self._held_lock:
-            for mailbox, grant in grants.items():
-                if grant.tokens:
-                    self._held.setdefault(mailbox, set()).update(grant.tokens)
+            if granted:
+                self._held.setdefault(mailbox, set()).update(grants[mailbox].tokens)
         return grants
 
-    def release(self, tokens: Mapping[str, list[str]]) -> None:
-        with self._held_lock:
-            for mailbox, released in tokens.items():
-                held = self._held.get(mailbox)
-                if held is not None:
-                    held.difference_update(released)
-                    if not held:
-                        del self._held[mailbox]
+    async def release(self, tokens: Mapping[str, list[str]]) -> None:
+        for mailbox, released in tokens.items():
+            held = self._held.get(mailbox)
+            if held is not None:
+                held.difference_update(released)
+                if not held:
+                    del self._held[mailbox]
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=False)
             for mailbox, held in tokens.items():
                 if held:
                     pipe.zrem(self._keys.slots(mailbox), *held)
-            pipe.execute()
+            await pipe.execute()
 
-    def renew_slots(self) -> None:
+    async def renew_slots(self) -> None:
         """Extend the lease of every slot this writer holds (one round trip)."""
-        with self._held_lock:
-            held = {mailbox: sorted(tokens) for mailbox, tokens in self._held.items() if tokens}
+        held = {mailbox: sorted(tokens) for mailbox, tokens in self._held.items() if tokens}
         if not held:
             return
         keys = [self._keys.slots(mailbox) for mailbox in held]
@@ -257,15 +255,13 @@ class MailboxLimiter:
         for tokens in held.values():
             args += [len(tokens), *tokens]
         with redis_errors(self._url):
-            self._renew(keys=keys, args=args)
+            await self._renew(keys=keys, args=args)
 
-    def keep_slots(
-        self, stop: threading.Event, heartbeats: Heartbeats = HEARTBEATS
-    ) -> threading.Thread:
-        """Renew the slots in flight every RENEW_SECONDS until ``stop``; the started thread.
+    async def keep_slots(self, stop: asyncio.Event, heartbeats: Heartbeats = HEARTBEATS) -> None:
+        """Renew the slots in flight every RENEW_SECONDS until ``stop`` (run it as a task).
         A failed round (any error) is logged and the next one comes at the same pace: a
         longer wait would let the leases of requests still in flight run out."""
-        return run_every(
+        await run_every_async(
             "graph-slot-renewer",
             RENEW_SECONDS,
             self.renew_slots,
@@ -274,20 +270,19 @@ class MailboxLimiter:
             max_backoff=RENEW_SECONDS,
         )
 
-    def pause(self, mailbox: str, seconds: float) -> None:
+    async def pause(self, mailbox: str, seconds: float) -> None:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
         with redis_errors(self._url):
-            self._pause(keys=[self._keys.pause(mailbox)], args=[max(1, int(seconds * 1000))])
+            await self._pause(keys=[self._keys.pause(mailbox)], args=[max(1, int(seconds * 1000))])
 
-    def paused(self) -> dict[str, float]:
-        """Mailboxes every replica is leaving alone now (a 429's Retry-After): seconds left."""
-        prefix = self._keys.pause("")
-        with redis_errors(self._url):
-            keys = list(self._redis.scan_iter(match=f"{prefix}*", count=1000))
-            pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.pttl(key)
-            ttls = pipe.execute()
-        return {
-            key[len(prefix) :]: ttl / 1000 for key, ttl in zip(keys, ttls, strict=True) if ttl > 0
-        }
+
+def paused_mailboxes(client: redis.Redis, keys: GraphLimitKeys, redis_url: str) -> dict[str, float]:
+    """Mailboxes every replica is leaving alone now (a 429's Retry-After): seconds left."""
+    prefix = keys.pause("")
+    with redis_errors(redis_url):
+        found = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in found:
+            pipe.pttl(key)
+        ttls = pipe.execute()
+    return {key[len(prefix) :]: ttl / 1000 for key, ttl in zip(found, ttls, strict=True) if ttl > 0}

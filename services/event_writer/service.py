@@ -1,46 +1,53 @@
 """The writer process: consumes ``task.changed`` and writes Outlook events through Graph.
 
-Threads: pika's I/O thread; ``PWASYNC_WRITER_CONCURRENCY`` handler threads (= prefetch), which
-mostly wait for Graph; one dispatcher thread and a few sender threads that batch the handlers'
-Graph requests inside the per-mailbox limits shared in Redis; one thread renewing task leases
-and one renewing Graph slots. Every one of these loops survives any error and reports its
-heartbeat on ``/healthz``; a handler waits for Graph at most ``graph_answer_timeout`` since the
-last answer, so its task lease is renewed only while it makes progress.
+One asyncio event loop does it all: the consumer (aio-pika) runs each delivery as a task, up
+to ``PWASYNC_WRITER_CONCURRENCY`` at once; a handling awaits Redis (redis-py's asyncio
+client) and Graph (httpx's async client) through the dispatcher, which batches the requests of
+every handling inside the per-mailbox limits shared in Redis. What bounds the requests in
+flight is Outlook's limits (4 per mailbox, the 10-minute budget), not a pool of threads.
+Two loops renew the leases of the tasks and of the Graph slots in flight. Every loop survives
+any error and reports its heartbeat on ``/healthz``, which is served from a thread of its own
+(so a blocked event loop turns it stale); a request waits for Graph at most
+``graph_answer_timeout``, so a task lease is renewed only while its handling makes progress.
 
-On SIGTERM the consumer stops taking work and lets in-flight handlers finish (the dispatcher
-keeps sending for them; requests that would have to wait out a 429 fail over to a delayed
-retry instead), then the dispatcher and the connections close.
+On SIGTERM the consumer stops taking work and lets the handlings in flight finish (the
+dispatcher keeps sending for them; requests that would have to wait out a 429 fail over to a
+delayed retry instead), then the dispatcher and the connections close.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import structlog
 
 from common import metrics
-from common.health import run_every
-from common.http import new_http_client
+from common.async_consumer import AsyncConsumer
+from common.async_publisher import AsyncPublisher
+from common.health import run_every_async
+from common.http import new_async_http_client, new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
-from common.messages import TransferSucceeded
-from common.run_events import RunEvents
+from common.messages import TransferSucceeded, encode
+from common.redis_store import connect_redis_async
+from common.run_events import RunEventCounter
 from common.settings import Settings
 from common.topology import routing_key_transfer_succeeded
 from services.event_writer.dispatcher import GraphDispatcher
 from services.event_writer.endpoint_gate import EndpointGate
 from services.event_writer.event_mapping import EventRules
-from services.event_writer.graph import GraphTransport
+from services.event_writer.graph import GraphTransport, LoopTokens
 from services.event_writer.handler import TaskChangedHandler
 from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
 from services.event_writer.task_store import LEASE, TaskStore
 from services.ledger.endpoints import EndpointLedger
-from services.runtime import open_infrastructure
+from services.runtime import Infrastructure, open_infrastructure
 
 log = get_logger(__name__)
 
-SENDERS = 16  # $batch requests in flight per writer
+MAX_SENDS = 256  # HTTP requests to Graph in flight per writer (its connections)
 MAX_THROTTLE_WAITS = 3  # a throttled request is sent again at most this often ...
 MAX_THROTTLE_WAIT_SECONDS = 30.0  # ... after a Retry-After of at most this
 
@@ -65,16 +72,27 @@ def event_rules(settings: Settings) -> EventRules:
 
 def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
-    infra = open_infrastructure(settings, "writer", stop, pipelined=True)
-    concurrency = settings.writer_concurrency
-    http = new_http_client(
+    infra = open_infrastructure(settings, "writer", stop)
+    try:
+        asyncio.run(_serve(settings, infra, stop))
+    finally:
+        infra.close()
+
+
+async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Event) -> None:
+    stopping = _loop_event(stop)
+    timeout = settings.http_timeout_seconds
+    token_http = new_http_client(ca_bundle=settings.ca_bundle, timeout=timeout)
+    http = new_async_http_client(
         ca_bundle=settings.ca_bundle,
         timeout=settings.http_timeout_seconds,
-        max_connections=SENDERS + 4,
+        max_connections=MAX_SENDS + 4,
     )
-    transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
+    tokens = LoopTokens(GraphAppTokens(settings, token_http))
+    transport = GraphTransport(http, settings.graph_url, tokens)
+    client = connect_redis_async(infra.redis_url)
     limiter = MailboxLimiter(
-        infra.redis,
+        client,
         # Graph's limits are the app's, whatever scenario uses it (README "Inside Graph's
         # limits"): keyed by tenant and client id, not by scenario.
         GraphLimitKeys.of_app(settings),
@@ -86,31 +104,40 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         transport,
         limiter,
         batch_size=settings.graph_batch_size,
-        senders=SENDERS,
+        max_sends=MAX_SENDS,
         max_throttle_waits=MAX_THROTTLE_WAITS,
         max_wait_seconds=MAX_THROTTLE_WAIT_SECONDS,
         # A send is one HTTP request (the token's, before it, has its own timeout).
         max_send_seconds=2 * settings.http_timeout_seconds + 60.0,
-        stop=stop,
+        stop=stopping,
     ).start()
     metrics.GRAPH_REQUESTS_WAITING.set_function(dispatcher.waiting)
-    store = TaskStore(infra.redis, infra.keys, infra.redis_url)
-    leases_stop = threading.Event()
+    store = TaskStore(client, infra.keys, infra.redis_url)
+    renewers_stop = asyncio.Event()
     renew_every = LEASE.total_seconds() / 3
-    # Same pace after a failed round: a longer wait would let the leases in use run out.
-    run_every(
-        "task-lease-renewer", renew_every, store.renew_leases, leases_stop, max_backoff=renew_every
-    )
-    limiter.keep_slots(leases_stop)
+    renewers = [
+        # Same pace after a failed round: a longer wait would let the leases in use run out.
+        asyncio.create_task(
+            run_every_async(
+                "task-lease-renewer",
+                renew_every,
+                store.renew_leases,
+                renewers_stop,
+                max_backoff=renew_every,
+            )
+        ),
+        asyncio.create_task(limiter.keep_slots(renewers_stop)),
+    ]
+    publisher = AsyncPublisher(infra.connector, infra.topology)
     routing_key = routing_key_transfer_succeeded(settings.scenario)
+    run_events = RunEventCounter(client, infra.keys, infra.redis_url)
 
-    def publish_transfer(message: TransferSucceeded) -> None:
-        infra.publish(routing_key, message)
+    async def publish_transfer(message: TransferSucceeded) -> None:
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        await publisher.publish(routing_key, encode(message), correlation_id=correlation_id)
 
-    run_events = RunEvents(infra.redis, infra.keys, infra.redis_url)
-
-    def count_outcome(counts: dict[str, int]) -> None:
-        run_events.add(structlog.contextvars.get_contextvars().get("correlation_id"), counts)
+    async def count_outcome(counts: dict[str, int]) -> None:
+        await run_events.add(structlog.contextvars.get_contextvars().get("correlation_id"), counts)
 
     gate = None
     if settings.endpoint_limit:
@@ -121,7 +148,7 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         submit=dispatcher.submit,
         publish_transfer=publish_transfer,
         rules=event_rules(settings),
-        stop=stop,
+        stop=stopping,
         gate=gate,
         count_outcome=count_outcome,
         # A message waiting for a lease (or a probe) held by a writer that died waits only
@@ -132,17 +159,42 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
         probe_wait_seconds=3.0,
         graph_answer_timeout=graph_answer_timeout(settings.http_timeout_seconds),
     )
+    consumer = AsyncConsumer(
+        connector=infra.connector,
+        topology=infra.topology,
+        queue=infra.topology.task_changes,
+        handler=handler,
+        publisher=publisher,
+        concurrency=settings.writer_concurrency,
+    )
+    infra.consumers.append(consumer)
     log.info(
         "writer starting",
-        concurrency=concurrency,
+        concurrency=settings.writer_concurrency,
         graph=settings.graph_url,
         batch_size=settings.graph_batch_size,
     )
     try:
-        infra.consumer(infra.topology.task_changes, handler, concurrency=concurrency).run(stop)
+        await consumer.run(stopping)
     finally:
-        dispatcher.close(timeout=1.0)
-        leases_stop.set()
-        infra.close()
-        http.close()
+        await dispatcher.close(timeout=1.0)
+        renewers_stop.set()
+        await asyncio.gather(*renewers, return_exceptions=True)
+        await publisher.close()
+        await client.aclose()
+        await http.aclose()
+        token_http.close()
         log.info("writer stopped", graph_requests=dict(dispatcher.sent))
+
+
+def _loop_event(stop: threading.Event) -> asyncio.Event:
+    """``stop`` (set by the signal handler) as an event of the running loop."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+
+    def watch() -> None:
+        stop.wait()
+        loop.call_soon_threadsafe(event.set)
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    return event

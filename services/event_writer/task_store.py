@@ -34,7 +34,6 @@ know). Creates in a ``verify`` mailbox, and creates of a dirty task, look the ev
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +41,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import redis
+import redis.asyncio
 
 from common import metrics
 from common.errors import PermanentError
@@ -200,7 +200,10 @@ class Finish:
 
 
 class TaskStore:
-    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+    """The writer's side, on the asyncio client: every call is one round trip (or one
+    pipeline), awaited by the handling that needs it."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, redis_url: str) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
@@ -209,15 +212,14 @@ class TaskStore:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._held: dict[str, str] = {}  # lease key -> token, renewed while held
-        self._held_lock = threading.Lock()
 
     # --- a handling ----------------------------------------------------------------------------
 
-    def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]) -> Begin:
+    async def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]) -> Begin:
         token = uuid.uuid4().hex
         lease_key = self._keys.writer_lease(task_id)
         with redis_errors(self._url):
-            answer = self._begin(
+            answer = await self._begin(
                 keys=[
                     lease_key,
                     self._keys.writer_task(task_id),
@@ -231,8 +233,7 @@ class TaskStore:
             return Busy(max(int(answer[1]), 0) / 1000)
         if kind == "stale":
             return Stale(answer[1])
-        with self._held_lock:
-            self._held[lease_key] = token
+        self._held[lease_key] = token
         raw = answer[2]
         recorded = _parse_map(task_id, dict(zip(raw[::2], raw[1::2], strict=True)))
         states = {
@@ -242,26 +243,12 @@ class TaskStore:
         }
         return Begun(token, answer[1] == "1", recorded, states)
 
-    def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+    async def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
         """Record the outcome and give the lease back; False when the lease had been lost."""
-        args: list[Any] = [
-            token,
-            "1" if outcome.uncertain else "0",
-            _ms(TOMBSTONE) if outcome.removal else 0,
-            str(task_id),
-            len(outcome.forget),
-            *[str(r) for r in outcome.forget],
-            len(outcome.record),
-        ]
-        for event in outcome.record:
-            args += [str(event.resource_id), _map_value(event)]
-        args.append(len(outcome.failures))
-        for failure in outcome.failures:
-            args += [str(failure.resource_id), failure.to_json()]
         lease_key = self._keys.writer_lease(task_id)
         try:
             with redis_errors(self._url):
-                answer = self._finish(
+                answer = await self._finish(
                     keys=[
                         lease_key,
                         self._keys.writer_task(task_id),
@@ -269,10 +256,10 @@ class TaskStore:
                         self._keys.writer_failures(task_id),
                         self._keys.writer_failed_tasks,
                     ],
-                    args=args,
+                    args=_finish_args(task_id, token, outcome),
                 )
         finally:
-            self._forget_lease(lease_key)
+            self._held.pop(lease_key, None)
         for failure in outcome.failures:
             metrics.ASSIGNEE_FAILURES.labels(failure.code).inc()
         held, strays = answer
@@ -290,50 +277,72 @@ class TaskStore:
             )
         return bool(held)
 
-    def abandon(self, task_id: UUID, token: str) -> None:
+    async def abandon(self, task_id: UUID, token: str) -> None:
         """Give the lease back without recording anything; the task stays dirty."""
         lease_key = self._keys.writer_lease(task_id)
-        self._forget_lease(lease_key)
+        self._held.pop(lease_key, None)
         with redis_errors(self._url):
-            self._release(keys=[lease_key], args=[token])
+            await self._release(keys=[lease_key], args=[token])
 
     # --- mailboxes -----------------------------------------------------------------------------
 
-    def mark_mailbox(self, mailbox: str, state: MailboxState) -> None:
+    async def mark_mailbox(self, mailbox: str, state: MailboxState) -> None:
         """``verify`` always wins: a mailbox known to hold unrecorded events stays so."""
         with redis_errors(self._url):
             if state == "verify":
-                self._redis.hset(self._keys.writer_mailboxes, mailbox, state)
+                await self._redis.hset(self._keys.writer_mailboxes, mailbox, state)
             else:
-                self._redis.hsetnx(self._keys.writer_mailboxes, mailbox, state)
+                await self._redis.hsetnx(self._keys.writer_mailboxes, mailbox, state)
 
-    def mailbox_state(self, mailbox: str) -> MailboxState | None:
+    async def mailbox_state(self, mailbox: str) -> MailboxState | None:
         with redis_errors(self._url):
-            state = self._redis.hget(self._keys.writer_mailboxes, mailbox)
+            state = await self._redis.hget(self._keys.writer_mailboxes, mailbox)
         return state if state in ("clean", "verify") else None
 
-    def claim_probe(self, mailbox: str, token: str) -> bool:
+    async def claim_probe(self, mailbox: str, token: str) -> bool:
         """Only one writer at a time asks Graph about a mailbox, and nobody creates in it
         meanwhile; so a probe never sees another writer's brand-new event."""
         with redis_errors(self._url):
             return bool(
-                self._redis.set(self._keys.writer_probe(mailbox), token, nx=True, px=_ms(LEASE))
+                await self._redis.set(
+                    self._keys.writer_probe(mailbox), token, nx=True, px=_ms(LEASE)
+                )
             )
 
-    def release_probe(self, mailbox: str, token: str) -> None:
+    async def release_probe(self, mailbox: str, token: str) -> None:
         with redis_errors(self._url):
-            self._release(keys=[self._keys.writer_probe(mailbox)], args=[token])
+            await self._release(keys=[self._keys.writer_probe(mailbox)], args=[token])
 
-    # --- reports -------------------------------------------------------------------------------
+    # --- leases --------------------------------------------------------------------------------
+
+    async def renew_leases(self) -> None:
+        """Extend every lease this writer holds (one pipeline); a failure is the caller's
+        loop's to log and retry."""
+        held = list(self._held.items())
+        if not held:
+            return
+        with redis_errors(self._url):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, token in held:
+                await self._renew(keys=[key], args=[token, _ms(LEASE)], client=pipe)
+            await pipe.execute()
+
+
+class TaskReports:
+    """What the writer recorded, read without a lease (dry runs, ``pwasync status``)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+        self._redis = client
+        self._keys = keys
+        self._url = redis_url
 
     def recorded(self, task_id: UUID) -> dict[UUID, RecordedEvent]:
-        """The events recorded for a task, read without a lease (dry runs, reports)."""
         with redis_errors(self._url):
             raw = self._redis.hgetall(self._keys.task_events(task_id))
         return _parse_map(task_id, raw)
 
     def failures(self) -> dict[UUID, list[dict[str, Any]]]:
-        """Every task with assignee failures -> the failures (for ``pwasync status``)."""
+        """Every task with assignee failures -> the failures."""
         with redis_errors(self._url):
             tasks = sorted(self._redis.smembers(self._keys.writer_failed_tasks))
             report = {}
@@ -342,25 +351,23 @@ class TaskStore:
                 report[UUID(task)] = [json.loads(v) for v in values]
         return report
 
-    # --- leases --------------------------------------------------------------------------------
 
-    def renew_leases(self) -> None:
-        with self._held_lock:
-            held = list(self._held.items())
-        if not held:
-            return
-        try:
-            with redis_errors(self._url):
-                pipe = self._redis.pipeline(transaction=False)
-                for key, token in held:
-                    self._renew(keys=[key], args=[token, _ms(LEASE)], client=pipe)
-                pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - the next round tries again
-            log.warning("could not renew task leases", error=str(exc))
-
-    def _forget_lease(self, key: str) -> None:
-        with self._held_lock:
-            self._held.pop(key, None)
+def _finish_args(task_id: UUID, token: str, outcome: Finish) -> list[Any]:
+    args: list[Any] = [
+        token,
+        "1" if outcome.uncertain else "0",
+        _ms(TOMBSTONE) if outcome.removal else 0,
+        str(task_id),
+        len(outcome.forget),
+        *[str(r) for r in outcome.forget],
+        len(outcome.record),
+    ]
+    for event in outcome.record:
+        args += [str(event.resource_id), _map_value(event)]
+    args.append(len(outcome.failures))
+    for failure in outcome.failures:
+        args += [str(failure.resource_id), failure.to_json()]
+    return args
 
 
 def _ms(duration: timedelta) -> int:

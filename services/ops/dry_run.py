@@ -21,7 +21,7 @@ from common.settings import Settings
 from services.event_writer.handler import desired_events
 from services.event_writer.planner import Create, Delete, Keep, Move, Update, plan
 from services.event_writer.service import event_rules
-from services.event_writer.task_store import TaskStore
+from services.event_writer.task_store import TaskReports
 from services.poller.changes import ProjectState
 from services.poller.connection import open_pwa
 from services.poller.deletion_guard import DeletionGuard
@@ -91,7 +91,7 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
                 ),
             )
             summary = runner.run(request)
-        store = TaskStore(client, keys, url)
+        store = TaskReports(client, keys, url)
         rules = event_rules(settings)
         changes: list[PlannedChange] = []
         now = datetime.now(UTC)
@@ -102,7 +102,7 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
         client.close()
 
 
-def _planned(message: TaskChanged, store: TaskStore, rules: Any, now: datetime):  # noqa: ANN202
+def _planned(message: TaskChanged, store: TaskReports, rules: Any, now: datetime):  # noqa: ANN202
     name = message.task_name or f"(task {message.task_id})"
     label = f"{name} [{message.task_id}]"
     desired, failures = desired_events(message, rules, now)

@@ -21,8 +21,8 @@ from common.redis_store import Keys, connect_redis
 from common.run_events import RunEvents
 from common.settings import Settings
 from common.topology import topology_for
-from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
-from services.event_writer.task_store import TaskStore
+from services.event_writer.mailbox_limits import GraphLimitKeys, paused_mailboxes
+from services.event_writer.task_store import TaskReports
 from services.ledger.endpoints import EndpointLedger
 from services.ledger.usage import EXPIRING_SOON
 from services.poller.state import PollerState
@@ -36,7 +36,7 @@ def _paused_mailboxes(settings: Settings, client: Any, url: str) -> dict[str, fl
     none known without the app's settings."""
     if not (settings.tenant_id and settings.graph_client_id):
         return {}
-    return MailboxLimiter(client, GraphLimitKeys.of_app(settings), url).paused()
+    return paused_mailboxes(client, GraphLimitKeys.of_app(settings), url)
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         ledger = EndpointLedger(client, keys, url)
         endpoints = ledger.in_use()
         now = datetime.now(UTC)
-        failures = TaskStore(client, keys, url).failures()
+        failures = TaskReports(client, keys, url).failures()
         return {
             "scenario": settings.scenario,
             "queues": _queues(settings),

@@ -5,16 +5,17 @@ bundle only adds that CA to the public roots."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 
 from common.errors import PermanentApiError
-from common.http import new_http_client
+from common.http import new_async_http_client, new_http_client
 from common.identity import MsalHttp
 from services.event_writer import graph_protocol
-from services.event_writer.graph import GraphTransport
+from services.event_writer.graph import GraphTransport, LoopTokens
 from services.poller.pwa_http import PwaHttp
 from tests.chaos.end_state import record
 from tests.e2e.harness import wait_for
@@ -45,13 +46,26 @@ def test_every_https_edge_refuses_an_untrusted_certificate_and_trusts_the_bundle
     tenant = settings["PWASYNC_TENANT_ID"]
     token_url = f"{settings['PWASYNC_AUTHORITY_HOST']}/{tenant}/oauth2/v2.0/token"
     with new_http_client(ca_bundle=None) as untrusting, new_http_client(ca_bundle=ca) as trusting:
+
+        def graph(http):
+            """The writer's Graph edge (asyncio), with the trust of ``http``."""
+
+            async def send():
+                bundle = ca if http is trusting else None
+                async with new_async_http_client(ca_bundle=bundle) as client:
+                    transport = GraphTransport(
+                        client, settings["PWASYNC_GRAPH_URL"], LoopTokens(_Token())
+                    )
+                    request = graph_protocol.find_by_property("adele@x", "String {0} Name k", "v")
+                    return await transport.send(request)
+
+            return asyncio.run(send())
+
         edges = {
             "PWA": lambda http: PwaHttp(http, settings["PWASYNC_PWA_URL"], _Bearer()).get_json(
                 projects
             ),
-            "Graph": lambda http: GraphTransport(
-                http, settings["PWASYNC_GRAPH_URL"], _Token()
-            ).send(graph_protocol.find_by_property("adele@x", "String {0} Name k", "v")),
+            "Graph": graph,
             "sign-in": lambda http: MsalHttp(http, settings["PWASYNC_AUTHORITY_HOST"]).post(
                 token_url, data={"grant_type": "client_credentials"}
             ),

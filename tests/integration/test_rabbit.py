@@ -1,5 +1,6 @@
 """The RabbitMQ edge on the real broker: topology, confirmed publishing, the consumer's policy."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -8,6 +9,8 @@ import uuid
 import pika
 import pytest
 
+from common.async_consumer import AsyncConsumer
+from common.async_publisher import AsyncPublisher
 from common.consumer import (
     ATTEMPT_HEADER,
     DEAD_REASON_HEADER,
@@ -22,7 +25,6 @@ from common.errors import (
     ServiceUnavailable,
     UnroutableMessage,
 )
-from common.pipelined_publisher import PipelinedPublisher
 from common.rabbit import Publisher, RabbitConnector, ThreadLocalPublisher
 from common.topology import topology_for
 
@@ -112,6 +114,65 @@ class Harness:
         assert not self.thread.is_alive()
 
 
+class AsyncHarness:
+    """Runs the writer's AsyncConsumer on an event loop in a thread with the same scripted
+    (blocking) handler, run in a worker thread so it may sleep; sends with a Publisher."""
+
+    def __init__(self, amqp_url, scenario, handler, publisher=AsyncPublisher, **kwargs):
+        self.topology = topology_for(scenario)
+        self.connector = RabbitConnector(amqp_url, connection_name="test")
+        self.publisher = publisher(self.connector, self.topology)
+        self.sender = Publisher(self.connector, self.topology)
+
+        async def handle(delivery):
+            await asyncio.to_thread(handler, delivery)
+
+        self.consumer = AsyncConsumer(
+            connector=self.connector,
+            topology=self.topology,
+            queue=self.topology.transfers,
+            handler=handle,
+            publisher=self.publisher,
+            **kwargs,
+        )
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        async def main():
+            try:
+                await self.consumer.run(self.stop)
+            finally:
+                await self.publisher.close()
+
+        self.loop.run_until_complete(main())
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.consumer.connected.wait(10)
+        return self
+
+    def send(self, body, **kwargs):
+        return self.sender.publish(self.topology.transfers.routing_key, body, **kwargs)
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(15)
+        self.sender.close()
+        assert not self.thread.is_alive()
+
+
+#: The ack policy holds in both consumers: the threaded one (poller, ledger) and the writer's.
+CONSUMERS = pytest.mark.parametrize("kind", ["threaded", "asyncio"])
+
+
+def harness(kind, amqp_url, scenario, handler, publisher=None, **kwargs):
+    if kind == "threaded":
+        return Harness(amqp_url, scenario, handler, publisher or ThreadLocalPublisher, **kwargs)
+    return AsyncHarness(amqp_url, scenario, handler, publisher or AsyncPublisher, **kwargs)
+
+
 def test_success_is_acked_once(amqp_url, scenario):
     seen = []
     with Harness(amqp_url, scenario, seen.append) as harness:
@@ -125,34 +186,26 @@ def test_success_is_acked_once(amqp_url, scenario):
     assert depth(amqp_url, queue.dead_letter_queue) == 0
 
 
-# The writer settles through the PipelinedPublisher, the other services through thread-local ones.
-SETTLING_PUBLISHERS = pytest.mark.parametrize(
-    "publisher", [ThreadLocalPublisher, PipelinedPublisher]
-)
-
-
-@SETTLING_PUBLISHERS
-def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario, publisher):
+@CONSUMERS
+def test_a_permanent_failure_is_dead_lettered_with_its_reason(amqp_url, scenario, kind):
     def handler(delivery: Delivery):
         raise BadMessage("body does not fit TransferSucceeded: task_id: Field required")
 
-    with Harness(amqp_url, scenario, handler, publisher) as harness:
-        message_id = harness.send(b'{"x": 1}')
-        dead = get_one(amqp_url, harness.topology.transfers.dead_letter_queue)
+    with harness(kind, amqp_url, scenario, handler) as running:
+        message_id = running.send(b'{"x": 1}')
+        dead = get_one(amqp_url, running.topology.transfers.dead_letter_queue)
     assert dead is not None
     properties, body = dead
     assert body == b'{"x": 1}' and properties.message_id == message_id
     assert properties.headers[DEAD_REASON_HEADER] == (
         "BadMessage: body does not fit TransferSucceeded: task_id: Field required"
     )
-    assert properties.headers[SOURCE_QUEUE_HEADER] == harness.topology.transfers.name
-    assert depth(amqp_url, harness.topology.transfers.name) == 0
+    assert properties.headers[SOURCE_QUEUE_HEADER] == running.topology.transfers.name
+    assert depth(amqp_url, running.topology.transfers.name) == 0
 
 
-@SETTLING_PUBLISHERS
-def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(
-    amqp_url, scenario, publisher
-):
+@CONSUMERS
+def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(amqp_url, scenario, kind):
     attempts = []
 
     def handler(delivery: Delivery):
@@ -160,8 +213,8 @@ def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(
         if len(attempts) == 1:
             raise RetryableError("Graph timed out")
 
-    with Harness(amqp_url, scenario, handler, publisher) as harness:
-        harness.send(b"{}")
+    with harness(kind, amqp_url, scenario, handler) as running:
+        running.send(b"{}")
         deadline = time.monotonic() + 20
         while len(attempts) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -171,7 +224,8 @@ def test_a_retryable_failure_comes_back_after_the_delay_then_succeeds(
     assert depth(amqp_url, topology_for(scenario).transfers.dead_letter_queue) == 0
 
 
-def test_contention_is_retried_without_using_up_the_attempts(amqp_url, scenario):
+@CONSUMERS
+def test_contention_is_retried_without_using_up_the_attempts(amqp_url, scenario, kind):
     attempts = []
 
     def handler(delivery: Delivery):
@@ -179,8 +233,8 @@ def test_contention_is_retried_without_using_up_the_attempts(amqp_url, scenario)
         if len(attempts) < 3:
             raise Contended("another writer is working on this task", retry_after=0.5)
 
-    with Harness(amqp_url, scenario, handler, max_attempts=2) as harness:
-        harness.send(b"{}")
+    with harness(kind, amqp_url, scenario, handler, max_attempts=2) as running:
+        running.send(b"{}")
         deadline = time.monotonic() + 20
         while len(attempts) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -188,23 +242,25 @@ def test_contention_is_retried_without_using_up_the_attempts(amqp_url, scenario)
     assert depth(amqp_url, topology_for(scenario).transfers.dead_letter_queue) == 0
 
 
-def test_attempts_are_bounded_then_the_message_is_dead(amqp_url, scenario):
+@CONSUMERS
+def test_attempts_are_bounded_then_the_message_is_dead(amqp_url, scenario, kind):
     attempts = []
 
     def handler(delivery: Delivery):
         attempts.append(delivery.attempt)
         raise RetryableError("still down")
 
-    with Harness(amqp_url, scenario, handler, max_attempts=2) as harness:
-        harness.send(b"{}")
-        dead = get_one(amqp_url, harness.topology.transfers.dead_letter_queue, timeout=20)
+    with harness(kind, amqp_url, scenario, handler, max_attempts=2) as running:
+        running.send(b"{}")
+        dead = get_one(amqp_url, running.topology.transfers.dead_letter_queue, timeout=20)
     assert attempts == [1, 2]
     properties, _ = dead
     assert properties.headers[DEAD_REASON_HEADER].startswith("gave up after 2 attempts")
     assert properties.headers[ATTEMPT_HEADER] == 2
 
 
-def test_stop_finishes_in_flight_work_and_acks_it(amqp_url, scenario):
+@CONSUMERS
+def test_stop_finishes_in_flight_work_and_acks_it(amqp_url, scenario, kind):
     started, finished = threading.Event(), []
 
     def slow(delivery: Delivery):
@@ -212,13 +268,13 @@ def test_stop_finishes_in_flight_work_and_acks_it(amqp_url, scenario):
         time.sleep(1.5)
         finished.append(delivery.message_id)
 
-    harness = Harness(amqp_url, scenario, slow)
-    with harness:
-        message_id = harness.send(b"{}")
+    running = harness(kind, amqp_url, scenario, slow)
+    with running:
+        message_id = running.send(b"{}")
         assert started.wait(10)
         # leaving the block sets stop while the handler is still sleeping
     assert finished == [message_id]
-    assert depth(amqp_url, harness.topology.transfers.name) == 0
+    assert depth(amqp_url, running.topology.transfers.name) == 0
 
 
 def test_topology_declaration_is_idempotent_across_processes(amqp_url, scenario):
@@ -256,40 +312,57 @@ def test_a_peer_that_never_completes_the_handshake_is_unavailable_not_a_crash():
     assert time.monotonic() - started < 10
 
 
-class FailingSettlements(ThreadLocalPublisher):
-    """A publisher whose first ``failures`` publishes into a retry or dead-letter queue fail
-    as they do under a broker resource alarm (never confirmed)."""
+def refusing(base, failures, error):
+    """A publisher class whose first ``failures`` publishes into a retry or dead-letter
+    queue fail with ``error()``: PublishNotConfirmed as under a broker resource alarm, or a
+    failure nobody foresaw."""
 
-    failures = 3
+    def settling(routing_key):
+        return ".retry." in routing_key or routing_key.endswith(".dead")
 
-    def __init__(self, connector, topology):
-        super().__init__(connector, topology)
-        self.refused = 0
+    class Refusing(base):
+        def __init__(self, connector, topology):
+            super().__init__(connector, topology)
+            self.refused = 0
 
-    def error(self):
-        from common.errors import PublishNotConfirmed
+        def refuse(self, routing_key):
+            if settling(routing_key) and self.refused < failures:
+                self.refused += 1
+                raise error()
 
-        return PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+    if base is AsyncPublisher:
 
-    def publish(self, routing_key, body, **kwargs):
-        settling = ".retry." in routing_key or routing_key.endswith(".dead")
-        if settling and self.refused < self.failures:
-            self.refused += 1
-            raise self.error()
-        return super().publish(routing_key, body, **kwargs)
+        class AsyncRefusing(Refusing):
+            async def publish(self, routing_key, body, **kwargs):
+                self.refuse(routing_key)
+                return await super().publish(routing_key, body, **kwargs)
 
+        return AsyncRefusing
 
-class BrokenSettlement(FailingSettlements):
-    """The copy's publish fails once in a way nobody foresaw (not a PublishError)."""
+    class BlockingRefusing(Refusing):
+        def publish(self, routing_key, body, **kwargs):
+            self.refuse(routing_key)
+            return super().publish(routing_key, body, **kwargs)
 
-    failures = 1
-
-    def error(self):
-        return RuntimeError("an unforeseen failure")
+    return BlockingRefusing
 
 
+def not_confirmed():
+    from common.errors import PublishNotConfirmed
+
+    return PublishNotConfirmed("RabbitMQ did not confirm (resource alarm)")
+
+
+def unforeseen():
+    return RuntimeError("an unforeseen failure")
+
+
+PUBLISHERS = {"threaded": ThreadLocalPublisher, "asyncio": AsyncPublisher}
+
+
+@CONSUMERS
 def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeued(
-    amqp_url, scenario
+    amqp_url, scenario, kind
 ):
     # Issue 11 item 6: requeueing at once redelivers at once, so under an alarm a healthy
     # message loops (each loop a handler run and a delivery counted) until the limit drops it.
@@ -299,11 +372,12 @@ def test_a_settlement_that_cannot_be_published_is_held_and_retried_never_requeue
         runs.append(delivery.redelivered)
         raise RetryableError("Graph timed out")
 
-    with Harness(amqp_url, scenario, handler, FailingSettlements) as harness:
-        harness.send(b"{}")
-        queue = harness.topology.transfers
+    publisher = refusing(PUBLISHERS[kind], 3, not_confirmed)
+    with harness(kind, amqp_url, scenario, handler, publisher) as running:
+        running.send(b"{}")
+        queue = running.topology.transfers
         retried = get_one(amqp_url, queue.retry_queue(2), timeout=20)
-        assert harness.publisher.refused == FailingSettlements.failures
+        assert running.publisher.refused == 3
     assert retried is not None
     assert retried[0].headers[ATTEMPT_HEADER] == 2
     assert runs == [False]  # handled once; the copy's publish was retried, not the delivery
@@ -375,8 +449,9 @@ def test_a_declaration_the_broker_refuses_stops_the_consumer_with_one_clear_erro
         connection.close()
 
 
+@CONSUMERS
 def test_an_unforeseen_failure_while_settling_does_not_leave_the_delivery_held_silently(
-    amqp_url, scenario
+    amqp_url, scenario, kind
 ):
     """An exception outside the handler (here: the copy's publish) ended the worker without a
     settlement; its future was never read, so nothing was logged and, with prefetch 1, the
@@ -387,9 +462,10 @@ def test_an_unforeseen_failure_while_settling_does_not_leave_the_delivery_held_s
         runs.append(delivery.redelivered)
         raise RetryableError("Graph timed out")
 
-    with Harness(amqp_url, scenario, handler, BrokenSettlement) as harness:
-        harness.send(b"{}")
-        queue = harness.topology.transfers
+    publisher = refusing(PUBLISHERS[kind], 1, unforeseen)
+    with harness(kind, amqp_url, scenario, handler, publisher) as running:
+        running.send(b"{}")
+        queue = running.topology.transfers
         retried = get_one(amqp_url, queue.retry_queue(2), timeout=10)
     assert retried is not None and runs == [False]
     assert depth(amqp_url, queue.name) == 0

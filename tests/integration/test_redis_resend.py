@@ -16,8 +16,8 @@ import pytest
 
 from common.errors import ServiceUnavailable
 from common.messages import SyncRequested
-from common.redis_store import Keys, connect_redis, may_resend
-from common.run_events import RunEvents
+from common.redis_store import Keys, connect_redis, connect_redis_async, may_resend
+from common.run_events import RunEventCounter
 from services.event_writer.mailbox_limits import MailboxLimiter
 from services.poller.coordination import QueuedRequest, RunCoordinator
 from services.poller.state import PollerKeys
@@ -31,12 +31,13 @@ def lossy(redis_url):
     """Makes a client of the product's own construction whose first marked reply is lost."""
     proxies = []
 
-    def make(marker: bytes):
+    def make(marker: bytes, *, asynchronous: bool = False):
         parts = urlsplit(redis_url)
         proxy = ReplyDroppingProxy(parts.hostname, parts.port or 6379, marker)
         proxies.append(proxy)
         db = parts.path.strip("/") or "0"
-        return connect_redis(f"redis://127.0.0.1:{proxy.port}/{db}"), proxy
+        connect = connect_redis_async if asynchronous else connect_redis
+        return connect(f"redis://127.0.0.1:{proxy.port}/{db}"), proxy
 
     yield make
     for proxy in proxies:
@@ -61,21 +62,25 @@ def test_a_take_of_queued_requests_whose_reply_was_lost_runs_each_request_once(
     assert redis_client.llen(PollerKeys(Keys(scenario)).pending) == 0
 
 
-def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(lossy, redis_client, graph_keys):
-    client, proxy = lossy(b"EVALSHA")
+def test_a_graph_budget_grant_whose_reply_was_lost_is_counted_once(
+    lossy, redis_client, graph_keys, loop_runner
+):
+    client, proxy = lossy(b"EVALSHA", asynchronous=True)
     limiter = MailboxLimiter(client, graph_keys, "redis://lossy", budget=100)
     with contextlib.suppress(ServiceUnavailable):
-        limiter.acquire({"adele@contoso.com": 1})
+        loop_runner.run(limiter.acquire({"adele@contoso.com": 1}))
     assert proxy.dropped == 1
     spent = redis_client.hgetall(graph_keys.budget("adele@contoso.com"))
     assert sum(int(n) for n in spent.values()) == 1
 
 
-def test_a_run_count_whose_reply_was_lost_is_counted_once(lossy, redis_client, scenario):
-    client, proxy = lossy(b"EXEC")
+def test_a_run_count_whose_reply_was_lost_is_counted_once(
+    lossy, redis_client, scenario, loop_runner
+):
+    client, proxy = lossy(b"EXEC", asynchronous=True)
     keys = Keys(scenario)
     with contextlib.suppress(ServiceUnavailable):
-        RunEvents(client, keys, "redis://lossy").add("c-1", {"created": 3})
+        loop_runner.run(RunEventCounter(client, keys, "redis://lossy").add("c-1", {"created": 3}))
     assert proxy.dropped == 1
     assert redis_client.hget(keys.run_events("c-1"), "created") == "3"
 
@@ -86,6 +91,14 @@ def test_reads_are_still_resent_after_a_lost_reply(lossy, redis_client, scenario
     key = f"pwasync:{{{scenario}}}:probe:{uuid.uuid4().hex}"
     redis_client.set(key, "v")
     assert client.get(key) == "v"
+    assert proxy.dropped == 1
+
+
+def test_the_writers_asyncio_client_resends_reads_too(lossy, redis_client, scenario, loop_runner):
+    client, proxy = lossy(b"GET", asynchronous=True)
+    key = f"pwasync:{{{scenario}}}:probe:{uuid.uuid4().hex}"
+    redis_client.set(key, "v")
+    assert loop_runner.run(client.get(key)) == "v"
     assert proxy.dropped == 1
 
 

@@ -13,7 +13,13 @@ import pytest
 
 from common.redis_store import Keys
 from services.event_writer.planner import RecordedEvent
-from services.event_writer.task_store import AssigneeFailure, Begun, Finish, TaskStore
+from services.event_writer.task_store import (
+    AssigneeFailure,
+    Begun,
+    Finish,
+    TaskReports,
+    TaskStore,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +29,28 @@ def keys(scenario):
     return Keys(scenario)
 
 
+class BlockingStore:
+    """The writer's task store with each call awaited on the test's event loop, and the
+    reports' reads beside it: the steps of two writers, one after the other."""
+
+    def __init__(self, store, reports, run):
+        self._store, self._reports, self._run = store, reports, run
+        self.recorded, self.failures = reports.recorded, reports.failures
+
+    def begin(self, *args):
+        return self._run(self._store.begin(*args))
+
+    def finish(self, *args):
+        return self._run(self._store.finish(*args))
+
+
 @pytest.fixture
-def store(redis_client, keys, redis_url):
-    return TaskStore(redis_client, keys, redis_url)
+def store(redis_client, async_redis, keys, redis_url, loop_runner):
+    return BlockingStore(
+        TaskStore(async_redis, keys, redis_url),
+        TaskReports(redis_client, keys, redis_url),
+        loop_runner.run,
+    )
 
 
 def failure(resource_id, code):

@@ -8,8 +8,8 @@ writer must go on writing events, its loops must report fresh heartbeats, and no
 may be left held.
 """
 
+import asyncio
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -25,7 +25,7 @@ from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
 from services.event_writer.mailbox_limits import MailboxLimiter
 from services.event_writer.task_store import TaskStore
-from tests.unit.fakes import FakeGraph
+from tests.unit.fakes import FakeGraph, Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,8 @@ BUSY = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SH
 
 
 class ErrorReplies:
-    """Arms the real Redis to answer the next matching command of ``client`` with an error."""
+    """Arms the real Redis to answer the next matching command of ``client`` (the writer's
+    asyncio client) with an error."""
 
     def __init__(self, client):
         self._lock = threading.Lock()
@@ -54,27 +55,26 @@ class ErrorReplies:
                         return reply
             return None
 
-        def refuse(reply):
-            original_execute("EVAL", "return redis.error_reply(ARGV[1])", 0, reply)
+        async def refuse(reply):
+            await original_execute("EVAL", "return redis.error_reply(ARGV[1])", 0, reply)
 
-        def execute_command(*args, **options):
+        async def execute_command(*args, **options):
             reply = reply_for(args)
             if reply is not None:
-                refuse(reply)
-            return original_execute(*args, **options)
+                await refuse(reply)
+            return await original_execute(*args, **options)
 
         def pipeline(*args, **kwargs):
             pipe = original_pipeline(*args, **kwargs)
             original = pipe.execute
 
-            def execute(*a, **k):
+            async def execute(*a, **k):
                 for queued in pipe.command_stack:
-                    args = queued[0] if isinstance(queued, tuple) else queued.args
-                    reply = reply_for(args)
+                    reply = reply_for(queued[0])
                     if reply is not None:
-                        pipe.reset()
-                        refuse(reply)
-                return original(*a, **k)
+                        await pipe.reset()
+                        await refuse(reply)
+                return await original(*a, **k)
 
             pipe.execute = execute
             return pipe
@@ -96,22 +96,21 @@ def script(limiter_script):
 
 
 class Transport:
-    """FakeGraph behind the dispatcher's transport port, safe for its sender threads."""
+    """FakeGraph behind the dispatcher's transport port."""
 
     def __init__(self, graph):
-        self.graph, self.lock, self.throttle = graph, threading.Lock(), set()
+        self.graph, self.throttle = graph, set()
         self.delay = 0.0  # seconds each request is in flight
 
-    def send(self, request):
-        time.sleep(self.delay)
-        with self.lock:
-            if request.mailbox in self.throttle:
-                self.throttle.discard(request.mailbox)
-                return GraphResult(429, {}, {"retry-after": "0.05"})
-            return self.graph.answer(request)
+    async def send(self, request):
+        await asyncio.sleep(self.delay)
+        if request.mailbox in self.throttle:
+            self.throttle.discard(request.mailbox)
+            return GraphResult(429, {}, {"retry-after": "0.05"})
+        return self.graph.answer(request)
 
-    def send_batch(self, requests):
-        return [self.send(r) for r in requests]
+    async def send_batch(self, requests):
+        return [await self.send(r) for r in requests]
 
 
 def message(scenario, n):
@@ -130,171 +129,168 @@ def message(scenario, n):
     )
 
 
+class Writer:
+    """The writer's parts on one event loop (the test's), as service.py puts them together."""
+
+    def __init__(self, client, keys, limit_keys, redis_url, *, lease_wait):
+        self.graph = FakeGraph(MAILBOXES)
+        self.transport = Transport(self.graph)
+        self.limiter = MailboxLimiter(client, limit_keys, redis_url)
+        self.heartbeats = Heartbeats()
+        self.dispatcher = GraphDispatcher(
+            self.transport,
+            self.limiter,
+            linger_seconds=0.002,
+            max_sends=2,
+            heartbeats=self.heartbeats,
+        ).start()
+        self.stop = asyncio.Event()
+        self.renewer = asyncio.ensure_future(
+            self.limiter.keep_slots(self.stop, heartbeats=self.heartbeats)
+        )
+        self.handler = TaskChangedHandler(
+            store=TaskStore(client, keys, redis_url),
+            submit=self.dispatcher.submit,
+            publish_transfer=Recorder(),
+            lease_wait_seconds=lease_wait,
+            graph_answer_timeout=5.0,
+        )
+
+    async def close(self):
+        self.stop.set()
+        await self.renewer
+        await self.dispatcher.close()
+
+
 @pytest.fixture
-def writer(redis_client, redis_url, scenario, graph_keys, monkeypatch):
+def writer(async_redis, redis_client, redis_url, scenario, graph_keys, loop_runner, monkeypatch):
     monkeypatch.setattr(mailbox_limits, "RENEW_SECONDS", 0.05)
     keys = Keys(scenario)
-    faults = ErrorReplies(redis_client)
-    graph = FakeGraph(MAILBOXES)
-    transport = Transport(graph)
-    limiter = MailboxLimiter(redis_client, graph_keys, redis_url)
-    heartbeats = Heartbeats()
-    dispatcher = GraphDispatcher(
-        transport, limiter, linger_seconds=0.002, senders=2, heartbeats=heartbeats
-    ).start()
-    stop = threading.Event()
-    renewer = limiter.keep_slots(stop, heartbeats=heartbeats)
-    store = TaskStore(redis_client, keys, redis_url)
-    handler = TaskChangedHandler(
-        store=store,
-        submit=dispatcher.submit,
-        publish_transfer=lambda m: None,
-        lease_wait_seconds=0.5,
-        graph_answer_timeout=5.0,
-    )
-    world = dict(
-        faults=faults,
-        graph=graph,
-        transport=transport,
-        limiter=limiter,
-        heartbeats=heartbeats,
-        handler=handler,
-        redis=redis_client,
-        keys=keys,
-        renewer=renewer,
-    )
-    yield world
-    stop.set()
-    dispatcher.close()
+    faults = ErrorReplies(async_redis)
+
+    async def make():
+        return Writer(async_redis, keys, graph_keys, redis_url, lease_wait=0.5)
+
+    made = loop_runner.run(make())
+    made.faults, made.redis, made.keys, made.run = faults, redis_client, keys, loop_runner.run
+    yield made
+    loop_runner.run(made.close())
 
 
-def handle(handler, task, within=15.0):
-    """Handle ``task`` like the consumer would (a retryable failure retried), in a thread: a
-    writer that hangs fails the test instead of hanging it."""
+async def handle_retrying(handler, task, outcome, *, pause=0.0, attempts=5):
+    """Handle ``task`` like the consumer would (a retryable failure retried)."""
+    for _ in range(attempts):
+        try:
+            await handler.handle(task)
+            outcome["ok"] = True
+            return
+        except RetryableError as exc:
+            outcome["retried"] = outcome.get("retried", []) + [str(exc)]
+            await asyncio.sleep(pause)  # the retry queue's delay, shortened
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+            return
+
+
+def handle(writer, task, within=15.0):
+    """Handle ``task``; a writer that hangs fails the test instead of hanging it."""
     outcome = {}
-
-    def run():
-        for _ in range(5):
-            try:
-                handler.handle(task)
-                outcome["ok"] = True
-                return
-            except RetryableError as exc:
-                outcome["retried"] = outcome.get("retried", []) + [str(exc)]
-            except Exception as exc:  # noqa: BLE001 - reported below
-                outcome["error"] = exc
-                return
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(within)
-    assert not thread.is_alive(), f"the writer hangs: task {task.task_id} not done in {within} s"
+    try:
+        writer.run(asyncio.wait_for(handle_retrying(writer.handler, task, outcome), within))
+    except TimeoutError:
+        raise AssertionError(
+            f"the writer hangs: task {task.task_id} not done in {within} s"
+        ) from None
     assert outcome.get("ok"), outcome
     return outcome
 
 
-def assert_healthy_and_done(world, scenario, count):
-    assert all(check() for check in world["heartbeats"].checks().values()), world[
-        "heartbeats"
-    ].checks()
-    assert {"graph-dispatcher", "graph-senders", "graph-slot-renewer"} <= set(
-        world["heartbeats"].checks()
-    )
-    events = [e for box in world["graph"].events.values() for e in box.values()]
+def assert_healthy_and_done(writer, count):
+    checks = writer.heartbeats.checks()
+    assert all(check() for check in checks.values()), checks
+    assert {"graph-dispatcher", "graph-senders", "graph-slot-renewer"} <= set(checks)
+    events = [e for box in writer.graph.events.values() for e in box.values()]
     assert len(events) == count  # every task once
-    leases = list(world["redis"].scan_iter(match=world["keys"].writer_lease("*")))
+    leases = list(writer.redis.scan_iter(match=writer.keys.writer_lease("*")))
     assert leases == []
 
 
 @pytest.mark.parametrize("reply", [OOM, READONLY, BUSY], ids=["oom", "readonly", "busy"])
 def test_an_error_reply_in_any_loop_leaves_the_writer_working(writer, scenario, reply):
-    faults, limiter = writer["faults"], writer["limiter"]
-    handler = writer["handler"]
+    faults, limiter = writer.faults, writer.limiter
     # The slot request of the dispatcher (a Lua script) ...
     faults.arm(script(limiter._acquire), reply)
-    handle(handler, message(scenario, 0))
-    # ... giving slots back after a send (a pipeline of ZREMs, in a sender thread) ...
+    handle(writer, message(scenario, 0))
+    # ... giving slots back after a send (a pipeline of ZREMs) ...
     faults.arm(lambda args: args[0] == "ZREM", reply)
-    handle(handler, message(scenario, 1))
-    # ... sharing a 429's pause with the other replicas (a sender thread) ...
-    writer["transport"].throttle.add(MAILBOXES[2])
+    handle(writer, message(scenario, 1))
+    # ... sharing a 429's pause with the other replicas ...
+    writer.transport.throttle.add(MAILBOXES[2])
     faults.arm(script(limiter._pause), reply)
-    handle(handler, message(scenario, 2))
-    # ... and renewing the slots in flight (the renewer thread; it renews while a request
-    # is out, so the fault waits for one).
+    handle(writer, message(scenario, 2))
+    # ... and renewing the slots in flight (the renewer loop; it renews while a request is
+    # out, so the fault waits for one).
     faults.arm(script(limiter._renew), reply)
-    writer["transport"].delay = 0.2
+    writer.transport.delay = 0.2
     n = 3
     while faults.pending() and n < 20:
-        handle(handler, message(scenario, n))
+        handle(writer, message(scenario, n))
         n += 1
-    writer["transport"].delay = 0.0
+    writer.transport.delay = 0.0
     assert faults.pending() == 0 and len(faults.hits) == 4
-    assert writer["renewer"].is_alive()
+    assert not writer.renewer.done()
     # Every loop goes on: more tasks, every mailbox, all written once.
     for k in range(n, n + 8):
-        handle(handler, message(scenario, k))
-    assert_healthy_and_done(writer, scenario, n + 8)
+        handle(writer, message(scenario, k))
+    assert_healthy_and_done(writer, n + 8)
 
 
 def test_a_redis_refusing_writes_for_seconds_mid_sync_loses_and_duplicates_nothing(tmp_path):
     """The real fault on a Redis of the test's own: ``maxmemory 1`` under ``noeviction`` for
     2 s while tasks are handled (OOM inside the scripts, the pipelines and plain commands)."""
-    from common.redis_store import connect_redis
+    from common.redis_store import connect_redis, connect_redis_async
     from services.event_writer.mailbox_limits import GraphLimitKeys
     from tests.chaos.nodes import RedisServer
 
     server = RedisServer(tmp_path / "redis", appendfsync="no")
     server.start()
-    client = connect_redis(server.url)
-    stop = threading.Event()
+    admin = connect_redis(server.url)
+    keys = Keys("oom")
+
+    async def scenario():
+        client = connect_redis_async(server.url)
+        writer = Writer(client, keys, GraphLimitKeys("t", "app"), server.url, lease_wait=0.2)
+        try:
+            for n in range(4):
+                outcome = {}
+                await handle_retrying(writer.handler, message("oom", n), outcome)
+                assert outcome.get("ok"), outcome
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")
+            outcomes = {n: {} for n in range(4, 24)}
+            work = asyncio.gather(
+                *(
+                    handle_retrying(
+                        writer.handler, message("oom", n), outcomes[n], pause=0.1, attempts=300
+                    )
+                    for n in outcomes
+                )
+            )
+            await asyncio.sleep(2.0)
+            admin.config_set("maxmemory", "0")
+            await asyncio.wait_for(work, 40)
+            assert all(check() for check in writer.heartbeats.checks().values())
+            return writer, outcomes
+        finally:
+            await writer.close()
+            await client.aclose()
+
     try:
-        keys = Keys("oom")
-        graph = FakeGraph(MAILBOXES)
-        heartbeats = Heartbeats()
-        limiter = MailboxLimiter(client, GraphLimitKeys("t", "app"), server.url)
-        dispatcher = GraphDispatcher(
-            Transport(graph), limiter, linger_seconds=0.002, heartbeats=heartbeats
-        ).start()
-        limiter.keep_slots(stop, heartbeats=heartbeats)
-        store = TaskStore(client, keys, server.url)
-        handler = TaskChangedHandler(
-            store=store,
-            submit=dispatcher.submit,
-            publish_transfer=lambda m: None,
-            lease_wait_seconds=0.2,
-            graph_answer_timeout=5.0,
-        )
-        for n in range(4):
-            handle(handler, message("oom", n))
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", "1")
-        results, refusals = {}, []
-
-        def work(n):
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    handler.handle(message("oom", n))
-                    results[n] = "done"
-                    return
-                except RetryableError as exc:
-                    refusals.append(str(exc))
-                    time.sleep(0.1)  # the retry queue's delay, shortened
-                except Exception as exc:  # noqa: BLE001 - reported below
-                    results[n] = exc
-                    return
-
-        threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4, 24)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2.0)
-        client.config_set("maxmemory", "0")
-        for thread in threads:
-            thread.join(40)
-        assert results == {n: "done" for n in range(4, 24)}
+        writer, outcomes = asyncio.run(scenario())
+        assert all(outcome.get("ok") for outcome in outcomes.values()), outcomes
+        refusals = [r for outcome in outcomes.values() for r in outcome.get("retried", [])]
         assert any("OOM" in r for r in refusals)  # the fault was felt, as a retryable error
-        events = [e for box in graph.events.values() for e in box.values()]
+        events = [e for box in writer.graph.events.values() for e in box.values()]
         task_keys = [
             p["value"]
             for e in events
@@ -302,10 +298,7 @@ def test_a_redis_refusing_writes_for_seconds_mid_sync_loses_and_duplicates_nothi
             if "/" in p["value"]
         ]
         assert len(task_keys) == 24 and len(set(task_keys)) == 24  # every task's event, once
-        assert all(check() for check in heartbeats.checks().values())
-        assert list(client.scan_iter(match=keys.writer_lease("*"))) == []
-        dispatcher.close()
+        assert list(admin.scan_iter(match=keys.writer_lease("*"))) == []
     finally:
-        stop.set()
-        client.close()
+        admin.close()
         server.close()

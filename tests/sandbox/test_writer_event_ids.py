@@ -1,15 +1,16 @@
 """The writer's handler against the sandbox's Graph over HTTPS and the real Redis: events that
 move under their owner, and second lives of an event, end up exactly once (issue 11, 3 and 4).
 
-The handler runs in the test process with the real Graph transport and task store; each
-request is sent on its own (no dispatcher), which is all these cases need.
+The handler runs in the test process (on ``loop_runner``'s event loop) with the real Graph
+transport and task store; each request is sent on its own (no dispatcher), which is all these
+cases need.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,9 +20,10 @@ from common.messages import Assignee, TaskChanged
 from common.redis_store import Keys
 from sandbox.client import SandboxClient
 from services.event_writer.event_mapping import TASK_KEY_PROPERTY
-from services.event_writer.graph import GraphTransport
+from services.event_writer.graph import GraphTransport, LoopTokens
 from services.event_writer.handler import TaskChangedHandler
-from services.event_writer.task_store import TaskStore
+from services.event_writer.steps import Ticket
+from services.event_writer.task_store import TaskReports, TaskStore
 from tests.sandbox.conftest import RunningSandbox
 
 pytestmark = pytest.mark.integration
@@ -47,56 +49,71 @@ class Token:
         pass
 
 
+async def published(message) -> None:
+    return None
+
+
 class Writer:
-    def __init__(self, sandbox, graph_token, redis_client, redis_url, scenario):
+    def __init__(self, sandbox, graph_token, loop_runner, clients, redis_url, scenario):
         context = ssl.create_default_context(cafile=sandbox.ca_file)
-        self.http = httpx.Client(verify=context, timeout=30)
+        self.http = httpx.AsyncClient(verify=context, timeout=30)
         self.transport = GraphTransport(
-            self.http, sandbox.settings["PWASYNC_GRAPH_URL"], Token(graph_token)
+            self.http, sandbox.settings["PWASYNC_GRAPH_URL"], LoopTokens(Token(graph_token))
         )
-        self.store = TaskStore(redis_client, Keys(scenario), redis_url)
+        self.run = loop_runner.run
+        redis_client, async_redis = clients
+        self.store = TaskStore(async_redis, Keys(scenario), redis_url)
+        self.reports = TaskReports(redis_client, Keys(scenario), redis_url)
         self.scenario = scenario
         self.task_id = uuid.uuid4()
         self.handler = TaskChangedHandler(
-            store=self.store, submit=self.submit, publish_transfer=lambda message: None
+            store=self.store, submit=self.submit, publish_transfer=published
         )
         self.revision = T0
 
-    def submit(self, request) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(self.transport.send(request))
-        except Exception as exc:  # noqa: BLE001 - the step gets it
-            future.set_exception(exc)
-        return future
+    def submit(self, request) -> Ticket:
+        return Ticket(asyncio.ensure_future(self.transport.send(request)), sent=True)
 
     def handle(self, assignees, *, name="Task", change="upsert"):
         self.revision += timedelta(minutes=1)
-        self.handler.handle(
-            TaskChanged(
-                scenario=self.scenario,
-                project_id=uuid.UUID(int=1),
-                task_id=self.task_id,
-                task_name=name,
-                start=datetime(2026, 12, 1, 9),
-                finish=datetime(2026, 12, 1, 17),
-                timezone="Europe/Berlin",
-                assignees=assignees,
-                change=change,
-                revision=self.revision,
-                read_at=self.revision,
+        self.run(
+            self.handler.handle(
+                TaskChanged(
+                    scenario=self.scenario,
+                    project_id=uuid.UUID(int=1),
+                    task_id=self.task_id,
+                    task_name=name,
+                    start=datetime(2026, 12, 1, 9),
+                    finish=datetime(2026, 12, 1, 17),
+                    timezone="Europe/Berlin",
+                    assignees=assignees,
+                    change=change,
+                    revision=self.revision,
+                    read_at=self.revision,
+                )
             )
         )
 
     def recorded_id(self, resource_id) -> str:
-        return self.store.recorded(self.task_id)[resource_id].event_id
+        return self.reports.recorded(self.task_id)[resource_id].event_id
 
 
 @pytest.fixture
-def writer(sandbox: RunningSandbox, graph_token, redis_client, redis_url, scenario, control):
-    made = Writer(sandbox, graph_token, redis_client, redis_url, scenario)
+def writer(
+    sandbox: RunningSandbox,
+    graph_token,
+    loop_runner,
+    redis_client,
+    async_redis,
+    redis_url,
+    scenario,
+    control,
+):
+    made = Writer(
+        sandbox, graph_token, loop_runner, (redis_client, async_redis), redis_url, scenario
+    )
     yield made
-    made.http.close()
+    loop_runner.run(made.http.aclose())
 
 
 def ours(control: SandboxClient, writer: Writer, mailbox: str) -> list[dict]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
-from concurrent.futures import Future
 from typing import Any
 from urllib.parse import unquote
 from uuid import UUID
 
 from services.event_writer.graph_protocol import GraphRequest, GraphResult
 from services.event_writer.planner import RecordedEvent
+from services.event_writer.steps import Ticket
 from services.event_writer.task_store import Begun, Busy, Finish, Stale
 
 _FILTER = re.compile(r"ep/id eq '(?P<id>[^']+)' and ep/value eq '(?P<value>(?:[^']|'')*)'")
@@ -35,8 +36,9 @@ class FakeGraph:
         self.dedupe = dedupe
         self._ids = itertools.count(1)
 
-    def submit(self, request: GraphRequest) -> Future[GraphResult]:
-        future: Future[GraphResult] = Future()
+    def submit(self, request: GraphRequest) -> Ticket:
+        future: asyncio.Future[GraphResult] = asyncio.get_running_loop().create_future()
+        ticket = Ticket(future, sent=True)
         self.calls.append((request.method, request.mailbox))
         scripted = self.fail_next.get(request.mailbox)
         if scripted:
@@ -45,9 +47,9 @@ class FakeGraph:
                 future.set_exception(answer)
             else:
                 future.set_result(answer)
-            return future
+            return ticket
         future.set_result(self.answer(request))
-        return future
+        return ticket
 
     def count(self, method: str) -> int:
         return sum(1 for m, _ in self.calls if m == method)
@@ -90,8 +92,16 @@ class FakeGraph:
         raise AssertionError(request)
 
 
+class Recorder(list):
+    """An async callable that records what it is called with (publish, count)."""
+
+    async def __call__(self, item: Any) -> None:
+        self.append(item)
+
+
 class MemoryTaskStore:
-    """TaskStore's contract in memory: lease, order, dirty, map, failures, mailbox states."""
+    """TaskStore's contract in memory: lease, order, dirty, map, failures, mailbox states.
+    Its calls are coroutines, as the real one's are."""
 
     def __init__(self) -> None:
         self.maps: dict[UUID, dict[UUID, RecordedEvent]] = {}
@@ -104,7 +114,7 @@ class MemoryTaskStore:
         self.crash_on_finish = False
         self._tokens = itertools.count(1)
 
-    def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]):
+    async def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]):
         if task_id in self.leases:
             return Busy(1.0)
         newest = self.order.get(task_id)
@@ -119,7 +129,7 @@ class MemoryTaskStore:
         states = {m: self.mailboxes[m] for m in mailboxes if m in self.mailboxes}
         return Begun(token, was_dirty, dict(self.maps.get(task_id, {})), states)
 
-    def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+    async def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
         if self.crash_on_finish:
             raise RuntimeError("the writer died before recording")
         entries = self.maps.setdefault(task_id, {})
@@ -136,19 +146,19 @@ class MemoryTaskStore:
         self.leases.pop(task_id, None)
         return True
 
-    def abandon(self, task_id: UUID, token: str) -> None:
+    async def abandon(self, task_id: UUID, token: str) -> None:
         if self.leases.get(task_id) == token:
             del self.leases[task_id]
 
-    def mailbox_state(self, mailbox: str):
+    async def mailbox_state(self, mailbox: str):
         return self.mailboxes.get(mailbox)
 
-    def claim_probe(self, mailbox: str, token: str) -> bool:
+    async def claim_probe(self, mailbox: str, token: str) -> bool:
         return True
 
-    def release_probe(self, mailbox: str, token: str) -> None:
+    async def release_probe(self, mailbox: str, token: str) -> None:
         pass
 
-    def mark_mailbox(self, mailbox: str, state: str) -> None:
+    async def mark_mailbox(self, mailbox: str, state: str) -> None:
         if state == "verify" or mailbox not in self.mailboxes:
             self.mailboxes[mailbox] = state

@@ -1,5 +1,6 @@
 """The batching layer with an in-memory transport and limiter (our own ports)."""
 
+import asyncio
 import threading
 from collections import Counter
 
@@ -23,7 +24,7 @@ class Limiter:
         self.budget_wait = {}
         self.n = 0
 
-    def acquire(self, wanted):
+    async def acquire(self, wanted):
         grants = {}
         with self.lock:
             for mailbox, count in wanted.items():
@@ -40,12 +41,12 @@ class Limiter:
                 grants[mailbox] = Grant(tuple(tokens), 0.0)
         return grants
 
-    def release(self, tokens):
+    async def release(self, tokens):
         with self.lock:
             for mailbox, held in tokens.items():
                 self.held[mailbox] -= len(held)
 
-    def pause(self, mailbox, seconds):
+    async def pause(self, mailbox, seconds):
         self.paused[mailbox] = seconds
 
 
@@ -62,21 +63,81 @@ class Transport:
                 return queue.pop(0)
         return GraphResult(201, {"id": f"{request.mailbox}:{request.body['n']}"})
 
-    def send(self, request):
+    async def send(self, request):
         with self.lock:
             self.sent.append([request])
         return self._answer(request)
 
-    def send_batch(self, requests):
+    async def send_batch(self, requests):
         with self.lock:
             self.sent.append(list(requests))
         return [self._answer(r) for r in requests]
 
 
+class Running:
+    """A dispatcher on an event loop of its own thread, driven from the test's thread:
+    ``submit`` hands back a concurrent Future of the request's answer."""
+
+    def __init__(self, transport, limiter, **kwargs):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def make():
+            return GraphDispatcher(transport, limiter, **kwargs)
+
+        self.dispatcher = self.call(make())
+        self.started = False
+
+    def call(self, coroutine, timeout=10):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self):
+        async def start():
+            self.dispatcher.start()
+
+        self.call(start())
+        self.started = True
+        return self
+
+    def submit(self, request):
+        async def submit():
+            return self.dispatcher.submit(request).future
+
+        future = self.call(submit())
+
+        async def answer():
+            return await future
+
+        return asyncio.run_coroutine_threadsafe(answer(), self.loop)
+
+    def waiting(self):
+        async def waiting():
+            return self.dispatcher.waiting()
+
+        return self.call(waiting())
+
+    def mailboxes_known(self):
+        async def known():
+            return self.dispatcher.mailboxes_known()
+
+        return self.call(known())
+
+    @property
+    def sent(self):
+        return self.dispatcher.sent
+
+    def close(self):
+        if self.loop.is_running():
+            self.call(self.dispatcher.close())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+
+
 @pytest.fixture
 def parts():
     transport, limiter = Transport(), Limiter()
-    dispatcher = GraphDispatcher(
+    dispatcher = Running(
         transport, limiter, linger_seconds=0.05, max_wait_seconds=1.0, poll_seconds=0.005
     )
     yield transport, limiter, dispatcher
@@ -155,7 +216,7 @@ def test_a_mailbox_out_of_budget_fails_its_requests_as_retryable(parts):
 def test_a_failed_batch_fails_each_of_its_requests(parts):
     transport, _, dispatcher = parts
 
-    def broken(requests):
+    async def broken(requests):
         raise RetryableApiError("Graph unreachable")
 
     transport.send_batch = broken

@@ -3,6 +3,7 @@ raises, and wherever (asking for slots, giving them back, sharing a pause), the 
 fails the requests it owes, backs off, and goes on answering later ones; and its table of
 mailboxes holds only the mailboxes with work."""
 
+import asyncio
 import threading
 import time
 
@@ -12,9 +13,8 @@ import redis.exceptions
 from common.errors import RetryableError, ServiceUnavailable
 from common.health import Heartbeats
 from services.event_writer import graph_protocol as gp
-from services.event_writer.dispatcher import GraphDispatcher
 from services.event_writer.graph_protocol import GraphResult
-from tests.unit.test_dispatcher import Limiter, Transport
+from tests.unit.test_dispatcher import Limiter, Running, Transport
 
 #: What redis-py raises for Redis's answer to a write under ``maxmemory`` with ``noeviction``;
 #: a RuntimeError stands for any other bug in a limiter.
@@ -35,17 +35,17 @@ class FaultyLimiter(Limiter):
             if self.faults[operation]:
                 raise self.faults[operation].pop(0)
 
-    def acquire(self, wanted):
+    async def acquire(self, wanted):
         self._maybe_fail("acquire")
-        return super().acquire(wanted)
+        return await super().acquire(wanted)
 
-    def release(self, tokens):
+    async def release(self, tokens):
         self._maybe_fail("release")
-        super().release(tokens)
+        await super().release(tokens)
 
-    def pause(self, mailbox, seconds):
+    async def pause(self, mailbox, seconds):
         self._maybe_fail("pause")
-        super().pause(mailbox, seconds)
+        await super().pause(mailbox, seconds)
 
 
 @pytest.fixture
@@ -56,13 +56,13 @@ def heartbeats():
 @pytest.fixture
 def parts(heartbeats):
     transport, limiter = Transport(), FaultyLimiter()
-    dispatcher = GraphDispatcher(
+    dispatcher = Running(
         transport,
         limiter,
         linger_seconds=0.005,
         max_wait_seconds=1.0,
         poll_seconds=0.005,
-        senders=1,  # one sender: a sender that never frees its place stops everything
+        max_sends=1,  # one send at a time: a send that never frees its place stops everything
         heartbeats=heartbeats,
     ).start()
     yield transport, limiter, dispatcher
@@ -107,7 +107,7 @@ def test_a_transport_that_raises_anything_fails_only_its_requests(parts):
     transport, _, dispatcher = parts
     calls = []
 
-    def broken(request):
+    async def broken(request):
         calls.append(request)
         if len(calls) == 1:
             raise RuntimeError("a bug in the transport")
@@ -155,12 +155,12 @@ def test_a_sender_stuck_in_one_send_turns_its_heartbeat_stale(heartbeats):
     release = threading.Event()
     transport = Transport()
 
-    def stuck(request):
-        release.wait(10)
+    async def stuck(request):
+        await asyncio.to_thread(release.wait, 10)
         return GraphResult(201, {"id": "late"})
 
     transport.send = stuck
-    dispatcher = GraphDispatcher(
+    dispatcher = Running(
         transport, Limiter(), linger_seconds=0.001, heartbeats=heartbeats, max_send_seconds=0.2
     ).start()
     try:

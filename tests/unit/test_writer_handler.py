@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ from common.messages import Assignee, TaskChanged
 from services.event_writer.event_mapping import EventRules
 from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
-from tests.unit.fakes import FakeGraph, MemoryTaskStore
+from tests.unit.fakes import FakeGraph, MemoryTaskStore, Recorder
 
 ALICE, BOB, NOBODY = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -46,17 +47,17 @@ class World:
     def __init__(self, *, dedupe=False):
         self.graph = FakeGraph([A_BOX, B_BOX], dedupe=dedupe)
         self.store = MemoryTaskStore()
-        self.transfers = []
+        self.transfers = Recorder()
         self.handler = TaskChangedHandler(
             store=self.store,
             submit=self.graph.submit,
-            publish_transfer=self.transfers.append,
+            publish_transfer=self.transfers,
             clock=lambda: NOW,
             lease_wait_seconds=0.05,
         )
 
     def handle(self, message):
-        self.handler.handle(message)
+        asyncio.run(self.handler.handle(message))
 
     def events(self, mailbox=None):
         boxes = [mailbox] if mailbox else list(self.graph.events)
@@ -272,7 +273,7 @@ class FakeGate:
         self.slots = slots
         self.holders, self.held, self.given_back, self.forgotten = set(), [], [], []
 
-    def admit(self, message):
+    async def admit(self, message):
         from services.ledger.endpoints import Claim
 
         if message.task_id in self.holders:
@@ -283,26 +284,26 @@ class FakeGate:
         self.held.append(message.task_id)
         return Claim.HELD
 
-    def give_back(self, task_id):
+    async def give_back(self, task_id):
         self.holders.discard(task_id)
         self.given_back.append(task_id)
 
-    def forget(self, task_id):
+    async def forget(self, task_id):
         self.forgotten.append(task_id)
 
 
 def gated_world(slots):
     world = World()
     world.gate = FakeGate(slots)
-    world.counts = []
+    world.counts = Recorder()
     world.handler = TaskChangedHandler(
         store=world.store,
         submit=world.graph.submit,
-        publish_transfer=world.transfers.append,
+        publish_transfer=world.transfers,
         clock=lambda: NOW,
         lease_wait_seconds=0.05,
         gate=world.gate,
-        count_outcome=world.counts.append,
+        count_outcome=world.counts,
     )
     return world
 
@@ -375,7 +376,7 @@ def test_a_message_naming_a_mailbox_outside_the_allowed_domains_writes_nothing_t
     world.handler = TaskChangedHandler(
         store=world.store,
         submit=world.graph.submit,
-        publish_transfer=world.transfers.append,
+        publish_transfer=world.transfers,
         rules=EventRules(mailboxes=MailboxPolicy(frozenset({"contoso.com"}))),
         clock=lambda: NOW,
         lease_wait_seconds=0.05,
