@@ -1,31 +1,42 @@
 """Writer benchmarks against the sandbox with injected Graph latency; prints the figures.
 
-    .venv/bin/python bench/writer.py [--latency-ms 100] [--events 3000] [--mailboxes 200]
+    .venv/bin/python bench/writer.py [--latency-ms 100] [--events 10000] [--mailboxes 200]
+                                     [--only direct,pipeline,slow,one-mailbox,replicas]
 
 Needs RabbitMQ and Redis (the same defaults as the tests). Every run uses a scenario of its own
-(deleted afterwards) and new sandbox mailboxes. task.changed messages are published straight
-into the writers' queue (no poller), then the writer processes are started; the rate is the
-number of events Graph created per second from the first to the last, as the sandbox counts
-them. Figures:
+(deleted afterwards) and new sandbox mailboxes. The rate is the number of events Graph created
+per second from the first to the last, as the sandbox counts them; CPU per event is the
+writer processes' CPU seconds over the same span divided by the events. Ratios are against the
+baseline measured in the same run: one event at a time in a plain loop (POST, wait, next), as a
+flow tool does. Figures:
 
-1. one writer replica, events spread over ``--mailboxes`` mailboxes;
-2. the baseline: one event at a time in a plain loop (POST, wait, next), as a flow tool does;
-3. one mailbox: events/s against the ceiling of 4 requests in flight (4 / latency), and 429s;
-4. 1, 2 and 4 replicas: events/s and the scaling ratio;
-5. peak RSS per writer, and the CPU the writer and the sandbox used (the sandbox is one Python
-   process; when it is saturated it, not the writer, is the limit).
+1. ``direct``: one writer, ``--events`` task.changed messages published straight into its queue
+   over ``--mailboxes`` mailboxes: events/s, CPU per event, the ratio to the baseline;
+2. ``pipeline``: the whole pipeline (poller, one writer, ledger) started by ``pwasync sync-now``
+   over as many flagged tasks: events/s and the ratio to the baseline;
+3. ``one-mailbox``: one writer, one mailbox: events/s against the ceiling of 4 requests in
+   flight (4 / latency), and 429s;
+4. ``slow``: one writer at ``--slow-latency-ms`` (1 s): events/s and the most requests one
+   mailbox had in flight (Outlook allows 4);
+5. ``replicas``: 1 and 4 writers, each ``PWASYNC_WRITER_CONCURRENCY=32``, at the slow latency:
+   the scaling ratio (nothing shared should hold replicas back);
+6. the peak RSS of a writer over every run.
+
+The machine's other load shows in the figures: each line says how busy the cores were.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +51,7 @@ from common.topology import routing_key_task_changed, topology_for  # noqa: E402
 from sandbox.client import SandboxClient  # noqa: E402
 from services.event_writer import event_mapping  # noqa: E402
 from services.launcher import (  # noqa: E402
+    ManagedProcess,
     clean_environment,
     delete_scenario,
     local_service_urls,
@@ -102,22 +114,44 @@ def messages(scenario: str, mailboxes: list[str], count: int) -> list[bytes]:
 class Bench:
     def __init__(self, workdir: Path, latency_ms: int) -> None:
         self.workdir = workdir
-        self.latency_ms = latency_ms
         self.sandbox = start_sandbox(workdir, latency_ms=latency_ms)
         self.client = SandboxClient(
-            self.sandbox.url, ca_file=self.sandbox.settings["PWASYNC_CA_BUNDLE"], timeout=120
+            self.sandbox.url, ca_file=self.sandbox.settings["PWASYNC_CA_BUNDLE"], timeout=600
         )
         self.runs = 0
         self.writer_env: dict[str, str] = {}
+        self.peak_rss = 0.0
 
     def close(self) -> None:
         self.client.close()
         self.sandbox.stop()
 
+    def latency(self, latency_ms: int) -> None:
+        self.client.config(graph_latency_ms=latency_ms)
+
     def mailboxes(self, count: int) -> list[str]:
         return self.client.generate(projects=1, tasks_per_project=1, mailboxes=count)["mailboxes"]
 
-    def run_writers(self, replicas: int, mailboxes: list[str], events: int) -> dict[str, float]:
+    def env(self, scenario: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return clean_environment(
+            {
+                **self.sandbox.settings,
+                "PWASYNC_AMQP_URL": AMQP_URL,
+                "PWASYNC_REDIS_URL": REDIS_URL,
+                "PWASYNC_SCENARIO": scenario,
+                **self.writer_env,
+                **(extra or {}),
+            }
+        )
+
+    def start(self, name: str, command: str, env: dict[str, str]) -> ManagedProcess:
+        return start_process(
+            f"bench{self.runs}-{name}", pwasync_command(command), env=env, workdir=self.workdir
+        )
+
+    def run_writers(
+        self, replicas: int, mailboxes: list[str], events: int, extra: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """Publish ``events`` messages, start ``replicas`` writers, time the creates."""
         self.runs += 1
         scenario = f"bench-{uuid.uuid4().hex[:8]}"
@@ -129,63 +163,90 @@ class Bench:
                 publisher.publish(routing_key_task_changed(scenario), body)
         finally:
             publisher.close()
-        env = clean_environment(
-            {
-                **self.sandbox.settings,
-                "PWASYNC_AMQP_URL": AMQP_URL,
-                "PWASYNC_REDIS_URL": REDIS_URL,
-                "PWASYNC_SCENARIO": scenario,
-                **self.writer_env,
-            }
-        )
+        env = self.env(scenario, extra)
         self.client.reset_stats()
         base = created(self.client)
-        writers = [
-            start_process(
-                f"bench{self.runs}-writer-{i}",
-                pwasync_command("writer"),
-                env=env,
-                workdir=self.workdir,
-            )
-            for i in range(replicas)
-        ]
+        writers = [self.start(f"writer-{i}", "writer", env) for i in range(replicas)]
         try:
-            samples: list[tuple[float, int, float, float, tuple[float, float]]] = []
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                count = created(self.client) - base
-                samples.append(
-                    (
-                        time.monotonic(),
-                        count,
-                        sum(cpu_seconds(w.pid) for w in writers),
-                        cpu_seconds(self.sandbox.process.pid),
-                        machine_busy(),
-                    )
-                )
-                if count >= events:
-                    break
-                time.sleep(0.2)
-            stats = self.client.stats()["graph"]
-            rss = [peak_rss_mib(w.pid) for w in writers]
+            return self._measure(writers, base, events)
         finally:
-            codes = [w.terminate(timeout=20) for w in writers]
+            for writer in writers:
+                writer.terminate(timeout=20)
             delete_scenario(AMQP_URL, REDIS_URL, scenario)
+
+    def run_pipeline(self, projects: int, tasks: int, mailboxes: int) -> dict[str, Any]:
+        """Poller, writer and ledger; ``sync-now --full`` over ``projects x tasks`` flagged
+        tasks, one assignee each; time the creates."""
+        self.runs += 1
+        scenario = f"bench-pipe-{uuid.uuid4().hex[:8]}"
+        generated = self.client.generate(
+            projects=projects,
+            tasks_per_project=tasks,
+            flagged=True,
+            ensure_field=True,
+            mailboxes=mailboxes,
+        )
+        events = len(generated["task_ids"])
+        env = self.env(
+            scenario,
+            {
+                "PWASYNC_SYNC_START": "2000-01-01T00:00:00Z",
+                "PWASYNC_SYNC_OVERLAP_SECONDS": "0",
+                "PWASYNC_LOG_LEVEL": "warning",
+            },
+        )
+        services = [self.start(name, name, env) for name in ("ledger", "writer", "poller")]
+        try:
+            time.sleep(3.0)  # connected and consuming
+            self.client.reset_stats()
+            base = created(self.client)
+            subprocess.run(
+                pwasync_command("sync-now", "--full"),
+                env=env,
+                cwd=self.workdir,
+                check=True,
+                capture_output=True,
+            )
+            return self._measure(services[1:2], base, events)
+        finally:
+            for service in reversed(services):
+                service.terminate(timeout=20)
+            delete_scenario(AMQP_URL, REDIS_URL, scenario)
+
+    def _measure(self, writers: list[ManagedProcess], base: int, events: int) -> dict[str, Any]:
+        samples: list[tuple[float, int, float, tuple[float, float]]] = []
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            count = created(self.client) - base
+            samples.append(
+                (
+                    time.monotonic(),
+                    count,
+                    sum(cpu_seconds(w.pid) for w in writers),
+                    machine_busy(),
+                )
+            )
+            if count >= events or not all(w.alive() for w in writers):
+                break
+            time.sleep(0.2)
+        stats = self.client.stats()["graph"]
+        rss = max(peak_rss_mib(w.pid) for w in writers)
+        self.peak_rss = max(self.peak_rss, rss)
         first = next(s for s in samples if s[1] > 0)
         last = samples[-1]
         elapsed = last[0] - first[0]
+        made = last[1] - first[1]
         return {
             "events": last[1],
-            "rate": (last[1] - first[1]) / elapsed if elapsed > 0 else float("nan"),
+            "rate": made / elapsed if elapsed > 0 else float("nan"),
+            "cpu_ms": 1000 * (last[2] - first[2]) / made if made else float("nan"),
+            "writer_cpu": (last[2] - first[2]) / elapsed if elapsed > 0 else float("nan"),
             "throttled": stats["throttled"],
             "batches": stats["batches"],
             "requests": stats["requests"],
             "peak_per_mailbox": max(stats["peak_concurrency"]["by_mailbox"].values(), default=0),
-            "rss_mib": max(rss),
-            "writer_cpu": (last[2] - first[2]) / elapsed if elapsed > 0 else float("nan"),
-            "sandbox_cpu": (last[3] - first[3]) / elapsed if elapsed > 0 else float("nan"),
-            "machine_cpu": (last[4][0] - first[4][0]) / max(last[4][1] - first[4][1], 1e-9),
-            "exit_codes": codes,
+            "rss_mib": rss,
+            "machine_cpu": (last[3][0] - first[3][0]) / max(last[3][1] - first[3][1], 1e-9),
         }
 
     def baseline(self, mailboxes: list[str], events: int) -> float:
@@ -208,19 +269,39 @@ class Bench:
             return events / (time.monotonic() - started)
 
 
+def describe(run: dict[str, Any]) -> str:
+    return (
+        f"{run['rate']:.0f} events/s ({run['events']} events; CPU {run['cpu_ms']:.2f} ms per "
+        f"event, writers {run['writer_cpu']:.0%} of a core; {run['requests']} Graph requests in "
+        f"{run['batches']} batches; {run['throttled']} throttled; peak {run['peak_per_mailbox']} "
+        f"in flight per mailbox; machine CPU busy {run['machine_cpu']:.0%} of all cores)"
+    )
+
+
+FIGURES = ("direct", "pipeline", "slow", "one-mailbox", "replicas")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-ms", type=int, default=100)
-    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--slow-latency-ms", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--mailboxes", type=int, default=200)
+    parser.add_argument("--slow-events", type=int, default=5000)
     parser.add_argument("--one-mailbox-events", type=int, default=400)
+    parser.add_argument("--replica-events", type=int, default=1000)
     parser.add_argument("--baseline-events", type=int, default=30)
     parser.add_argument(
         "--set", action="append", default=[], metavar="PWASYNC_X=V", help="a writer setting"
     )
-    parser.add_argument("--only", choices=("one", "all"), default="all")
+    parser.add_argument(
+        "--only", default=",".join(FIGURES), help=f"comma-separated, of {', '.join(FIGURES)}"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temp dir)")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(FIGURES):
+        parser.error(f"--only takes {', '.join(FIGURES)}")
 
     with tempfile.TemporaryDirectory(prefix="pwasync-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -228,51 +309,64 @@ def main() -> int:
         bench = Bench(workdir, args.latency_ms)
         bench.writer_env = dict(item.split("=", 1) for item in args.set)
         try:
-            latency = args.latency_ms
-            print(f"sandbox Graph latency {latency} ms; {os.cpu_count()} cores", flush=True)
-            boxes = bench.mailboxes(args.mailboxes)
-            one = bench.run_writers(1, boxes, args.events)
-            print(
-                f"1. one writer, {args.mailboxes} mailboxes: {one['rate']:.0f} events/s "
-                f"({one['events']} events; {one['requests']} Graph requests in {one['batches']} "
-                f"batches; {one['throttled']} throttled; writer CPU {one['writer_cpu']:.0%}, "
-                f"sandbox CPU {one['sandbox_cpu']:.0%} of one core; machine CPU busy "
-                f"{one['machine_cpu']:.0%} of all cores)",
-                flush=True,
-            )
-            if args.only == "one":
-                return 0
-            base = bench.baseline(bench.mailboxes(args.baseline_events), args.baseline_events)
-            print(
-                f"2. baseline, one event at a time: {base:.1f} events/s; the writer is "
-                f"{one['rate'] / base:.0f}x faster",
-                flush=True,
-            )
-            single = bench.run_writers(1, bench.mailboxes(1), args.one_mailbox_events)
-            ceiling = 4 * 1000 / latency
-            print(
-                f"3. one mailbox: {single['rate']:.1f} events/s = {single['rate'] / ceiling:.0%} "
-                f"of the ceiling of {ceiling:.0f}/s; {single['throttled']} throttled; peak "
-                f"{single['peak_per_mailbox']} requests in flight",
-                flush=True,
-            )
-            rates = {}
-            for replicas in (1, 2, 4):
-                run = bench.run_writers(replicas, bench.mailboxes(args.mailboxes), args.events)
-                rates[replicas] = run["rate"]
-                print(
-                    f"4. {replicas} replica(s): {run['rate']:.0f} events/s, scaling "
-                    f"{run['rate'] / rates[1]:.2f}x; peak RSS per writer {run['rss_mib']:.0f} MiB; "
-                    f"writers' CPU {run['writer_cpu']:.0%}, sandbox CPU "
-                    f"{run['sandbox_cpu']:.0%} of one core; {run['throttled']} throttled; "
-                    f"peak per mailbox {run['peak_per_mailbox']}; machine CPU busy "
-                    f"{run['machine_cpu']:.0%} of all cores",
-                    flush=True,
-                )
-            print(f"5. peak RSS of one writer (run 1): {one['rss_mib']:.0f} MiB")
+            figures(bench, args, only)
         finally:
             bench.close()
     return 0
+
+
+def figures(bench: Bench, args: argparse.Namespace, only: set[str]) -> None:
+    latency, slow = args.latency_ms, args.slow_latency_ms
+    print(f"sandbox Graph latency {latency} ms; {os.cpu_count()} cores", flush=True)
+    base = None
+    if only & {"direct", "pipeline"}:
+        base = bench.baseline(bench.mailboxes(args.baseline_events), args.baseline_events)
+        print(f"baseline, one event at a time: {base:.1f} events/s", flush=True)
+    if "direct" in only:
+        run = bench.run_writers(1, bench.mailboxes(args.mailboxes), args.events)
+        print(
+            f"1. one writer, direct publish, {args.mailboxes} mailboxes: {describe(run)}; "
+            f"{run['rate'] / base:.0f}x the baseline",
+            flush=True,
+        )
+    if "pipeline" in only:
+        projects = max(1, args.events // 100)
+        run = bench.run_pipeline(projects, args.events // projects, args.mailboxes)
+        print(
+            f"2. whole pipeline (poller + writer + ledger, sync-now), {args.mailboxes} "
+            f"mailboxes: {describe(run)}; {run['rate'] / base:.0f}x the baseline",
+            flush=True,
+        )
+    if "one-mailbox" in only:
+        run = bench.run_writers(1, bench.mailboxes(1), args.one_mailbox_events)
+        ceiling = 4 * 1000 / latency
+        print(
+            f"3. one mailbox at {latency} ms: {run['rate']:.1f} events/s = "
+            f"{run['rate'] / ceiling:.0%} of the ceiling of {ceiling:.0f}/s; "
+            f"{run['throttled']} throttled; peak {run['peak_per_mailbox']} in flight",
+            flush=True,
+        )
+    if only & {"slow", "replicas"}:
+        bench.latency(slow)
+    if "slow" in only:
+        run = bench.run_writers(1, bench.mailboxes(args.mailboxes), args.slow_events)
+        print(
+            f"4. one writer at {slow} ms, {args.mailboxes} mailboxes: {describe(run)}", flush=True
+        )
+    if "replicas" in only:
+        capped = {"PWASYNC_WRITER_CONCURRENCY": "32"}
+        rates = {}
+        for replicas in (1, 4):
+            run = bench.run_writers(
+                replicas, bench.mailboxes(args.mailboxes), args.replica_events, capped
+            )
+            rates[replicas] = run["rate"]
+            print(
+                f"5. {replicas} writer(s), 32 tasks in flight each, {slow} ms: {describe(run)}",
+                flush=True,
+            )
+        print(f"5. 4 writers vs 1: {rates[4] / rates[1]:.2f}x", flush=True)
+    print(f"6. peak RSS of a writer over these runs: {bench.peak_rss:.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

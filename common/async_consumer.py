@@ -9,6 +9,10 @@ that cannot be stored is tried again (1 s doubling to 30 s) while the delivery i
 requeued; stopping meanwhile leaves it unacked for the broker to redeliver
 (``left_for_redelivery``).
 
+Acks are coalesced as the threaded consumer's are (``settlement_frames``): the acks of one turn
+of the event loop go out together, those of deliveries older than every one still in a
+handling as one ``multiple`` ack.
+
 Stopping follows the order that loses nothing: stop taking deliveries (basic.cancel), let the
 handlings in flight finish and their acks go out while the connection stays up (at most
 ``drain_seconds``), then close. A delivery whose ack could not be sent (the connection died)
@@ -25,12 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika.abc
+import aiormq.abc
 import structlog
 
 from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Decision, decide
 from common.async_publisher import ASYNC_CONNECTION_ERRORS, AsyncPublisher, open_connection
-from common.consumer import OUTCOMES, Delivery, settlement_copy
+from common.consumer import OUTCOMES, Delivery, settlement_copy, settlement_frames
 from common.errors import ServiceUnavailable
 from common.logging import get_logger
 from common.rabbit import RabbitConnector
@@ -39,6 +44,39 @@ from common.topology import Topology, WorkQueue
 log = get_logger(__name__)
 
 AsyncHandler = Callable[[Delivery], Awaitable[None]]
+
+
+class _Acks:
+    """One channel's deliveries not acked yet (delivery order), and the acks to send at the
+    end of this turn of the event loop."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self.unsettled: dict[int, None] = {}
+        self._acked: set[int] = set()
+        self._flushing: asyncio.Task | None = None
+
+    def ack(self, delivery_tag: int) -> None:
+        self._acked.add(delivery_tag)
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def sent(self) -> None:
+        """Wait for the acks queued so far to be written (before the connection closes)."""
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the acks of every handling that ends in this turn
+        self._flushing = None
+        acked, self._acked = self._acked, set()
+        try:
+            for frame in settlement_frames(self.unsettled, acked):
+                await self.channel.basic_ack(frame.delivery_tag, multiple=frame.multiple)
+        except ASYNC_CONNECTION_ERRORS:
+            log.warning("connection gone before the ack; the broker will redeliver")
+        for delivery_tag in acked:
+            self.unsettled.pop(delivery_tag, None)
 
 
 class AsyncConsumer:
@@ -69,6 +107,7 @@ class AsyncConsumer:
         self._on_decision = on_decision
         self._depth_sample_seconds = depth_sample_seconds
         self._inflight: set[asyncio.Task] = set()
+        self._acks: _Acks | None = None  # the current channel's
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop = asyncio.Event()  # run()'s, once running
@@ -120,6 +159,9 @@ class AsyncConsumer:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self._concurrency)
+            # Acks of an earlier connection's deliveries cannot be sent any more: the broker
+            # redelivers those.
+            self._acks = _Acks(await channel.get_underlay_channel())
             queue = await channel.get_queue(self._queue.name, ensure=False)
             tag = await queue.consume(self._on_message, no_ack=False)
             self.connected.set()
@@ -136,6 +178,7 @@ class AsyncConsumer:
             # Orderly stop: no new deliveries, finish and ack what is in flight, then close.
             await queue.cancel(tag)
             await self._drain(time.monotonic() + self._drain_seconds)
+            await self._acks.sent()
             if self._inflight:
                 log.warning(
                     "stopping with unfinished deliveries; the broker will redeliver them",
@@ -171,6 +214,9 @@ class AsyncConsumer:
         """A task of its own (aiormq starts one per delivery)."""
         task = asyncio.current_task()
         assert task is not None
+        acks, delivery_tag = self._acks, message.delivery_tag
+        assert acks is not None and delivery_tag is not None
+        acks.unsettled[delivery_tag] = None
         self._inflight.add(task)
         self._idle.clear()
         delivery = Delivery(
@@ -189,9 +235,9 @@ class AsyncConsumer:
         )
         try:
             if await self._handle_and_settle(delivery):
-                try:
-                    await message.ack()
-                except ASYNC_CONNECTION_ERRORS:
+                if acks is self._acks:
+                    acks.ack(delivery_tag)
+                else:
                     log.warning("connection gone before the ack; the broker will redeliver")
         finally:
             self._inflight.discard(task)

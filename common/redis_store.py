@@ -7,9 +7,11 @@ one Redis without seeing each other's keys.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -17,6 +19,7 @@ import redis.asyncio
 import redis.asyncio.retry
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from common.errors import PermanentError, PwasyncError, ServiceUnavailable
@@ -110,6 +113,70 @@ def connect_redis_async(url: str) -> redis.asyncio.Redis:
         retry=redis.asyncio.retry.Retry(NoBackoff(), retries=0),
     )
     return _AsyncResendingReads(connection_pool=pool)
+
+
+class Coalescing:
+    """Commands that many coroutines send in one turn of the event loop go to Redis as one
+    pipeline (not a transaction): one write and one round trip for all of them, and each
+    caller gets its own reply, or its own error reply, as if it had sent alone. A failure of
+    the connection fails every command of the pipeline (none is sent again).
+
+    A script that Redis no longer knows (NOSCRIPT: a restart, a failover) ran nothing, so it
+    is loaded and sent once more."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+        self._pending: list[tuple[tuple[Any, ...], Any, asyncio.Future]] = []
+        self._flushing: asyncio.Task | None = None
+
+    async def command(self, *args: Any) -> Any:
+        return await self._queue(args, None)
+
+    async def script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a registered script (``client.register_script``) by its sha."""
+        return await self._queue(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+    async def _queue(self, args: tuple[Any, ...], script: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((args, script, future))
+        if self._flushing is None:
+            self._flushing = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # every command queued in this turn goes along
+        self._flushing = None
+        batch, self._pending = self._pending, []
+        try:
+            replies = await self._send([args for args, _, _ in batch])
+            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if missing:
+                for script in {id(batch[i][1]): batch[i][1] for i in missing}.values():
+                    await self._client.script_load(script.script)
+                again = await self._send([batch[i][0] for i in missing])
+                for index, reply in zip(missing, again, strict=True):
+                    replies[index] = reply
+        except BaseException as exc:  # noqa: BLE001 - every caller gets the failure
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return await pipe.execute(raise_on_error=False)
 
 
 def connect_redis(url: str) -> redis.Redis:

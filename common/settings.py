@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     # Extensions of the interface page, documented in the README.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    writer_concurrency: int = Field(default=192, ge=1, le=512)
+    writer_concurrency: int = Field(default=1000, ge=1, le=10_000)
     # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
     # a timeout (retried: the outcome of a POST that timed out is checked before it is repeated).
     http_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

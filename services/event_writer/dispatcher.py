@@ -62,7 +62,9 @@ class Transport(Protocol):  # the part of GraphTransport the dispatcher uses
 class Limiter(Protocol):  # the part of MailboxLimiter the dispatcher uses
     concurrency: int
 
-    async def acquire(self, wanted: dict[str, int]) -> dict[str, Grant]: ...
+    async def acquire(
+        self, wanted: dict[str, int], released: dict[str, list[str]] | None = None
+    ) -> dict[str, Grant]: ...
 
     async def release(self, tokens: dict[str, list[str]]) -> None: ...
 
@@ -129,6 +131,9 @@ class GraphDispatcher:
         self._ready: dict[str, None] = {}
         self._swept = clock()
         self._sending: dict[int, float] = {}  # id of a send in progress -> when it started
+        # Slots of answered requests, given back to Redis by the loop's next round trip (in
+        # the slot request of the same mailbox when it has more to send).
+        self._answered: dict[str, list[str]] = {}
         self._sends: set[asyncio.Task] = set()
         self._closing = False
         self._loop_task: asyncio.Task | None = None
@@ -189,7 +194,7 @@ class GraphDispatcher:
     # --- the dispatch loop ---------------------------------------------------------------------
 
     def _busy(self) -> bool:
-        return bool(self._sends) or bool(self._ready)
+        return bool(self._sends) or bool(self._ready) or bool(self._answered)
 
     def _senders_fresh(self) -> bool:
         """No send has lasted longer than a send can (the transport's own timeouts included).
@@ -209,7 +214,14 @@ class GraphDispatcher:
                 if found is None:
                     return
                 wanted = found
-                grants = await self._limiter.acquire(wanted)
+                answered, self._answered = self._answered, {}
+                along = {m: t for m, t in answered.items() if m in wanted}
+                alone = {m: t for m, t in answered.items() if m not in wanted}
+                if alone:
+                    self._give_back_soon(alone)
+                if not wanted:
+                    continue
+                grants = await self._limiter.acquire(wanted, along)
                 backoff = 0.0
                 for group in self._take(wanted, grants):
                     task = asyncio.get_running_loop().create_task(self._send(group))
@@ -257,6 +269,8 @@ class GraphDispatcher:
                 ready >= self._batch_size or self._closing or now - oldest >= self._linger
             ):
                 return wanted
+            if self._answered:
+                return {}  # nothing to send yet: the slots go back now, on their own
             if wanted:
                 wake = min(wake, oldest + self._linger)
             self._wake.clear()
@@ -336,7 +350,7 @@ class GraphDispatcher:
         self._sending[id(ops)] = self._clock()
         try:
             results, error = await self._transmit(ops)
-            await self._release(ops)
+            self._release(ops)
             self.sent["requests"] += len(ops)
             self.sent["batches"] += len(ops) > 1
             requeued = await self._judge(ops, results, error)
@@ -396,16 +410,17 @@ class GraphDispatcher:
                 op.future.set_result(result)
         return requeued
 
-    async def _release(self, ops: list[_Op]) -> None:
-        tokens: dict[str, list[str]] = {}
+    def _release(self, ops: list[_Op]) -> None:
+        """The slots of answered requests go back: here at once, to Redis with the loop's
+        next round trip (which runs before any slot request, so no request here waits for a
+        slot Redis still counts)."""
         for op in ops:
-            tokens.setdefault(op.request.mailbox, []).append(op.token)
-        for mailbox, held in tokens.items():
-            box = self._mailboxes.get(mailbox)
+            self._answered.setdefault(op.request.mailbox, []).append(op.token)
+            box = self._mailboxes.get(op.request.mailbox)
             if box is not None:
-                box.held -= len(held)
+                box.held -= 1
                 box.recheck_at = 0.0
-        await self._give_back(tokens)
+        self._wake.set()
 
     async def _give_back(self, tokens: dict[str, list[str]]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Graph at the edge: one request, or up to 20 in one ``$batch``, over HTTP (asyncio).
+"""Graph at the edge: one request, or up to 20 in one ``$batch``, over HTTP (aiohttp).
 
 Only transport lives here: the token, the HTTP call, a refused token refreshed once, and
 transport failures translated to ``RetryableApiError``. What a result means is decided in
@@ -12,13 +12,14 @@ MSAL's cache lookup per request. A token Graph refuses is dropped at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
-from common.http import transport_errors
+from common.http import aiohttp_errors
 from common.identity import TokenSource
 from services.event_writer.graph_protocol import (
     SERVICE,
@@ -60,64 +61,62 @@ class LoopTokens:
 
 
 class GraphTransport:
-    def __init__(self, http: httpx.AsyncClient, base_url: str, tokens: LoopTokens) -> None:
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, tokens: LoopTokens) -> None:
         self._http = http
         self._base = base_url.rstrip("/")
         self._tokens = tokens
 
     async def send(self, request: GraphRequest) -> GraphResult:
-        response = await self._post_or_call(
+        result, _ = await self._call(
             request.method,
             f"{self._base}{request.relative_url}",
-            json=request.body,
-            headers=request.headers,
+            request.body,
+            request.headers,
         )
-        return _result(response)
+        return result
 
     async def send_batch(self, requests: list[GraphRequest]) -> list[GraphResult]:
         """Per-item results in request order. A failed batch as a whole fails every item."""
-        response, token = await self._post_or_call_with_token(
-            "POST", f"{self._base}/$batch", json=batch_body(requests)
-        )
-        if response.status_code != 200:
-            return [_result(response)] * len(requests)
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        results = batch_results(len(requests), payload)
-        if any(result.status == 401 for result in results):
+        result, token = await self._call("POST", f"{self._base}/$batch", batch_body(requests))
+        if result.status != 200:
+            return [result] * len(requests)
+        results = batch_results(len(requests), result.body)
+        if any(item.status == 401 for item in results):
             self._tokens.invalidate(token)  # the items are sent again with a fresh token
         return results
 
-    async def _post_or_call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response, _ = await self._post_or_call_with_token(method, url, **kwargs)
-        return response
-
-    async def _post_or_call_with_token(
-        self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> tuple[httpx.Response, str]:
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[GraphResult, str]:
         refreshed = False
-        if kwargs.get("json") is None:
-            kwargs.pop("json", None)
+        data = None if body is None else json.dumps(body).encode()
         while True:
             token = await self._tokens.token()
             sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
-            with transport_errors(SERVICE):
-                response = await self._http.request(method, url, headers=sent, **kwargs)
-            if response.status_code == 401 and not refreshed:
+            if data is not None:
+                sent["Content-Type"] = "application/json"
+            with aiohttp_errors(SERVICE):
+                async with self._http.request(method, url, data=data, headers=sent) as response:
+                    content = await response.read()
+                    result = _result(response, content)
+            if result.status == 401 and not refreshed:
                 refreshed = True
                 self._tokens.invalidate(token)
                 continue
-            return response, token
+            return result, token
 
 
-def _result(response: httpx.Response) -> GraphResult:
+def _result(response: aiohttp.ClientResponse, content: bytes) -> GraphResult:
     body: Any = None
-    if response.content:
+    if content:
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
-            body = {"error": {"code": None, "message": response.text.strip()[:300]}}
+            text = content.decode("utf-8", "replace").strip()[:300]
+            body = {"error": {"code": None, "message": text}}
     headers = {k.lower(): v for k, v in response.headers.items()}
-    return GraphResult(response.status_code, body, headers)
+    return GraphResult(response.status, body, headers)

@@ -38,7 +38,7 @@ import redis
 import redis.asyncio
 
 from common.health import HEARTBEATS, Heartbeats, run_every_async
-from common.redis_store import redis_errors
+from common.redis_store import Coalescing, redis_errors
 
 LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
 RENEW_SECONDS = 3.0  # slots in flight are renewed this often, however long the request takes
@@ -61,6 +61,12 @@ local out = {}
 local a = 6
 for i = 0, (#KEYS / 3) - 1 do
   local slots, pause, spent = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  local done = tonumber(ARGV[a])
+  a = a + 1
+  for j = 1, done do
+    redis.call('ZREM', slots, ARGV[a])
+    a = a + 1
+  end
   local want = tonumber(ARGV[a])
   a = a + 1
   local tokens = {}
@@ -191,15 +197,22 @@ class MailboxLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._pause = client.register_script(_PAUSE)
+        self._batched = Coalescing(client)  # slots given back by the sends of one turn
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._held: dict[str, set[str]] = {}  # mailbox -> tokens in flight, renewed
 
-    async def acquire(self, wanted: Mapping[str, int]) -> dict[str, Grant]:
-        """Admit up to ``wanted[mailbox]`` requests per mailbox; one round trip for all."""
+    async def acquire(
+        self, wanted: Mapping[str, int], released: Mapping[str, list[str]] | None = None
+    ) -> dict[str, Grant]:
+        """Admit up to ``wanted[mailbox]`` requests per mailbox; one round trip for all.
+        ``released``: slots of answered requests of those mailboxes, given back first in the
+        same script (a busy mailbox's slot goes from one request to the next in one trip)."""
+        released = released or {}
         mailboxes = [m for m, n in wanted.items() if n > 0]
         if not mailboxes:
             return {}
+        self._forget(released)
         keys: list[str] = []
         args: list[str | int | float] = [
             int(LEASE_SECONDS * 1000),
@@ -220,7 +233,8 @@ class MailboxLimiter:
                 for _ in range(min(wanted[mailbox], self.concurrency))
             ]
             offered[mailbox] = tokens
-            args += [len(tokens), *tokens]
+            done = released.get(mailbox, [])
+            args += [len(done), *done, len(tokens), *tokens]
         with redis_errors(self._url):
             answer = await self._acquire(keys=keys, args=args)
         grants = {}
@@ -232,18 +246,24 @@ class MailboxLimiter:
         return grants
 
     async def release(self, tokens: Mapping[str, list[str]]) -> None:
+        self._forget(tokens)
+        with redis_errors(self._url):
+            await asyncio.gather(
+                *(
+                    self._batched.command("ZREM", self._keys.slots(mailbox), *held)
+                    for mailbox, held in tokens.items()
+                    if held
+                )
+            )
+
+    def _forget(self, tokens: Mapping[str, list[str]]) -> None:
+        """Slots given back are not renewed any more."""
         for mailbox, released in tokens.items():
             held = self._held.get(mailbox)
             if held is not None:
                 held.difference_update(released)
                 if not held:
                     del self._held[mailbox]
-        with redis_errors(self._url):
-            pipe = self._redis.pipeline(transaction=False)
-            for mailbox, held in tokens.items():
-                if held:
-                    pipe.zrem(self._keys.slots(mailbox), *held)
-            await pipe.execute()
 
     async def renew_slots(self) -> None:
         """Extend the lease of every slot this writer holds (one round trip)."""

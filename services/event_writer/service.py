@@ -2,7 +2,7 @@
 
 One asyncio event loop does it all: the consumer (aio-pika) runs each delivery as a task, up
 to ``PWASYNC_WRITER_CONCURRENCY`` at once; a handling awaits Redis (redis-py's asyncio
-client) and Graph (httpx's async client) through the dispatcher, which batches the requests of
+client) and Graph (aiohttp) through the dispatcher, which batches the requests of
 every handling inside the per-mailbox limits shared in Redis. What bounds the requests in
 flight is Outlook's limits (4 per mailbox, the 10-minute budget), not a pool of threads.
 Two loops renew the leases of the tasks and of the Graph slots in flight. Every loop survives
@@ -26,7 +26,7 @@ from common import metrics
 from common.async_consumer import AsyncConsumer
 from common.async_publisher import AsyncPublisher
 from common.health import run_every_async
-from common.http import new_async_http_client, new_http_client
+from common.http import new_graph_session, new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
@@ -83,7 +83,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     stopping = _loop_event(stop)
     timeout = settings.http_timeout_seconds
     token_http = new_http_client(ca_bundle=settings.ca_bundle, timeout=timeout)
-    http = new_async_http_client(
+    http = new_graph_session(
         ca_bundle=settings.ca_bundle,
         timeout=settings.http_timeout_seconds,
         max_connections=MAX_SENDS + 4,
@@ -182,7 +182,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
         await asyncio.gather(*renewers, return_exceptions=True)
         await publisher.close()
         await client.aclose()
-        await http.aclose()
+        await http.close()
         token_http.close()
         log.info("writer stopped", graph_requests=dict(dispatcher.sent))
 

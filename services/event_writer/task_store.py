@@ -46,7 +46,7 @@ import redis.asyncio
 from common import metrics
 from common.errors import PermanentError
 from common.logging import get_logger
-from common.redis_store import Keys, redis_errors
+from common.redis_store import Coalescing, Keys, redis_errors
 from services.event_writer.planner import RecordedEvent
 
 log = get_logger(__name__)
@@ -200,8 +200,9 @@ class Finish:
 
 
 class TaskStore:
-    """The writer's side, on the asyncio client: every call is one round trip (or one
-    pipeline), awaited by the handling that needs it."""
+    """The writer's side, on the asyncio client. The scripts of a handling's begin and
+    finish go out with those of every other handling of the same turn of the event loop, in
+    one pipeline (``Coalescing``): a busy writer makes a round trip per turn, not per task."""
 
     def __init__(self, client: redis.asyncio.Redis, keys: Keys, redis_url: str) -> None:
         self._redis = client
@@ -211,6 +212,7 @@ class TaskStore:
         self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._batched = Coalescing(client)
         self._held: dict[str, str] = {}  # lease key -> token, renewed while held
 
     # --- a handling ----------------------------------------------------------------------------
@@ -219,14 +221,15 @@ class TaskStore:
         token = uuid.uuid4().hex
         lease_key = self._keys.writer_lease(task_id)
         with redis_errors(self._url):
-            answer = await self._begin(
-                keys=[
+            answer = await self._batched.script(
+                self._begin,
+                [
                     lease_key,
                     self._keys.writer_task(task_id),
                     self._keys.task_events(task_id),
                     self._keys.writer_mailboxes,
                 ],
-                args=[token, _ms(LEASE), order, change, *mailboxes],
+                [token, _ms(LEASE), order, change, *mailboxes],
             )
         kind = answer[0]
         if kind == "busy":
@@ -248,15 +251,16 @@ class TaskStore:
         lease_key = self._keys.writer_lease(task_id)
         try:
             with redis_errors(self._url):
-                answer = await self._finish(
-                    keys=[
+                answer = await self._batched.script(
+                    self._finish,
+                    [
                         lease_key,
                         self._keys.writer_task(task_id),
                         self._keys.task_events(task_id),
                         self._keys.writer_failures(task_id),
                         self._keys.writer_failed_tasks,
                     ],
-                    args=_finish_args(task_id, token, outcome),
+                    _finish_args(task_id, token, outcome),
                 )
         finally:
             self._held.pop(lease_key, None)
@@ -282,7 +286,7 @@ class TaskStore:
         lease_key = self._keys.writer_lease(task_id)
         self._held.pop(lease_key, None)
         with redis_errors(self._url):
-            await self._release(keys=[lease_key], args=[token])
+            await self._batched.script(self._release, [lease_key], [token])
 
     # --- mailboxes -----------------------------------------------------------------------------
 

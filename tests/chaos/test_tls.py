@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from common.errors import PermanentApiError
-from common.http import new_async_http_client, new_http_client
+from common.http import new_graph_session, new_http_client
 from common.identity import MsalHttp
 from services.event_writer import graph_protocol
 from services.event_writer.graph import GraphTransport, LoopTokens
@@ -52,7 +52,7 @@ def test_every_https_edge_refuses_an_untrusted_certificate_and_trusts_the_bundle
 
             async def send():
                 bundle = ca if http is trusting else None
-                async with new_async_http_client(ca_bundle=bundle) as client:
+                async with new_graph_session(ca_bundle=bundle) as client:
                     transport = GraphTransport(
                         client, settings["PWASYNC_GRAPH_URL"], LoopTokens(_Token())
                     )

@@ -65,6 +65,15 @@ def test_two_replicas_share_four_slots_per_mailbox(limiter, run):
     assert len(run(second.acquire({"m@x.com": 4}))["m@x.com"].tokens) == 3
 
 
+def test_slots_given_back_in_a_slot_request_are_free_for_it(limiter, run):
+    """A busy mailbox's answered requests hand their slots to the next ones in one trip."""
+    writer, other = limiter(), limiter()
+    mine = run(writer.acquire({"m@x.com": 4}))["m@x.com"].tokens
+    assert run(other.acquire({"m@x.com": 1}))["m@x.com"].tokens == ()
+    again = run(writer.acquire({"m@x.com": 4}, {"m@x.com": list(mine[:3])}))["m@x.com"]
+    assert len(again.tokens) == 3  # the three given back, not the one still in flight
+
+
 def test_a_pause_stops_every_replica_for_that_mailbox_only(limiter, run):
     first, second = limiter(), limiter()
     run(first.pause("m@x.com", 30))
@@ -234,3 +243,44 @@ def test_two_handlers_racing_on_one_task_never_let_the_older_snapshot_win(
     graph = run(race())
     [event] = graph.events["a@x.com"].values()
     assert event["subject"] == "new name"
+
+
+def test_commands_of_one_turn_go_as_one_pipeline_each_with_its_own_reply(
+    async_redis, redis_client, keys, run
+):
+    """Coalescing: what the handlings of one turn send is one round trip; a script Redis does
+    not know yet runs once (NOSCRIPT ran nothing), and an error reply is its command's own."""
+    from common.redis_store import Coalescing
+
+    counter = f"pwasync:{{{keys.scenario}}}:coalesced"
+    text = f"pwasync:{{{keys.scenario}}}:text"
+    redis_client.set(text, "not a hash")
+    # A script of its own (a comment makes its sha unique): Redis has never seen it.
+    script = async_redis.register_script(
+        f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])"
+    )
+    pipelines = []
+    original = async_redis.pipeline
+
+    def counting(*args, **kwargs):
+        pipelines.append(1)
+        return original(*args, **kwargs)
+
+    async_redis.pipeline = counting
+    batched = Coalescing(async_redis)
+
+    async def turn():
+        return await asyncio.gather(
+            *(batched.script(script, [counter], []) for _ in range(5)),
+            batched.command("HGET", text, "field"),  # WRONGTYPE: a string, not a hash
+            return_exceptions=True,
+        )
+
+    try:
+        replies = run(turn())
+    finally:
+        async_redis.pipeline = original
+        redis_client.delete(counter, text)
+    assert sorted(replies[:5]) == [1, 2, 3, 4, 5]  # each script ran once
+    assert "WRONGTYPE" in str(replies[5])
+    assert len(pipelines) == 2  # the turn's pipeline, and the NOSCRIPT ones once more

@@ -35,9 +35,9 @@ class FaultyLimiter(Limiter):
             if self.faults[operation]:
                 raise self.faults[operation].pop(0)
 
-    async def acquire(self, wanted):
+    async def acquire(self, wanted, released=None):
         self._maybe_fail("acquire")
-        return await super().acquire(wanted)
+        return await super().acquire(wanted, released)
 
     async def release(self, tokens):
         self._maybe_fail("release")
