@@ -11,7 +11,6 @@ limit is set, once or twice per task.
 from __future__ import annotations
 
 import asyncio
-from uuid import UUID
 
 from common.messages import TaskChanged
 from services.ledger.endpoints import Claim, EndpointLedger
@@ -28,10 +27,10 @@ class EndpointGate:
             self._ledger.claim, task.task_id, self._limit, task.model_dump_json()
         )
 
-    async def give_back(self, task_id: UUID) -> None:
+    async def give_back(self, task_id: str) -> None:
         """A claimed task ended up with no event: its slot goes back."""
         await asyncio.to_thread(self._ledger.give_back, task_id)
 
-    async def forget(self, task_id: UUID) -> None:
+    async def forget(self, task_id: str) -> None:
         """A task left the selection: if it was held, it waits for nothing any more."""
         await asyncio.to_thread(self._ledger.forget_held, task_id)

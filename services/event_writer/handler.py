@@ -41,7 +41,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from common import metrics
 from common.consumer import Delivery
@@ -102,7 +101,7 @@ class Kept:
 
 @dataclass(frozen=True)
 class Removed:
-    resource_id: UUID
+    resource_id: str
 
 
 @dataclass
@@ -111,7 +110,7 @@ class _Handling:
     begun: Begun
     calls: GraphCalls
     wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
-    deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
+    deleted: set[str] = field(default_factory=set)  # map entries whose event is gone
 
 
 @dataclass
@@ -196,7 +195,7 @@ def classify(
     actions: list[Action],
     results: StepResults,
     *,
-    deleted: set[UUID],
+    deleted: set[str],
     failures: list[AssigneeFailure],
     now: datetime,
 ) -> Verdict:
@@ -536,7 +535,7 @@ class TaskChangedHandler:
 
 
 def _failure(
-    task: TaskChanged, resource_id: UUID, mailbox: str, error: PwasyncError, now: datetime
+    task: TaskChanged, resource_id: str, mailbox: str, error: PwasyncError, now: datetime
 ) -> AssigneeFailure:
     name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
     log.error(
@@ -568,7 +567,7 @@ async def _done(value: Any) -> Any:
     return value  # a step that asks Graph nothing
 
 
-def _target(action: Action) -> tuple[UUID, str]:
+def _target(action: Action) -> tuple[str, str]:
     if isinstance(action, Create | Update | Move):
         return action.desired.resource_id, action.desired.mailbox
     return action.recorded.resource_id, action.recorded.mailbox

@@ -126,13 +126,15 @@ def test_begin_and_finish_keep_order_lease_dirt_and_the_map(
 ):
     store = TaskStore(async_redis, keys, redis_url)
     reports = TaskReports(redis_client, keys, redis_url)
-    task, alice = uuid.uuid4(), uuid.uuid4()
+    task, alice = str(uuid.uuid4()), str(uuid.uuid4())
     first = run(store.begin(task, "2026-01-02|x", "upsert", ["a@x.com"]))
     assert isinstance(first, Begun) and not first.was_dirty and first.recorded == {}
     assert first.mailbox_states == {}
     assert isinstance(run(store.begin(task, "2026-01-03|x", "upsert", [])), Busy)
     event = RecordedEvent(alice, "a@x.com", "AAMk1", "f1")
-    failure = AssigneeFailure(uuid.uuid4(), "Ghost", "g@x.com", "ErrorInvalidUser", "gone", "t")
+    failure = AssigneeFailure(
+        str(uuid.uuid4()), "Ghost", "g@x.com", "ErrorInvalidUser", "gone", "t"
+    )
     counted = metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get()
     assert run(store.finish(task, first.token, Finish(record=[event], failures=[failure])))
     assert metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get() == counted + 1
@@ -165,7 +167,7 @@ def test_a_lease_is_renewed_while_held_and_lost_leases_are_reported(
     redis_client, async_redis, keys, redis_url, run
 ):
     store = TaskStore(async_redis, keys, redis_url)
-    task = uuid.uuid4()
+    task = str(uuid.uuid4())
     begun = run(store.begin(task, "k", "upsert", []))
     redis_client.pexpire(keys.writer_lease(task), 500)
     run(store.renew_leases())
@@ -201,7 +203,7 @@ class GatedGraph(FakeGraph):
 def snapshot(task_id, revision, name, assignees):
     return TaskChanged(
         scenario="race",
-        project_id=uuid.uuid4(),
+        project_id=str(uuid.uuid4()),
         task_id=task_id,
         task_name=name,
         start=datetime(2026, 12, 1, 9),
@@ -218,8 +220,8 @@ def test_two_handlers_racing_on_one_task_never_let_the_older_snapshot_win(
 ):
     """Two writers get two snapshots of one task at the same time; whichever starts first,
     the newer snapshot's event is what stays."""
-    alice = [Assignee(resource_id=uuid.uuid4(), name="Alice", email="a@x.com")]
-    task_id = uuid.uuid4()
+    alice = [Assignee(resource_id=str(uuid.uuid4()), name="Alice", email="a@x.com")]
+    task_id = str(uuid.uuid4())
     older = snapshot(task_id, T0, "old name", alice)
     newer = snapshot(task_id, T0 + timedelta(minutes=1), "new name", alice)
     first, second = (newer, older) if newer_first else (older, newer)

@@ -13,7 +13,7 @@ import ssl
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
+import aiohttp
 import pytest
 
 from common.messages import Assignee, TaskChanged
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 ALEX = "alex.wilber@contoso.onmicrosoft.com"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ADELE_ID, ALEX_ID = uuid.uuid4(), uuid.uuid4()
+ADELE_ID, ALEX_ID = str(uuid.uuid4()), str(uuid.uuid4())
 EVERYONE = [
     Assignee(resource_id=ADELE_ID, name="Adele", email=ADELE),
     Assignee(resource_id=ALEX_ID, name="Alex", email=ALEX),
@@ -56,7 +56,11 @@ async def published(message) -> None:
 class Writer:
     def __init__(self, sandbox, graph_token, loop_runner, clients, redis_url, scenario):
         context = ssl.create_default_context(cafile=sandbox.ca_file)
-        self.http = httpx.AsyncClient(verify=context, timeout=30)
+
+        async def session():  # aiohttp's session belongs to the running loop
+            return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+
+        self.http = loop_runner.run(session())
         self.transport = GraphTransport(
             self.http, sandbox.settings["PWASYNC_GRAPH_URL"], LoopTokens(Token(graph_token))
         )
@@ -65,7 +69,7 @@ class Writer:
         self.store = TaskStore(async_redis, Keys(scenario), redis_url)
         self.reports = TaskReports(redis_client, Keys(scenario), redis_url)
         self.scenario = scenario
-        self.task_id = uuid.uuid4()
+        self.task_id = str(uuid.uuid4())
         self.handler = TaskChangedHandler(
             store=self.store, submit=self.submit, publish_transfer=published
         )
@@ -80,7 +84,7 @@ class Writer:
             self.handler.handle(
                 TaskChanged(
                     scenario=self.scenario,
-                    project_id=uuid.UUID(int=1),
+                    project_id=str(uuid.UUID(int=1)),
                     task_id=self.task_id,
                     task_name=name,
                     start=datetime(2026, 12, 1, 9),
@@ -113,7 +117,7 @@ def writer(
         sandbox, graph_token, loop_runner, (redis_client, async_redis), redis_url, scenario
     )
     yield made
-    loop_runner.run(made.http.aclose())
+    loop_runner.run(made.http.close())
 
 
 def ours(control: SandboxClient, writer: Writer, mailbox: str) -> list[dict]:

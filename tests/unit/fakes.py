@@ -7,7 +7,6 @@ import itertools
 import re
 from typing import Any
 from urllib.parse import unquote
-from uuid import UUID
 
 from services.event_writer.graph_protocol import GraphRequest, GraphResult
 from services.event_writer.planner import RecordedEvent
@@ -104,17 +103,17 @@ class MemoryTaskStore:
     Its calls are coroutines, as the real one's are."""
 
     def __init__(self) -> None:
-        self.maps: dict[UUID, dict[UUID, RecordedEvent]] = {}
-        self.order: dict[UUID, str] = {}
-        self.dirty: dict[UUID, bool] = {}
-        self.leases: dict[UUID, str] = {}
-        self.failures: dict[UUID, list] = {}
+        self.maps: dict[str, dict[str, RecordedEvent]] = {}
+        self.order: dict[str, str] = {}
+        self.dirty: dict[str, bool] = {}
+        self.leases: dict[str, str] = {}
+        self.failures: dict[str, list] = {}
         self.mailboxes: dict[str, str] = {}
-        self.tombstones: set[UUID] = set()
+        self.tombstones: set[str] = set()
         self.crash_on_finish = False
         self._tokens = itertools.count(1)
 
-    async def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]):
+    async def begin(self, task_id: str, order: str, change: str, mailboxes: list[str]):
         if task_id in self.leases:
             return Busy(1.0)
         newest = self.order.get(task_id)
@@ -129,7 +128,7 @@ class MemoryTaskStore:
         states = {m: self.mailboxes[m] for m in mailboxes if m in self.mailboxes}
         return Begun(token, was_dirty, dict(self.maps.get(task_id, {})), states)
 
-    async def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+    async def finish(self, task_id: str, token: str, outcome: Finish) -> bool:
         if self.crash_on_finish:
             raise RuntimeError("the writer died before recording")
         entries = self.maps.setdefault(task_id, {})
@@ -146,7 +145,7 @@ class MemoryTaskStore:
         self.leases.pop(task_id, None)
         return True
 
-    async def abandon(self, task_id: UUID, token: str) -> None:
+    async def abandon(self, task_id: str, token: str) -> None:
         if self.leases.get(task_id) == token:
             del self.leases[task_id]
 
