@@ -15,8 +15,11 @@ handling as one ``multiple`` ack.
 
 Stopping follows the order that loses nothing: stop taking deliveries (basic.cancel), let the
 handlings in flight finish and their acks go out while the connection stays up (at most
-``drain_seconds``), then close. A delivery whose ack could not be sent (the connection died)
-is redelivered by the broker; the handlers are idempotent, so that is safe.
+``drain_seconds``), then close. A handling that ends with ``Stopping`` (the writer's requests
+not sent yet when SIGTERM came) and a delivery whose handling had not begun are left unacked,
+without a copy: the broker redelivers them and no attempt is counted. A delivery whose ack
+could not be sent (the connection died) is redelivered by the broker; the handlers are
+idempotent, so that is safe.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from common import metrics
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, Decision, decide
 from common.async_publisher import ASYNC_CONNECTION_ERRORS, AsyncPublisher, open_connection
 from common.consumer import OUTCOMES, Delivery, settlement_copy, settlement_frames
-from common.errors import ServiceUnavailable
+from common.errors import ServiceUnavailable, Stopping
 from common.logging import get_logger
 from common.rabbit import RabbitConnector
 from common.topology import Topology, WorkQueue
@@ -249,10 +252,14 @@ class AsyncConsumer:
         unsettled (stopping before its copy was stored: the broker redelivers it)."""
         started = time.monotonic()
         error: BaseException | None = None
+        if self._stop.is_set():
+            return self._left(delivery, started, "stopping before its handling began")
         try:
             await self._handler(delivery)
         except Exception as exc:  # noqa: BLE001 - every failure goes through the ack policy
             error = exc
+        if isinstance(error, Stopping) and self._stop.is_set():
+            return self._left(delivery, started, str(error))
         decision = decide(
             error, attempt=delivery.attempt, queue=self._queue, max_attempts=self._max_attempts
         )
@@ -266,6 +273,14 @@ class AsyncConsumer:
         metrics.MESSAGES.labels(self._queue.name, outcome).inc()
         metrics.HANDLING_SECONDS.labels(self._queue.name).observe(time.monotonic() - started)
         return stored
+
+    def _left(self, delivery: Delivery, started: float, why: str) -> bool:
+        """Stopping: the delivery is neither acked nor copied; the broker redelivers it (to
+        another replica, or this one after its restart), and no attempt is counted."""
+        log.info("stopping; the delivery is left for the broker to redeliver", reason=why)
+        metrics.MESSAGES.labels(self._queue.name, "left_for_redelivery").inc()
+        metrics.HANDLING_SECONDS.labels(self._queue.name).observe(time.monotonic() - started)
+        return False
 
     async def _settle_until_stored(self, decision: Decision, delivery: Delivery) -> bool:
         """Carry out the decision, trying the copy's publish again (1 s doubling to 30 s) until

@@ -22,7 +22,10 @@ growing backoff; a slot that cannot be given back, or a pause that cannot be sha
 (slot leases end by themselves, the pause holds here). Both report to ``/healthz``: the loop
 beats on every wake-up, the sends are stale while one lasts too long.
 
-A handling that gave up waiting cancels its future; a request not sent yet is then dropped.
+On SIGTERM (``stop``) the requests not sent yet fail with ``Stopping`` (never sent: nothing
+is uncertain; the consumer leaves their messages for the broker to redeliver) and those in
+flight are answered as usual. A handling that gave up waiting cancels its future; a request
+not sent yet is then dropped.
 Only mailboxes with pending requests are looked at on a wake-up, and a mailbox with nothing
 pending, in flight or paused leaves the table.
 """
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from common import metrics
-from common.errors import RetryableApiError, RetryableError
+from common.errors import RetryableApiError, RetryableError, Stopping
 from common.health import HEARTBEATS, Heartbeats
 from common.logging import get_logger
 from services.event_writer.graph_protocol import MAX_BATCH, GraphRequest, GraphResult
@@ -137,6 +140,7 @@ class GraphDispatcher:
         self._sends: set[asyncio.Task] = set()
         self._closing = False
         self._loop_task: asyncio.Task | None = None
+        self._watch_task: asyncio.Task | None = None
         self._heartbeats = heartbeats
         self._heartbeat = heartbeats.register("graph-dispatcher", max_silence=60.0)
         self._senders_check = heartbeats.add("graph-senders", self._senders_fresh)
@@ -146,13 +150,19 @@ class GraphDispatcher:
 
     def start(self) -> GraphDispatcher:
         """Start the dispatch loop on the running event loop."""
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="dispatch")
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._run(), name="dispatch")
+        self._watch_task = loop.create_task(self._wake_on_stop())
         return self
+
+    async def _wake_on_stop(self) -> None:
+        await self._stop.wait()
+        self._wake.set()
 
     def submit(self, request: GraphRequest) -> Ticket:
         ticket = Ticket(asyncio.get_running_loop().create_future())
-        if self._closing:
-            ticket.future.set_exception(RetryableApiError("the writer is stopping"))
+        if self._closing or self._stop.is_set():
+            ticket.future.set_exception(Stopping("the writer is stopping; not sent"))
             return ticket
         box = self._mailboxes.get(request.mailbox)
         if box is None:
@@ -182,12 +192,12 @@ class GraphDispatcher:
             box.pending.clear()
         self._ready.clear()
         for op in leftovers:
-            _fail(op, RetryableApiError("the writer stopped before the request was sent"))
-        for task in [*self._sends, self._loop_task]:
-            if task is not None:
-                task.cancel()
+            _fail(op, Stopping("the writer stopped before the request was sent"))
+        tasks = [t for t in [*self._sends, self._loop_task, self._watch_task] if t is not None]
+        for task in tasks:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*[t for t in [*self._sends, self._loop_task] if t is not None])
+            await asyncio.gather(*tasks)
         self._heartbeat.close()
         self._heartbeats.remove(self._senders_check)
 
@@ -243,6 +253,8 @@ class GraphDispatcher:
         """The requests to ask slots for, once a flush is due; None once closed and idle."""
         while True:
             self._heartbeat.beat()
+            if self._stop.is_set():
+                self._drop_pending()
             if self._closing and not self._busy():
                 return None
             now = self._clock()
@@ -315,6 +327,16 @@ class GraphDispatcher:
             self._give_back_soon(unused)
         size = self._batch_size
         return [admitted[i : i + size] for i in range(0, len(admitted), size)]
+
+    def _drop_pending(self) -> None:
+        """Stopping: requests not sent yet never will be (their handlings end, and their
+        messages are redelivered); the ones in flight are answered as usual."""
+        error = Stopping("the writer is stopping; not sent")
+        for mailbox in list(self._ready):
+            box = self._mailboxes[mailbox]
+            while box.pending:
+                _fail(box.pending.popleft(), error)
+            self._settle(mailbox, box, self._clock())
 
     def _fail_wanted(self, wanted: dict[str, int], error: Exception) -> None:
         now = self._clock()

@@ -44,7 +44,7 @@ from typing import Any
 
 from common import metrics
 from common.consumer import Delivery
-from common.errors import Contended, PermanentError, PwasyncError, RetryableError
+from common.errors import Contended, PermanentError, PwasyncError, RetryableError, Stopping
 from common.logging import get_logger
 from common.messages import TaskChanged, TransferSucceeded, decode
 from services.event_writer import event_mapping, graph_protocol
@@ -128,6 +128,9 @@ class Verdict:
         """The error the message is settled by (None: acked, and published)."""
         if self.unexpected:
             return self.unexpected[0]
+        stopped = [e for e in self.retryable if isinstance(e, Stopping)]
+        if stopped:  # the rest is done again after the broker redelivers the message
+            return Stopping(f"{len(stopped)} mailbox(es) not written: {stopped[0]}")
         if self.retryable:
             waits = [e.retry_after for e in self.retryable if e.retry_after]
             return RetryableError(

@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import RetryableApiError
+from common.errors import RetryableApiError, Stopping
 from services.event_writer.graph_protocol import (
     GraphRequest,
     GraphResult,
@@ -66,6 +66,8 @@ class GraphCalls:
         except asyncio.CancelledError:
             ticket.future.cancel()
             raise
+        except Stopping:
+            raise  # never sent
         except Exception as exc:
             self.uncertain |= outcome_uncertain(request, exc)
             raise

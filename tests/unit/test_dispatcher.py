@@ -244,3 +244,35 @@ def test_the_backlog_counts_what_waits_for_a_slot(parts):
     for future in futures:
         future.result(timeout=5)
     assert dispatcher.waiting() == 0
+
+
+def test_on_stop_requests_not_sent_yet_fail_as_stopping_and_in_flight_ones_are_answered():
+    """SIGTERM: what has not gone to Graph never will (its message is redelivered); what is
+    out is answered as usual."""
+    from common.errors import Stopping
+
+    release = threading.Event()
+    transport, limiter = Transport(), Limiter()
+
+    async def slow(request):
+        await asyncio.to_thread(release.wait, 10)
+        return GraphResult(201, {"id": "sent"})
+
+    transport.send_batch = None  # one mailbox, one request per send
+    transport.send = slow
+    limiter.concurrency = 1
+    running = Running(transport, limiter, linger_seconds=0.001, batch_size=1).start()
+    try:
+        out = running.submit(gp.create("m@x.com", {"n": 0}))
+        waiting = running.submit(gp.create("m@x.com", {"n": 1}))
+        time.sleep(0.2)  # the first is out, the second waits for its slot
+        running.loop.call_soon_threadsafe(running.dispatcher._stop.set)
+        with pytest.raises(Stopping):
+            waiting.result(timeout=5)
+        release.set()
+        assert out.result(timeout=5).body["id"] == "sent"
+        with pytest.raises(Stopping):
+            running.submit(gp.create("m@x.com", {"n": 2})).result(timeout=5)
+    finally:
+        release.set()
+        running.close()

@@ -389,3 +389,17 @@ def test_a_message_naming_a_mailbox_outside_the_allowed_domains_writes_nothing_t
     assert failures["Mallory"].code == "MailboxDomainNotAllowed"
     assert failures["Mallory"].mailbox == outside
     assert failures["Typo"].code == "InvalidEmailAddress"
+
+
+def test_a_request_the_stopping_writer_never_sent_ends_the_handling_as_stopping(world):
+    """SIGTERM: the assignees whose requests went out are recorded; the message ends with
+    ``Stopping`` (the consumer leaves it for redelivery) and nothing is left uncertain."""
+    from common.errors import Stopping
+
+    world.store.mailboxes = {A_BOX: "clean", B_BOX: "clean"}
+    world.graph.fail_next[A_BOX] = [Stopping("the writer is stopping; not sent")]
+    with pytest.raises(Stopping):
+        world.handle(task(ASSIGNEES))
+    assert set(world.store.maps[TASK]) == {BOB}
+    assert world.store.dirty[TASK] is False
+    assert world.transfers == []
