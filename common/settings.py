@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     event_category: str = Field(default="Project task", max_length=255)
     graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
     graph_mailbox_budget: int = Field(default=10_000, ge=1, le=10_000)
-    graph_batch_size: int = Field(default=20, ge=1, le=20)
+    graph_batch_size: int = Field(default=4, ge=1, le=20)
     # Operations (issue 4): the deletion circuit breaker. A run that would take the events of
     # more than this share of the synced tasks away (and more than the minimum number) holds
     # its removals back until an operator confirms with `pwasync sync-now --allow-deletions`.

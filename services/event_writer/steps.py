@@ -42,6 +42,7 @@ class Ticket:
 
     future: asyncio.Future[GraphResult]
     sent: bool = False  # set by the dispatcher when the request is taken to be sent
+    given_up: bool = False  # no answer in time: the handling stopped waiting
 
 
 Submit = Callable[[GraphRequest], Ticket]
@@ -59,11 +60,13 @@ class GraphCalls:
 
     async def __call__(self, request: GraphRequest) -> GraphResult:
         ticket = self._submit(request)
+        # A timer that gives the request up, not wait_for (that costs a task per request).
+        expiry = asyncio.get_running_loop().call_later(self._timeout, self._expire, ticket)
         try:
-            result = await asyncio.wait_for(asyncio.shield(ticket.future), self._timeout)
-        except TimeoutError:
-            raise self._given_up(request, ticket) from None
+            result = await ticket.future
         except asyncio.CancelledError:
+            if ticket.given_up:  # the timer cancelled the future, not a stop
+                raise self._given_up(request, ticket) from None
             ticket.future.cancel()
             raise
         except Stopping:
@@ -71,15 +74,22 @@ class GraphCalls:
         except Exception as exc:
             self.uncertain |= outcome_uncertain(request, exc)
             raise
+        finally:
+            expiry.cancel()
         if result.ok:
             return result
         error = error_for(request, result)
         self.uncertain |= outcome_uncertain(request, error)
         raise error
 
+    @staticmethod
+    def _expire(ticket: Ticket) -> None:
+        if not ticket.future.done():
+            ticket.given_up = True
+            ticket.future.cancel()  # nobody waits for it any more; never sent if not out yet
+
     def _given_up(self, request: GraphRequest, ticket: Ticket) -> Exception:
         where = f"{request.method} in {request.mailbox}"
-        ticket.future.cancel()  # nobody waits for it any more; never sent if not out yet
         if not ticket.sent:
             return RetryableApiError(f"{where} not sent in {self._timeout:.0f} s")
         error = RetryableApiError(f"no answer for {where} in {self._timeout:.0f} s")
