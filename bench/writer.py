@@ -274,7 +274,8 @@ def describe(run: dict[str, Any]) -> str:
         f"{run['rate']:.0f} events/s ({run['events']} events; CPU {run['cpu_ms']:.2f} ms per "
         f"event, writers {run['writer_cpu']:.0%} of a core; {run['requests']} Graph requests in "
         f"{run['batches']} batches; {run['throttled']} throttled; peak {run['peak_per_mailbox']} "
-        f"in flight per mailbox; machine CPU busy {run['machine_cpu']:.0%} of all cores)"
+        f"in flight per mailbox; peak RSS {run['rss_mib']:.0f} MiB; machine CPU busy "
+        f"{run['machine_cpu']:.0%} of all cores)"
     )
 
 
