@@ -14,6 +14,8 @@ from sandbox.channel_bindings import server_end_point
 from sandbox.config import SandboxConfig
 from sandbox.editions import SE_SITE_PATH, Edition
 from sandbox.ntlm import NtlmAcceptor
+from sandbox.planner_seed import load_planner
+from sandbox.planner_state import PlannerStore
 from sandbox.seed import load_seed
 from sandbox.server_event_store import ServerEvents
 from sandbox.state import Tenant
@@ -55,6 +57,7 @@ class Sandbox:
     # The DER server certificate the sandbox serves: Extended Protection binds logons to it.
     certificate_der: bytes | None = None
     tenant: Tenant = field(init=False)
+    planner: PlannerStore = field(init=False)  # basic Planner plans (sandbox/planner.py)
     config: SandboxConfig = field(init=False)
     stats: Stats = field(default_factory=Stats)
     calendar: CalendarStore = field(default_factory=CalendarStore)
@@ -79,6 +82,7 @@ class Sandbox:
         self.tenant = load_seed(self.seed_path)
         if self.edition is Edition.SE:
             self.tenant.site_path = SE_SITE_PATH
+        self.planner = load_planner(self.tenant, self.seed_path)
         self.config = copy.deepcopy(self.startup_config)
         self.config.pwa_page_sizes = {**self.tenant.page_sizes, **self.config.pwa_page_sizes}
         self.stats.reset()
