@@ -271,7 +271,10 @@ class SyncRunner:
         # A --task run looked at some tasks only; the project is not up to date because of it.
         state = (
             ProjectState(
-                project.modified, project.project_type, to_pwa_wall_clock(read_at, self._zone)
+                project.modified,
+                project.project_type,
+                to_pwa_wall_clock(read_at, self._zone),
+                project.version,
             )
             if task_scope is None
             else None
@@ -458,7 +461,8 @@ class SyncRunner:
                 Assignee(resource_id=a.resource_id, name=a.name, email=a.email)
                 for a in selected.deliverable
             ],
-            task_url=project_url(self._site_url, project.project_id),
+            task_url=task.url or project_url(self._site_url, project.project_id),
+            all_day=task.all_day,
             revision=revision,
         )
 

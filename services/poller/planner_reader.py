@@ -1,0 +1,148 @@
+"""The ``PlanSource`` of basic Planner plans (``PWASYNC_SOURCE=planner``).
+
+Planner has no change notifications and its delta query is beta only, and a plan carries no
+modified date. So every poll lists the plans (``PWASYNC_PLANNER_PLANS``, and every plan of
+``PWASYNC_PLANNER_GROUPS``) and reads each one's labels and task pages, and lists it with a
+version: the digest of its title, its label's categories and its tasks' ETags. The sync's
+change detection compares versions: an unchanged plan costs its constant few requests and
+produces nothing; a changed one is diffed task by task from the rows already read (no second
+read). A plan that answers 404 (deleted) or leaves the settings is not listed, so its tasks'
+events go, behind the deletion guard like every removal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from common.logging import get_logger
+from services.poller.planner_graph import PlanGone, PlannerGraph, PlanRef
+from services.poller.planner_rows import PlannerTask, label_keys, plan_version, task_row
+from services.poller.pwa_time import to_pwa_wall_clock
+from services.poller.source import (
+    AssignmentRow,
+    ProjectListing,
+    ProjectRow,
+    ResourceRow,
+    TaskRow,
+    UnreadableRow,
+)
+
+log = get_logger(__name__)
+
+
+class PlannerReader:
+    api = "planner"
+    #: Graph answers the plans themselves: nothing lags behind them.
+    reread_after = timedelta(0)
+
+    def __init__(
+        self,
+        graph: PlannerGraph,
+        *,
+        plan_ids: list[str],
+        group_ids: list[str],
+        label: str,
+        zone: ZoneInfo,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._graph = graph
+        self._plan_ids = plan_ids
+        self._group_ids = group_ids
+        self._label = label
+        self._zone = zone
+        self._clock = clock
+        self._read: dict[str, list[PlannerTask]] = {}  # plan id -> tasks, as last listed
+        self._unlabelled_seen: set[str] = set()
+
+    @property
+    def requests_made(self) -> int:
+        return self._graph.requests_made
+
+    # --- the seam ----------------------------------------------------------------------
+
+    def projects(self, *, project_ids: list[str] | None = None) -> Iterator[ProjectListing]:
+        self._read = {}
+        for ref in self.plan_refs(project_ids):
+            try:
+                yield self._listing(ref)
+            except PlanGone:
+                log.info("Planner plan not found; its tasks' events go", plan_id=ref.plan_id)
+
+    def tasks(self, project_id: str) -> Iterator[TaskRow | UnreadableRow]:
+        for task in self._tasks_of(project_id):
+            yield task.row
+
+    def assignments(self, project_id: str) -> Iterator[AssignmentRow]:
+        for task in self._tasks_of(project_id):
+            if isinstance(task.row, TaskRow):
+                for user_id in task.assignees:
+                    yield AssignmentRow(
+                        task_id=task.row.task_id,
+                        resource_id=user_id,
+                        resource_name="",
+                        resource=self._graph.cached_user(user_id),
+                    )
+
+    def resources(self, resource_ids: set[str]) -> Iterator[ResourceRow]:
+        return self._graph.users(resource_ids)
+
+    def task_projects(self, task_ids: list[str]) -> set[str]:
+        found = (self._graph.task_plan(task_id) for task_id in task_ids)
+        return {plan_id for plan_id in found if plan_id}
+
+    # --- plans -------------------------------------------------------------------------
+
+    def plan_refs(self, only: list[str] | None = None) -> list[PlanRef]:
+        """The configured plans and every plan of the configured groups (once each)."""
+        wanted = set(only) if only is not None else None
+        refs: dict[str, PlanRef] = {}
+        for group_id in self._group_ids:
+            plans = self._graph.group_plans(group_id)
+            if plans is None:
+                log.warning(
+                    "Planner group not found (deleted, or a mistyped PWASYNC_PLANNER_GROUPS "
+                    "entry): it has no plans to sync",
+                    group_id=group_id,
+                )
+                continue
+            for ref in plans:
+                refs.setdefault(ref.plan_id, ref)
+        for plan_id in self._plan_ids:
+            if plan_id in refs or (wanted is not None and plan_id not in wanted):
+                continue
+            try:
+                refs[plan_id] = self._graph.plan(plan_id)
+            except PlanGone:
+                log.warning(
+                    "Planner plan not found (deleted, or a mistyped PWASYNC_PLANNER_PLANS entry)",
+                    plan_id=plan_id,
+                )
+        return [ref for ref in refs.values() if wanted is None or ref.plan_id in wanted]
+
+    def _listing(self, ref: PlanRef) -> ProjectRow:
+        labels = label_keys(self._graph.details(ref.plan_id), self._label)
+        if not labels and ref.plan_id not in self._unlabelled_seen:
+            self._unlabelled_seen.add(ref.plan_id)
+            log.warning(
+                "Planner plan has no label of the configured name; none of its tasks gets "
+                "an event (name one of its labels so in Planner)",
+                plan_id=ref.plan_id,
+                plan=ref.title,
+                label=self._label,
+            )
+        raw = self._graph.tasks(ref.plan_id)
+        self._read[ref.plan_id] = [task_row(ref.plan_id, t, labels, self._zone) for t in raw]
+        return ProjectRow(
+            project_id=ref.plan_id,
+            name=ref.title,
+            project_type=0,
+            modified=to_pwa_wall_clock(self._clock(), self._zone),
+            version=plan_version(ref.title, labels, self._zone, raw),
+        )
+
+    def _tasks_of(self, plan_id: str) -> list[PlannerTask]:
+        if plan_id not in self._read:  # not listed in this run: read it now
+            self._listing(self._graph.plan(plan_id))
+        return self._read[plan_id]
