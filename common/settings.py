@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
     # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
     mailbox_domains: str = ""
+    # Issue 14 (interface page): the basic Planner plans to sync, by id, and the groups whose
+    # every plan is synced (comma-separated; PWASYNC_SOURCE=planner needs one of them).
+    planner_plans: str = ""
+    planner_groups: str = ""
 
     @classmethod
     def settings_customise_sources(
@@ -397,6 +401,24 @@ class Settings(BaseSettings):
         if urlsplit(self.receiver_url or "").scheme not in ("http", "https"):
             raise ConfigError("PWASYNC_RECEIVER_URL must be an http(s):// URL")
 
+    @property
+    def planner_plan_ids(self) -> list[str]:
+        return _id_list(self.planner_plans)
+
+    @property
+    def planner_group_ids(self) -> list[str]:
+        return _id_list(self.planner_groups)
+
+    def require_planner(self) -> None:
+        """Raise ConfigError unless basic Planner plans to read are named."""
+        if not self.planner_plan_ids and not self.planner_group_ids:
+            raise ConfigError(
+                "PWASYNC_PLANNER_PLANS or PWASYNC_PLANNER_GROUPS is required to read basic "
+                "Planner plans (PWASYNC_SOURCE=planner): plan ids, or ids of the groups whose "
+                "every plan is synced, comma-separated"
+            )
+        self.require_graph()
+
     def require_graph(self) -> None:
         """Raise ConfigError unless the settings needed to write Outlook events are present."""
         purpose = "to write Outlook events"
@@ -410,6 +432,12 @@ class Settings(BaseSettings):
 
 
 _URL_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def _id_list(value: str) -> list[str]:
+    """Comma-separated ids, in order, once each (Planner's ids are case-sensitive)."""
+    ids = [part.strip() for part in value.split(",")]
+    return list(dict.fromkeys(part for part in ids if part))
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

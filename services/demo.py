@@ -42,7 +42,9 @@ EDITIONS = {
 }
 
 
-def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
+def run_demo(
+    *, workdir: Path, writers: int = 2, edition: str = "se", source: str = "project"
+) -> int:
     workdir = workdir.resolve()
     if not _infrastructure_ready():
         return 1
@@ -54,7 +56,12 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
     print("pwasync demo")
     sandbox = start_sandbox(workdir, edition=edition)
     print(f"  sandbox    {sandbox.url}  (emulated Microsoft 365 tenant; log in {workdir})")
-    print(f"  plans      {EDITIONS[edition]} (--edition se|online)")
+    if source == "planner":
+        from services.demo_planner import DESCRIPTION
+
+        print(f"  plans      {DESCRIPTION} (--source planner)")
+    else:
+        print(f"  plans      {EDITIONS[edition]} (--edition se|online)")
     env = clean_environment(
         {
             **sandbox.settings,
@@ -62,6 +69,7 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
             "PWASYNC_REDIS_URL": REDIS_URL,
             "PWASYNC_SCENARIO": SCENARIO,
             "PWASYNC_LOG_FORMAT": "json",
+            **_source_settings(source, sandbox),
         }
     )
     services: list[ManagedProcess] = []
@@ -72,10 +80,7 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
         print(f"  services   {', '.join(s.name for s in services)}  (logs in {workdir / 'logs'})")
         _wait_for_consumers(writers)
 
-        for line in _cli(env, workdir, "fields", "create").splitlines():
-            print(f"  field      {line}")
-        flagged = _flag_demo_tasks(sandbox)
-        print(f"  flagged    {len(flagged)} task(s) set to 'Create event = Yes' and published")
+        _prepare_plans(source, sandbox, env, workdir)
         print(f"  sync       {_cli(env, workdir, 'sync-now')}")
         events = _wait_until_settled(sandbox)
 
@@ -147,6 +152,30 @@ def _cli(env: dict[str, str], workdir: Path, *args: str) -> str:
             f"`pwasync {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()}"
         )
     return result.stdout.strip()
+
+
+def _source_settings(source: str, sandbox: SandboxProcess) -> dict[str, str]:
+    """What the services need beyond the sandbox's settings to read this source."""
+    if source == "planner":
+        from services.demo_planner import planner_settings
+
+        return planner_settings(sandbox)
+    return {}
+
+
+def _prepare_plans(
+    source: str, sandbox: SandboxProcess, env: dict[str, str], workdir: Path
+) -> None:
+    """What a plan's owner does before the sync: select the demo tasks."""
+    if source == "planner":
+        from services.demo_planner import label_demo_tasks
+
+        print(f"  labelled   {label_demo_tasks(sandbox)}")
+        return
+    for line in _cli(env, workdir, "fields", "create").splitlines():
+        print(f"  field      {line}")
+    flagged = _flag_demo_tasks(sandbox)
+    print(f"  flagged    {len(flagged)} task(s) set to 'Create event = Yes' and published")
 
 
 def _flag_demo_tasks(sandbox: SandboxProcess) -> list[str]:

@@ -12,13 +12,20 @@ events go, behind the deletion guard like every removal.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
+
+from common.identity import GraphAppTokens
 from common.logging import get_logger
-from services.poller.planner_graph import PlanGone, PlannerGraph, PlanRef
+from common.settings import Settings
+from services.poller.planner_graph import SERVICE, PlanGone, PlannerGraph, PlanRef
 from services.poller.planner_rows import PlannerTask, label_keys, plan_version, task_row
+from services.poller.pwa_auth import BearerAuth
+from services.poller.pwa_http import PwaHttp
 from services.poller.pwa_time import to_pwa_wall_clock
 from services.poller.source import (
     AssignmentRow,
@@ -47,7 +54,7 @@ class PlannerReader:
         zone: ZoneInfo,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._graph = graph
+        self.graph = graph
         self._plan_ids = plan_ids
         self._group_ids = group_ids
         self._label = label
@@ -58,7 +65,7 @@ class PlannerReader:
 
     @property
     def requests_made(self) -> int:
-        return self._graph.requests_made
+        return self.graph.requests_made
 
     # --- the seam ----------------------------------------------------------------------
 
@@ -82,14 +89,14 @@ class PlannerReader:
                         task_id=task.row.task_id,
                         resource_id=user_id,
                         resource_name="",
-                        resource=self._graph.cached_user(user_id),
+                        resource=self.graph.cached_user(user_id),
                     )
 
     def resources(self, resource_ids: set[str]) -> Iterator[ResourceRow]:
-        return self._graph.users(resource_ids)
+        return self.graph.users(resource_ids)
 
     def task_projects(self, task_ids: list[str]) -> set[str]:
-        found = (self._graph.task_plan(task_id) for task_id in task_ids)
+        found = (self.graph.task_plan(task_id) for task_id in task_ids)
         return {plan_id for plan_id in found if plan_id}
 
     # --- plans -------------------------------------------------------------------------
@@ -99,7 +106,7 @@ class PlannerReader:
         wanted = set(only) if only is not None else None
         refs: dict[str, PlanRef] = {}
         for group_id in self._group_ids:
-            plans = self._graph.group_plans(group_id)
+            plans = self.graph.group_plans(group_id)
             if plans is None:
                 log.warning(
                     "Planner group not found (deleted, or a mistyped PWASYNC_PLANNER_GROUPS "
@@ -113,7 +120,7 @@ class PlannerReader:
             if plan_id in refs or (wanted is not None and plan_id not in wanted):
                 continue
             try:
-                refs[plan_id] = self._graph.plan(plan_id)
+                refs[plan_id] = self.graph.plan(plan_id)
             except PlanGone:
                 log.warning(
                     "Planner plan not found (deleted, or a mistyped PWASYNC_PLANNER_PLANS entry)",
@@ -122,7 +129,7 @@ class PlannerReader:
         return [ref for ref in refs.values() if wanted is None or ref.plan_id in wanted]
 
     def _listing(self, ref: PlanRef) -> ProjectRow:
-        labels = label_keys(self._graph.details(ref.plan_id), self._label)
+        labels = label_keys(self.graph.details(ref.plan_id), self._label)
         if not labels and ref.plan_id not in self._unlabelled_seen:
             self._unlabelled_seen.add(ref.plan_id)
             log.warning(
@@ -132,7 +139,7 @@ class PlannerReader:
                 plan=ref.title,
                 label=self._label,
             )
-        raw = self._graph.tasks(ref.plan_id)
+        raw = self.graph.tasks(ref.plan_id)
         self._read[ref.plan_id] = [task_row(ref.plan_id, t, labels, self._zone) for t in raw]
         return ProjectRow(
             project_id=ref.plan_id,
@@ -144,5 +151,26 @@ class PlannerReader:
 
     def _tasks_of(self, plan_id: str) -> list[PlannerTask]:
         if plan_id not in self._read:  # not listed in this run: read it now
-            self._listing(self._graph.plan(plan_id))
+            self._listing(self.graph.plan(plan_id))
         return self._read[plan_id]
+
+
+def open_planner(
+    settings: Settings, http: httpx.Client, *, stop: threading.Event | None = None
+) -> PlannerReader:
+    """The reader of the configured plans, signed in as the Graph app (client credentials)."""
+    settings.require_planner()
+    edge = PwaHttp(
+        http,
+        settings.graph_url,
+        BearerAuth(GraphAppTokens(settings, http)),
+        stop=stop,
+        service=SERVICE,
+    )
+    return PlannerReader(
+        PlannerGraph(edge),
+        plan_ids=settings.planner_plan_ids,
+        group_ids=settings.planner_group_ids,
+        label=settings.create_event_label,
+        zone=settings.pwa_zone,
+    )
