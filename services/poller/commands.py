@@ -88,9 +88,15 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
 def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
     lines: list[CheckLine] = []
+    mailbox = mailbox or settings.check_mailbox
     with _http_client(settings) as http:
-        lines += _check_pwa(settings, http)
-        lines += _check_graph(settings, http, mailbox or settings.check_mailbox)
+        if settings.source == "planner":
+            from services.poller.planner_check import planner_lines
+
+            lines += planner_lines(settings, http, mailbox)
+        else:
+            lines += _check_pwa(settings, http)
+        lines += _check_graph(settings, http, mailbox)
     return lines
 
 

@@ -21,12 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from services.poller.source import TaskRow, UnreadableRow, field
 
-#: Where a task opens in Planner on the web [U: the link form; both hosts redirect there].
+#: Where a task opens in Planner on the web [U: the link form].
 PLANNER_WEB = "https://planner.cloud.microsoft/webui/plan/{plan}/view/board/task/{task}"
+
+
+def planner_task_link(plan_id: str, task_id: str) -> str:
+    """The link put into a Planner task's events."""
+    return PLANNER_WEB.format(plan=quote(plan_id, safe=""), task=quote(task_id, safe=""))
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,6 @@ def task_row(
             is_project_summary=False,
             flagged=any(categories.get(key) is True for key in labels),
             all_day=True,
-            url=PLANNER_WEB.format(plan=plan_id, task=task_id),
         )
         assignees = tuple(
             sorted(u for u, a in field(raw, "assignments", _mapping).items() if a is not None)

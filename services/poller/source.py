@@ -54,7 +54,6 @@ class TaskRow:
     # Dates that are days (basic Planner): start and finish are midnights, the finish the day
     # after the last day, and the task's events are all-day events.
     all_day: bool = False
-    url: str | None = None  # the task's own page, where the source has one
 
 
 @dataclass(frozen=True)

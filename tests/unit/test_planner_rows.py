@@ -12,6 +12,7 @@ from services.poller.planner_rows import (
     label_keys,
     plan_version,
     planner_day,
+    planner_task_link,
     task_row,
 )
 from services.poller.selection import SkipReason, task_skip_reason
@@ -72,7 +73,9 @@ def test_a_labelled_task_is_a_flagged_all_day_row_with_its_assignees_and_link():
     assert (row.start, row.finish) == (datetime(2026, 12, 8), datetime(2026, 12, 10))
     assert row.task_id == "01gzSlKkIUSUl6DF_EilrmQAKDhh" and row.project_id == PLAN
     assert task.assignees == ("092db857-76fb-50d5-a54d-2f4b01d882ed",)
-    assert row.url is not None and PLAN in row.url and row.task_id in row.url
+    assert planner_task_link(PLAN, row.task_id) == (
+        f"https://planner.cloud.microsoft/webui/plan/{PLAN}/view/board/task/{row.task_id}"
+    )
     assert task_skip_reason(row) is None
 
 
