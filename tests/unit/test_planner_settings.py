@@ -21,3 +21,20 @@ def test_reading_planner_needs_plans_or_groups_and_the_graph_app():
         load_settings({}).require_planner()
     with pytest.raises(ConfigError, match="PWASYNC_TENANT_ID"):
         load_settings({"PWASYNC_PLANNER_GROUPS": "g1"}).require_planner()
+
+
+def test_the_planner_source_selects_by_label_only_and_needs_no_pwa():
+    from services.poller.sources import require_source
+
+    graph = {
+        "PWASYNC_SOURCE": "planner",
+        "PWASYNC_PLANNER_PLANS": "xqQg5FS2LkCp935s-FIFm2QAFkHM",
+        "PWASYNC_TENANT_ID": "contoso.onmicrosoft.com",
+        "PWASYNC_GRAPH_CLIENT_ID": "app",
+        "PWASYNC_GRAPH_CLIENT_SECRET": "secret",
+    }
+    require_source(load_settings(graph))  # no PWASYNC_PWA_URL needed
+    with pytest.raises(ConfigError, match="PWASYNC_SELECT_BY=field: basic Planner"):
+        require_source(load_settings({**graph, "PWASYNC_SELECT_BY": "field"}))
+    with pytest.raises(ConfigError, match="PWASYNC_PLANNER_PLANS or PWASYNC_PLANNER_GROUPS"):
+        require_source(load_settings({**graph, "PWASYNC_PLANNER_PLANS": " , "}))
