@@ -207,16 +207,17 @@ def _date_rows(task: TaskChanged, times: TaskTimes) -> list[tuple[str, str]]:
 
 def body_html(task: TaskChanged, times: TaskTimes) -> str:
     e = html.escape
+    link = _safe_link(task.task_url)
+    app, product = _apps(link)
+    container = "Plan" if app == "Planner" else "Project"
     rows = [
-        ("Project", e(task.project_name or "(unnamed project)")),
+        (container, e(task.project_name or f"(unnamed {container.lower()})")),
         ("Task", e(task.task_name or "(unnamed task)")),
         *_date_rows(task, times),
     ]
     parts = ["<html><body>", "<table>"]
     parts += [f"<tr><td><b>{label}</b></td><td>{value}</td></tr>" for label, value in rows]
     parts.append("</table>")
-    link = _safe_link(task.task_url)
-    app, product = _apps(link)
     if link:
         parts.append(f'<p><a href="{e(link, quote=True)}">Open the task in {app}</a></p>')
     parts.append(

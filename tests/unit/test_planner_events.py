@@ -90,6 +90,7 @@ def test_a_one_day_task_ends_at_the_next_midnight_and_utc_plans_name_utc():
 
 def test_an_all_day_body_names_the_days_and_links_to_planner():
     body = event_mapping.event_content(planner_task())["body"]["content"]
+    assert "<td><b>Plan</b></td><td>Product launch</td>" in body
     assert "<td><b>Start</b></td><td>Wed 09 Dec 2026</td>" in body
     assert "<td><b>Due</b></td><td>Fri 11 Dec 2026</td>" in body
     assert "Open the task in Planner" in body and "Microsoft Planner" in body
