@@ -62,6 +62,7 @@ class PlannerReader:
         self._clock = clock
         self._read: dict[str, list[PlannerTask]] = {}  # plan id -> tasks, as last listed
         self._unlabelled_seen: set[str] = set()
+        self._last_listed = datetime.min  # wall clock of the last listing, kept increasing
 
     @property
     def requests_made(self) -> int:
@@ -145,9 +146,17 @@ class PlannerReader:
             project_id=ref.plan_id,
             name=ref.title,
             project_type=0,
-            modified=to_pwa_wall_clock(self._clock(), self._zone),
+            modified=self._listed_at(),
             version=plan_version(ref.title, labels, self._zone, raw),
         )
+
+    def _listed_at(self) -> datetime:
+        """When a plan was listed, as the zone's wall clock (the revision of what was read).
+        It never goes back, not even in the hour a fall-back repeats, so a later read always
+        orders after an earlier one of this process."""
+        wall = to_pwa_wall_clock(self._clock(), self._zone)
+        self._last_listed = max(wall, self._last_listed + timedelta(microseconds=1))
+        return self._last_listed
 
     def _tasks_of(self, plan_id: str) -> list[PlannerTask]:
         if plan_id not in self._read:  # not listed in this run: read it now

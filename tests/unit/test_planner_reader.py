@@ -150,3 +150,24 @@ def test_a_project_state_keeps_its_version_and_project_states_stay_as_they_were(
     plain = ProjectState(moment, 0, moment)
     assert "version" not in plain.to_json()
     assert ProjectState.from_json(plain.to_json()) == plain
+
+
+def test_listing_times_never_go_back_even_when_the_wall_clock_does():
+    moments = iter(
+        [
+            datetime(2026, 10, 25, 0, 59, tzinfo=UTC),  # 02:59 CEST, the first 02:59 in Berlin
+            datetime(2026, 10, 25, 1, 1, tzinfo=UTC),  # 02:01 CET, the wall clock went back
+        ]
+    )
+    source = PlannerReader(
+        FakeGraph(),
+        plan_ids=["planAAAAAAAAAAAAAAAAAAAAAAAA"],
+        group_ids=[],
+        label="Create event",
+        zone=BERLIN,
+        clock=lambda: next(moments),
+    )
+    [first] = list(source.projects())
+    [second] = list(source.projects())
+    assert first.modified == datetime(2026, 10, 25, 2, 59)
+    assert second.modified == first.modified + timedelta(microseconds=1)
