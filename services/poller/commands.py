@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from common.errors import PermanentApiError, PwasyncError
+from common.errors import ConfigError, PermanentApiError, PwasyncError
 from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
 from common.settings import Settings
@@ -35,6 +35,11 @@ PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 
 def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
+    if settings.source == "planner":
+        raise ConfigError(
+            "pwasync fields: basic Planner tasks are chosen by a label, not a field: name one "
+            f"label {settings.create_event_label!r} in each plan (`pwasync check` verifies it)"
+        )
     settings.require_pwa()
     name = settings.create_event_field
     lines: list[str] = []
