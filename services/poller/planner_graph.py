@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from common.errors import PermanentApiError
 from common.logging import get_logger
@@ -152,4 +152,5 @@ class PlannerGraph:
                 raise PermanentApiError(f"{SERVICE} answered a collection without 'value'")
             yield from (row for row in rows if isinstance(row, dict))
             link = body.get("@odata.nextLink")
-            url = str(link) if link else None
+            # Graph's links are absolute; a relative one is taken against the page's URL.
+            url = urljoin(url, str(link)) if link else None
