@@ -430,11 +430,11 @@ class Settings(BaseSettings):
                 "Planner plans (PWASYNC_SOURCE=planner): plan ids, or ids of the groups whose "
                 "every plan is synced, comma-separated"
             )
-        self.require_graph()
+        # The poller signs in to Graph as the writer's app (give it that app's credential).
+        self.require_graph("to read basic Planner plans through Graph")
 
-    def require_graph(self) -> None:
-        """Raise ConfigError unless the settings needed to write Outlook events are present."""
-        purpose = "to write Outlook events"
+    def require_graph(self, purpose: str = "to write Outlook events") -> None:
+        """Raise ConfigError unless the settings of the Graph app (``purpose``) are present."""
         _require(self, purpose, "tenant_id", "graph_client_id")
         if self.graph_client_secret is None and self.graph_client_cert is None:
             raise ConfigError(

@@ -19,7 +19,7 @@ def test_plan_and_group_ids_are_comma_separated_kept_in_order_once_and_case_sens
 def test_reading_planner_needs_plans_or_groups_and_the_graph_app():
     with pytest.raises(ConfigError, match="PWASYNC_PLANNER_PLANS or PWASYNC_PLANNER_GROUPS"):
         load_settings({}).require_planner()
-    with pytest.raises(ConfigError, match="PWASYNC_TENANT_ID"):
+    with pytest.raises(ConfigError, match="PWASYNC_TENANT_ID.* to read basic Planner plans"):
         load_settings({"PWASYNC_PLANNER_GROUPS": "g1"}).require_planner()
 
 
