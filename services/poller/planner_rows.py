@@ -47,7 +47,7 @@ def label_keys(details: dict[str, Any], label: str) -> frozenset[str]:
     """The plan's category keys (``category1``…) whose description is the label's name."""
     wanted = label.strip().casefold()
     descriptions = details.get("categoryDescriptions") or {}
-    if not isinstance(descriptions, dict):
+    if not wanted or not isinstance(descriptions, dict):  # unnamed labels are never it
         return frozenset()
     return frozenset(
         key

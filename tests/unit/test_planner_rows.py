@@ -118,6 +118,7 @@ def test_label_names_match_without_regard_to_case_or_spaces():
     }
     assert label_keys(details, "Create event") == {"category4", "category9"}
     assert label_keys({"categoryDescriptions": None}, "Create event") == frozenset()
+    assert label_keys({"categoryDescriptions": {"category2": ""}}, " ") == frozenset()
 
 
 def test_a_plans_version_moves_with_any_tasks_etag_its_title_or_its_label():
