@@ -63,6 +63,7 @@ class PlannerReader:
         self._read: dict[str, list[PlannerTask]] = {}  # plan id -> tasks, as last listed
         self._unlabelled_seen: set[str] = set()
         self._last_listed = datetime.min  # wall clock of the last listing, kept increasing
+        self._date_form_seen = False  # the first raw dates are logged, to settle their form
 
     @property
     def requests_made(self) -> int:
@@ -141,6 +142,7 @@ class PlannerReader:
                 label=self._label,
             )
         raw = self.graph.tasks(ref.plan_id)
+        self._log_date_form(raw)
         self._read[ref.plan_id] = [task_row(ref.plan_id, t, labels, self._zone) for t in raw]
         return ProjectRow(
             project_id=ref.plan_id,
@@ -149,6 +151,22 @@ class PlannerReader:
             modified=self._listed_at(),
             version=plan_version(ref.title, labels, self._zone, raw),
         )
+
+    def _log_date_form(self, raw: list[dict]) -> None:
+        """The first dated task's raw dates, once a process (which instant Planner stores for
+        a day picked in its UI is unconfirmed; README "Basic Planner plans")."""
+        if self._date_form_seen:
+            return
+        dated = next((t for t in raw if t.get("dueDateTime") or t.get("startDateTime")), None)
+        if dated is not None:
+            self._date_form_seen = True
+            log.debug(
+                "Planner dates as Graph writes them",
+                task_id=str(dated.get("id")),
+                start=dated.get("startDateTime"),
+                due=dated.get("dueDateTime"),
+                zone=self._zone.key,
+            )
 
     def _listed_at(self) -> datetime:
         """When a plan was listed, as the zone's wall clock (the revision of what was read).

@@ -132,6 +132,12 @@ def test_labelled_tasks_become_all_day_events_over_their_days(planner):
         if line["event"] == "task skipped" and line.get("reason") == "no_due_date"
     ]
     assert [line["task"] for line in skipped] == ["Venue booking"]
+    [dates] = [
+        line
+        for line in planner.pipe.log_lines("poller")
+        if line["event"] == "Planner dates as Graph writes them"
+    ]
+    assert dates["due"].endswith("Z") and dates["zone"] == "Europe/Berlin"
     assert wait_for(lambda: planner.pipe.usage()["endpoints_in_use"] == 5, timeout=30)
     task_ids = {t["task_id"] for t in planner.pipe.usage()["tasks"]}
     assert planner.launch["tasks"]["Press kit"] in task_ids  # Planner's own ids, not GUIDs
