@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     dataverse_client_cert: Path | None = None
     dataverse_client_cert_thumbprint: str | None = None
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000)
-    dataverse_reconcile_minutes: int = Field(default=60, ge=1, le=10_080)
+    dataverse_reconcile_minutes: int = Field(default=15, ge=1, le=10_080)
     dataverse_column_prefix: str = Field(default="new", pattern=r"^[a-z][a-z0-9]{1,7}$")
 
     @classmethod

@@ -124,7 +124,9 @@ class DataverseStore:
         data.update({"statecode": 0, "createdon": now})
         data.update({k: _value(v) for k, v in values.items()})
         data.update({spec.key: row_id, "modifiedon": now})
-        self.rows[entity_set][row_id] = Row(data, self._next_version())
+        row = Row(data, self._next_version())
+        data["versionnumber"] = row.version
+        self.rows[entity_set][row_id] = row
         return data
 
     def update(self, entity_set: str, row_id: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +140,7 @@ class DataverseStore:
         row.data.update({k: _value(v) for k, v in values.items()})
         row.data["modifiedon"] = self.now()
         row.version = self._next_version()
+        row.data["versionnumber"] = row.version
         return row.data
 
     def delete(self, entity_set: str, row_id: str) -> None:

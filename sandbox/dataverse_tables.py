@@ -16,7 +16,7 @@ GUID, TEXT, WHEN, FLAG, NUMBER = (
     "Edm.Boolean",
     "Edm.Int32",
 )
-_COMMON = {"modifiedon": WHEN, "createdon": WHEN, "statecode": NUMBER}
+_COMMON = {"modifiedon": WHEN, "createdon": WHEN, "statecode": NUMBER, "versionnumber": "Edm.Int64"}
 
 
 @dataclass

@@ -1,0 +1,240 @@
+"""The Planner premium reader against the sandbox's environment, through the real sync runner
+and Redis state (the publisher is a list): what is selected and how, what a poll costs, and
+how each change is noticed, with change tracking on and off."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from common.http import new_http_client
+from common.messages import SyncRequested
+from common.redis_store import Keys
+from sandbox.dataverse_client import DataverseControl
+from services.poller.dataverse_source import open_dataverse_reader
+from services.poller.state import PollerState
+from services.poller.sync import SyncRunner
+from tests.sandbox.conftest import settings_for
+
+pytestmark = pytest.mark.integration
+
+ADELE = "adele.vance@contoso.onmicrosoft.com"
+NESTOR_OBJECT_ID = "1e358f7e-faa0-5a8b-ba18-903a5f3cd24c"
+
+
+@pytest.fixture
+def dv(control):
+    return DataverseControl(control)
+
+
+@pytest.fixture
+def poll(sandbox, dv, redis_client, redis_url, scenario):
+    clients = []
+
+    def make(select_by="label", **overrides):
+        settings = settings_for(sandbox, scenario, **overrides)
+        state = PollerState(redis_client, Keys(scenario), redis_url)
+        state.initialize_start(datetime(2000, 1, 1))
+        http = new_http_client(ca_bundle=settings.ca_bundle)
+        clients.append(http)
+        reader, edge = open_dataverse_reader(
+            settings, http, redis_client, select_by=select_by, label="Create event"
+        )
+        published = []
+        runner = SyncRunner(
+            scenario=scenario,
+            feed=reader,
+            publish=published.append,
+            state=state,
+            pwa_zone=settings.pwa_zone,
+            site_url=settings.dataverse_url,
+            request_counter=lambda: edge.requests_made,
+        )
+
+        def run(**request):
+            published.clear()
+            dv.reset_stats()
+            summary = runner.run(SyncRequested(scenario=scenario, **request))
+            return summary, list(published), dv.stats()["by_path"]
+
+        run.reader = reader
+        return run
+
+    yield make
+    for http in clients:
+        http.close()
+
+
+def _by_name(messages):
+    return {m.task_name: m for m in messages}
+
+
+def test_labelled_tasks_become_events_with_their_assignees_mailboxes(poll, dv):
+    run = poll()
+    summary, published, _ = run()
+    assert published == []  # nothing labelled yet
+    dv.label(dv.demo_label_task_ids())
+    summary, published, paths = run()
+    by_name = _by_name(published)
+    assert set(by_name) == {
+        "Kick-off meeting",
+        "Plan the move",
+        "Move day",
+        "Book the room",
+        "Order furniture",
+        "Design review",
+        "Launch",
+    }
+    kickoff = by_name["Kick-off meeting"]
+    # UTC instants, in the wall clock of PWASYNC_PWA_TIMEZONE (the sandbox's: Berlin).
+    assert kickoff.timezone == "Europe/Berlin"
+    assert kickoff.start_utc.isoformat() == "2026-12-14T09:00:00+00:00"
+    assert kickoff.start.isoformat() == "2026-12-14T10:00:00"
+    assert kickoff.finish.isoformat() == "2026-12-14T12:00:00"
+    assert [a.email for a in kickoff.assignees] == [ADELE]
+    assert by_name["Move day"].start == by_name["Move day"].finish
+    assert [a.email for a in by_name["Order furniture"].assignees] == [NESTOR_OBJECT_ID]
+    assert [a.email for a in by_name["Book the room"].assignees] == [None]
+    assert summary.tasks_skipped["summary_task"] == 1 and summary.tasks_skipped["no_start"] == 1
+    assert "Pack boxes" not in by_name  # labelled "Risk" only
+
+    # Idle: the project list and one delta per watched table.
+    summary, published, paths = run()
+    assert published == [] and summary.pwa_requests == 5, paths
+    assert paths == {
+        "msdyn_projects": 1,
+        "msdyn_projecttasks": 1,
+        "msdyn_resourceassignments": 1,
+        "msdyn_projectlabels": 1,
+        "msdyn_projecttasktolabels": 1,
+    }
+
+
+def _labelled(poll, dv, **options):
+    run = poll(**options)
+    run()
+    dv.label(dv.demo_label_task_ids())
+    run()
+    return run
+
+
+#: What one changed project costs, selecting by label (the list, the deltas, its reads).
+CHANGED_PROJECT = {
+    "msdyn_projects": 1,
+    "msdyn_projecttasks": 2,
+    "msdyn_resourceassignments": 2,
+    "msdyn_projectlabels": 2,
+    "msdyn_projecttasktolabels": 2,
+    "bookableresources": 1,
+    "systemusers": 1,
+}
+
+
+def test_a_changed_task_is_read_with_its_project_alone_and_updated(poll, dv):
+    run = _labelled(poll, dv)
+    tasks = dv.task_ids_by_name()
+    dv.update("msdyn_projecttasks", tasks["Launch"], msdyn_subject="Launch (moved)")
+    summary, published, paths = run()
+    assert [m.task_name for m in published] == ["Launch (moved)"]
+    assert summary.projects_read == 1 and paths == CHANGED_PROJECT, paths
+    assert published[0].change == "upsert"
+
+
+@pytest.mark.parametrize("tracking", [True, False], ids=["tracked", "watermark"])
+def test_every_way_out_of_the_selection_is_a_removal(poll, dv, tracking):
+    if not tracking:
+        for table in ("msdyn_projecttask", "msdyn_projecttasktolabel", "msdyn_resourceassignment"):
+            dv.change_tracking(table, False)
+    run = _labelled(poll, dv)
+    if not tracking:  # deleted rows are found by sweeps: here every poll is one
+        run.reader._changes._reconcile_every = timedelta(0)
+    tasks, projects = dv.task_ids_by_name(), dv.project_ids_by_name()
+
+    dv.label([tasks["Kick-off meeting"]], on=False)
+    no_dates = dict.fromkeys(
+        ("msdyn_scheduledstart", "msdyn_scheduledend", "msdyn_start", "msdyn_finish")
+    )
+    dv.update("msdyn_projecttasks", tasks["Launch"], **no_dates)
+    _, published, _ = run()
+    assert sorted((m.change, m.task_name or "") for m in published) == [
+        ("remove", ""),
+        ("remove", ""),
+    ]
+    assert {m.task_id for m in published} == {_id(tasks["Kick-off meeting"]), _id(tasks["Launch"])}
+
+    # An assignee taken off changes the task's assignees; the task row does not move.
+    [assignment] = [
+        a
+        for a in dv.rows("msdyn_resourceassignments")
+        if a["_msdyn_taskid_value"] == tasks["Plan the move"] and a["msdyn_name"] == "Megan Bowen"
+    ]
+    dv.delete("msdyn_resourceassignments", assignment["msdyn_resourceassignmentid"])
+    dv.delete("msdyn_projecttasks", tasks["Move day"])
+    summary, published, _ = run()
+    changes = {(m.change, m.task_id): m for m in published}
+    assert ("remove", _id(tasks["Move day"])) in changes
+    plan = changes[("upsert", _id(tasks["Plan the move"]))]
+    assert [a.name for a in plan.assignees] == ["Alex Wilber"]
+
+    dv.delete("msdyn_projects", projects["Website relaunch"])
+    summary, published, _ = run()
+    assert summary.projects_deleted == 1
+    assert {m.task_id for m in published} == {_id(tasks["Design review"])}  # Launch went before
+
+
+def test_without_change_tracking_a_sweep_finds_deletions_and_idle_costs_the_same(poll, dv):
+    for table in ("msdyn_projecttask", "msdyn_projecttasktolabel"):
+        dv.change_tracking(table, False)
+    run = _labelled(poll, dv, dataverse_reconcile_minutes="1")
+    summary, published, paths = run()
+    assert published == [] and summary.pwa_requests == 5, paths
+    tasks = dv.task_ids_by_name()
+    dv.label([tasks["Launch"]], on=False)  # deletes a link row: no modifiedon moves
+    _, published, _ = run()
+    assert published == []  # not seen before the sweep
+    run.reader._changes._reconcile_every = timedelta(0)  # the sweep is due
+    _, published, _ = run()
+    assert [(m.change, m.task_id) for m in published] == [("remove", _id(tasks["Launch"]))]
+
+
+def test_an_expired_delta_token_is_read_again_in_full_without_duplicates(poll, dv):
+    run = _labelled(poll, dv)
+    dv.expire_delta_tokens()
+    tasks = dv.task_ids_by_name()
+    dv.update("msdyn_projecttasks", tasks["Launch"], msdyn_subject="Launch!")
+    _, published, _ = run()
+    assert [m.task_name for m in published] == ["Launch!"]
+    _, published, _ = run()
+    assert published == []
+
+
+def test_throttling_is_waited_out(poll, dv):
+    run = _labelled(poll, dv)
+    dv.faults("msdyn_projects", [429])
+    summary, published, paths = run()
+    assert summary.status == "succeeded" and paths["msdyn_projects"] == 2
+
+
+def test_selection_by_column_reads_the_yes_no_column(poll, dv, sandbox):
+    from common.http import new_http_client as client
+    from services.poller.dataverse_auth import open_dataverse
+    from services.poller.dataverse_fields import ColumnFields
+
+    settings = settings_for(sandbox)
+    with client(ca_bundle=settings.ca_bundle) as http:
+        column = ColumnFields(open_dataverse(settings, http)).create("Create event", "new")
+    assert column.logical_name == "new_createevent"
+    run = poll(select_by="field")
+    run()
+    tasks = dv.task_ids_by_name()
+    dv.update("msdyn_projecttasks", tasks["Launch"], new_createevent=True)
+    _, published, paths = run()
+    assert [m.task_name for m in published] == ["Launch"]
+    assert "msdyn_projectlabels" not in paths and "msdyn_projecttasktolabels" not in paths
+
+
+def _id(value):
+    from uuid import UUID
+
+    return UUID(value)
