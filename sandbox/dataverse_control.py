@@ -113,6 +113,21 @@ async def protection(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     return body
 
 
+async def rights(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    """``{"client_id": …, "read": {"msdyn_projecttask": "user"}}`` changes the role's read
+    depths; ``{"client_id": …, "remove": true}`` removes the application user."""
+    body = await _body(request)
+    users = sandbox.dataverse.application_users
+    client_id = str(body["client_id"]).lower()
+    if client_id not in users:
+        raise StateError("no such application user", 404)
+    if body.get("remove"):
+        del users[client_id]
+        return {"removed": client_id}
+    users[client_id].read.update(body.get("read", {}))
+    return {"read": users[client_id].read}
+
+
 async def faults(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     """``{"entity_set": "msdyn_projecttasks", "statuses": [503]}``: the next requests fail."""
     body = await _body(request)
@@ -167,6 +182,7 @@ routes = [
     _route("/dataverse/delta-tokens/expire", expire_delta_tokens, "POST"),
     _route("/dataverse/protection", protection, "POST"),
     _route("/dataverse/faults", faults, "POST"),
+    _route("/dataverse/rights", rights, "POST"),
     _route("/dataverse/stats", stats, "GET"),
     _route("/dataverse/stats/reset", reset_stats, "POST"),
 ]

@@ -238,3 +238,45 @@ def _id(value):
     from uuid import UUID
 
     return UUID(value)
+
+
+def _check(sandbox, select_by="label", **overrides):
+    from services.poller.dataverse_check import dataverse_lines
+
+    settings = settings_for(sandbox, **overrides)
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        return {
+            line.name: line
+            for line in dataverse_lines(settings, http, select_by=select_by, label="Create event")
+        }
+
+
+def test_check_reports_each_prerequisite(sandbox, dv):
+    lines = _check(sandbox)
+    assert all(line.ok for line in lines.values()), [line.render() for line in lines.values()]
+    assert lines["read Project Task (msdyn_projecttask)"].detail == "organization-level Read"
+    assert lines["label 'Create event'"].detail == "named in 2 plan(s)"
+    dv.change_tracking("msdyn_projecttask", False)
+    line = _check(sandbox)["change tracking of msdyn_projecttask"]
+    assert line.ok and line.warn and "sweep every 15 minutes" in line.detail
+    column = _check(sandbox, select_by="field")[
+        "column 'Create event' (Yes/No on msdyn_projecttask)"
+    ]
+    assert not column.ok and "pwasync fields create" in column.detail
+
+
+def test_check_says_what_to_grant(sandbox, dv, control):
+    env = dv.environment()
+    user = env["application_users"][0]
+    control._call(
+        "POST",
+        "/dataverse/rights",
+        {"client_id": user["client_id"], "read": {"msdyn_projecttask": "user"}},
+    )
+    line = _check(sandbox)["read Project Task (msdyn_projecttask)"]
+    assert not line.ok and "only user-level Read" in line.detail
+    control._call("POST", "/dataverse/rights", {"client_id": user["client_id"], "remove": True})
+    [environment] = [
+        line for name, line in _check(sandbox).items() if name == "Dataverse environment"
+    ]
+    assert not environment.ok and "application user" in environment.detail
