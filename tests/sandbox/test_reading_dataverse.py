@@ -280,3 +280,37 @@ def test_check_says_what_to_grant(sandbox, dv, control):
         line for name, line in _check(sandbox).items() if name == "Dataverse environment"
     ]
     assert not environment.ok and "application user" in environment.detail
+
+
+def test_a_plan_of_700_tasks_is_read_over_pages_at_a_constant_cost_per_page(poll, dv):
+    run = poll(dataverse_page_size="250")
+    run()
+    dv.generate("Big plan", 700)
+    summary, published, paths = run()
+    assert len(published) == 700 and len({m.task_id for m in published}) == 700
+    # Deltas: 700 new tasks, assignments and links (3 pages each) and 25 labels (1); the
+    # project's reads: tasks, assignments and links 3 pages each, labels 1; one resource.
+    assert paths == {
+        "msdyn_projects": 1,
+        "msdyn_projecttasks": 6,
+        "msdyn_resourceassignments": 6,
+        "msdyn_projectlabels": 2,
+        "msdyn_projecttasktolabels": 6,
+        "bookableresources": 1,
+        "systemusers": 1,
+    }, paths
+    summary, published, paths = run()
+    assert published == [] and sum(paths.values()) == 5
+
+
+def test_a_run_that_fails_after_the_deltas_were_read_loses_nothing(poll, dv):
+    from common.errors import PermanentApiError
+
+    run = poll()
+    run()
+    dv.label(dv.demo_label_task_ids())
+    dv.faults("bookableresources", [400])
+    with pytest.raises(PermanentApiError):
+        run()
+    summary, published, _ = run()
+    assert summary.tasks_published == 7 and len(published) == 7
