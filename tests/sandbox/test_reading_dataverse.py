@@ -314,3 +314,10 @@ def test_a_run_that_fails_after_the_deltas_were_read_loses_nothing(poll, dv):
         run()
     summary, published, _ = run()
     assert summary.tasks_published == 7 and len(published) == 7
+
+
+def test_check_names_a_wrong_secret_in_one_line(sandbox):
+    lines = _check(sandbox, dataverse_client_secret="wrong")
+    [token] = lines.values()
+    assert token.name == "Dataverse token (app-only)" and not token.ok
+    assert "client secret is wrong" in token.detail and "wrong" not in token.detail.split(":")[0]
