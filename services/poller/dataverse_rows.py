@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from common.ids import guid
 from common.messages import within_project_dates
 from services.poller.projectserver_reader import parse_flag
 from services.poller.source import (
@@ -66,14 +66,14 @@ BOOKABLE_COLUMNS = ("bookableresourceid", "name", "_userid_value")
 USER_COLUMNS = ("systemuserid", "fullname", "internalemailaddress", "azureactivedirectoryobjectid")
 
 
-def source_id(value: Any) -> UUID:
-    """A Dataverse key (a GUID) as the sync's rows carry ids."""
-    return UUID(str(value))
+def source_id(value: Any) -> str:
+    """A Dataverse key: a GUID by the Web API's contract, so anything else is a malformed row."""
+    return guid(value)
 
 
 def guid_text(value: Any) -> str:
     """A GUID as an OData V4 literal (bare); parsed first, so nothing else can be injected."""
-    return str(UUID(str(value)))
+    return guid(value)
 
 
 def is_active(row: dict[str, Any]) -> bool:
@@ -102,7 +102,7 @@ def project_listing(row: dict[str, Any], stamp: datetime | None) -> ProjectListi
             modified=stamp,
         )
     except ValueError as exc:
-        return unreadable(row, "msdyn_projectid", "msdyn_subject", exc)
+        return unreadable(row, "msdyn_projectid", "msdyn_subject", exc, id_form=guid)
 
 
 def task_row(
@@ -127,7 +127,7 @@ def task_row(
             flagged=flagged,
         )
     except ValueError as exc:
-        return unreadable(row, "msdyn_projecttaskid", "msdyn_subject", exc)
+        return unreadable(row, "msdyn_projecttaskid", "msdyn_subject", exc, id_form=guid)
 
 
 def _date(value: Any, zone: ZoneInfo) -> datetime | None:

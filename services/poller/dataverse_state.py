@@ -35,8 +35,13 @@ class TableState:
 
 
 class DataverseState:
-    def __init__(self, client: redis.Redis, keys: Keys, redis_url: str) -> None:
+    """``read_only`` (a dry run): what a poll learns is used, and not kept."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, redis_url: str, *, read_only: bool = False
+    ) -> None:
         self._redis = client
+        self._read_only = read_only
         self._prefix = f"{keys.prefix}:dataverse"
         self._url = redis_url
 
@@ -77,6 +82,8 @@ class DataverseState:
     def commit(
         self, fold: Fold, stamps: dict[str, datetime], tables: dict[str, TableState]
     ) -> None:
+        if self._read_only:
+            return
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=True)
             for entity_set, entries in fold.keep.items():
@@ -95,6 +102,6 @@ class DataverseState:
             pipe.execute()
 
     def forget_stamps(self, project_ids: set[str]) -> None:
-        if project_ids:
+        if project_ids and not self._read_only:
             with redis_errors(self._url):
                 self._redis.hdel(self._stamps_key, *sorted(project_ids))

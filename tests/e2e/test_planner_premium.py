@@ -117,11 +117,16 @@ def test_labelled_tasks_become_exactly_their_events(premium):
         PATTI: ["Design review"],
     }
     [kickoff] = [e for e in premium.client.events(ADELE) if e["subject"] == "Kick-off meeting"]
-    assert (kickoff["start"]["dateTime"][:16], kickoff["end"]["dateTime"][:16]) == (
-        "2026-12-14T10:00",
-        "2026-12-14T12:00",
+    # The scheduled start and end, UTC in Dataverse, written in the plans' zone.
+    assert (kickoff["start"], kickoff["end"]) == (
+        "2026-12-14T09:00:00+00:00",
+        "2026-12-14T11:00:00+00:00",
     )
-    assert kickoff["start"]["timeZone"] == "Europe/Berlin"
+    assert (
+        kickoff["start_time_zone"] == "W. Europe Standard Time"
+    )  # Europe/Berlin, as Windows names it
+    [move_day] = premium.client.events(LEE)
+    assert move_day["start"] == move_day["end"] == "2026-12-18T16:00:00+00:00"
     assert set(premium.event_keys().values()) == {1}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -39,7 +38,7 @@ def row(**values):
 
 
 def test_dates_are_utc_instants_read_as_the_zone_s_wall_clock():
-    parsed = task_row(UUID(P), row(), True, BERLIN)
+    parsed = task_row(P, row(), True, BERLIN)
     assert isinstance(parsed, TaskRow)
     assert parsed.start.isoformat() == "2026-12-14T10:00:00"
     assert parsed.finish.isoformat() == "2026-12-14T12:00:00"
@@ -49,7 +48,7 @@ def test_dates_are_utc_instants_read_as_the_zone_s_wall_clock():
 
 def test_the_other_date_pair_serves_when_the_scheduled_one_is_empty():
     parsed = task_row(
-        UUID(P),
+        P,
         row(
             msdyn_scheduledstart=None,
             msdyn_scheduledend=None,
@@ -63,7 +62,7 @@ def test_the_other_date_pair_serves_when_the_scheduled_one_is_empty():
 
 
 def test_a_milestone_is_at_its_start():
-    parsed = task_row(UUID(P), row(msdyn_ismilestone=True), True, ZoneInfo("UTC"))
+    parsed = task_row(P, row(msdyn_ismilestone=True), True, ZoneInfo("UTC"))
     assert parsed.start == parsed.finish
 
 
@@ -76,7 +75,7 @@ def test_a_milestone_is_at_its_start():
     ],
 )
 def test_a_malformed_row_is_unreadable_not_unflagged(bad):
-    assert isinstance(task_row(UUID(P), row(**bad), True, BERLIN), UnreadableRow)
+    assert isinstance(task_row(P, row(**bad), True, BERLIN), UnreadableRow)
 
 
 def test_projects_and_assignments():
@@ -86,7 +85,7 @@ def test_projects_and_assignments():
     assert isinstance(listed, ProjectRow) and listed.project_type == 0
     assert isinstance(project_listing({"msdyn_projectid": P}, None), UnreadableRow)
     assignment = {"_msdyn_taskid_value": T, "_msdyn_bookableresourceid_value": P, "statecode": 0}
-    assert assignment_row(assignment).resource_id == UUID(P)
+    assert assignment_row(assignment).resource_id == P
     assert assignment_row({**assignment, "statecode": 1}) is None
     assert assignment_row({**assignment, "_msdyn_bookableresourceid_value": None}) is None
 
