@@ -144,6 +144,9 @@ def test_a_renamed_task_is_updated_in_place(premium):
     tasks = premium.dataverse.task_ids_by_name()
     [before] = [e for e in premium.client.events(ALEX) if e["subject"] == "Launch"]
     premium.dataverse.update("msdyn_projecttasks", tasks["Launch"], msdyn_subject="Launch (v2)")
+    # A dry run sees the change and keeps nothing of it: the sync after it still has it.
+    dry = premium.cli("sync-now", "--dry-run").stdout
+    assert "update" in dry and "Launch (v2)" in dry and "1 to update" in dry, dry
     run = sync_and_wait(premium)
     assert run["projects"]["read"] == 1 and run["tasks"]["published"] == 1
     assert wait_for(
