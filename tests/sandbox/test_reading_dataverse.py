@@ -319,3 +319,25 @@ def test_check_names_a_wrong_secret_in_one_line(sandbox):
     [token] = lines.values()
     assert token.name == "Dataverse token (app-only)" and not token.ok
     assert "client secret is wrong" in token.detail and "wrong" not in token.detail.split(":")[0]
+
+
+def test_renaming_the_label_changes_the_selection_of_its_plan(poll, dv):
+    run = _labelled(poll, dv)
+    projects = dv.project_ids_by_name()
+    [label] = [
+        row
+        for row in dv.rows("msdyn_projectlabels")
+        if row["_msdyn_projectid_value"] == projects["Website relaunch"]
+        and row["msdyn_projectlabeltext"] == "Create event"
+    ]
+    dv.update("msdyn_projectlabels", label["msdyn_projectlabelid"], msdyn_projectlabeltext="Later")
+    _, published, _ = run()
+    assert sorted(m.change for m in published) == ["remove", "remove"]
+    # Named again, in another letter case and with spaces: the same label to pwasync.
+    dv.update(
+        "msdyn_projectlabels",
+        label["msdyn_projectlabelid"],
+        msdyn_projectlabeltext=" create EVENT ",
+    )
+    _, published, _ = run()
+    assert sorted(m.task_name for m in published) == ["Design review", "Launch"]
