@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.errors import PermanentApiError
 from common.logging import get_logger
 from services.poller.dataverse_auth import DataverseHttp, read_collection
 from services.poller.dataverse_changes import parse_instant
@@ -107,9 +108,15 @@ class DataverseReader:
     def tasks(self, project_id: Any) -> Iterator[TaskRow | UnreadableRow]:
         flagged, column = self._selector(project_id)
         columns = (*TASK_COLUMNS, column) if column else TASK_COLUMNS
-        for row in self._rows(
-            "msdyn_projecttasks", columns, f"_msdyn_project_value eq {guid_text(project_id)}"
-        ):
+        try:
+            rows = self._rows(
+                "msdyn_projecttasks", columns, f"_msdyn_project_value eq {guid_text(project_id)}"
+            )
+        except PermanentApiError as exc:
+            if exc.status == 400 and column:  # the column may have been deleted and made anew
+                self._column = None
+            raise
+        for row in rows:
             if not is_active(row):
                 continue  # an inactive task is treated as gone
             if column:
