@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import msal
@@ -148,6 +149,12 @@ def read_collection(http: DataverseHttp, url: str, *, track: bool = False) -> Co
         if not isinstance(page.get("value"), list):
             raise PermanentApiError(f"{SERVICE} answered a collection query without 'value'")
         rows.extend(page["value"])
-        next_url = page.get("@odata.nextLink")
-        delta_link = page.get("@odata.deltaLink") or delta_link
+        # Absolute as Dataverse writes them; a relative one is taken against the page.
+        page_url = next_url
+        next_url = _link(page_url, page.get("@odata.nextLink"))
+        delta_link = _link(page_url, page.get("@odata.deltaLink")) or delta_link
     return Collection(rows, delta_link)
+
+
+def _link(page_url: str, link: object) -> str | None:
+    return urljoin(page_url, str(link)) if link else None

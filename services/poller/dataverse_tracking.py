@@ -145,11 +145,20 @@ class ChangeDetector:
         read = read_collection(
             self._http, self._url(table, {"$select": ",".join(table.columns)}), track=True
         )
-        if not read.delta_link:
-            raise PermanentApiError(
-                f"Dataverse gave no delta link for {table.entity_set} with change tracking on"
-            )
         rows = [r for r in read.rows if not _is_deleted(r)]
+        if not read.delta_link:
+            # The table's metadata said on, the query ignored the preference: a full listing
+            # is what came, and the table is read by watermark for the rest of the process.
+            log.warning(
+                "Dataverse answered a change-tracking query without a delta link; using "
+                "modifiedon for this table",
+                table=table.logical_name,
+            )
+            self._tracking[table.logical_name] = False
+            mark = watermark_after(None, rows) or now
+            return Observed(rows, complete=True), TableState(
+                watermark=mark.isoformat(), reconciled_at=now.isoformat()
+            )
         return Observed(rows, complete=True), TableState(
             delta=read.delta_link, reconciled_at=now.isoformat()
         )

@@ -341,3 +341,12 @@ def test_renaming_the_label_changes_the_selection_of_its_plan(poll, dv):
     )
     _, published, _ = run()
     assert sorted(m.task_name for m in published) == ["Design review", "Launch"]
+
+
+def test_service_protection_under_load_is_waited_out(poll, dv):
+    run = poll()
+    dv.label(dv.demo_label_task_ids())
+    dv.protection(limit=8, window_s=1.0)  # a first run needs some twenty requests
+    summary, published, paths = run()
+    assert summary.status == "succeeded" and len(published) == 7
+    assert dv.stats()["by_status"]["429"] >= 1  # throttled, waited out, and nothing lost

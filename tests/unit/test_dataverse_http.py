@@ -40,3 +40,17 @@ def test_a_next_link_seen_twice_or_a_page_without_value_is_an_error():
         read_collection(FakeHttp({"u": {"value": [], "@odata.nextLink": "u"}}), "u")
     with pytest.raises(PermanentApiError, match="without 'value'"):
         read_collection(FakeHttp({"u": {"error": {}}}), "u")
+
+
+def test_a_relative_link_is_taken_against_the_page():
+    http = FakeHttp(
+        {
+            "https://env/api/data/v9.2/t?$select=a": {"value": [], "@odata.nextLink": "t?page=2"},
+            "https://env/api/data/v9.2/t?page=2": {
+                "value": [{"a": 1}],
+                "@odata.deltaLink": "t?d=1",
+            },
+        }
+    )
+    read = read_collection(http, "https://env/api/data/v9.2/t?$select=a", track=True)
+    assert read.rows == [{"a": 1}] and read.delta_link == "https://env/api/data/v9.2/t?d=1"
