@@ -350,3 +350,14 @@ def test_service_protection_under_load_is_waited_out(poll, dv):
     summary, published, paths = run()
     assert summary.status == "succeeded" and len(published) == 7
     assert dv.stats()["by_status"]["429"] >= 1  # throttled, waited out, and nothing lost
+
+
+def test_a_run_scoped_to_a_task_or_project_reads_only_that_project(poll, dv):
+    run = _labelled(poll, dv)
+    tasks, projects = dv.task_ids_by_name(), dv.project_ids_by_name()
+    dv.update("msdyn_projecttasks", tasks["Launch"], msdyn_subject="Launch (scoped)")
+    dv.update("msdyn_projecttasks", tasks["Kick-off meeting"], msdyn_subject="Kick-off (later)")
+    summary, published, _ = run(task_ids=[tasks["Launch"]])
+    assert summary.projects_read == 1 and [m.task_name for m in published] == ["Launch (scoped)"]
+    summary, published, _ = run(project_ids=[projects["Office move"]])
+    assert [m.task_name for m in published] == ["Kick-off (later)"]
