@@ -454,7 +454,11 @@ class Settings(BaseSettings):
         purpose = "to read Planner premium plans (PWASYNC_SOURCE=dataverse)"
         _require(self, purpose, "dataverse_url", "tenant_id")
         if self.dataverse_client_id is None:
-            _require(self, purpose + " without PWASYNC_DATAVERSE_CLIENT_ID", "graph_client_id")
+            purpose += " without PWASYNC_DATAVERSE_CLIENT_ID (the Graph app signs in)"
+            _require(self, purpose, "graph_client_id")
+            if self.graph_client_secret is None and self.graph_client_cert is None:
+                credential = "PWASYNC_GRAPH_CLIENT_SECRET or PWASYNC_GRAPH_CLIENT_CERT"
+                raise ConfigError(f"{credential} is required {purpose}")
             return
         if self.dataverse_client_secret is None and self.dataverse_client_cert is None:
             raise ConfigError(
