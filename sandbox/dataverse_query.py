@@ -73,6 +73,13 @@ def query(
                 400,
                 "0x80044353",
             )
+    unemulated = [o for o in ("$orderby", "$expand", "$count", "$apply", "$skip") if o in params]
+    if unemulated:  # said, not silently ignored (the real service has all but $skip)
+        raise QueryError(
+            f"the sandbox does not emulate {', '.join(unemulated)} on Dataverse collections",
+            400,
+            "0x80060888",
+        )
     cookie = _cookie(params.get("$skiptoken"))
     since = _delta_version(store, params.get("$deltatoken"))
     as_of = cookie[2] if cookie else store.version
