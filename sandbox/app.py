@@ -20,6 +20,8 @@ from sandbox import (
 )
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
+from sandbox.dataverse import routes as dataverse_routes
+from sandbox.dataverse_control import routes as dataverse_control_routes
 from sandbox.editions import Edition
 
 
@@ -60,6 +62,8 @@ def create_app(
             *server_events.routes(site),
             *regional.routes(site),
             *entra.routes,
+            *dataverse_routes,
+            *dataverse_control_routes,
         ],
         exception_handlers={404: _not_found},
     )

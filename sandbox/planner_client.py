@@ -25,6 +25,14 @@ class PlannerControl:
         """A plan's summary (id, group, labels, task ids by title), by its title."""
         return next(p for p in self.overview()["plans"] if p["title"] == title)
 
+    def labelled_task_ids(self, label: str) -> list[str]:
+        """Every task (of every plan) that carries the label of this name."""
+        return [
+            task_id
+            for plan in self.overview()["plans"]
+            for task_id in plan["labelled"].get(label, [])
+        ]
+
     def group_ids(self) -> list[str]:
         return [group["id"] for group in self.overview()["groups"]]
 

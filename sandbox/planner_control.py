@@ -53,6 +53,11 @@ def plan_summary(plan: PlannerPlan) -> dict[str, Any]:
         "group_id": plan.group_id,
         "categories": dict(plan.category_names),
         "tasks": {task.title: task.id for task in plan.tasks.values()},
+        "labelled": {
+            name: [t.id for t in plan.tasks.values() if t.categories.get(key)]
+            for key, name in plan.category_names.items()
+            if name
+        },
         "task_count": len(plan.tasks),
     }
 

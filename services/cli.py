@@ -359,9 +359,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--source",
-        choices=("project", "planner"),
+        choices=("project", "dataverse", "planner"),
         default="project",
-        help="where the plans are read (PWASYNC_SOURCE): Project (--edition) or basic Planner",
+        help="where the plans are read (PWASYNC_SOURCE): Project (--edition), Planner premium "
+        "(dataverse) or basic Planner (planner)",
     )
     demo.set_defaults(run=_demo)
     return parser

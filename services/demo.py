@@ -56,12 +56,8 @@ def run_demo(
     print("pwasync demo")
     sandbox = start_sandbox(workdir, edition=edition)
     print(f"  sandbox    {sandbox.url}  (emulated Microsoft 365 tenant; log in {workdir})")
-    if source == "planner":
-        from services.demo_planner import DESCRIPTION
-
-        print(f"  plans      {DESCRIPTION} (--source planner)")
-    else:
-        print(f"  plans      {EDITIONS[edition]} (--edition se|online)")
+    plans = EDITIONS[edition] if source == "project" else SOURCES[source]
+    print(f"  plans      {plans} (--source, --edition se|online)")
     env = clean_environment(
         {
             **sandbox.settings,
@@ -69,6 +65,7 @@ def run_demo(
             "PWASYNC_REDIS_URL": REDIS_URL,
             "PWASYNC_SCENARIO": SCENARIO,
             "PWASYNC_LOG_FORMAT": "json",
+            "PWASYNC_SOURCE": source,
             **_source_settings(source, sandbox),
         }
     )
@@ -80,7 +77,11 @@ def run_demo(
         print(f"  services   {', '.join(s.name for s in services)}  (logs in {workdir / 'logs'})")
         _wait_for_consumers(writers)
 
-        _prepare_plans(source, sandbox, env, workdir)
+        for line in _cli(env, workdir, "fields", "create").splitlines():
+            print(f"  field      {line}")
+        flag, how = FLAGGING[source]
+        flagged = flag(sandbox)
+        print(f"  flagged    {len(flagged)} task(s) {how}")
         print(f"  sync       {_cli(env, workdir, 'sync-now')}")
         events = _wait_until_settled(sandbox)
 
@@ -163,21 +164,6 @@ def _source_settings(source: str, sandbox: SandboxProcess) -> dict[str, str]:
     return {}
 
 
-def _prepare_plans(
-    source: str, sandbox: SandboxProcess, env: dict[str, str], workdir: Path
-) -> None:
-    """What a plan's owner does before the sync: select the demo tasks."""
-    if source == "planner":
-        from services.demo_planner import label_demo_tasks
-
-        print(f"  labelled   {label_demo_tasks(sandbox)}")
-        return
-    for line in _cli(env, workdir, "fields", "create").splitlines():
-        print(f"  field      {line}")
-    flagged = _flag_demo_tasks(sandbox)
-    print(f"  flagged    {len(flagged)} task(s) set to 'Create event = Yes' and published")
-
-
 def _flag_demo_tasks(sandbox: SandboxProcess) -> list[str]:
     from sandbox.client import SandboxClient
 
@@ -185,6 +171,36 @@ def _flag_demo_tasks(sandbox: SandboxProcess) -> list[str]:
     task_ids = client.demo_flag_task_ids()
     client.flag_tasks(task_ids, value=True, publish=True)
     return task_ids
+
+
+def _label_dataverse_tasks(sandbox: SandboxProcess) -> list[str]:
+    from sandbox.client import SandboxClient
+    from sandbox.dataverse_client import DataverseControl
+
+    control = DataverseControl(
+        SandboxClient(sandbox.url, ca_file=sandbox.settings["PWASYNC_CA_BUNDLE"])
+    )
+    task_ids = control.demo_label_task_ids()
+    control.label(task_ids)
+    return task_ids
+
+
+def _label_planner_tasks(sandbox: SandboxProcess) -> list[str]:
+    from services.demo_planner import label_demo_tasks
+
+    return label_demo_tasks(sandbox)
+
+
+#: Per plan source: how the demo flags the seed's demo tasks, and how it says so.
+FLAGGING = {
+    "project": (_flag_demo_tasks, "set to 'Create event = Yes' and published"),
+    "dataverse": (_label_dataverse_tasks, "given the plan label 'Create event'"),
+    "planner": (_label_planner_tasks, "in basic Planner labelled 'Create event'"),
+}
+SOURCES = {
+    "dataverse": "Planner premium plans in Dataverse, Web API, app-only sign-in",
+    "planner": "basic Planner plans through Graph, app-only sign-in, all-day events",
+}
 
 
 def _wait_until_settled(sandbox: SandboxProcess) -> list[dict[str, Any]]:

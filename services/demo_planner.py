@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from services.launcher import SandboxProcess
 
-DESCRIPTION = "basic Planner plans through Graph, tasks labelled 'Create event', all-day events"
 LABEL = "Create event"
 
 
@@ -19,14 +18,12 @@ def planner_settings(sandbox: SandboxProcess) -> dict[str, str]:
     return {"PWASYNC_SOURCE": "planner", "PWASYNC_PLANNER_GROUPS": ",".join(groups)}
 
 
-def label_demo_tasks(sandbox: SandboxProcess) -> str:
-    """Label one more task as a user would; say what the plans hold."""
+def label_demo_tasks(sandbox: SandboxProcess) -> list[str]:
+    """Put the label on one more task, as a user would; the ids of every labelled task."""
     with _planner(sandbox) as planner:
         plan = planner.plan("Product launch")
         planner.update_task(plan["tasks"]["Budget review"], labels=[LABEL, "Urgent"])
-        plans = planner.overview()["plans"]
-    tasks = sum(p["task_count"] for p in plans)
-    return f"'Budget review' labelled {LABEL!r}; {len(plans)} plan(s), {tasks} task(s) in Planner"
+        return planner.labelled_task_ids(LABEL)
 
 
 class _planner:

@@ -11,12 +11,13 @@ from urllib.parse import quote
 
 import httpx
 
-from common.errors import ConfigError, PermanentApiError, PwasyncError
+from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
 from common.settings import Settings
 from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
+from services.poller.dataverse_check import dataverse_fields, dataverse_lines
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_api import PROJECTDATA, ApiRefused, PwaSource
 from services.poller.pwa_check import (
@@ -36,10 +37,19 @@ PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
     if settings.source == "planner":
-        raise ConfigError(
-            "pwasync fields: basic Planner tasks are chosen by a label, not a field: name one "
-            f"label {settings.create_event_label!r} in each plan (`pwasync check` verifies it)"
-        )
+        from services.poller.planner_check import planner_fields
+
+        with _http_client(settings) as http:
+            return planner_fields(settings, http, action)
+    if settings.source == "dataverse":
+        with _http_client(settings) as http:
+            return dataverse_fields(
+                settings,
+                http,
+                action,
+                select_by=settings.selection,
+                label=settings.create_event_label,
+            )
     settings.require_pwa()
     name = settings.create_event_field
     lines: list[str] = []
@@ -95,7 +105,11 @@ def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     lines: list[CheckLine] = []
     mailbox = mailbox or settings.check_mailbox
     with _http_client(settings) as http:
-        if settings.source == "planner":
+        if settings.source == "dataverse":
+            lines += dataverse_lines(
+                settings, http, select_by=settings.selection, label=settings.create_event_label
+            )
+        elif settings.source == "planner":
             from services.poller.planner_check import planner_lines
 
             lines += planner_lines(settings, http, mailbox)

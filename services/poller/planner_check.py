@@ -132,3 +132,26 @@ def _why(exc: Exception) -> str:
     if isinstance(exc, PermanentApiError) and exc.status in (401, 403):
         return f"access denied: {GRANT_TASKS} ({exc})"
     return str(exc)
+
+
+def planner_fields(settings: Settings, http: httpx.Client, action: str) -> tuple[list[str], bool]:
+    """``pwasync fields verify|create`` on basic Planner: what selects tasks is a label in each
+    plan, which a plan's members name in Planner; pwasync reads plans and never writes them, so
+    ``create`` verifies and says where the label is missing."""
+    reader = open_planner(settings, http)
+    lines = []
+    if action == "create":
+        lines.append(
+            "basic Planner: labels are named in Planner by a plan's members (pwasync only reads "
+            "plans); checking each plan's labels instead"
+        )
+    checked = [
+        _label_line(reader.graph, ref, settings.create_event_label) for ref in reader.plan_refs()
+    ]
+    if not checked:
+        return [
+            *lines,
+            "no plan found: check PWASYNC_PLANNER_PLANS / PWASYNC_PLANNER_GROUPS",
+        ], False
+    lines += [f"{line.name}: {line.detail}" for line in checked]
+    return lines, all(line.ok for line in checked)

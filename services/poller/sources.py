@@ -48,6 +48,9 @@ def require_source(settings: Settings) -> None:
             )
         settings.require_pwa()
         return
+    if settings.source == "dataverse":
+        settings.require_dataverse()
+        return
     if settings.source == "planner":
         if settings.selection != "label":
             raise ConfigError(
@@ -65,9 +68,16 @@ def open_plan_source(
     redis_client: redis.Redis | None,
     *,
     stop: threading.Event | None = None,
+    read_only: bool = False,
 ) -> OpenedSource:
+    """``read_only`` (dry runs): a reader that keeps state of its own (Dataverse's change
+    detection) uses what it reads without keeping it."""
     require_source(settings)
-    if settings.source == "planner":
+    if settings.source == "dataverse":
+        from services.poller.dataverse_source import open_dataverse_source
+
+        return open_dataverse_source(settings, http, redis_client, stop=stop, read_only=read_only)
+    if settings.source == "planner":  # keeps no state of its own: read_only changes nothing
         return _open_planner(settings, http, stop)
     assert settings.pwa_url is not None
     pwa = open_pwa(settings, http, redis_client, stop=stop)

@@ -6,7 +6,7 @@ import pytest
 
 from common.http import new_http_client
 from sandbox.planner_client import PlannerControl
-from services.poller.planner_check import planner_lines
+from services.poller.planner_check import planner_fields, planner_lines
 from tests.sandbox.conftest import settings_for
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
@@ -64,3 +64,16 @@ def test_missing_permissions_and_unknown_ids_say_what_to_do(sandbox, planner):
     lines = lines_for(sandbox, planner, planner_plans="NoSuchPlanxxxxxxxxxxxxxxxxxx")
     missing = lines["Planner plan NoSuchPlanxxxxxxxxxxxxxxxxxx"]
     assert not missing.ok and "PWASYNC_PLANNER_PLANS" in missing.detail
+
+
+def test_fields_on_planner_verify_the_label_in_every_plan_and_create_nothing(sandbox, planner):
+    settings = settings_for(
+        sandbox, source="planner", planner_groups=planner.plan("Product launch")["group_id"]
+    )
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        lines, ok = planner_fields(settings, http, "verify")
+        assert ok and len(lines) == 2 and all("label 'Create event' is" in line for line in lines)
+        planner.update_plan(planner.plan("Website refresh")["id"], categories={"category4": None})
+        lines, ok = planner_fields(settings, http, "create")
+    assert not ok and "pwasync only reads plans" in lines[0]
+    assert any("'Website refresh'" in line and "no label named" in line for line in lines)

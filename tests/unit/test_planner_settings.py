@@ -38,11 +38,3 @@ def test_the_planner_source_selects_by_label_only_and_needs_no_pwa():
         require_source(load_settings({**graph, "PWASYNC_SELECT_BY": "field"}))
     with pytest.raises(ConfigError, match="PWASYNC_PLANNER_PLANS or PWASYNC_PLANNER_GROUPS"):
         require_source(load_settings({**graph, "PWASYNC_PLANNER_PLANS": " , "}))
-
-
-def test_fields_commands_tell_planner_operators_to_name_a_label_instead():
-    from services.poller.commands import fields
-
-    settings = load_settings({"PWASYNC_SOURCE": "planner", "PWASYNC_PLANNER_GROUPS": "g1"})
-    with pytest.raises(ConfigError, match="name one label 'Create event' in each plan"):
-        fields(settings, "verify")
