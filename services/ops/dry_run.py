@@ -16,7 +16,7 @@ from uuid import UUID
 from common.http import new_http_client
 from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.settings import Settings
 from services.event_writer.handler import desired_events
 from services.event_writer.planner import Create, Delete, Keep, Move, Update, plan
@@ -73,7 +73,7 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
     settings.require_pwa()
     assert settings.pwa_url is not None
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     keys = Keys(settings.scenario)
     messages: list[TaskChanged] = []
     try:
