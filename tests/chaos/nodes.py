@@ -320,9 +320,12 @@ class SentinelGroup:
 
 
 class RedisClusterNodes:
-    """A Redis Cluster of ``size`` masters (``redis-cli --cluster create``), no replicas."""
+    """A Redis Cluster of ``size`` masters (``redis-cli --cluster create``), each with
+    ``replicas`` replicas."""
 
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, *, replicas: int = 0) -> None:
+        self.replicas = replicas
+        size *= 1 + replicas
         self.servers = [
             RedisServer(
                 root / f"node-{n}",
@@ -349,7 +352,7 @@ class RedisClusterNodes:
         subprocess.run(
             [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
              *(f"127.0.0.1:{s.port}" for s in self.servers),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=60,
