@@ -367,6 +367,9 @@ class RedisClusterNodes:
                 state = info.get("cluster_state") if isinstance(info, dict) else str(info)
                 if "ok" not in state:
                     return False
+                replication = client.info("replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
             finally:
                 client.close()
         return True
