@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from uuid import UUID
 
 import redis
 
@@ -62,16 +61,16 @@ class Claim(StrEnum):
 
 @dataclass(frozen=True)
 class Endpoint:
-    task_id: UUID
-    project_id: UUID
+    task_id: str
+    project_id: str
     allocated_at: datetime
     expires_at: datetime
 
 
 @dataclass(frozen=True)
 class HeldTask:
-    task_id: UUID
-    project_id: UUID | None
+    task_id: str
+    project_id: str | None
     since: datetime
 
 
@@ -233,7 +232,7 @@ class EndpointLedger:
 
     # --- the ledger service ------------------------------------------------------------------
 
-    def allocate(self, task_id: UUID, project_id: UUID, transferred_at: datetime) -> bool:
+    def allocate(self, task_id: str, project_id: str, transferred_at: datetime) -> bool:
         """Record a successful transfer. True when it allocated a new endpoint."""
         expires_at = transferred_at + self._window
         record = json.dumps(
@@ -324,7 +323,7 @@ class EndpointLedger:
 
     # --- the writer's gate -------------------------------------------------------------------
 
-    def claim(self, task_id: UUID, limit: int, payload: str) -> Claim:
+    def claim(self, task_id: str, limit: int, payload: str) -> Claim:
         """Before the first transfer of a task: may it take an endpoint under ``limit``?"""
         with redis_errors(self._url):
             result = self._claim(
@@ -333,12 +332,12 @@ class EndpointLedger:
             )
         return Claim(result if isinstance(result, str) else result.decode("utf-8"))
 
-    def give_back(self, task_id: UUID) -> None:
+    def give_back(self, task_id: str) -> None:
         """The claimed transfer wrote nothing (no mailbox could take it): free the slot."""
         with redis_errors(self._url):
             self._redis.zrem(self._keys.ledger_claims, str(task_id))
 
-    def forget_held(self, task_id: UUID) -> None:
+    def forget_held(self, task_id: str) -> None:
         """A held task left the selection: it waits for nothing any more."""
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=True)
@@ -361,8 +360,8 @@ class EndpointLedger:
             data = json.loads(value)
             endpoints.append(
                 Endpoint(
-                    task_id=UUID(data["task_id"]),
-                    project_id=UUID(data["project_id"]),
+                    task_id=data["task_id"],
+                    project_id=data["project_id"],
                     allocated_at=_from_ms(data["allocated_ms"]),
                     expires_at=_from_ms(data["expires_ms"]),
                 )
@@ -390,9 +389,7 @@ class EndpointLedger:
         held = []
         for (task, since), payload in zip(entries, payloads, strict=True):
             project = json.loads(payload).get("project_id") if payload else None
-            held.append(
-                HeldTask(UUID(task), UUID(project) if project else None, _from_ms(int(since)))
-            )
+            held.append(HeldTask(task, project or None, _from_ms(int(since))))
         return held
 
     def history(self, days: int = HISTORY_DAYS) -> dict[str, int]:
