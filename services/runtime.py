@@ -52,18 +52,20 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 
 def wait_for_redis(
-    connect: Callable[[], redis.Redis], url: str, stop: threading.Event
+    connect: Callable[[], redis.Redis], url: str, stop: threading.Event, *, delay: float = 1.0
 ) -> redis.Redis | None:
     """A client once Redis answers PING (containers may start before it), or None if stopped
     first. ``connect`` is tried again too: a Redis Cluster client asks its nodes for the slot
-    map when it is made, and fails then if none answers."""
-    delay = 1.0
+    map when it is made, and fails then if none answers. Waits ``delay`` seconds, doubling."""
     while not stop.is_set():
+        client = None
         try:
             client = connect()
             client.ping()
             return client
         except (*REDIS_ERRORS, ServiceUnavailable) as exc:
+            if client is not None:
+                client.close()  # the next try makes a client of its own
             log.warning(
                 "waiting for Redis",
                 address=redis_address(url),

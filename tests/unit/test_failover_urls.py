@@ -201,3 +201,45 @@ def test_every_key_of_a_scenario_is_in_one_redis_cluster_slot():
     # Graph's limits are per Entra app (shared by its scenarios): one slot per app.
     graph = GraphLimitKeys("contoso.onmicrosoft.com", "app-id", "graph.microsoft.com")
     assert len({key_slot(key.encode()) for key in _every_key(graph, "anna@contoso.com")}) == 1
+
+
+class _Answering:
+    closed = False
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Refusing(_Answering):
+    def ping(self) -> bool:
+        import redis.exceptions
+
+        raise redis.exceptions.ConnectionError("refused")
+
+
+def test_a_service_waits_for_a_redis_it_cannot_make_a_client_for_yet():
+    """A Redis Cluster client fails when it is made if no node answers: the service makes it
+    again, as it pings a single server again, and closes each client that did not answer."""
+    import threading
+
+    from services.runtime import wait_for_redis
+
+    refusing = _Refusing()
+    tries = iter(
+        [
+            lambda: (_ for _ in ()).throw(ServiceUnavailable("the cluster of c:7000")),
+            lambda: refusing,
+            _Answering,
+        ]
+    )
+    client = wait_for_redis(
+        lambda: next(tries)(), "redis+cluster://c:7000", threading.Event(), delay=0.01
+    )
+    assert isinstance(client, _Answering) and not client.closed
+    assert refusing.closed
+    stopped = threading.Event()
+    stopped.set()
+    assert wait_for_redis(_Refusing, "redis+cluster://c:7000", stopped) is None
