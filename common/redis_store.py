@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 import redis
@@ -187,12 +187,32 @@ def key_node(client: redis.Redis, key: str) -> redis.Redis:
 
     What must go to that one server goes through it: a pipeline of scripts (a cluster pipeline
     does not load scripts), ``INFO replication`` and ``WAIT`` (which counts the replicas that
-    have the writes of its own connection, so it follows them in the same pipeline). It does
-    not follow a redirection: a MOVED reply is retryable (``RETRYABLE_REPLIES``), and the
-    cluster client, which refreshes its slot map on the next command, is asked again."""
+    have the writes of its own connection, so it follows them in the same pipeline). Use it
+    through ``on_key_node``, which keeps the slot map current."""
     if isinstance(client, RedisCluster):
         return client.get_redis_connection(client.get_node_from_key(key))
     return client
+
+
+#: What a node that no longer serves a slot answers: it is gone, or a replica now, or the slot
+#: moved. The cluster client then reads the slot map again (its own commands do that too).
+_SLOT_MAP_STALE = (*_RESEND_ERRORS, redis.exceptions.MovedError, redis.exceptions.AskError,
+                   redis.exceptions.ReadOnlyError)  # fmt: skip
+
+
+@contextmanager
+def on_key_node(client: redis.Redis, key: str) -> Iterator[redis.Redis]:
+    """``key_node``, and after a failure that says the slot map is out of date (the master
+    died and a replica took over, the slot moved), the map read again before the error goes
+    on: the caller's retry reaches the new master. The error itself is the caller's (a
+    retryable one, through ``redis_errors``)."""
+    try:
+        yield key_node(client, key)
+    except _SLOT_MAP_STALE:
+        if isinstance(client, RedisCluster):
+            with suppress(Exception):  # no node answers yet: the next failure tries again
+                client.nodes_manager.initialize()
+        raise
 
 
 #: Error replies that say "not now" rather than "never": out of memory (noeviction), a replica

@@ -69,6 +69,13 @@ def _replica_of_master_of(cluster, client, key: str) -> redis.Redis:
     raise AssertionError(f"no replica of {primary.name}")
 
 
+def _a_check_period_each_call():
+    """A replica clock a check period further on each call: the ledger asks for the replica
+    count before every allocation."""
+    steps = iter(range(0, 10**9, int(REPLICAS_CHECK_SECONDS) + 1))
+    return lambda: float(next(steps))
+
+
 def test_the_ledger_on_a_cluster_waits_for_the_replica_of_its_slots_master(cluster):
     client = connect_redis(cluster.url)
     keys = Keys(f"t-{uuid.uuid4().hex[:10]}")
@@ -113,11 +120,9 @@ def test_deleting_a_scenario_on_a_cluster_finds_its_keys_on_any_node(cluster, am
 def test_a_sentinel_client_follows_the_master_the_sentinels_promote(sentinel_group):
     client = connect_redis(sentinel_group.url)
     keys = Keys(f"t-{uuid.uuid4().hex[:10]}")
-    # Each allocation asks for the replica count again (a clock a check period further each
-    # time): after the failover the new master has none, and nothing to wait for.
-    steps = iter(range(0, 10**9, int(REPLICAS_CHECK_SECONDS) + 1))
+    # After the failover the new master has no replica: nothing to wait for (asked each time).
     ledger = EndpointLedger(
-        client, keys, sentinel_group.url, replica_clock=lambda: float(next(steps))
+        client, keys, sentinel_group.url, replica_clock=_a_check_period_each_call()
     )
     before = str(uuid.uuid4())
     assert ledger.allocate(before, PROJECT, datetime.now(UTC))  # acked after WAIT
@@ -135,3 +140,29 @@ def test_a_sentinel_client_follows_the_master_the_sentinels_promote(sentinel_gro
     assert ledger.count_in_use() == 2  # the one WAIT confirmed survived the failover
     assert client.info("replication")["role"] == "master"
     assert client.connection_pool.get_master_address()[1] == sentinel_group.replica.port
+
+
+def test_the_ledger_follows_its_slot_to_the_replica_that_took_over_from_a_dead_master(cluster):
+    """Last in the module: it kills a master of the shared cluster. The ledger reaches the
+    slot's master directly (``on_key_node``), so its own failures must refresh the slot map:
+    only allocations are made here, no command of the cluster client that would."""
+    client = connect_redis(cluster.url)
+    keys = Keys(f"t-{uuid.uuid4().hex[:10]}")
+    # The promoted replica has no replica of its own: the count is asked again every time
+    # (else the allocations wait for one that is not there until the count's next check).
+    ledger = EndpointLedger(client, keys, cluster.url, replica_clock=_a_check_period_each_call())
+    assert ledger.allocate(str(uuid.uuid4()), PROJECT, datetime.now(UTC))
+    master = client.get_node_from_key(keys.ledger_endpoints)
+    next(s for s in cluster.servers if s.port == master.port).crash()
+    task = str(uuid.uuid4())  # one transfer, retried as its message would be
+
+    def allocated() -> bool:
+        try:
+            ledger.allocate(task, PROJECT, datetime.now(UTC))
+            return True
+        except ServiceUnavailable:  # until the replica is promoted and the map read again
+            return False
+
+    assert wait_for(allocated, timeout=30)
+    assert client.get_node_from_key(keys.ledger_endpoints).port != master.port
+    assert ledger.count_in_use() == 2
