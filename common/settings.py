@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from common.errors import ConfigError
 from common.mailboxes import is_domain
+from common.redis_urls import parse_redis_url
 from common.schedule import Schedule, parse_schedule
 
 ENV_PREFIX = "PWASYNC_"
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    # Issue 15: the Sentinels' own password (a redis+sentinel:// URL's password is Redis's).
+    redis_sentinel_password: SecretStr | None = None
     scenario: str = "default"
 
     pwa_url: str | None = None
@@ -179,15 +182,18 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, value: SecretStr) -> SecretStr:
-        _require_url(value.get_secret_value(), ("amqp", "amqps"), "an amqp:// or amqps:// URL")
+        # Several URLs, separated by commas: the nodes of one cluster (common/rabbit.py).
+        urls = [url.strip() for url in value.get_secret_value().split(",")]
+        for url in urls:
+            _require_url(
+                url, ("amqp", "amqps"), "an amqp:// or amqps:// URL, or several separated by commas"
+            )
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
-        _require_url(
-            value.get_secret_value(), ("redis", "rediss", "unix"), "a redis:// or rediss:// URL"
-        )
+        parse_redis_url(value.get_secret_value())  # its ValueError names the problem
         return value
 
     @field_validator("scenario")
@@ -212,7 +218,8 @@ class Settings(BaseSettings):
     def _management_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        _require_url(value.get_secret_value(), ("http", "https"), "an http(s):// URL")
+        for url in value.get_secret_value().split(","):  # a cluster's nodes, as for AMQP
+            _require_url(url.strip(), ("http", "https"), "an http(s):// URL, or several")
         return value
 
     @field_validator("authority_host", "graph_url")

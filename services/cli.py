@@ -129,13 +129,13 @@ def _sync_now(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from common.redis_store import Keys, connect_redis, redis_errors
+    from common.redis_store import Keys, connect_redis_for, redis_errors
     from services.ledger.endpoints import EndpointLedger
     from services.ledger.usage import usage_report, usage_table
 
     settings = _settings()
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     ledger = EndpointLedger(client, Keys(settings.scenario), url)
     with redis_errors(url):
         report = usage_report(
