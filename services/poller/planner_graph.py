@@ -150,7 +150,11 @@ class PlannerGraph:
             rows = body.get("value")
             if not isinstance(rows, list):
                 raise PermanentApiError(f"{SERVICE} answered a collection without 'value'")
-            yield from (row for row in rows if isinstance(row, dict))
+            for row in rows:
+                if isinstance(row, dict):
+                    yield row
+                else:  # nothing to key it by: said, and the rest of the page goes on
+                    log.error(f"{SERVICE} answered a row that is not an object", row=str(row)[:80])
             link = body.get("@odata.nextLink")
             # Graph's links are absolute; a relative one is taken against the page's URL.
             url = urljoin(url, str(link)) if link else None
