@@ -176,6 +176,15 @@ def test_an_edited_task_is_read_alone_and_updated_in_place(planner):
     assert after["id"] == before["id"] and after["end"] == "2026-12-12T23:00:00+00:00"
     assert planner.sync("--full")["tasks"]["published"] == 0
 
+    # A run scoped to one task by its Planner id reads that task's plan only.
+    webinar = planner.launch["tasks"]["Launch webinar"]
+    planner.planner.update_task(webinar, title="Launch webinar (live)")
+    run = planner.sync("--task", webinar)
+    assert run["task_ids"] == [webinar] and run["projects"]["read"] == 1
+    assert run["tasks"]["published"] == 1
+    planner.planner.update_task(webinar, title="Launch webinar")
+    assert planner.sync()["tasks"]["published"] == 1
+
 
 def test_every_way_out_of_the_selection_removes_the_events(planner):
     launch = planner.launch["tasks"]
