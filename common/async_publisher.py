@@ -45,12 +45,12 @@ ASYNC_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 async def open_connection(
     connector: RabbitConnector, topology: Topology
 ) -> aio_pika.abc.AbstractConnection:
-    """Declare the topology (blocking pika, in a thread), then connect with aio-pika;
-    failures as ``ServiceUnavailable``."""
+    """Declare the topology (blocking pika, in a thread, on the next node of a cluster in
+    turn), then connect to that node with aio-pika; failures as ``ServiceUnavailable``."""
     try:
-        await asyncio.to_thread(_declare, connector, topology)
+        url = await asyncio.to_thread(_declare, connector, topology)
         return await aio_pika.connect(
-            connector.url,
+            url,
             client_properties={"connection_name": connector.connection_name},
             timeout=connector.handshake_timeout,
             heartbeat=HEARTBEAT_SECONDS,
@@ -65,13 +65,15 @@ async def open_connection(
         ) from None
 
 
-def _declare(connector: RabbitConnector, topology: Topology) -> None:
-    connection = connector.connect()
+def _declare(connector: RabbitConnector, topology: Topology) -> str:
+    """Declare the topology on the next node in turn (``RabbitConnector``); its URL."""
+    connection, _, url = connector.open_node()
     try:
         declare_topology(connection, topology)
     finally:
         if connection.is_open:
             connection.close()
+    return url
 
 
 def amqp_message(

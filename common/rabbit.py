@@ -4,9 +4,8 @@ pika is used only here and in ``common/consumer.py``; callers see ``ServiceUnava
 ``UnroutableMessage`` and ``PublishNotConfirmed`` instead of pika's exceptions.
 
 pika connections are not thread-safe, so a ``Publisher`` belongs to one thread;
-``ThreadLocalPublisher`` hands each thread its own (as dramatiq does). The writer, whose
-hundreds of handler threads each publish a ``transfer.succeeded``, uses the
-``PipelinedPublisher`` (``common/pipelined_publisher.py``) instead: one connection for all.
+``ThreadLocalPublisher`` hands each thread its own (as dramatiq does). The writer, which runs
+on one event loop, publishes through the ``AsyncPublisher`` (``common/async_publisher.py``).
 """
 
 from __future__ import annotations
@@ -49,50 +48,124 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 HEARTBEAT_SECONDS = 30
 
 
+def broker_urls(amqp_url: str) -> list[str]:
+    """The broker URLs of ``PWASYNC_AMQP_URL``: several, comma-separated, are the nodes of one
+    cluster (interface page), kept in the order given."""
+    urls = [part.strip() for part in amqp_url.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError("PWASYNC_AMQP_URL: names no broker")
+    return urls
+
+
 def broker_address(amqp_url: str) -> str:
-    """host:port of a broker URL, for messages (never the credentials)."""
-    parts = urlsplit(amqp_url)
-    default_port = 5671 if parts.scheme == "amqps" else 5672
-    return f"{parts.hostname}:{parts.port or default_port}"
+    """host:port of each broker of a URL (list), for messages (never the credentials)."""
+    addresses = []
+    for url in broker_urls(amqp_url):
+        parts = urlsplit(url)
+        default_port = 5671 if parts.scheme == "amqps" else 5672
+        addresses.append(f"{parts.hostname}:{parts.port or default_port}")
+    return ", ".join(addresses)
+
+
+def in_turn(items: list[Any], start: int) -> list[Any]:
+    """``items`` beginning at ``start`` and wrapping round: the order nodes are tried in."""
+    start %= len(items)
+    return items[start:] + items[:start]
 
 
 class RabbitConnector:
-    """Opens connections to one broker, translating failures to ``ServiceUnavailable``."""
+    """Opens connections to a broker or to the nodes of a cluster, in turn, translating
+    failures to ``ServiceUnavailable``.
+
+    Nodes are taken round robin: each connection starts with the node after the one the
+    previous connection of this connector went to (the first one: the first node given), and
+    falls through the others when that one cannot be reached. So a connection that dropped
+    comes back on another node first (a node that stopped is not tried first again), and a
+    process's connections spread over the cluster. Quorum queues are on every node, so any node
+    serves every queue. Shared by threads: the turn is kept under a lock.
+    """
 
     def __init__(
         self, amqp_url: str, *, connection_name: str, handshake_timeout: float = 15.0
     ) -> None:
-        self.url = amqp_url  # carries the credentials: never logged
+        self._urls = broker_urls(amqp_url)
         self.address = broker_address(amqp_url)
-        self.connection_name = connection_name
-        self.handshake_timeout = handshake_timeout
+        self._connection_name = connection_name
+        self._handshake_timeout = handshake_timeout
+        self._turn = 0
+        self._lock = threading.Lock()
 
-    def parameters(self) -> pika.URLParameters:
-        params = pika.URLParameters(self.url)
+    def node_parameters(self) -> list[pika.URLParameters]:
+        """One ``URLParameters`` per node, in the order given (pika's ``BlockingConnection``
+        takes such a list; an asyncio client takes the URLs of ``broker_urls``)."""
+        return [self._parameters(url) for url in self._urls]
+
+    def parameters(self) -> list[pika.URLParameters]:
+        """The nodes in the order the next connection tries them (``in_turn``)."""
+        with self._lock:
+            start = self._turn
+        return in_turn(self.node_parameters(), start)
+
+    def _parameters(self, url: str) -> pika.URLParameters:
+        params = pika.URLParameters(url)
         params.heartbeat = HEARTBEAT_SECONDS
         params.blocked_connection_timeout = 60
         params.socket_timeout = 10
         params.connection_attempts = 1
         # A peer that accepts the socket but never completes the AMQP handshake (a node still
         # booting or failing to, an overloaded one) ends the attempt after this long.
-        params.stack_timeout = self.handshake_timeout
-        params.client_properties = {"connection_name": self.connection_name}
+        params.stack_timeout = self._handshake_timeout
+        params.client_properties = {"connection_name": self._connection_name}
         return params
 
+    @property
+    def connection_name(self) -> str:
+        return self._connection_name
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self._handshake_timeout
+
     def connect(self) -> pika.BlockingConnection:
-        try:
-            return pika.BlockingConnection(self.parameters())
-        except pika.exceptions.ProbableAuthenticationError:
-            raise ServiceUnavailable(
-                f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
-            ) from None
-        # pika raises its connection workflow's errors (a handshake timeout) outside AMQPError:
-        # untranslated, they would end a service's reconnect loop, which retries only
-        # ServiceUnavailable.
-        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-            raise ServiceUnavailable(
-                f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
-            ) from None
+        return self.open()[0]
+
+    def open(self) -> tuple[pika.BlockingConnection, pika.URLParameters]:
+        """A connection to the first node of ``parameters`` that takes one, and its parameters."""
+        connection, params, _ = self.open_node()
+        return connection, params
+
+    def open_node(self) -> tuple[pika.BlockingConnection, pika.URLParameters, str]:
+        """``open``, and the URL of the node (it carries the credentials: never logged), for an
+        asyncio client that connects to the same node (the writer declares its topology over
+        this connection, then consumes and publishes with aio-pika)."""
+        with self._lock:
+            start, self._turn = self._turn, self._turn + 1
+        nodes = list(enumerate(self.node_parameters()))
+        failures = []
+        for index, params in in_turn(nodes, start):
+            try:
+                connection = pika.BlockingConnection(params)
+            except pika.exceptions.ProbableAuthenticationError:
+                raise ServiceUnavailable(
+                    f"RabbitMQ at {params.host}:{params.port} refused the credentials of "
+                    "PWASYNC_AMQP_URL"
+                ) from None
+            # pika raises its connection workflow's errors (a handshake timeout) outside
+            # AMQPError: untranslated, they would end a service's reconnect loop, which retries
+            # only ServiceUnavailable.
+            except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
+                failures.append(f"{params.host}:{params.port} ({exc.__class__.__name__})")
+                continue
+            with self._lock:
+                self._turn = index + 1  # the next connection starts after this node
+            if failures:
+                log.warning(
+                    "connected to another RabbitMQ node",
+                    node=f"{params.host}:{params.port}",
+                    unreachable=failures,
+                )
+            return connection, params, self._urls[index]
+        raise ServiceUnavailable(f"cannot reach RabbitMQ at {', '.join(failures)}")
 
 
 @dataclass(frozen=True)
@@ -324,7 +397,7 @@ class Publisher:
 
 
 class MessagePublisher(Protocol):
-    """What services publish through: ``ThreadLocalPublisher`` or ``PipelinedPublisher``."""
+    """What the threaded services publish through (``ThreadLocalPublisher``)."""
 
     def publish(self, routing_key: str, body: bytes, **kwargs: Any) -> str: ...
 

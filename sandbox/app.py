@@ -8,9 +8,20 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sandbox import control, entra, graph, projectdata, projectserver, regional, server_events
+from sandbox import (
+    control,
+    entra,
+    graph,
+    planner_control,
+    projectdata,
+    projectserver,
+    regional,
+    server_events,
+)
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
+from sandbox.dataverse import routes as dataverse_routes
+from sandbox.dataverse_control import routes as dataverse_control_routes
 from sandbox.editions import Edition
 
 
@@ -43,6 +54,7 @@ def create_app(
     app = Starlette(
         routes=[
             *control.routes,
+            *planner_control.routes,
             *server_events.control_routes,
             *graph.routes,
             *feed,
@@ -50,6 +62,8 @@ def create_app(
             *server_events.routes(site),
             *regional.routes(site),
             *entra.routes,
+            *dataverse_routes,
+            *dataverse_control_routes,
         ],
         exception_handlers={404: _not_found},
     )

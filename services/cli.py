@@ -129,13 +129,13 @@ def _sync_now(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from common.redis_store import Keys, connect_redis, redis_errors
+    from common.redis_store import Keys, connect_redis_for, redis_errors
     from services.ledger.endpoints import EndpointLedger
     from services.ledger.usage import usage_report, usage_table
 
     settings = _settings()
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     ledger = EndpointLedger(client, Keys(settings.scenario), url)
     with redis_errors(url):
         report = usage_report(
@@ -232,7 +232,9 @@ def _demo(args: argparse.Namespace) -> int:
     _require_sandbox()
     from services.demo import run_demo
 
-    return run_demo(workdir=args.dir, writers=args.writers, edition=args.edition)
+    return run_demo(
+        workdir=args.dir, writers=args.writers, edition=args.edition, source=args.source
+    )
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -354,6 +356,13 @@ def _parser() -> argparse.ArgumentParser:
         default="se",
         help="the plan source the sandbox plays: Project Server Subscription Edition (default) "
         "or Project Online",
+    )
+    demo.add_argument(
+        "--source",
+        choices=("project", "dataverse", "planner"),
+        default="project",
+        help="where the plans are read (PWASYNC_SOURCE): Project (--edition), Planner premium "
+        "(dataverse) or basic Planner (planner)",
     )
     demo.set_defaults(run=_demo)
     return parser

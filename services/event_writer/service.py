@@ -31,7 +31,7 @@ from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
 from common.messages import TransferSucceeded, encode
-from common.redis_store import connect_redis_async
+from common.redis_store import connect_redis_async_for
 from common.run_events import RunEventCounter
 from common.settings import Settings
 from common.topology import routing_key_transfer_succeeded
@@ -90,7 +90,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     )
     tokens = LoopTokens(GraphAppTokens(settings, token_http))
     transport = GraphTransport(http, settings.graph_url, tokens)
-    client = connect_redis_async(infra.redis_url)
+    client = connect_redis_async_for(settings)
     limiter = MailboxLimiter(
         client,
         # Graph's limits are the app's, whatever scenario uses it (README "Inside Graph's

@@ -33,6 +33,7 @@ know). Creates in a ``verify`` mailbox, and creates of a dirty task, look the ev
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -319,16 +320,18 @@ class TaskStore:
     # --- leases --------------------------------------------------------------------------------
 
     async def renew_leases(self) -> None:
-        """Extend every lease this writer holds (one pipeline); a failure is the caller's
-        loop's to log and retry."""
+        """Extend every lease this writer holds (one pipeline, to the slot's master on a Redis
+        Cluster); a failure is the caller's loop's to log and retry."""
         held = list(self._held.items())
         if not held:
             return
         with redis_errors(self._url):
-            pipe = self._redis.pipeline(transaction=False)
-            for key, token in held:
-                await self._renew(keys=[key], args=[token, _ms(LEASE)], client=pipe)
-            await pipe.execute()
+            await asyncio.gather(
+                *(
+                    self._batched.script(self._renew, [key], [token, _ms(LEASE)])
+                    for key, token in held
+                )
+            )
 
 
 class TaskReports:

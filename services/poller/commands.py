@@ -17,6 +17,7 @@ from common.identity import GraphAppTokens
 from common.settings import Settings
 from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
+from services.poller.dataverse_check import dataverse_fields, dataverse_lines
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_api import PROJECTDATA, ApiRefused, PwaSource
 from services.poller.pwa_check import (
@@ -35,6 +36,20 @@ PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 
 def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
+    if settings.source == "planner":
+        from services.poller.planner_check import planner_fields
+
+        with _http_client(settings) as http:
+            return planner_fields(settings, http, action)
+    if settings.source == "dataverse":
+        with _http_client(settings) as http:
+            return dataverse_fields(
+                settings,
+                http,
+                action,
+                select_by=settings.selection,
+                label=settings.create_event_label,
+            )
     settings.require_pwa()
     name = settings.create_event_field
     lines: list[str] = []
@@ -88,9 +103,19 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
 def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
     lines: list[CheckLine] = []
+    mailbox = mailbox or settings.check_mailbox
     with _http_client(settings) as http:
-        lines += _check_pwa(settings, http)
-        lines += _check_graph(settings, http, mailbox or settings.check_mailbox)
+        if settings.source == "dataverse":
+            lines += dataverse_lines(
+                settings, http, select_by=settings.selection, label=settings.create_event_label
+            )
+        elif settings.source == "planner":
+            from services.poller.planner_check import planner_lines
+
+            lines += planner_lines(settings, http, mailbox)
+        else:
+            lines += _check_pwa(settings, http)
+        lines += _check_graph(settings, http, mailbox)
     return lines
 
 
