@@ -1,12 +1,15 @@
-"""The consumer base: manual acks, prefetch = concurrency, work off the I/O thread.
+"""The threaded consumer (poller, ledger): manual acks, prefetch = concurrency, work off the
+I/O thread. The writer's consumer (``common/async_consumer.py``) runs on an event loop and
+shares the ack policy, the copies' making (``settlement_copy``) and the acks' coalescing
+(``settlement_frames``) defined here.
 
 One thread owns the pika connection and does nothing but network I/O (so heartbeats flow while
 handlers run for a long time); handlers run in a thread pool. A worker never touches the channel:
 it settles a delivery (publishing a retry or dead-letter copy with its own confirmed publisher)
 and then asks the I/O thread to ack through ``add_callback_threadsafe``. Settlements are
 coalesced: one wake-up of the I/O thread sends every settlement queued since, and acks of
-deliveries older than every one still in a handler go as one ``multiple`` ack (a busy writer
-settles hundreds a second; a wake-up and a flush for each cost it about a sixth of its CPU).
+deliveries older than every one still in a handler go as one ``multiple`` ack (a wake-up and a
+flush per settlement cost a busy consumer about a sixth of its CPU).
 
 Stopping follows the order that loses nothing: stop taking deliveries (basic_cancel), let the
 in-flight handlers finish and their acks go out while the connection stays up, then close. A
