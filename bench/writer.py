@@ -207,14 +207,24 @@ class Bench:
                 check=True,
                 capture_output=True,
             )
-            return self._measure(services[1:2], base, events)
+            run = self._measure(services[1:2], base, events, others=[services[2]])
+            return run
         finally:
             for service in reversed(services):
                 service.terminate(timeout=20)
             delete_scenario(AMQP_URL, REDIS_URL, scenario)
 
-    def _measure(self, writers: list[ManagedProcess], base: int, events: int) -> dict[str, Any]:
-        samples: list[tuple[float, int, float, tuple[float, float]]] = []
+    def _measure(
+        self,
+        writers: list[ManagedProcess],
+        base: int,
+        events: int,
+        others: list[ManagedProcess] | None = None,
+    ) -> dict[str, Any]:
+        """Sample the creates and the CPU of ``writers`` (and of ``others``: the poller) until
+        ``events`` are in."""
+        others = others or []
+        samples: list[tuple[float, int, float, tuple[float, float], float]] = []
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             count = created(self.client) - base
@@ -224,6 +234,7 @@ class Bench:
                     count,
                     sum(cpu_seconds(w.pid) for w in writers),
                     machine_busy(),
+                    sum(cpu_seconds(o.pid) for o in others),
                 )
             )
             if count >= events or not all(w.alive() for w in writers):
@@ -247,6 +258,7 @@ class Bench:
             "peak_per_mailbox": max(stats["peak_concurrency"]["by_mailbox"].values(), default=0),
             "rss_mib": rss,
             "machine_cpu": (last[3][0] - first[3][0]) / max(last[3][1] - first[3][1], 1e-9),
+            "others_cpu": (last[4] - first[4]) / elapsed if elapsed > 0 else float("nan"),
         }
 
     def baseline(self, mailboxes: list[str], events: int) -> float:
@@ -335,7 +347,8 @@ def figures(bench: Bench, args: argparse.Namespace, only: set[str]) -> None:
         run = bench.run_pipeline(projects, args.events // projects, args.mailboxes)
         print(
             f"2. whole pipeline (poller + writer + ledger, sync-now), {args.mailboxes} "
-            f"mailboxes: {describe(run)}; {run['rate'] / base:.0f}x the baseline",
+            f"mailboxes: {describe(run)}; poller CPU {run['others_cpu']:.0%} of a core; "
+            f"{run['rate'] / base:.0f}x the baseline",
             flush=True,
         )
     if "one-mailbox" in only:
