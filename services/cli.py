@@ -227,6 +227,12 @@ def _dlq(args: argparse.Namespace) -> int:
     return run_dlq(_settings(), args)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from services.ops.explain_command import run_explain
+
+    return run_explain(_settings(), args.task, as_json=args.json)
+
+
 def _demo(args: argparse.Namespace) -> int:
     _require_sandbox()
     from services.demo import run_demo
@@ -329,6 +335,14 @@ def _parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm without asking"
     )
     dlq.set_defaults(run=_dlq)
+
+    explain = commands.add_parser(
+        "explain",
+        help="one task's whole story: the plan, its selection, its events, endpoint, dead letters",
+    )
+    explain.add_argument("task", metavar="TASK", help="the task's id or its name")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(run=_explain)
 
     demo = commands.add_parser("demo", help="sandbox + every service + a sync, then a summary")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))

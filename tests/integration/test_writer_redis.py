@@ -110,6 +110,9 @@ def test_begin_and_finish_keep_order_lease_dirt_and_the_map(redis_client, keys, 
     assert store.finish(task, first.token, Finish(record=[event], failures=[failure]))
     assert metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get() == counted + 1
     assert store.failures() == {task: [json_of(failure)]}
+    assert store.failures_of(task) == [json_of(failure)] and store.failures_of(alice) == []
+    assert store.handling(task) == {"order": "2026-01-02|x", "change": "upsert", "dirty": "0"}
+    assert store.handling(alice) == {}
     store.mark_mailbox("a@x.com", "clean")
     assert isinstance(store.begin(task, "2026-01-01|x", "upsert", []), Stale)
     again = store.begin(task, "2026-01-02|x", "upsert", ["a@x.com", "new@x.com"])
