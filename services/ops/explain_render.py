@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from services.ops.explain_lookup import Ambiguous, Candidate, NotFound
@@ -97,7 +98,7 @@ def _poller_lines(poller: dict[str, Any] | None) -> list[str]:
     if poller is None:
         return []
     if poller["project_read_at"]:
-        read = f"project last read {poller['project_read_at']}"
+        read = f"project last read {_at(poller['project_read_at'])}"
     elif poller["before_sync_start"]:
         read = (
             "project never read: last published before the sync start (PWASYNC_SYNC_START); "
@@ -106,7 +107,7 @@ def _poller_lines(poller: dict[str, Any] | None) -> list[str]:
     else:
         read = "project not read yet"
     told = (
-        f"the writers were told it has events (publish {poller['published_revision']})"
+        f"the writers were told it has events (publish {_at(poller['published_revision'])})"
         if poller["has_events"]
         else "the writers were not told it has events"
     )
@@ -119,7 +120,7 @@ def _poller_lines(poller: dict[str, Any] | None) -> list[str]:
         lines.append(
             _row(
                 "last run",
-                f"{run['started_at']} {run['trigger']}, {run['status']} (run {run['run_id']}, "
+                f"{_at(run['started_at'])} {run['trigger']}, {run['status']} (run {run['run_id']}, "
                 f"correlation id {run['correlation_id']}){errors}",
             )
         )
@@ -134,11 +135,11 @@ def _event_lines(story: dict[str, Any]) -> list[str]:
     if snapshot is None:
         head = "the writer has handled no snapshot of it"
     elif snapshot["change"] == "remove":
-        head = f"removed: its events were deleted (snapshot read {snapshot['read_at']})"
+        head = f"removed: its events were deleted (snapshot read {_at(snapshot['read_at'])})"
     else:
         head = (
-            f"written from the snapshot of the publish {snapshot['published']}, "
-            f"read {snapshot['read_at']}"
+            f"written from the snapshot of the publish {_at(snapshot['published'])}, "
+            f"read {_at(snapshot['read_at'])}"
         )
     if snapshot and snapshot["unfinished"]:
         head += "; its last handling is running or did not finish (the next one checks Graph)"
@@ -153,7 +154,7 @@ def _event_lines(story: dict[str, Any]) -> list[str]:
             if event["assigned"] is False:
                 text += "  (no longer assigned: deleted at the next sync)"
         elif state == "failed":
-            text = f"FAILED   {who}  {event['code']}: {event['reason']} (at {event['at']})"
+            text = f"FAILED   {who}  {event['code']}: {event['reason']} (at {_at(event['at'])})"
         elif state == "refused":
             text = f"refused  {who}  {event['reason']}"
         elif state == "no_email":
@@ -173,10 +174,11 @@ def _event_lines(story: dict[str, Any]) -> list[str]:
 def _endpoint_text(endpoint: dict[str, Any]) -> str:
     parts = []
     if endpoint["allocated_at"]:
-        parts.append(f"allocated {endpoint['allocated_at']}, expires {endpoint['expires_at']}")
+        allocated, expires = _at(endpoint["allocated_at"]), _at(endpoint["expires_at"])
+        parts.append(f"allocated {allocated}, expires {expires}")
     if endpoint["held_since"]:
         parts.append(
-            f"HELD since {endpoint['held_since']}: PWASYNC_ENDPOINT_LIMIT is reached; it goes "
+            f"HELD since {_at(endpoint['held_since'])}: PWASYNC_ENDPOINT_LIMIT is reached; it goes "
             "through as endpoints free up"
         )
     return "; ".join(parts) or "none"
@@ -188,7 +190,7 @@ def _dead_letter_lines(letters: list[dict[str, Any]] | None) -> list[str]:
     if not letters:
         return [_row("dead letters", "none")]
     lines = [_row("dead letters", f"{len(letters)} (see `pwasync dlq show ID`)")]
-    lines += [f"  {d['id']}  {d['dead_at'] or ''}  {d['queue']}  {d['reason']}" for d in letters]
+    lines += [f"  {d['id']}  {_at(d['dead_at'])}  {d['queue']}  {d['reason']}" for d in letters]
     return lines
 
 
@@ -198,6 +200,17 @@ def _candidate_lines(candidates: list[Candidate]) -> list[str]:
 
 def _row(label: str, text: str) -> str:
     return f"{label + ':':{_WIDTH + 2}}{text}"
+
+
+def _at(value: str | None) -> str:
+    """An instant to the second, in UTC (the JSON keeps it whole)."""
+    try:
+        moment = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return value or ""
+    if moment is None or moment.tzinfo is None:
+        return value or ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _when(value: str | None) -> str:

@@ -334,8 +334,8 @@ def test_a_synced_task_tells_its_plan_run_events_endpoint_and_dead_letters(world
     assert "selected: yes: every assignee" in text
     assert "event alex@contoso.com Alex Wilber event id AAMk-1" in text
     assert "FAILED megan@contoso.com Megan Bowen ErrorInvalidUser: the mailbox does not" in text
-    assert "last run: 2026-12-01T04:10:00Z manual, succeeded (run r1" in text
-    assert "endpoint: allocated 2026-12-01T04:10:06Z, expires 2026-12-31T04:10:06Z" in text
+    assert "last run: 2026-12-01 04:10:00 UTC manual, succeeded (run r1" in text
+    assert "endpoint: allocated 2026-12-01 04:10:06 UTC, expires 2026-12-31 04:10:06 UTC" in text
     assert "abc123" in text and "zzz" not in text
 
 
@@ -386,7 +386,7 @@ def test_a_held_task_says_it_waits_for_the_endpoint_limit(world):
         "held_since": "2026-12-01T04:11:00Z",
     }
     text = flat(render_story(story))
-    assert "HELD since 2026-12-01T04:11:00Z: PWASYNC_ENDPOINT_LIMIT is reached" in text
+    assert "HELD since 2026-12-01 04:11:00 UTC: PWASYNC_ENDPOINT_LIMIT is reached" in text
     assert "waiting megan@contoso.com Megan Bowen held back by the endpoint limit" in text
 
 
