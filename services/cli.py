@@ -11,7 +11,6 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import ConfigError, PwasyncError
@@ -128,25 +127,9 @@ def _sync_now(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from common.redis_store import Keys, connect_redis, redis_errors
-    from services.ledger.endpoints import EndpointLedger
-    from services.ledger.usage import usage_report, usage_table
+    from services.ops.usage_command import run_usage
 
-    settings = _settings()
-    url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
-    ledger = EndpointLedger(client, Keys(settings.scenario), url)
-    with redis_errors(url):
-        report = usage_report(
-            settings.scenario,
-            ledger.in_use(),
-            settings.endpoint_limit_or_none,
-            held=ledger.held(),
-            history=ledger.history(),
-            now=datetime.now(UTC),
-        )
-    print(json.dumps(report) if args.json else usage_table(report))
-    return EXIT_OK
+    return run_usage(_settings(), as_json=args.json)
 
 
 def _fields(args: argparse.Namespace) -> int:

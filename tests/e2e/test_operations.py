@@ -159,7 +159,7 @@ def _seed_tasks() -> dict[str, str]:
     return {task["name"]: task["id"] for p in seed["projects"] for task in p["tasks"]}
 
 
-def test_explain_tells_a_tasks_whole_story(pipeline, amqp_url):
+def test_explain_tells_a_tasks_whole_story_and_usage_names_the_tasks(pipeline, amqp_url):
     pipeline.cli("fields", "create")
     pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)
     ids = _seed_tasks()
@@ -168,6 +168,12 @@ def test_explain_tells_a_tasks_whole_story(pipeline, amqp_url):
     pipeline.cli("sync-now")
     assert wait_for(lambda: len(pipeline.event_keys()) == 6, timeout=60)
     assert wait_for(lambda: pipeline.usage()["endpoints_in_use"] == 4, timeout=30)
+    named = {(t["task_name"], t["project_name"]) for t in pipeline.usage()["tasks"]}
+    assert ("Site survey", "Office Relocation Berlin") in named and (
+        "User training",
+        "CRM Rollout",
+    ) in named
+    assert "Go-live (Office Relocation Berlin)" in pipeline.cli("usage").stdout
     # A message about Site survey that the writer cannot read: it lands in the dead letters.
     body = json.dumps({"scenario": pipeline.scenario, "task_id": ids["Site survey"]}).encode()
     _publish_task_changed(amqp_url, pipeline.scenario, body)

@@ -17,77 +17,10 @@ from services.ops.explain import Readers, about, gather, last_run, look_up
 from services.ops.explain_lookup import Ambiguous, Located, NotFound
 from services.ops.explain_render import lookup_json, render_lookup, render_story
 from services.poller.changes import ProjectState
-from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+from tests.unit.fakes import PUBLISHED, ListFeed
 
 BERLIN = ZoneInfo("Europe/Berlin")
-PUBLISHED = datetime(2026, 11, 20, 10, 0)  # PWA wall clock
 READ_AT = datetime(2026, 12, 1, 5, 10, 3)  # PWA wall clock: 04:10:03 UTC
-
-
-class Feed:
-    """A ``PlanSource`` over lists, recording which projects' tasks were read."""
-
-    api = "fake"
-    reread_after = timedelta(0)
-    requests_made = 0
-
-    def __init__(self):
-        self.project_rows, self.task_rows, self.assignment_rows = [], {}, {}
-        self.resource_rows = {}
-        self.tasks_read = []
-        self.failing = None
-
-    def project(self, name, kind=0):
-        row = ProjectRow(uuid.uuid4(), name, kind, PUBLISHED)
-        self.project_rows.append(row)
-        self.task_rows[row.project_id], self.assignment_rows[row.project_id] = [], []
-        return row
-
-    def task(self, project, name, *, flagged=True, summary=False, start=True, people=()):
-        row = TaskRow(
-            project.project_id,
-            uuid.uuid4(),
-            name,
-            datetime(2026, 12, 2, 8) if start else None,
-            datetime(2026, 12, 3, 17) if start else None,
-            summary,
-            False,
-            flagged,
-        )
-        self.task_rows[project.project_id].append(row)
-        for person in people:
-            self.assignment_rows[project.project_id].append(
-                AssignmentRow(row.task_id, person.resource_id, person.name)
-            )
-        return row
-
-    def person(self, name, email):
-        row = ResourceRow(uuid.uuid4(), name, email)
-        self.resource_rows[row.resource_id] = row
-        return row
-
-    def _check(self):
-        if self.failing:
-            raise self.failing
-
-    def projects(self, *, project_ids=None):
-        self._check()
-        return iter(p for p in self.project_rows if not project_ids or p.project_id in project_ids)
-
-    def tasks(self, project_id):
-        self._check()
-        self.tasks_read.append(project_id)
-        return iter(self.task_rows[project_id])
-
-    def assignments(self, project_id):
-        return iter(self.assignment_rows[project_id])
-
-    def resources(self, ids):
-        return iter(self.resource_rows[i] for i in ids if i in self.resource_rows)
-
-    def task_projects(self, task_ids):
-        self._check()
-        return {p for p, rows in self.task_rows.items() if any(r.task_id in task_ids for r in rows)}
 
 
 class Poller:
@@ -155,7 +88,7 @@ def letter(body, letter_id="abc123"):
 
 @pytest.fixture
 def world():
-    feed = Feed()
+    feed = ListFeed()
     berlin = feed.project("Office Relocation Berlin")
     crm = feed.project("CRM Rollout")
     alex = feed.person("Alex Wilber", "alex@contoso.com")
