@@ -14,7 +14,9 @@ import httpx
 from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
+from common.mailboxes import MailboxPolicy
 from common.settings import Settings
+from services.ops.plans import an_assignee_mailbox
 from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
 from services.poller.projectserver_reader import ProjectServerReader
@@ -86,42 +88,75 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
 
 
 def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
-    """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
+    """Every prerequisite, one line each; the first failure on a side skips what depends on it.
+
+    With no mailbox named, the mailbox of one assignee found in the plans is tested (the line
+    before it says whose), so a bare ``pwasync check`` passes on a system ready to sync."""
     lines: list[CheckLine] = []
     with _http_client(settings) as http:
-        lines += _check_pwa(settings, http)
-        lines += _check_graph(settings, http, mailbox or settings.check_mailbox)
+        pwa_lines, source = _check_pwa(settings, http)
+        lines += pwa_lines
+        chosen = mailbox or settings.check_mailbox
+        if not chosen:
+            chosen, line = _mailbox_from_plans(settings, source)
+            lines.append(line)
+        lines += _check_graph(settings, http, chosen)
     return lines
 
 
-def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
+def _mailbox_from_plans(
+    settings: Settings, source: PwaSource | None
+) -> tuple[str | None, CheckLine]:
+    how = "pass --mailbox or set PWASYNC_CHECK_MAILBOX"
+    if source is None:
+        return None, CheckLine(
+            "test mailbox", False, f"none named, and the plans could not be read to find one: {how}"
+        )
+    try:
+        found = an_assignee_mailbox(source, MailboxPolicy.from_settings(settings))
+    except PwasyncError as exc:
+        return None, CheckLine("test mailbox", False, f"none named; finding one failed: {exc}")
+    if found is None:
+        return None, CheckLine(
+            "test mailbox", False, f"none named, and no assignee in the plans has a mailbox: {how}"
+        )
+    return found.mailbox, CheckLine(
+        "test mailbox",
+        True,
+        f"{found.mailbox}, found in the plans: {found.assignee}, assigned to {found.task!r} in "
+        f"{found.project!r} ({how} to test another)",
+    )
+
+
+def _check_pwa(settings: Settings, http: httpx.Client) -> tuple[list[CheckLine], PwaSource | None]:
+    """The PWA's lines, and its plan source when every read it needs is allowed."""
     try:
         settings.require_pwa()
         pwa = open_pwa(settings, http, redis_if_needed(settings))
     except PwasyncError as exc:
-        return [CheckLine("PWA sign-in", False, str(exc))]
+        return [CheckLine("PWA sign-in", False, str(exc))], None
     assert settings.pwa_url is not None
     lines = [_reachable(http, settings.pwa_url)]
     if not lines[0].ok:
-        return lines
+        return lines, None
     source = PwaSource(pwa, settings)
     try:
         api = source.api
     except ApiRefused as exc:
         if exc.status not in (401, 403):
-            return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
-        return [*lines, *_read_lines(exc.api, pwa, settings)]  # they say what to grant
+            return [*lines, CheckLine("PWA sign-in and API", False, str(exc))], None
+        return [*lines, *_read_lines(exc.api, pwa, settings)], None  # they say what to grant
     except PwasyncError as exc:
-        return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
+        return [*lines, CheckLine("PWA sign-in and API", False, str(exc))], None
     assert source.choice is not None
     lines.append(CheckLine("PWA API", True, source.choice.describe()))
     reads = _read_lines(api, pwa, settings)
     lines += reads
     if not all(line.ok for line in reads):
-        return lines
+        return lines, None
     lines.append(time_zone_line(pwa, settings.pwa_zone))
     lines += _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
-    return lines + receiver_lines(settings, pwa)
+    return lines + receiver_lines(settings, pwa), source
 
 
 def _read_lines(api: str, pwa: PwaHttp, settings: Settings) -> list[CheckLine]:
@@ -186,14 +221,7 @@ def _check_graph(settings: Settings, http: httpx.Client, mailbox: str | None) ->
         return [CheckLine("Graph token (app-only)", False, str(exc))]
     lines = [CheckLine("Graph token (app-only)", True, "obtained")]
     if not mailbox:
-        lines.append(
-            CheckLine(
-                "test mailbox",
-                False,
-                "none named: pass --mailbox or set PWASYNC_CHECK_MAILBOX",
-            )
-        )
-        return lines
+        return lines  # the line before says why none is tested
     url = f"{settings.graph_url}/users/{quote(mailbox)}/calendar/events?$top=1&$select=id"
     try:
         with transport_errors("Graph"):

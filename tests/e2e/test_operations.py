@@ -1,6 +1,7 @@
 """Operations end to end: the deletion guard, dead letters and the operator's commands."""
 
 import json
+import re
 
 import pytest
 
@@ -209,6 +210,13 @@ def test_explain_tells_a_tasks_whole_story_and_usage_names_the_tasks(pipeline, a
     assert master["selection"]["why_not"] == "master_project" and master["events"][0]["state"] == (
         "none"
     )
+
+    # A bare check tests the mailbox of an assignee it finds in the plans, and says whose.
+    check = pipeline.cli("check").stdout
+    chosen = re.search(r"^ok    test mailbox: (\S+), found in the plans: ", check, re.MULTILINE)
+    assert chosen, check
+    assert f"ok    mailbox {chosen[1]}: calendar reachable" in check
+    assert "FAIL" not in check
 
     missing = pipeline.cli("explain", "No such task", check=False)
     assert missing.returncode == 1 and "no task named 'No such task'" in missing.stdout
