@@ -364,3 +364,25 @@ def test_a_dead_letter_is_about_the_task_when_its_body_names_it():
     assert about(letter(f"not json {task}".encode()), task)
     assert not about(letter(b'{"task_id": "someone else"}'), task)
     assert not about(letter(b"[1, 2]"), task)
+
+
+def test_a_task_that_left_the_selection_says_its_events_were_removed(world):
+    _, readers, tasks, _ = world
+    cabling = tasks["cabling"]
+    readers.task_store.orders[cabling.task_id] = {
+        "order": "2026-11-21T09:00:00.000000Z|2026-12-01T04:10:03.000000Z",
+        "change": "remove",
+        "dirty": "1",
+    }
+    story = gather(look_up("Network cabling", readers), readers)
+    assert story["written_from"] == {
+        "change": "remove",
+        "published": "2026-11-21T09:00:00.000000Z",
+        "read_at": "2026-12-01T04:10:03.000000Z",
+        "unfinished": True,
+    }
+    text = flat(render_story(story))
+    assert (
+        "events: removed: its events were deleted (snapshot read 2026-12-01 04:10:03 UTC)" in text
+    )
+    assert "its last handling is running or did not finish" in text
