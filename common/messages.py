@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
-from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import BadMessage
+from common.ids import SourceId
 
 MAX_TASK_NAME = 2000  # longer names are cut by the poller, never rejected
 #: The dates Project can schedule (1984-01-01 to 2149-12-31): a date outside them in the
@@ -34,8 +34,8 @@ class SyncRequested(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scenario: str = "default"
-    project_ids: list[UUID] = Field(default_factory=list)
-    task_ids: list[UUID] = Field(default_factory=list)
+    project_ids: list[SourceId] = Field(default_factory=list)
+    task_ids: list[SourceId] = Field(default_factory=list)
     full: bool = False
     # Set by pwasync itself; operators may leave them out.
     trigger: Literal["manual", "schedule", "publish"] = "manual"
@@ -47,7 +47,7 @@ class SyncRequested(BaseModel):
 class Assignee(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    resource_id: UUID
+    resource_id: SourceId
     name: str
     email: str | None = None
 
@@ -65,9 +65,9 @@ class TaskChanged(BaseModel):
     v: Literal[1] = 1
     scenario: str
     change: Literal["upsert", "remove"] = "upsert"
-    project_id: UUID
+    project_id: SourceId
     project_name: str = ""
-    task_id: UUID
+    task_id: SourceId
     task_name: str = ""
     # Wall-clock times of the PWA, naive, interpreted in ``timezone`` (an IANA name).
     start: datetime | None = None
@@ -111,8 +111,8 @@ class TransferSucceeded(BaseModel):
 
     v: Literal[1] = 1
     scenario: str
-    project_id: UUID
-    task_id: UUID
+    project_id: SourceId
+    task_id: SourceId
     transferred_at: AwareDatetime
     mailboxes: list[str] = Field(default_factory=list)
 

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # Which PWA API the plans are read through (interface page); `auto` finds out once per
     # process. A plain-http PWA URL is refused unless a lab allows it explicitly.
     pwa_api: Literal["auto", "projectdata", "projectserver"] = "auto"
+    # Where the plans are read; everything above the reader is the same for every source.
+    source: Literal["project", "dataverse", "planner"] = "project"
+    # How tasks are chosen: a Yes/No field or column, or a Planner label; unset: the source's
+    # own way (``field`` for Project, ``label`` for the Planner sources), see ``selection``.
+    select_by: Literal["field", "label"] | None = None
+    create_event_label: str = "Create event"
     pwa_allow_http: bool = False
 
     tenant_id: str | None = None
@@ -360,6 +366,13 @@ class Settings(BaseSettings):
         return importlib.util.find_spec("gssapi") is not None
 
     # --- what each command needs -------------------------------------------------------------
+
+    @property
+    def selection(self) -> Literal["field", "label"]:
+        """PWASYNC_SELECT_BY, or the source's default way of choosing tasks."""
+        if self.select_by is not None:
+            return self.select_by
+        return "field" if self.source == "project" else "label"
 
     def require_pwa(self) -> None:
         """Raise ConfigError unless the settings needed to read Project Online are present."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from common.errors import ConfigError, PwasyncError
+from common.ids import canonical_id
 from common.logging import configure_logging, flush_logs, get_logger
 from common.settings import Settings, load_settings, unknown_variables
 
@@ -226,6 +227,20 @@ def _demo(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 
+def _require_source(settings: Settings) -> None:
+    from services.poller.sources import require_source
+
+    require_source(settings)
+
+
+def _source_id(text: str) -> str:
+    """A project or task id as ``sync-now`` takes it: a GUID in any form, or a source's own id."""
+    try:
+        return canonical_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pwasync", description="Keep Microsoft Project tasks in Outlook calendars."
@@ -233,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, run, requires, text in (
-        ("poller", _poller, Settings.require_pwa, "run the poller until SIGTERM/SIGINT"),
+        ("poller", _poller, _require_source, "run the poller until SIGTERM/SIGINT"),
         ("writer", _writer, Settings.require_graph, "run an event writer until SIGTERM/SIGINT"),
         ("ledger", _ledger, lambda _: None, "run the endpoint ledger until SIGTERM/SIGINT"),
         (
@@ -246,8 +261,8 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=text).set_defaults(run=_service(name, run, requires))
 
     sync = commands.add_parser("sync-now", help="publish a manual sync request")
-    sync.add_argument("--project", action="append", type=uuid.UUID, default=[], metavar="GUID")
-    sync.add_argument("--task", action="append", type=uuid.UUID, default=[], metavar="GUID")
+    sync.add_argument("--project", action="append", type=_source_id, default=[], metavar="ID")
+    sync.add_argument("--task", action="append", type=_source_id, default=[], metavar="ID")
     sync.add_argument("--full", action="store_true", help="re-read every project")
     sync.add_argument(
         "--allow-deletions",

@@ -8,8 +8,6 @@ keys, so it is exact however many writer replicas ask at once.
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from common.messages import TaskChanged
 from services.ledger.endpoints import Claim, EndpointLedger
 
@@ -23,10 +21,10 @@ class EndpointGate:
         """HOLDS or CLAIMED: write the task; HELD: the ledger keeps it until a slot frees up."""
         return self._ledger.claim(task.task_id, self._limit, task.model_dump_json())
 
-    def give_back(self, task_id: UUID) -> None:
+    def give_back(self, task_id: str) -> None:
         """A claimed task ended up with no event: its slot goes back."""
         self._ledger.give_back(task_id)
 
-    def forget(self, task_id: UUID) -> None:
+    def forget(self, task_id: str) -> None:
         """A task left the selection: if it was held, it waits for nothing any more."""
         self._ledger.forget_held(task_id)

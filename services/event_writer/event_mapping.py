@@ -73,12 +73,12 @@ class EventRules:
     mailboxes: MailboxPolicy = ANY_MAILBOX
 
 
-def task_key(scenario: str, task_id: UUID) -> str:
+def task_key(scenario: str, task_id: str) -> str:
     return f"{scenario}/{task_id}"
 
 
 def transaction_id(
-    scenario: str, task_id: UUID, resource_id: UUID, life: str, *, replaces: str | None = None
+    scenario: str, task_id: str, resource_id: str, life: str, *, replaces: str | None = None
 ) -> str:
     """Deterministic per (scenario, task, assignee) and ``life``: the ordering key of the
     snapshot that creates the event. Graph deduplicates by transactionId even after the event
@@ -220,7 +220,7 @@ def event_content(task: TaskChanged, rules: EventRules | None = None) -> dict[st
     return content
 
 
-def identity_fields(task: TaskChanged, resource_id: UUID, *, replaces: str | None):
+def identity_fields(task: TaskChanged, resource_id: str, *, replaces: str | None):
     """The fields set only at creation."""
     scenario, task_id = task.scenario, task.task_id
     return {
@@ -236,7 +236,7 @@ def identity_fields(task: TaskChanged, resource_id: UUID, *, replaces: str | Non
 
 def new_event(
     task: TaskChanged,
-    resource_id: UUID,
+    resource_id: str,
     rules: EventRules | None = None,
     *,
     replaces: str | None = None,

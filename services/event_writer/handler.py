@@ -35,7 +35,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from common import metrics
 from common.consumer import Delivery
@@ -91,7 +90,7 @@ class Kept:
 
 @dataclass(frozen=True)
 class Removed:
-    resource_id: UUID
+    resource_id: str
 
 
 @dataclass
@@ -99,7 +98,7 @@ class _Handling:
     task: TaskChanged
     begun: Begun
     wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
-    deleted: set[UUID] = field(default_factory=set)  # map entries whose event is gone
+    deleted: set[str] = field(default_factory=set)  # map entries whose event is gone
 
 
 def desired_events(
@@ -430,7 +429,7 @@ class TaskChangedHandler:
         return Removed(recorded.resource_id)
 
     def _failure(
-        self, task: TaskChanged, resource_id: UUID, mailbox: str, error: PwasyncError
+        self, task: TaskChanged, resource_id: str, mailbox: str, error: PwasyncError
     ) -> AssigneeFailure:
         name = next((a.name for a in task.assignees if a.resource_id == resource_id), "")
         log.error(
@@ -461,7 +460,7 @@ def _done(value: Any) -> GraphStep:
     yield  # a generator that asks Graph nothing
 
 
-def _target(action: Action) -> tuple[UUID, str]:
+def _target(action: Action) -> tuple[str, str]:
     if isinstance(action, Create | Update | Move):
         return action.desired.resource_id, action.desired.mailbox
     return action.recorded.resource_id, action.recorded.mailbox

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 
 @dataclass(frozen=True)
 class DesiredEvent:
-    resource_id: UUID
+    resource_id: str
     mailbox: str
     content: dict[str, Any]
     fingerprint: str
@@ -22,7 +21,7 @@ class DesiredEvent:
 
 @dataclass(frozen=True)
 class RecordedEvent:
-    resource_id: UUID
+    resource_id: str
     mailbox: str
     event_id: str
     fingerprint: str
@@ -61,7 +60,7 @@ class Keep:
 Action = Create | Update | Move | Delete | Keep
 
 
-def plan(desired: list[DesiredEvent], recorded: dict[UUID, RecordedEvent]) -> list[Action]:
+def plan(desired: list[DesiredEvent], recorded: dict[str, RecordedEvent]) -> list[Action]:
     actions: list[Action] = []
     wanted = {event.resource_id: event for event in desired}
     for resource_id, event in wanted.items():

@@ -39,7 +39,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
-from uuid import UUID
 
 import redis
 
@@ -157,7 +156,7 @@ class Stale:
 class Begun:
     token: str
     was_dirty: bool
-    recorded: dict[UUID, RecordedEvent]
+    recorded: dict[str, RecordedEvent]
     mailbox_states: dict[str, MailboxState] = field(default_factory=dict)
 
 
@@ -168,7 +167,7 @@ Begin = Busy | Stale | Begun
 class AssigneeFailure:
     """Why an assignee has no event for a task (permanent until something changes)."""
 
-    resource_id: UUID
+    resource_id: str
     assignee: str
     mailbox: str | None
     code: str
@@ -193,7 +192,7 @@ class Finish:
     """What a handling leaves behind."""
 
     record: list[RecordedEvent] = field(default_factory=list)
-    forget: list[UUID] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
     failures: list[AssigneeFailure] = field(default_factory=list)
     uncertain: bool = False  # a POST may have created an event nobody recorded
     removal: bool = False
@@ -213,7 +212,7 @@ class TaskStore:
 
     # --- a handling ----------------------------------------------------------------------------
 
-    def begin(self, task_id: UUID, order: str, change: str, mailboxes: list[str]) -> Begin:
+    def begin(self, task_id: str, order: str, change: str, mailboxes: list[str]) -> Begin:
         token = uuid.uuid4().hex
         lease_key = self._keys.writer_lease(task_id)
         with redis_errors(self._url):
@@ -242,7 +241,7 @@ class TaskStore:
         }
         return Begun(token, answer[1] == "1", recorded, states)
 
-    def finish(self, task_id: UUID, token: str, outcome: Finish) -> bool:
+    def finish(self, task_id: str, token: str, outcome: Finish) -> bool:
         """Record the outcome and give the lease back; False when the lease had been lost."""
         args: list[Any] = [
             token,
@@ -290,7 +289,7 @@ class TaskStore:
             )
         return bool(held)
 
-    def abandon(self, task_id: UUID, token: str) -> None:
+    def abandon(self, task_id: str, token: str) -> None:
         """Give the lease back without recording anything; the task stays dirty."""
         lease_key = self._keys.writer_lease(task_id)
         self._forget_lease(lease_key)
@@ -326,33 +325,33 @@ class TaskStore:
 
     # --- reports -------------------------------------------------------------------------------
 
-    def recorded(self, task_id: UUID) -> dict[UUID, RecordedEvent]:
+    def recorded(self, task_id: str) -> dict[str, RecordedEvent]:
         """The events recorded for a task, read without a lease (dry runs, reports)."""
         with redis_errors(self._url):
             raw = self._redis.hgetall(self._keys.task_events(task_id))
         return _parse_map(task_id, raw)
 
-    def handling(self, task_id: UUID) -> dict[str, str]:
+    def handling(self, task_id: str) -> dict[str, str]:
         """The task's order record, read without a lease (``pwasync explain``): ``order`` (the
         newest snapshot accepted, ``ordering.order_key``), its ``change`` and ``dirty``."""
         with redis_errors(self._url):
             record = self._redis.hgetall(self._keys.writer_task(task_id))
         return {k: record[k] for k in ("order", "change", "dirty") if k in record}
 
-    def failures_of(self, task_id: UUID) -> list[dict[str, Any]]:
+    def failures_of(self, task_id: str) -> list[dict[str, Any]]:
         """One task's assignee failures (``AssigneeFailure.to_json``), read without a lease."""
         with redis_errors(self._url):
             values = self._redis.hvals(self._keys.writer_failures(task_id))
         return [json.loads(v) for v in values]
 
-    def failures(self) -> dict[UUID, list[dict[str, Any]]]:
+    def failures(self) -> dict[str, list[dict[str, Any]]]:
         """Every task with assignee failures -> the failures (for ``pwasync status``)."""
         with redis_errors(self._url):
             tasks = sorted(self._redis.smembers(self._keys.writer_failed_tasks))
             report = {}
             for task in tasks:
                 values = self._redis.hvals(self._keys.writer_failures(task))
-                report[UUID(task)] = [json.loads(v) for v in values]
+                report[task] = [json.loads(v) for v in values]
         return report
 
     # --- leases --------------------------------------------------------------------------------
@@ -386,12 +385,12 @@ def _map_value(event: RecordedEvent) -> str:
     )
 
 
-def _parse_map(task_id: UUID, raw: dict[str, str]) -> dict[UUID, RecordedEvent]:
+def _parse_map(task_id: str, raw: dict[str, str]) -> dict[str, RecordedEvent]:
     recorded = {}
     for key, value in raw.items():
         try:
             data = json.loads(value)
-            resource_id = UUID(key)
+            resource_id = key
             recorded[resource_id] = RecordedEvent(
                 resource_id=resource_id,
                 mailbox=data["mailbox"],

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from uuid import UUID
 
 import redis
 
@@ -62,16 +61,16 @@ class Claim(StrEnum):
 
 @dataclass(frozen=True)
 class Endpoint:
-    task_id: UUID
-    project_id: UUID
+    task_id: str
+    project_id: str
     allocated_at: datetime
     expires_at: datetime
 
 
 @dataclass(frozen=True)
 class HeldTask:
-    task_id: UUID
-    project_id: UUID | None
+    task_id: str
+    project_id: str | None
     since: datetime
     # As the held task.changed named them (it is the task's latest snapshot).
     task_name: str = ""
@@ -229,7 +228,7 @@ class EndpointLedger:
 
     # --- the ledger service ------------------------------------------------------------------
 
-    def allocate(self, task_id: UUID, project_id: UUID, transferred_at: datetime) -> bool:
+    def allocate(self, task_id: str, project_id: str, transferred_at: datetime) -> bool:
         """Record a successful transfer. True when it allocated a new endpoint."""
         expires_at = transferred_at + self._window
         record = json.dumps(
@@ -319,7 +318,7 @@ class EndpointLedger:
 
     # --- the writer's gate -------------------------------------------------------------------
 
-    def claim(self, task_id: UUID, limit: int, payload: str) -> Claim:
+    def claim(self, task_id: str, limit: int, payload: str) -> Claim:
         """Before the first transfer of a task: may it take an endpoint under ``limit``?"""
         with redis_errors(self._url):
             result = self._claim(
@@ -328,12 +327,12 @@ class EndpointLedger:
             )
         return Claim(result if isinstance(result, str) else result.decode("utf-8"))
 
-    def give_back(self, task_id: UUID) -> None:
+    def give_back(self, task_id: str) -> None:
         """The claimed transfer wrote nothing (no mailbox could take it): free the slot."""
         with redis_errors(self._url):
             self._redis.zrem(self._keys.ledger_claims, str(task_id))
 
-    def forget_held(self, task_id: UUID) -> None:
+    def forget_held(self, task_id: str) -> None:
         """A held task left the selection: it waits for nothing any more."""
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=True)
@@ -376,14 +375,14 @@ class EndpointLedger:
             for (task, since), payload in zip(entries, payloads, strict=True)
         ]
 
-    def endpoint_of(self, task_id: UUID) -> Endpoint | None:
+    def endpoint_of(self, task_id: str) -> Endpoint | None:
         """The task's endpoint while it lasts (``pwasync explain``)."""
         with redis_errors(self._url):
             value = self._redis.get(self._keys.endpoint(task_id))
         endpoint = _endpoint(value) if value else None
         return endpoint if endpoint and endpoint.expires_at > self._clock() else None
 
-    def held_of(self, task_id: UUID) -> HeldTask | None:
+    def held_of(self, task_id: str) -> HeldTask | None:
         """The task when the endpoint limit holds it back, else None."""
         with redis_errors(self._url):
             since = self._redis.zscore(self._keys.ledger_held, str(task_id))
@@ -410,8 +409,8 @@ class EndpointLedger:
 def _endpoint(value: str) -> Endpoint:
     data = json.loads(value)
     return Endpoint(
-        task_id=UUID(data["task_id"]),
-        project_id=UUID(data["project_id"]),
+        task_id=data["task_id"],
+        project_id=data["project_id"],
         allocated_at=_from_ms(data["allocated_ms"]),
         expires_at=_from_ms(data["expires_ms"]),
     )
@@ -421,8 +420,8 @@ def _held(task: str, since: float, payload: str | None) -> HeldTask:
     data = json.loads(payload) if payload else {}
     project = data.get("project_id")
     return HeldTask(
-        UUID(task),
-        UUID(project) if project else None,
+        task,
+        project or None,
         _from_ms(int(since)),
         task_name=str(data.get("task_name") or ""),
         project_name=str(data.get("project_name") or ""),

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from common.http import new_http_client
 from common.mailboxes import MailboxPolicy
@@ -23,9 +22,8 @@ from services.event_writer.planner import Create, Delete, Keep, Move, Update, pl
 from services.event_writer.service import event_rules
 from services.event_writer.task_store import TaskStore
 from services.poller.changes import ProjectState
-from services.poller.connection import open_pwa
 from services.poller.deletion_guard import DeletionGuard
-from services.poller.pwa_api import PwaSource
+from services.poller.sources import open_plan_source
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
 
@@ -49,16 +47,16 @@ class ReadOnlyPollerState:
     def start(self) -> datetime | None:
         return self._state.start()
 
-    def projects(self) -> dict[UUID, ProjectState]:
+    def projects(self) -> dict[str, ProjectState]:
         return self._state.projects()
 
-    def published_tasks(self, project_id: UUID) -> dict[UUID, str]:
+    def published_tasks(self, project_id: str) -> dict[str, str]:
         return self._state.published_tasks(project_id)
 
-    def published_revisions(self, project_id: UUID) -> dict[UUID, datetime | None]:
+    def published_revisions(self, project_id: str) -> dict[str, datetime | None]:
         return self._state.published_revisions(project_id)
 
-    def count_published(self, project_ids: list[UUID]) -> int:
+    def count_published(self, project_ids: list[str]) -> int:
         return self._state.count_published(project_ids)
 
     def _nothing(self, *_args: Any) -> None:
@@ -70,21 +68,20 @@ class ReadOnlyPollerState:
 
 def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedChange], int]:
     """The planned changes, and how many removals the deletion guard would hold back."""
-    settings.require_pwa()
-    assert settings.pwa_url is not None
     url = settings.redis_url.get_secret_value()
     client = connect_redis(url)
     keys = Keys(settings.scenario)
     messages: list[TaskChanged] = []
     try:
         with new_http_client(ca_bundle=settings.ca_bundle) as http:
+            source = open_plan_source(settings, http, client)
             runner = SyncRunner(
                 scenario=settings.scenario,
-                feed=PwaSource(open_pwa(settings, http, client), settings),
+                feed=source.feed,
                 publish=messages.append,
                 state=ReadOnlyPollerState(PollerState(client, keys, url)),
                 pwa_zone=settings.pwa_zone,
-                site_url=settings.pwa_url,
+                task_link=source.task_link,
                 mailboxes=MailboxPolicy.from_settings(settings),
                 deletion_guard=DeletionGuard(
                     settings.deletion_guard_percent, settings.deletion_guard_min_tasks

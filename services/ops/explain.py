@@ -25,7 +25,7 @@ from common.mailboxes import MailboxPolicy
 from services.event_writer.planner import RecordedEvent
 from services.ledger.endpoints import Endpoint, HeldTask
 from services.ops.dead_letters import DeadLetter
-from services.ops.explain_lookup import Located, Lookup, as_task_id, find_task
+from services.ops.explain_lookup import Located, Lookup, as_task_id, find_task, is_guid
 from services.poller.changes import ProjectState
 from services.poller.pwa_time import to_utc
 from services.poller.selection import project_skip_reason, task_assignees, task_skip_reason
@@ -53,20 +53,20 @@ WHY_NOT = {
 
 class PollerReader(Protocol):
     def start(self) -> datetime | None: ...
-    def projects(self) -> dict[Any, ProjectState]: ...
-    def published_revisions(self, project_id: Any) -> dict[Any, datetime | None]: ...
+    def projects(self) -> dict[str, ProjectState]: ...
+    def published_revisions(self, project_id: str) -> dict[str, datetime | None]: ...
     def runs(self, limit: int = 20) -> list[dict[str, Any]]: ...
 
 
 class TaskStoreReader(Protocol):
-    def recorded(self, task_id: Any) -> dict[Any, RecordedEvent]: ...
-    def handling(self, task_id: Any) -> dict[str, str]: ...
-    def failures_of(self, task_id: Any) -> list[dict[str, Any]]: ...
+    def recorded(self, task_id: str) -> dict[str, RecordedEvent]: ...
+    def handling(self, task_id: str) -> dict[str, str]: ...
+    def failures_of(self, task_id: str) -> list[dict[str, Any]]: ...
 
 
 class LedgerReader(Protocol):
-    def endpoint_of(self, task_id: Any) -> Endpoint | None: ...
-    def held_of(self, task_id: Any) -> HeldTask | None: ...
+    def endpoint_of(self, task_id: str) -> Endpoint | None: ...
+    def held_of(self, task_id: str) -> HeldTask | None: ...
 
 
 @dataclass
@@ -82,7 +82,8 @@ class Readers:
     zone: ZoneInfo  # the plans' wall-clock zone
     flag: str  # what selects a task, e.g. "flag field 'Create event'"
     feed_error: str | None = None
-    site_url: str = ""
+    #: (project id, task id) -> the link the task's events carry (the source's own page).
+    task_link: Callable[[str, str], str | None] = lambda _project, _task: None
 
 
 def look_up(query: str, readers: Readers) -> Lookup:
@@ -94,7 +95,7 @@ def look_up(query: str, readers: Readers) -> Lookup:
         except PwasyncError as exc:  # told in the story; the records are still worth reading
             readers.feed, readers.feed_error = None, str(exc)
     task_id = as_task_id(query)
-    if task_id is None:
+    if task_id is None or not (is_guid(query) or _recorded(readers, task_id)):
         raise PwasyncError(
             f"the plans cannot be read ({readers.feed_error}), so no task can be found by "
             "name: give its id to see what pwasync recorded of it"
@@ -186,10 +187,7 @@ def _plan(located: Located, readers: Readers) -> dict[str, Any] | None:
             ],
         }
     )
-    if readers.site_url and located.project is not None:
-        from services.poller.sync import project_url
-
-        plan["project"]["url"] = project_url(readers.site_url, row.project_id)
+    plan["link"] = readers.task_link(row.project_id, row.task_id)
     return plan
 
 
@@ -240,7 +238,7 @@ def _selection(located: Located, plan: dict[str, Any] | None, flag: str) -> dict
 def _poller(
     poller: PollerReader,
     located: Located,
-    project_id: Any | None,
+    project_id: str | None,
     handling: dict[str, str],
     zone: ZoneInfo,
 ) -> dict[str, Any]:
@@ -265,7 +263,7 @@ def _poller(
 
 
 def last_run(
-    runs: list[dict[str, Any]], task_id: Any, project_id: Any | None, moments: list[datetime]
+    runs: list[dict[str, Any]], task_id: str, project_id: str | None, moments: list[datetime]
 ) -> dict[str, Any] | None:
     """The newest run (runs newest first) that read the task: one scoped to it or its project,
     or an unscoped one running when the poller read its project or sent its last snapshot."""
@@ -292,7 +290,7 @@ def _run_fields(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _events(
-    store: TaskStoreReader, task_id: Any, plan: dict[str, Any] | None, *, plans_read: bool
+    store: TaskStoreReader, task_id: str, plan: dict[str, Any] | None, *, plans_read: bool
 ) -> list[dict[str, Any]]:
     """One line per assignee the plan lists or the writer knows: its event, its failure, or
     why it has neither."""
@@ -351,7 +349,7 @@ def _endpoint(endpoint: Endpoint | None, held: HeldTask | None) -> dict[str, Any
     }
 
 
-def about(letter: DeadLetter, task_id: Any) -> bool:
+def about(letter: DeadLetter, task_id: str) -> bool:
     """Whether a dead letter is about the task: its body names it as the task (task.changed,
     transfer.succeeded) or among the tasks of a sync request; a body that is not JSON, when
     the id appears in it."""
@@ -370,7 +368,7 @@ def about(letter: DeadLetter, task_id: Any) -> bool:
 # --- small helpers -----------------------------------------------------------------------------
 
 
-def _recorded(readers: Readers, task_id: Any) -> bool:
+def _recorded(readers: Readers, task_id: str) -> bool:
     """Whether pwasync's own records know the task (they outlive its plan)."""
     try:
         return bool(
@@ -384,7 +382,7 @@ def _recorded(readers: Readers, task_id: Any) -> bool:
         return True  # cannot tell: explain it, and the story says what could not be read
 
 
-def _project_id(located: Located, endpoint: Endpoint | None, held: HeldTask | None) -> Any:
+def _project_id(located: Located, endpoint: Endpoint | None, held: HeldTask | None) -> str | None:
     if isinstance(located.row, TaskRow):
         return located.row.project_id
     if isinstance(located.project, ProjectRow):

@@ -21,7 +21,7 @@ from services.ops.dead_letters import DeadLetterBox
 from services.ops.explain import Readers, gather, look_up
 from services.ops.explain_lookup import Located
 from services.ops.explain_render import lookup_json, render_lookup, render_story
-from services.ops.plans import open_plans, plans_site
+from services.ops.plans import open_plans
 from services.poller.state import PollerState
 
 
@@ -45,11 +45,11 @@ def run_explain(settings: Settings, query: str, *, as_json: bool) -> int:
                 dead_letters=box.list,
                 mailboxes=MailboxPolicy.from_settings(settings),
                 zone=settings.pwa_zone,
-                flag=f"flag field {settings.create_event_field!r}",
-                site_url=plans_site(settings),
+                flag=_flag(settings),
             )
             try:
-                readers.feed = open_plans(settings, http, client)
+                opened = open_plans(settings, http, client)
+                readers.feed, readers.task_link = opened.feed, opened.task_link
             except PwasyncError as exc:
                 readers.feed_error = str(exc)
             lookup = look_up(query, readers)
@@ -61,3 +61,10 @@ def run_explain(settings: Settings, query: str, *, as_json: bool) -> int:
         client.close()
     print(json.dumps(story) if as_json else render_story(story))
     return 1 if story["unreadable"] else 0
+
+
+def _flag(settings: Settings) -> str:
+    """What selects a task, as the sync reads it (PWASYNC_SELECT_BY)."""
+    if settings.selection == "label":
+        return f"label {settings.create_event_label!r}"
+    return f"flag field {settings.create_event_field!r}"

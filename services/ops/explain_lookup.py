@@ -1,20 +1,21 @@
 """Which task ``pwasync explain TASK`` means: an id, or a name read from the plans.
 
-An id is looked up in the plans first (only its project is read); an id the plans do not know
-but pwasync's own records do (a task deleted from its plan that still has events, an endpoint
-or dead letters) is explained from those. Anything else is taken for a name: every readable
-project's tasks are read (one request per project, and a page per few hundred tasks) and the
-name compared without regard to case. One match is the task; several are listed for the
-operator to choose by id; none lists the tasks whose name contains it.
+A GUID is an id: the plans are asked which project holds it and only that project is read; an
+id the plans do not know but pwasync's own records do (a task deleted from its plan that still
+has events, an endpoint or dead letters) is explained from those. Anything else is a name
+first: every readable project's tasks are read (one request per project, and a page per few
+hundred tasks) and the name compared without regard to case. One match is the task; several are
+listed for the operator to choose by id; with none, a query that can be an id (Planner's are
+not GUIDs) is looked up as one, and failing that the tasks whose name contains it are listed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
+from common.ids import canonical_id
 from services.poller.source import (
     PlanSource,
     ProjectListing,
@@ -40,7 +41,7 @@ class Located:
     """The task, with its project and row as the plan has them now; ``row`` None: the plans do
     not hold it (``project`` then None too), only pwasync's records do."""
 
-    task_id: Any  # as the plan source spells ids
+    task_id: str
     project: ProjectListing | None
     row: TaskRow | UnreadableRow | None
 
@@ -61,30 +62,42 @@ class NotFound:
 Lookup = Located | Ambiguous | NotFound
 
 
-def as_task_id(text: str) -> Any | None:
-    """The query as the source's task id, or None when it cannot be one."""
+def as_task_id(text: str) -> str | None:
+    """The query as an id (``common.ids``), or None when it cannot be one (a space in it)."""
     try:
-        return UUID(text.strip())
+        return canonical_id(text)
     except ValueError:
         return None
 
 
-def find_task(feed: PlanSource, query: str, recorded: Callable[[Any], bool]) -> Lookup:
-    """``recorded(task_id)``: whether pwasync's own records know that task id."""
+def find_task(feed: PlanSource, query: str, recorded: Callable[[str], bool]) -> Lookup:
+    """``recorded(task_id)``: whether pwasync's own records know that task id.
+
+    A GUID is looked up as an id only (nobody names a task with one); any other query as a
+    name first (an exact name is what operators type), then as a source's own id (Planner's)."""
     task_id = as_task_id(query)
-    if task_id is not None:
-        for project_id in sorted(feed.task_projects([task_id]), key=str):
-            located = _in_project(feed, project_id, task_id)
-            if located is not None:
-                return located
-        if recorded(task_id):
-            return Located(task_id, None, None)
-        if _is_guid(query):  # nobody names a task with a GUID: no name search
-            return NotFound(query, [], searched_names=False)
-    return _by_name(feed, query)
+    if is_guid(query):
+        assert task_id is not None
+        return _by_id(feed, task_id, recorded) or NotFound(query, [], searched_names=False)
+    by_name = _by_name(feed, query)
+    if not isinstance(by_name, NotFound) or task_id is None:
+        return by_name
+    return _by_id(feed, task_id, recorded) or by_name
 
 
-def _in_project(feed: PlanSource, project_id: Any, task_id: Any) -> Located | None:
+def _by_id(feed: PlanSource, task_id: str, recorded: Callable[[str], bool]) -> Located | None:
+    try:
+        projects = feed.task_projects([task_id])
+    except ValueError:  # the source's ids have another form (a GUID source, an opaque id)
+        return None
+    for project_id in sorted(projects):
+        located = _in_project(feed, project_id, task_id)
+        if located is not None:
+            return located
+    return Located(task_id, None, None) if recorded(task_id) else None
+
+
+def _in_project(feed: PlanSource, project_id: str, task_id: str) -> Located | None:
     project = next(iter(feed.projects(project_ids=[project_id])), None)
     for row in feed.tasks(project_id):
         if _row_id(row) == task_id:
@@ -119,14 +132,15 @@ def _every_task(feed: PlanSource) -> Iterator[tuple[ProjectRow, TaskRow | Unread
 
 
 def _candidate(project: ProjectRow, row: TaskRow | UnreadableRow) -> Candidate:
-    return Candidate(str(_row_id(row)), row.name, str(project.project_id), project.name)
+    return Candidate(_row_id(row) or "?", row.name, project.project_id, project.name)
 
 
-def _row_id(row: TaskRow | UnreadableRow) -> Any:
+def _row_id(row: TaskRow | UnreadableRow) -> str | None:
     return row.task_id if isinstance(row, TaskRow) else row.key
 
 
-def _is_guid(text: str) -> bool:
+def is_guid(text: str) -> bool:
+    """Whether the query is a GUID in any written form."""
     try:
         UUID(text.strip())
     except ValueError:

@@ -17,8 +17,6 @@ import redis
 from common.mailboxes import MailboxPolicy
 from common.settings import Settings
 from services.ledger.usage import Names
-from services.poller.connection import open_pwa
-from services.poller.pwa_api import PwaSource
 from services.poller.selection import project_skip_reason, select_tasks, task_assignees
 from services.poller.source import (
     AssignmentRow,
@@ -28,6 +26,7 @@ from services.poller.source import (
     TaskRow,
     UnpublishedProject,
 )
+from services.poller.sources import OpenedSource, open_plan_source
 
 #: Most projects read looking for an assignee (one flagged task with one is usually in the first).
 ASSIGNEE_SEARCH_PROJECTS = 20
@@ -41,15 +40,10 @@ class FoundAssignee:
     project: str
 
 
-def open_plans(settings: Settings, http: httpx.Client, client: redis.Redis) -> PlanSource:
-    """The plan source; raises ConfigError when this host is not set up to read the plans."""
-    settings.require_pwa()
-    return PwaSource(open_pwa(settings, http, client), settings)
-
-
-def plans_site(settings: Settings) -> str:
-    """The URL that names where the plans live (links in the story)."""
-    return settings.pwa_url or ""
+def open_plans(settings: Settings, http: httpx.Client, client: redis.Redis) -> OpenedSource:
+    """The configured plan source (``PWASYNC_SOURCE``), opened as the poller opens it; raises
+    ConfigError when this host is not set up to read the plans."""
+    return open_plan_source(settings, http, client)
 
 
 def plan_names(feed: PlanSource, tasks: Iterable[tuple[Any, Any]]) -> dict[str, Names]:

@@ -61,7 +61,7 @@ def _names(
         with new_http_client(
             ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds
         ) as http:
-            return plan_names(open_plans(settings, http, client), pairs), None
+            return plan_names(open_plans(settings, http, client).feed, pairs), None
     except PwasyncError as exc:
         log.warning("usage: the plans could not name the tasks", error=str(exc))
         return {}, f"the plans could not be read here ({exc})"

@@ -18,7 +18,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
 
 from common.messages import TaskChanged
 from services.poller.source import ProjectRow
@@ -72,14 +71,14 @@ class ProjectPlan:
     """The projects a poll reads, and what it learned from the list alone."""
 
     to_read: list[ProjectRow] = field(default_factory=list)
-    deleted: list[UUID] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     unchanged: int = 0
     before_sync_start: int = 0
 
 
 def plan_projects(
     listed: list[ProjectRow],
-    known: dict[UUID, ProjectState],
+    known: dict[str, ProjectState],
     *,
     sync_start: datetime,
     reread_after: timedelta,
@@ -129,14 +128,14 @@ def fingerprint(message: TaskChanged) -> str:
 class TaskDiff:
     upserts: list[tuple[TaskChanged, str]] = field(default_factory=list)
     unchanged: int = 0
-    removals: list[UUID] = field(default_factory=list)
+    removals: list[str] = field(default_factory=list)
 
 
 def diff_tasks(
     desired: list[TaskChanged],
-    published: dict[UUID, str],
+    published: dict[str, str],
     *,
-    scope: set[UUID] | None = None,
+    scope: set[str] | None = None,
 ) -> TaskDiff:
     """Compare a project's selected tasks with the fingerprints last published for it.
 

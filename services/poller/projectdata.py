@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
+from common.ids import guid
 from services.poller import odata
 from services.poller.paging import paged_rows
 from services.poller.pwa_http import PwaHttp
@@ -58,7 +58,7 @@ class ProjectDataClient:
 
     # --- entity sets -------------------------------------------------------------------------
 
-    def projects(self, *, project_ids: list[UUID] | None = None) -> Iterator[ProjectListing]:
+    def projects(self, *, project_ids: list[str] | None = None) -> Iterator[ProjectListing]:
         """Every project (one request per page of 300 online, 100 on-premises), or the given
         ones; only the four properties change detection needs. A malformed row comes as an
         ``UnreadableRow``."""
@@ -73,19 +73,19 @@ class ProjectDataClient:
             for row in self.rows("Projects", dict(params)):
                 try:
                     yield ProjectRow(
-                        project_id=field(row, "ProjectId", UUID),
+                        project_id=field(row, "ProjectId", guid),
                         name=row.get("ProjectName") or "",
                         project_type=field(row, "ProjectType", lambda v: int(v or 0)),
                         modified=field(row, "ProjectModifiedDate", project_date),
                     )
                 except ValueError as exc:
-                    yield unreadable(row, "ProjectId", "ProjectName", exc)
+                    yield unreadable(row, "ProjectId", "ProjectName", exc, id_form=guid)
 
     @property
     def requests_made(self) -> int:
         return self._http.requests_made
 
-    def tasks(self, project_id: UUID) -> Iterator[TaskRow | UnreadableRow]:
+    def tasks(self, project_id: str) -> Iterator[TaskRow | UnreadableRow]:
         """The project's tasks; a malformed row comes as an ``UnreadableRow``."""
         path = f"Projects({odata.guid_literal(project_id)})/Tasks"
         flag_property = self._flag_property
@@ -93,8 +93,8 @@ class ProjectDataClient:
         for row in self.rows(path, params):
             try:
                 yield TaskRow(
-                    project_id=field(row, "ProjectId", UUID),
-                    task_id=field(row, "TaskId", UUID),
+                    project_id=field(row, "ProjectId", guid),
+                    task_id=field(row, "TaskId", guid),
                     name=row.get("TaskName") or "",
                     start=field(row, "TaskStartDate", odata.parse_datetime),
                     finish=field(row, "TaskFinishDate", odata.parse_datetime),
@@ -103,20 +103,20 @@ class ProjectDataClient:
                     flagged=odata.parse_bool(row.get(flag_property)),
                 )
             except ValueError as exc:
-                yield unreadable(row, "TaskId", "TaskName", exc)
+                yield unreadable(row, "TaskId", "TaskName", exc, id_form=guid)
 
-    def assignments(self, project_id: UUID) -> Iterator[AssignmentRow]:
+    def assignments(self, project_id: str) -> Iterator[AssignmentRow]:
         path = f"Projects({odata.guid_literal(project_id)})/Assignments"
         for row in self.rows(path, {"$select": ",".join(ASSIGNMENT_FIELDS)}):
             if not row.get("ResourceId") or not row.get("TaskId"):
                 continue  # an assignment row without a resource carries no assignee
             yield AssignmentRow(
-                task_id=UUID(row["TaskId"]),
-                resource_id=UUID(row["ResourceId"]),
+                task_id=guid(row["TaskId"]),
+                resource_id=guid(row["ResourceId"]),
                 resource_name=row.get("ResourceName") or "",
             )
 
-    def resources(self, resource_ids: set[UUID] | None = None) -> Iterator[ResourceRow]:
+    def resources(self, resource_ids: set[str] | None = None) -> Iterator[ResourceRow]:
         params = {"$select": ",".join(RESOURCE_FIELDS)}
         # Key filters keep the query cheap; a long list is split so the URL stays short.
         id_batches = chunks(sorted(resource_ids, key=str), 50) if resource_ids else [None]
@@ -127,17 +127,17 @@ class ProjectDataClient:
                 )
             for row in self.rows("Resources", dict(params)):
                 email = (row.get("ResourceEmailAddress") or "").strip() or None
-                yield ResourceRow(UUID(row["ResourceId"]), row.get("ResourceName") or "", email)
+                yield ResourceRow(guid(row["ResourceId"]), row.get("ResourceName") or "", email)
 
-    def task_projects(self, task_ids: list[UUID]) -> set[UUID]:
+    def task_projects(self, task_ids: list[str]) -> set[str]:
         """The projects that hold these tasks (for runs scoped with --task)."""
-        projects: set[UUID] = set()
+        projects: set[str] = set()
         for batch in chunks(task_ids, 50):
             params = {
                 "$select": "ProjectId,TaskId",
                 "$filter": odata.any_of("TaskId", [odata.guid_literal(t) for t in batch]),
             }
-            projects.update(UUID(row["ProjectId"]) for row in self.rows("Tasks", params))
+            projects.update(guid(row["ProjectId"]) for row in self.rows("Tasks", params))
         return projects
 
     def rows(self, path: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from common.errors import PermanentApiError, RetryableApiError
+from common.ids import guid
 from common.logging import get_logger
 from common.messages import within_project_dates
 from services.poller import odata
@@ -76,7 +77,7 @@ class ProjectServerReader:
 
     # --- the seam ----------------------------------------------------------------------------
 
-    def projects(self, *, project_ids: list[UUID] | None = None) -> Iterator[ProjectListing]:
+    def projects(self, *, project_ids: list[str] | None = None) -> Iterator[ProjectListing]:
         params = {"$select": ",".join(PROJECT_FIELDS)}
         for batch in chunks(project_ids, 50) if project_ids else [None]:
             if batch is not None:
@@ -84,7 +85,7 @@ class ProjectServerReader:
             for row in self._rows("Projects", dict(params)):
                 yield project_listing(row, self._zone)
 
-    def tasks(self, project_id: UUID) -> Iterator[TaskRow | UnreadableRow]:
+    def tasks(self, project_id: str) -> Iterator[TaskRow | UnreadableRow]:
         flag = self.flag_property()
         try:
             for row in self._project_collection(project_id, "Tasks", (*TASK_FIELDS, flag), ()):
@@ -97,7 +98,7 @@ class ProjectServerReader:
                 self._flag_property = None
             raise
 
-    def assignments(self, project_id: UUID) -> Iterator[AssignmentRow]:
+    def assignments(self, project_id: str) -> Iterator[AssignmentRow]:
         rows = self._project_collection(
             project_id, "Assignments", ASSIGNMENT_SELECT, ("Task", "Resource")
         )
@@ -106,16 +107,16 @@ class ProjectServerReader:
             if assignment is not None:
                 yield assignment
 
-    def resources(self, resource_ids: set[UUID]) -> Iterator[ResourceRow]:
+    def resources(self, resource_ids: set[str]) -> Iterator[ResourceRow]:
         for batch in chunks(sorted(resource_ids, key=str), 50):
             params = {
                 "$select": ",".join(RESOURCE_FIELDS),
                 "$filter": odata.any_of("Id", [odata.guid_literal(r) for r in batch]),
             }
             for row in self._rows("EnterpriseResources", params):
-                yield ResourceRow(UUID(str(row["Id"])), row.get("Name") or "", _email(row))
+                yield ResourceRow(guid(row["Id"]), row.get("Name") or "", _email(row))
 
-    def task_projects(self, task_ids: list[UUID]) -> set[UUID]:
+    def task_projects(self, task_ids: list[str]) -> set[str]:
         """This API has no collection of all tasks: each published project's task ids are read
         until every task is found (a --task run is an operator's rare request)."""
         wanted, found = set(task_ids), set()
@@ -130,10 +131,10 @@ class ProjectServerReader:
                 wanted -= ids
         return found
 
-    def task_ids(self, project_id: UUID) -> Iterator[UUID]:
+    def task_ids(self, project_id: str) -> Iterator[str]:
         """One project's task ids: what reading a schedule needs, without the flag field."""
         for row in self._project_collection(project_id, "Tasks", ("Id",), ()):
-            yield UUID(str(row["Id"]))
+            yield guid(row["Id"])
 
     # --- the flag field ----------------------------------------------------------------------
 
@@ -152,7 +153,7 @@ class ProjectServerReader:
         return paged_rows(self._http, f"{self.base_url}/{path}?{odata.query_string(params)}")
 
     def _project_collection(
-        self, project_id: UUID, navigation: str, select: tuple[str, ...], expand: tuple[str, ...]
+        self, project_id: str, navigation: str, select: tuple[str, ...], expand: tuple[str, ...]
     ) -> Iterator[dict[str, Any]]:
         """``Projects('{id}')/{navigation}``, or the same rows through ``$expand`` where the
         server refuses the navigation path (remembered for the rest of the process)."""
@@ -160,7 +161,7 @@ class ProjectServerReader:
             params = {"$select": ",".join(select)}
             if expand:
                 params["$expand"] = ",".join(expand)
-            path = f"Projects('{UUID(str(project_id))}')/{navigation}"
+            path = f"Projects('{guid(project_id)}')/{navigation}"
             try:
                 rows = self._rows(path, params)
                 first = next(rows, None)
@@ -182,7 +183,7 @@ class ProjectServerReader:
         self._navigation_refused = True
 
     def _expanded(
-        self, project_id: UUID, navigation: str, select: tuple[str, ...], expand: tuple[str, ...]
+        self, project_id: str, navigation: str, select: tuple[str, ...], expand: tuple[str, ...]
     ) -> Iterator[dict[str, Any]]:
         params = {
             "$filter": f"Id eq {odata.guid_literal(project_id)}",
@@ -207,7 +208,7 @@ class ProjectServerReader:
 
 def project_listing(row: dict[str, Any], zone: ZoneInfo = _UTC) -> ProjectListing:
     try:
-        project_id = field(row, "Id", lambda v: UUID(str(v)))
+        project_id = field(row, "Id", guid)
         name = row.get("Name") or ""
         published = field(row, "LastPublishedDate", lambda v: rest_date(v, zone))
         if published is None:
@@ -221,17 +222,17 @@ def project_listing(row: dict[str, Any], zone: ZoneInfo = _UTC) -> ProjectListin
             modified=published,
         )
     except ValueError as exc:
-        return unreadable(row, "Id", "Name", exc)
+        return unreadable(row, "Id", "Name", exc, id_form=guid)
 
 
 def task_row(
-    project_id: UUID, row: dict[str, Any], flag_property: str, zone: ZoneInfo = _UTC
+    project_id: str, row: dict[str, Any], flag_property: str, zone: ZoneInfo = _UTC
 ) -> TaskRow | UnreadableRow:
     try:
         outline_level = field(row, "OutlineLevel", lambda v: None if v is None else int(v))
         return TaskRow(
             project_id=project_id,
-            task_id=field(row, "Id", lambda v: UUID(str(v))),
+            task_id=field(row, "Id", guid),
             name=row.get("Name") or "",
             start=field(row, "Start", lambda v: rest_date(v, zone)),
             finish=field(row, "Finish", lambda v: rest_date(v, zone)),
@@ -241,7 +242,7 @@ def task_row(
             flagged=field(row, flag_property, parse_flag),
         )
     except ValueError as exc:
-        return unreadable(row, "Id", "Name", exc)
+        return unreadable(row, "Id", "Name", exc, id_form=guid)
 
 
 def assignment_row(row: dict[str, Any]) -> AssignmentRow | None:
@@ -251,10 +252,10 @@ def assignment_row(row: dict[str, Any]) -> AssignmentRow | None:
         return None
     if not task.get("Id") or not resource.get("Id"):
         return None
-    resource_id = UUID(str(resource["Id"]))
+    resource_id = guid(resource["Id"])
     name, email = resource.get("Name") or "", _email(resource)
     return AssignmentRow(
-        task_id=UUID(str(task["Id"])),
+        task_id=guid(task["Id"]),
         resource_id=resource_id,
         resource_name=name,
         # A project resource without an address is looked up as an enterprise resource.

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from uuid import UUID
 
 from common.errors import PermanentApiError
 from common.logging import get_logger
@@ -142,17 +141,17 @@ class PwaSource:
     def requests_made(self) -> int:
         return self._pwa.requests_made
 
-    def projects(self, *, project_ids: list[UUID] | None = None) -> Iterator[ProjectListing]:
+    def projects(self, *, project_ids: list[str] | None = None) -> Iterator[ProjectListing]:
         return self.reader.projects(project_ids=project_ids)
 
-    def tasks(self, project_id: UUID) -> Iterator[TaskRow | UnreadableRow]:
+    def tasks(self, project_id: str) -> Iterator[TaskRow | UnreadableRow]:
         return self.reader.tasks(project_id)
 
-    def assignments(self, project_id: UUID) -> Iterator[AssignmentRow]:
+    def assignments(self, project_id: str) -> Iterator[AssignmentRow]:
         return self.reader.assignments(project_id)
 
-    def resources(self, resource_ids: set[UUID]) -> Iterator[ResourceRow]:
+    def resources(self, resource_ids: set[str]) -> Iterator[ResourceRow]:
         return self.reader.resources(resource_ids)
 
-    def task_projects(self, task_ids: list[UUID]) -> set[UUID]:
+    def task_projects(self, task_ids: list[str]) -> set[str]:
         return self.reader.task_projects(task_ids)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from common.errors import PermanentApiError, PwasyncError
+from common.ids import guid
 from common.settings import Settings
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_http import PwaHttp
@@ -81,7 +81,7 @@ def can_read_projectserver(
     lines = [CheckLine(name, True, f"signed in ({settings.pwa_auth}) and listed projects")]
     name = f"read project schedules ({READ_SCHEDULES})"
     try:
-        next(reader.task_ids(UUID(str(listed[0]["Id"]))), None)
+        next(reader.task_ids(guid(listed[0]["Id"])), None)
         lines.append(CheckLine(name, True, f"read the tasks of {listed[0].get('Name')!r}"))
     except PwasyncError as exc:
         lines.append(CheckLine(name, False, _denied(exc, f"{READ_SCHEDULES} over all projects")))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from uuid import UUID
 
 from common.mailboxes import ANY_MAILBOX, MailboxPolicy, Refusal
 from common.messages import within_project_dates
@@ -45,7 +44,7 @@ _PROJECT_SKIPS = {
 
 @dataclass(frozen=True)
 class SelectedAssignee:
-    resource_id: UUID
+    resource_id: str
     name: str
     email: str | None
     refused: Refusal | None = None  # the address may not receive events (common/mailboxes)
@@ -112,12 +111,12 @@ def task_skip_reason(task: TaskRow) -> SkipReason | None:
 def select_tasks(
     tasks: list[TaskRow],
     assignments: list[AssignmentRow],
-    resources: dict[UUID, ResourceRow],
+    resources: dict[str, ResourceRow],
     mailboxes: MailboxPolicy = ANY_MAILBOX,
 ) -> Selection:
     """Split a project's tasks into selected (with their assignees) and skipped (with why);
     an assignee whose address ``mailboxes`` refuses carries the refusal."""
-    by_task: dict[UUID, list[AssignmentRow]] = {}
+    by_task: dict[str, list[AssignmentRow]] = {}
     for assignment in assignments:
         by_task.setdefault(assignment.task_id, []).append(assignment)
 
@@ -134,12 +133,12 @@ def select_tasks(
 
 def task_assignees(
     assignments: list[AssignmentRow],
-    resources: dict[UUID, ResourceRow],
+    resources: dict[str, ResourceRow],
     mailboxes: MailboxPolicy = ANY_MAILBOX,
 ) -> tuple[SelectedAssignee, ...]:
     """One task's assignees (one per resource, in resource id order), each with its address
     and, when ``mailboxes`` refuses it, the refusal."""
-    assignees: dict[UUID, SelectedAssignee] = {}
+    assignees: dict[str, SelectedAssignee] = {}
     for assignment in assignments:
         resource = resources.get(assignment.resource_id)
         email = resource.email if resource else None

@@ -31,12 +31,12 @@ from common.messages import SyncRequested, TaskChanged, decode, encode
 from common.rabbit import MessagePublisher, ThreadLocalPublisher
 from common.settings import Settings
 from common.topology import ROUTING_KEY_SYNC_REQUESTED, WorkQueue, routing_key_task_changed
-from services.poller.connection import open_pwa, token_store
+from services.poller.connection import token_store
 from services.poller.coordination import QueuedRequest, RunCoordinator, merge_requests
 from services.poller.deletion_guard import DeletionGuard
 from services.poller.observed import observe_poller_state
-from services.poller.pwa_api import PwaSource
 from services.poller.pwa_time import to_pwa_wall_clock
+from services.poller.sources import open_plan_source, require_source
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
 from services.runtime import open_infrastructure
@@ -277,8 +277,7 @@ class Scheduler:
 
 
 def run_poller(settings: Settings, stop: threading.Event) -> None:
-    settings.require_pwa()
-    assert settings.pwa_url is not None
+    require_source(settings)
     infra = open_infrastructure(settings, "poller", stop)
     state = PollerState(infra.redis, infra.keys, infra.redis_url)
     observe_poller_state(state, settings.parsed_schedule)
@@ -292,14 +291,19 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         "poller starting",
         sync_start=in_force.isoformat(),
         schedule=settings.schedule,
+        source=settings.source,
         pwa_auth=settings.pwa_auth,
         pwa_api=settings.pwa_api,
     )
-    if settings.pwa_auth == "oauth" and token_store(settings, infra.redis).load_raw() is None:
+    if (
+        settings.source == "project"
+        and settings.pwa_auth == "oauth"
+        and token_store(settings, infra.redis).load_raw() is None
+    ):
         log.error("Project Online: nobody is signed in; run `pwasync connect` (runs fail until)")
 
     http = new_http_client(ca_bundle=settings.ca_bundle, timeout=settings.http_timeout_seconds)
-    pwa = open_pwa(settings, http, infra.redis, stop=stop)
+    source = open_plan_source(settings, http, infra.redis, stop=stop)
     routing_key = routing_key_task_changed(settings.scenario)
 
     def publish_task(message: TaskChanged) -> None:
@@ -309,13 +313,13 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     lease_lost = threading.Event()
     runner = SyncRunner(
         scenario=settings.scenario,
-        feed=PwaSource(pwa, settings),
+        feed=source.feed,
         publish=publish_task,
         state=state,
         pwa_zone=settings.pwa_zone,
-        site_url=settings.pwa_url,
+        task_link=source.task_link,
         should_stop=lambda: stop.is_set() or lease_lost.is_set(),
-        request_counter=lambda: pwa.requests_made,
+        request_counter=source.requests_made,
         mailboxes=MailboxPolicy.from_settings(settings),
         deletion_guard=DeletionGuard(
             settings.deletion_guard_percent, settings.deletion_guard_min_tasks

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from uuid import UUID
 
+from common.ids import canonical_id
 from common.messages import within_project_dates
 from services.poller import odata
 
@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ProjectRow:
-    project_id: UUID
+    project_id: str
     name: str
     project_type: int
     modified: datetime  # when it was last published, PWA wall clock
@@ -33,14 +33,14 @@ class UnpublishedProject:
     """A project that exists only as a draft (the ProjectServer API lists drafts with
     ``LastPublishedDate`` 0001-01-01): nothing of it is read, and it is not taken for deleted."""
 
-    key: UUID
+    key: str
     name: str
 
 
 @dataclass(frozen=True)
 class TaskRow:
-    project_id: UUID
-    task_id: UUID
+    project_id: str
+    task_id: str
     name: str
     start: datetime | None
     finish: datetime | None
@@ -54,22 +54,22 @@ class UnreadableRow:
     """A row that cannot be understood (a malformed value). The task or project it stands for
     is left as it was: neither synced nor removed, and the run goes on."""
 
-    key: UUID | None  # the task or project id; None when even that is unreadable
+    key: str | None  # the task or project id; None when even that is unreadable
     name: str
     problem: str
 
 
 @dataclass(frozen=True)
 class ResourceRow:
-    resource_id: UUID
+    resource_id: str
     name: str
     email: str | None
 
 
 @dataclass(frozen=True)
 class AssignmentRow:
-    task_id: UUID
-    resource_id: UUID
+    task_id: str
+    resource_id: str
     resource_name: str
     # The assignee, when the API answered it with the assignment (with an e-mail address);
     # None: the runner looks the resource up through ``PlanSource.resources``.
@@ -91,23 +91,23 @@ class PlanSource(Protocol):
     @property
     def requests_made(self) -> int: ...
 
-    def projects(self, *, project_ids: list[UUID] | None = None) -> Iterator[ProjectListing]:
+    def projects(self, *, project_ids: list[str] | None = None) -> Iterator[ProjectListing]:
         """Every project (or the given ones) with what change detection needs."""
         ...
 
-    def tasks(self, project_id: UUID) -> Iterator[TaskRow | UnreadableRow]:
+    def tasks(self, project_id: str) -> Iterator[TaskRow | UnreadableRow]:
         """One project's tasks, with the flag value."""
         ...
 
-    def assignments(self, project_id: UUID) -> Iterator[AssignmentRow]:
+    def assignments(self, project_id: str) -> Iterator[AssignmentRow]:
         """One project's assignments (the assignee's e-mail address where the API has it)."""
         ...
 
-    def resources(self, resource_ids: set[UUID]) -> Iterator[ResourceRow]:
+    def resources(self, resource_ids: set[str]) -> Iterator[ResourceRow]:
         """The resources of these ids, with their e-mail addresses."""
         ...
 
-    def task_projects(self, task_ids: list[UUID]) -> set[UUID]:
+    def task_projects(self, task_ids: list[str]) -> set[str]:
         """The projects that hold these tasks (for runs scoped with --task)."""
         ...
 
@@ -131,9 +131,17 @@ def project_date(value: Any) -> datetime:
     return parsed
 
 
-def unreadable(row: dict[str, Any], key: str, name: str, problem: Exception) -> UnreadableRow:
+def unreadable(
+    row: dict[str, Any],
+    key: str,
+    name: str,
+    problem: Exception,
+    *,
+    id_form: Callable[[Any], str] = canonical_id,
+) -> UnreadableRow:
+    """``id_form`` reads the key as the source's ids are written (``guid`` where they are GUIDs)."""
     try:
-        parsed_key: UUID | None = UUID(str(row.get(key)))
+        parsed_key: str | None = id_form(row.get(key))
     except ValueError:
         parsed_key = None
     return UnreadableRow(parsed_key, str(row.get(name) or "")[:200], str(problem))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 import redis
 
@@ -44,7 +43,7 @@ class PollerKeys:
     def projects(self) -> str:
         return f"{self.prefix}:projects"
 
-    def tasks(self, project_id: UUID) -> str:
+    def tasks(self, project_id: str) -> str:
         return f"{self.prefix}:tasks:{project_id}"
 
     @property
@@ -97,46 +96,46 @@ class PollerState:
 
     # --- projects and task fingerprints --------------------------------------------------
 
-    def projects(self) -> dict[UUID, ProjectState]:
+    def projects(self) -> dict[str, ProjectState]:
         with redis_errors(self._url):
             raw = self._redis.hgetall(self.keys.projects)
-        return {UUID(pid): ProjectState.from_json(value) for pid, value in raw.items()}
+        return {pid: ProjectState.from_json(value) for pid, value in raw.items()}
 
-    def save_project(self, project_id: UUID, state: ProjectState) -> None:
+    def save_project(self, project_id: str, state: ProjectState) -> None:
         with redis_errors(self._url):
             self._redis.hset(self.keys.projects, str(project_id), state.to_json())
 
-    def forget_project(self, project_id: UUID) -> None:
+    def forget_project(self, project_id: str) -> None:
         with redis_errors(self._url):
             pipe = self._redis.pipeline(transaction=True)
             pipe.hdel(self.keys.projects, str(project_id))
             pipe.delete(self.keys.tasks(project_id))
             pipe.execute()
 
-    def published_tasks(self, project_id: UUID) -> dict[UUID, str]:
+    def published_tasks(self, project_id: str) -> dict[str, str]:
         with redis_errors(self._url):
             raw = self._redis.hgetall(self.keys.tasks(project_id))
-        return {UUID(tid): value.split(" ", 1)[0] for tid, value in raw.items()}
+        return {tid: value.split(" ", 1)[0] for tid, value in raw.items()}
 
-    def published_revisions(self, project_id: UUID) -> dict[UUID, datetime | None]:
+    def published_revisions(self, project_id: str) -> dict[str, datetime | None]:
         """The revision each task was last published with (None: recorded before revisions
         were kept), which its removal must order after."""
         with redis_errors(self._url):
             raw = self._redis.hgetall(self.keys.tasks(project_id))
-        return {UUID(tid): _revision(value) for tid, value in raw.items()}
+        return {tid: _revision(value) for tid, value in raw.items()}
 
     def record_published(
-        self, project_id: UUID, task_id: UUID, digest: str, revision: datetime
+        self, project_id: str, task_id: str, digest: str, revision: datetime
     ) -> None:
         value = f"{digest} {revision.astimezone(UTC).isoformat()}"
         with redis_errors(self._url):
             self._redis.hset(self.keys.tasks(project_id), str(task_id), value)
 
-    def record_removed(self, project_id: UUID, task_id: UUID) -> None:
+    def record_removed(self, project_id: str, task_id: str) -> None:
         with redis_errors(self._url):
             self._redis.hdel(self.keys.tasks(project_id), str(task_id))
 
-    def count_published(self, project_ids: list[UUID]) -> int:
+    def count_published(self, project_ids: list[str]) -> int:
         """Tasks that have events now, over the given projects (one round trip)."""
         if not project_ids:
             return 0

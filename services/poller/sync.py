@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from common import metrics
@@ -61,20 +60,15 @@ NEVER_PUBLISHED = "never_published"
 class PendingRemovals:
     """The removals one project needs, and what to record once they are published."""
 
-    project_id: UUID
+    project_id: str
     project_name: str
-    tasks: list[tuple[UUID, str, datetime]]  # task id, why it left the selection, its revision
+    tasks: list[tuple[str, str, datetime]]  # task id, why it left the selection, its revision
     state: ProjectState | None  # saved after the removals; None: the project is gone
 
 
 class SyncInterrupted(Stopping):
     """The process is stopping (or lost the run lock); the run is retried and resumes: what was
     done is recorded project by project."""
-
-
-def project_url(site_url: str, project_id: UUID) -> str:
-    """The project's page in PWA (Project Detail Pages; the path is the PWA default)."""
-    return f"{site_url.rstrip('/')}/project.aspx?projuid={project_id}"
 
 
 class SyncRunner:
@@ -86,7 +80,7 @@ class SyncRunner:
         publish: PublishTask,
         state: PollerState,
         pwa_zone: ZoneInfo,
-        site_url: str,
+        task_link: Callable[[str, str], str | None] = lambda _project, _task: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         should_stop: Callable[[], bool] = lambda: False,
         request_counter: Callable[[], int] = lambda: 0,
@@ -98,7 +92,7 @@ class SyncRunner:
         self._publish = publish
         self._state = state
         self._zone = pwa_zone
-        self._site_url = site_url
+        self._task_link = task_link
         self._clock = clock
         self._should_stop = should_stop
         self._requests = request_counter
@@ -175,7 +169,7 @@ class SyncRunner:
         pending = [
             self._deleted_project(project_id, known.get(project_id)) for project_id in deleted
         ]
-        resources: dict[UUID, ResourceRow] = {}
+        resources: dict[str, ResourceRow] = {}
         for index, project in enumerate(to_read):
             if self._should_stop():
                 raise SyncInterrupted(
@@ -189,8 +183,8 @@ class SyncRunner:
         self._apply_removals(pending, request, synced_before, summary)
 
     def _scoped_projects(
-        self, request: SyncRequested, known: dict[UUID, ProjectState], summary: RunSummary
-    ) -> tuple[list[ProjectRow], list[UUID]]:
+        self, request: SyncRequested, known: dict[str, ProjectState], summary: RunSummary
+    ) -> tuple[list[ProjectRow], list[str]]:
         project_ids = set(request.project_ids)
         if request.task_ids:
             project_ids |= self._feed.task_projects(list(request.task_ids))
@@ -203,8 +197,8 @@ class SyncRunner:
         return sorted(listed, key=lambda p: p.modified), deleted
 
     def _listed_projects(
-        self, summary: RunSummary, project_ids: list[UUID] | None = None
-    ) -> tuple[list[ProjectRow], set[UUID]]:
+        self, summary: RunSummary, project_ids: list[str] | None = None
+    ) -> tuple[list[ProjectRow], set[str]]:
         """The readable project rows, and the ids of the others: rows that cannot be read
         (logged) and drafts never published. Neither is read, nor taken for deleted."""
         listed, unreadable = [], set()
@@ -232,8 +226,8 @@ class SyncRunner:
         self,
         project: ProjectRow,
         previous: ProjectState | None,
-        resources: dict[UUID, ResourceRow],
-        task_scope: set[UUID] | None,
+        resources: dict[str, ResourceRow],
+        task_scope: set[str] | None,
         summary: RunSummary,
     ) -> PendingRemovals | None:
         """Publish the project's upserts; return its removals (applied after the guard)."""
@@ -296,11 +290,11 @@ class SyncRunner:
     def _desired_tasks(
         self,
         project: ProjectRow,
-        resources: dict[UUID, ResourceRow],
-        task_scope: set[UUID] | None,
+        resources: dict[str, ResourceRow],
+        task_scope: set[str] | None,
         revision: datetime,
         summary: RunSummary,
-    ) -> tuple[list[TaskChanged], dict[UUID, str]]:
+    ) -> tuple[list[TaskChanged], dict[str, str]]:
         """The task.changed of every selected task, and why each other task is not selected (an
         unreadable row: ``UNREADABLE``, and the task is left as it was)."""
         rows = list(self._feed.tasks(project.project_id))
@@ -323,7 +317,7 @@ class SyncRunner:
 
     def _unreadable_tasks(
         self, project: ProjectRow, rows: list[TaskRow | UnreadableRow], summary: RunSummary
-    ) -> set[UUID]:
+    ) -> set[str]:
         unreadable = set()
         for row in rows:
             if isinstance(row, UnreadableRow):
@@ -339,7 +333,7 @@ class SyncRunner:
                 )
         return unreadable
 
-    def _deleted_project(self, project_id: UUID, previous: ProjectState | None) -> PendingRemovals:
+    def _deleted_project(self, project_id: str, previous: ProjectState | None) -> PendingRemovals:
         published = sorted(self._state.published_tasks(project_id), key=str)
         log.info(
             "project deleted from PWA; its tasks' events go",
@@ -356,12 +350,12 @@ class SyncRunner:
 
     def _removal_revisions(
         self,
-        project_id: UUID,
-        task_ids: list[UUID],
+        project_id: str,
+        task_ids: list[str],
         published: datetime | None,
         previous: ProjectState | None,
         now: datetime,
-    ) -> dict[UUID, datetime]:
+    ) -> dict[str, datetime]:
         """Each removal's revision: after the task's last upsert (``removal_revision``)."""
         last = self._state.published_revisions(project_id)
         previous_utc = to_utc(previous.modified, self._zone) if previous else None
@@ -410,7 +404,7 @@ class SyncRunner:
         self._state.clear_deletion_alarm()
 
     def _remove(
-        self, project_id: UUID, project_name: str, task_id: UUID, revision: datetime, why: str
+        self, project_id: str, project_name: str, task_id: str, revision: datetime, why: str
     ) -> None:
         self._publish(
             TaskChanged(
@@ -458,7 +452,7 @@ class SyncRunner:
                 Assignee(resource_id=a.resource_id, name=a.name, email=a.email)
                 for a in selected.deliverable
             ],
-            task_url=project_url(self._site_url, project.project_id),
+            task_url=self._task_link(project.project_id, task.task_id),
             revision=revision,
         )
 
@@ -490,7 +484,7 @@ class SyncRunner:
             )
 
 
-def _row_task(row: TaskRow | UnreadableRow) -> UUID | None:
+def _row_task(row: TaskRow | UnreadableRow) -> str | None:
     return row.task_id if isinstance(row, TaskRow) else row.key
 
 

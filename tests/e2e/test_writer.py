@@ -32,9 +32,9 @@ def tasks_for(scenario, mailboxes, count, *, per_task=1, revision=T0, name="Task
         tasks.append(
             TaskChanged(
                 scenario=scenario,
-                project_id=uuid.UUID(int=1),
+                project_id=str(uuid.UUID(int=1)),
                 project_name="Load",
-                task_id=uuid.UUID(int=index + 1),
+                task_id=str(uuid.UUID(int=index + 1)),
                 task_name=f"{name} {index}",
                 start=datetime(2026, 12, 1, 9) + timedelta(days=index % 30),
                 finish=datetime(2026, 12, 1, 17) + timedelta(days=index % 30),

@@ -27,8 +27,8 @@ from services.ledger.service import HeldTaskReleaser
 pytestmark = pytest.mark.integration
 
 BASE = datetime.now(UTC).replace(microsecond=0) + timedelta(days=400)
-TASKS = [uuid.UUID(int=n) for n in range(1, 5)]
-PROJECT = uuid.UUID(int=99)
+TASKS = [str(uuid.UUID(int=n)) for n in range(1, 5)]
+PROJECT = str(uuid.UUID(int=99))
 
 
 class Clock:
@@ -44,10 +44,10 @@ class LedgerModel:
     has ended at t (and the window it would open has not already ended now)."""
 
     def __init__(self) -> None:
-        self.windows: dict[uuid.UUID, tuple[datetime, datetime]] = {}
+        self.windows: dict[str, tuple[datetime, datetime]] = {}
         self.allocations: list[datetime] = []
 
-    def transfer(self, task: uuid.UUID, at: datetime, now: datetime) -> bool:
+    def transfer(self, task: str, at: datetime, now: datetime) -> bool:
         latest = self.windows.get(task)
         if latest is not None and latest[1] > at:
             return False
@@ -57,7 +57,7 @@ class LedgerModel:
         self.allocations.append(at)
         return True
 
-    def in_use(self, now: datetime) -> set[uuid.UUID]:
+    def in_use(self, now: datetime) -> set[str]:
         return {task for task, (start, end) in self.windows.items() if end > now}
 
 
@@ -70,7 +70,7 @@ def ledger_machine(redis_url: str):
             self.clock = Clock(BASE)
             self.ledger = EndpointLedger(self.client, self.keys, redis_url, clock=self.clock)
             self.model = LedgerModel()
-            self.last: tuple[uuid.UUID, datetime] | None = None
+            self.last: tuple[str, datetime] | None = None
 
         def teardown(self) -> None:
             keys = list(self.client.scan_iter(match=self.keys.all_pattern, count=1000))
@@ -148,13 +148,13 @@ def released(ledger: EndpointLedger, limit: int) -> list[str]:
     return ledger.release_held(limit, lambda body: None)
 
 
-def payload(task: uuid.UUID) -> str:
+def payload(task: str) -> str:
     return json.dumps({"task_id": str(task), "project_id": str(PROJECT)})
 
 
 def test_one_tasks_endpoint_and_hold_are_read_alone(ledger):
     clock = ledger._clock
-    a, b = uuid.uuid4(), uuid.uuid4()
+    a, b = str(uuid.uuid4()), "Xm3kPl4nn3rT4sk"  # a GUID's text and an opaque id
     named = json.dumps(
         {"task_id": str(b), "project_id": str(PROJECT), "task_name": "Site survey",
          "project_name": "Berlin"}
@@ -175,7 +175,7 @@ def test_one_tasks_endpoint_and_hold_are_read_alone(ledger):
 
 def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledger):
     clock = ledger._clock
-    a, b, c = (uuid.uuid4() for _ in range(3))
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
     assert ledger.claim(a, 2, payload(a)) is Claim.CLAIMED
     assert ledger.claim(b, 2, payload(b)) is Claim.CLAIMED
     assert ledger.claim(c, 2, payload(c)) is Claim.HELD
@@ -194,7 +194,7 @@ def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledg
 
 
 def test_raising_the_limit_releases_held_tasks(ledger):
-    a, b = uuid.uuid4(), uuid.uuid4()
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
     assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
     assert ledger.claim(b, 1, payload(b)) is Claim.HELD
     assert released(ledger, 1) == []
@@ -202,14 +202,14 @@ def test_raising_the_limit_releases_held_tasks(ledger):
 
 
 def test_a_transfer_that_wrote_nothing_gives_its_slot_back(ledger):
-    a, b = uuid.uuid4(), uuid.uuid4()
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
     assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
     ledger.give_back(a)
     assert ledger.claim(b, 1, payload(b)) is Claim.CLAIMED
 
 
 def test_a_claim_of_a_dead_writer_ends_with_its_lease(ledger):
-    a, b = uuid.uuid4(), uuid.uuid4()
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
     assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
     assert ledger.claim(b, 1, payload(b)) is Claim.HELD
     ledger._clock.now += timedelta(minutes=16)
@@ -218,8 +218,8 @@ def test_a_claim_of_a_dead_writer_ends_with_its_lease(ledger):
 
 def test_concurrent_writers_never_exceed_the_limit(redis_url, scenario):
     """Eight writer threads claim 200 different tasks at once against a limit of 50."""
-    tasks = [uuid.uuid4() for _ in range(200)]
-    results: dict[uuid.UUID, Claim] = {}
+    tasks = [str(uuid.uuid4()) for _ in range(200)]
+    results: dict[str, Claim] = {}
     lock = threading.Lock()
     start = threading.Barrier(8)
 
@@ -249,7 +249,7 @@ def test_concurrent_writers_never_exceed_the_limit(redis_url, scenario):
 
 
 def test_concurrent_redeliveries_allocate_once(redis_url, scenario):
-    task = uuid.uuid4()
+    task = str(uuid.uuid4())
     outcomes = []
     start = threading.Barrier(6)
 
@@ -268,13 +268,13 @@ def test_concurrent_redeliveries_allocate_once(redis_url, scenario):
     assert sorted(outcomes) == [False] * 5 + [True]
 
 
-def _hold(ledger, count: int) -> list[uuid.UUID]:
+def _hold(ledger, count: int) -> list[str]:
     """``count`` tasks held back by a limit of 1 (whose slot is then given back), oldest first."""
-    first = uuid.uuid4()
+    first = str(uuid.uuid4())
     assert ledger.claim(first, 1, payload(first)) is Claim.CLAIMED
     held = []
     for _ in range(count):
-        task = uuid.uuid4()
+        task = str(uuid.uuid4())
         ledger._clock.now += timedelta(milliseconds=1)  # held in this order
         assert ledger.claim(task, 1, payload(task)) is Claim.HELD
         held.append(task)
@@ -312,7 +312,7 @@ def test_a_release_whose_publish_fails_loses_no_held_task(ledger):
     assert releaser.release_once() == 2
     assert broker.confirmed == [str(b), str(c), str(d)]
     assert ledger.held() == []
-    assert ledger.claim(uuid.uuid4(), 3, payload(b)) is Claim.HELD  # the 3 slots are theirs
+    assert ledger.claim(str(uuid.uuid4()), 3, payload(b)) is Claim.HELD  # the 3 slots are theirs
 
 
 def test_a_release_that_could_not_record_its_publish_sends_it_again(ledger, monkeypatch):
@@ -345,4 +345,4 @@ def test_a_held_task_taken_by_a_writer_during_its_release_stays_with_the_writer(
 
     assert HeldTaskReleaser(ledger, 1, writer_meanwhile).release_once() == 1
     assert ledger.held() == []
-    assert ledger.claim(uuid.uuid4(), 1, payload(b)) is Claim.HELD  # b still holds the slot
+    assert ledger.claim(str(uuid.uuid4()), 1, payload(b)) is Claim.HELD  # b still holds the slot

@@ -25,7 +25,7 @@ from tests.e2e.harness import wait_for
 
 pytestmark = pytest.mark.integration
 
-PROJECT = uuid.UUID(int=7)
+PROJECT = str(uuid.UUID(int=7))
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_an_allocation_is_acked_only_once_a_replica_holds_it(primary_and_replica
     primary, replica, to_replica = primary_and_replica
     keys = Keys(f"t-{uuid.uuid4().hex[:10]}")
     ledger = EndpointLedger(connect_redis(primary.url), keys, primary.url)
-    first, second = uuid.uuid4(), uuid.uuid4()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
     now = datetime.now(UTC)
     assert ledger.allocate(first, PROJECT, now)
 

@@ -36,7 +36,7 @@ def test_the_skeletons_watermark_becomes_the_sync_start(redis_client, redis_url,
 
 def test_projects_and_fingerprints_round_trip(redis_client, redis_url, scenario):
     state = PollerState(redis_client, Keys(scenario), redis_url)
-    project, task = uuid.uuid4(), uuid.uuid4()
+    project, task = str(uuid.uuid4()), str(uuid.uuid4())
     saved = ProjectState(datetime(2026, 11, 1, 8, 0, 0, 123000), 0, datetime(2026, 11, 1, 9))
     state.save_project(project, saved)
     revision = datetime(2026, 11, 1, 7, 0, 0, 123000, tzinfo=UTC)
@@ -97,7 +97,7 @@ def test_a_dead_holders_taken_requests_are_resumed_by_the_next_holder(
     redis_client, redis_url, scenario
 ):
     dead = RunCoordinator(redis_client, Keys(scenario), redis_url)
-    dead.enqueue(request("scoped", project_ids=[uuid.uuid4()], allow_deletions=True))
+    dead.enqueue(request("scoped", project_ids=[str(uuid.uuid4())], allow_deletions=True))
     owner = dead.try_lease()
     assert ids(dead.take(owner)) == ["scoped"]
     redis_client.delete(f"pwasync:{{{scenario}}}:poller:lock")  # SIGKILL; the lease expired

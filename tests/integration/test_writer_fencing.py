@@ -41,8 +41,8 @@ def stall_past_the_lease(redis_client, keys, task):
 def test_a_writer_that_lost_the_lease_only_adds_what_it_created(
     redis_client, keys, store, next_holder_finished
 ):
-    task = uuid.uuid4()
-    alice, bob, carol, ghost = (uuid.uuid4() for _ in range(4))
+    task = str(uuid.uuid4())
+    alice, bob, carol, ghost = (str(uuid.uuid4()) for _ in range(4))
     setup = store.begin(task, "2026-01-01|a", "upsert", [])
     store.finish(
         task,
@@ -79,7 +79,7 @@ def test_a_writer_that_lost_the_lease_only_adds_what_it_created(
                 RecordedEvent(bob, "b@x.com", "AAMk-bob-old", "f1"),
                 RecordedEvent(carol, "c@x.com", "AAMk-carol", "f1"),
             ],
-            failures=[failure(uuid.uuid4(), "MailboxNotEnabledForRESTAPI")],
+            failures=[failure(str(uuid.uuid4()), "MailboxNotEnabledForRESTAPI")],
         ),
     )
     assert mine is False
@@ -110,7 +110,7 @@ def test_a_writer_that_lost_the_lease_only_adds_what_it_created(
 
 
 def test_a_stalled_removal_leaves_the_next_holders_map_and_no_tombstone(redis_client, keys, store):
-    task, alice = uuid.uuid4(), uuid.uuid4()
+    task, alice = str(uuid.uuid4()), str(uuid.uuid4())
     removal = store.begin(task, "2026-01-02|a", "remove", [])
     stall_past_the_lease(redis_client, keys, task)
     current = store.begin(task, "2026-01-03|a", "upsert", [])
@@ -127,7 +127,7 @@ def test_a_lease_that_ran_out_unclaimed_still_lets_its_writer_record_everything(
 ):
     """Nobody began the task since: the outcome is the newest there is, so it all counts
     (only dirty stays, as the writer cannot know no one is about to begin)."""
-    task, alice = uuid.uuid4(), uuid.uuid4()
+    task, alice = str(uuid.uuid4()), str(uuid.uuid4())
     setup = store.begin(task, "2026-01-01|a", "upsert", [])
     store.finish(task, setup.token, Finish(record=[RecordedEvent(alice, "a@x.com", "A1", "f")]))
     stalled = store.begin(task, "2026-01-02|a", "upsert", [])

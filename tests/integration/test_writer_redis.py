@@ -99,13 +99,15 @@ def test_slots_in_flight_are_renewed_and_a_dead_writers_run_out(redis_client, ke
 
 def test_begin_and_finish_keep_order_lease_dirt_and_the_map(redis_client, keys, redis_url):
     store = TaskStore(redis_client, keys, redis_url)
-    task, alice = uuid.uuid4(), uuid.uuid4()
+    task, alice = str(uuid.uuid4()), str(uuid.uuid4())
     first = store.begin(task, "2026-01-02|x", "upsert", ["a@x.com"])
     assert isinstance(first, Begun) and not first.was_dirty and first.recorded == {}
     assert first.mailbox_states == {}
     assert isinstance(store.begin(task, "2026-01-03|x", "upsert", []), Busy)
     event = RecordedEvent(alice, "a@x.com", "AAMk1", "f1")
-    failure = AssigneeFailure(uuid.uuid4(), "Ghost", "g@x.com", "ErrorInvalidUser", "gone", "t")
+    failure = AssigneeFailure(
+        str(uuid.uuid4()), "Ghost", "g@x.com", "ErrorInvalidUser", "gone", "t"
+    )
     counted = metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get()
     assert store.finish(task, first.token, Finish(record=[event], failures=[failure]))
     assert metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get() == counted + 1
@@ -139,7 +141,7 @@ def json_of(failure):
 
 def test_a_lease_is_renewed_while_held_and_lost_leases_are_reported(redis_client, keys, redis_url):
     store = TaskStore(redis_client, keys, redis_url)
-    task = uuid.uuid4()
+    task = str(uuid.uuid4())
     begun = store.begin(task, "k", "upsert", [])
     redis_client.pexpire(keys.writer_lease(task), 500)
     store.renew_leases()
@@ -166,7 +168,7 @@ class GatedGraph(FakeGraph):
 def snapshot(task_id, revision, name, assignees):
     return TaskChanged(
         scenario="race",
-        project_id=uuid.uuid4(),
+        project_id=str(uuid.uuid4()),
         task_id=task_id,
         task_name=name,
         start=datetime(2026, 12, 1, 9),
@@ -184,8 +186,8 @@ def test_two_handlers_racing_on_one_task_never_let_the_older_snapshot_win(
     """Two writers get two snapshots of one task at the same time; whichever starts first,
     the newer snapshot's event is what stays."""
     graph = GatedGraph(["a@x.com"])
-    alice = [Assignee(resource_id=uuid.uuid4(), name="Alice", email="a@x.com")]
-    task_id = uuid.uuid4()
+    alice = [Assignee(resource_id=str(uuid.uuid4()), name="Alice", email="a@x.com")]
+    task_id = str(uuid.uuid4())
     store = TaskStore(redis_client, keys, redis_url)
     handlers = [
         TaskChangedHandler(store=store, submit=graph.submit, publish_transfer=lambda m: None)

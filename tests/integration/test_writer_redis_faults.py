@@ -118,13 +118,13 @@ def message(scenario, n):
     mailbox = MAILBOXES[n % len(MAILBOXES)]
     return TaskChanged(
         scenario=scenario,
-        project_id=uuid.UUID(int=1),
-        task_id=uuid.UUID(int=1000 + n),
+        project_id=str(uuid.UUID(int=1)),
+        task_id=str(uuid.UUID(int=1000 + n)),
         task_name=f"Task {n}",
         start=datetime(2026, 12, 1, 9),
         finish=datetime(2026, 12, 1, 17),
         timezone="UTC",
-        assignees=[Assignee(resource_id=uuid.UUID(int=n + 1), name="A", email=mailbox)],
+        assignees=[Assignee(resource_id=str(uuid.UUID(int=n + 1)), name="A", email=mailbox)],
         revision=T0,
         read_at=T0,
     )

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from common.settings import Settings, load_settings
 from sandbox.client import SandboxClient, read_env_file
 from services.poller.connection import open_pwa
 from services.poller.pwa_api import PwaSource
+from services.poller.sources import pwa_project_link
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
 
@@ -188,7 +190,7 @@ def make_poll(redis_client, redis_url, scenario):
             publish=published.append,
             state=state,
             pwa_zone=settings.pwa_zone,
-            site_url=settings.pwa_url,
+            task_link=partial(pwa_project_link, settings.pwa_url),
             request_counter=lambda: pwa.requests_made,
         )
 

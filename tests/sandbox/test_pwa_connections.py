@@ -86,7 +86,7 @@ def test_ntlm_reads_every_page_at_the_on_premises_page_size(sandbox, control):
     with new_http_client(ca_bundle=settings.ca_bundle) as http:
         feed = ProjectDataClient(open_pwa(settings, http), "TaskName")
         [project_id] = generated["project_ids"]
-        tasks = list(feed.tasks(__import__("uuid").UUID(project_id)))
+        tasks = list(feed.tasks(project_id))
     assert len(tasks) == 251  # 250 and the project summary task: three pages of 100
     statuses = control.stats()["pwa"]["by_status"]
     # One handshake (a 401 offering NTLM, the challenge, the answer); then the connection is

@@ -5,8 +5,6 @@ is a list (the broker is not what is measured here)."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 import pytest
 
 from common.errors import AuthenticationError
@@ -89,7 +87,7 @@ def test_an_idle_poll_costs_the_project_list_and_one_changed_project_is_read_alo
     task = next(p for p in control.tenant()["projects"] if p["id"] == changed)["task_ids"][0]
     control.update_task(task, name="Renamed in PWA")
     summary, published, stats = poll()
-    assert [(m.task_id, m.task_name) for m in published] == [(UUID(task), "Renamed in PWA")]
+    assert [(m.task_id, m.task_name) for m in published] == [(task, "Renamed in PWA")]
     assert summary.projects_read == 1 and summary.tasks_unchanged == 4
     assert stats["by_path"] == CHANGED_PROJECT[edition]
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 ALEX = "alex.wilber@contoso.onmicrosoft.com"
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ADELE_ID, ALEX_ID = uuid.uuid4(), uuid.uuid4()
+ADELE_ID, ALEX_ID = str(uuid.uuid4()), str(uuid.uuid4())
 EVERYONE = [
     Assignee(resource_id=ADELE_ID, name="Adele", email=ADELE),
     Assignee(resource_id=ALEX_ID, name="Alex", email=ALEX),
@@ -56,7 +56,7 @@ class Writer:
         )
         self.store = TaskStore(redis_client, Keys(scenario), redis_url)
         self.scenario = scenario
-        self.task_id = uuid.uuid4()
+        self.task_id = str(uuid.uuid4())
         self.handler = TaskChangedHandler(
             store=self.store, submit=self.submit, publish_transfer=lambda message: None
         )
@@ -75,7 +75,7 @@ class Writer:
         self.handler.handle(
             TaskChanged(
                 scenario=self.scenario,
-                project_id=uuid.UUID(int=1),
+                project_id=str(uuid.UUID(int=1)),
                 task_id=self.task_id,
                 task_name=name,
                 start=datetime(2026, 12, 1, 9),

@@ -173,7 +173,7 @@ class ListFeed:
         self.failing = None
 
     def project(self, name, kind=0):
-        row = ProjectRow(uuid.uuid4(), name, kind, PUBLISHED)
+        row = ProjectRow(str(uuid.uuid4()), name, kind, PUBLISHED)
         self.project_rows.append(row)
         self.task_rows[row.project_id], self.assignment_rows[row.project_id] = [], []
         return row
@@ -181,7 +181,7 @@ class ListFeed:
     def task(self, project, name, *, flagged=True, summary=False, start=True, people=()):
         row = TaskRow(
             project.project_id,
-            uuid.uuid4(),
+            str(uuid.uuid4()),
             name,
             datetime(2026, 12, 2, 8) if start else None,
             datetime(2026, 12, 3, 17) if start else None,
@@ -197,7 +197,7 @@ class ListFeed:
         return row
 
     def person(self, name, email):
-        row = ResourceRow(uuid.uuid4(), name, email)
+        row = ResourceRow(str(uuid.uuid4()), name, email)
         self.resource_rows[row.resource_id] = row
         return row
 

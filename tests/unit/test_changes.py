@@ -15,7 +15,7 @@ START = datetime(2026, 6, 1)
 
 
 def project(modified, kind=0, pid=None):
-    return ProjectRow(pid or uuid.uuid4(), "p", kind, modified)
+    return ProjectRow(pid or str(uuid.uuid4()), "p", kind, modified)
 
 
 def state(modified, kind=0, read_at=None):
@@ -28,7 +28,7 @@ def test_plan_reads_new_changed_and_retyped_projects_and_finds_deleted_ones():
     same = project(datetime(2026, 7, 2))
     moved = project(datetime(2026, 7, 5))
     retyped = project(datetime(2026, 7, 3), kind=6)
-    gone = uuid.uuid4()
+    gone = str(uuid.uuid4())
     known = {
         same.project_id: state(datetime(2026, 7, 2)),
         moved.project_id: state(datetime(2026, 7, 4)),
@@ -77,12 +77,12 @@ def test_plan_reads_a_project_read_inside_the_lag_once_more_when_the_lag_has_pas
 def message(**changes):
     base = {
         "scenario": "s",
-        "project_id": uuid.UUID(int=1),
-        "task_id": uuid.UUID(int=2),
+        "project_id": str(uuid.UUID(int=1)),
+        "task_id": str(uuid.UUID(int=2)),
         "task_name": "t",
         "start": datetime(2026, 12, 1, 9),
         "finish": datetime(2026, 12, 1, 17),
-        "assignees": [Assignee(resource_id=uuid.UUID(int=3), name="A", email="a@x.com")],
+        "assignees": [Assignee(resource_id=str(uuid.UUID(int=3)), name="A", email="a@x.com")],
         "revision": datetime(2026, 11, 1, tzinfo=UTC),
     }
     return TaskChanged(**{**base, **changes})
@@ -99,20 +99,20 @@ def test_fingerprint_ignores_revision_and_read_time_but_not_content():
 
 
 def test_diff_publishes_changed_keeps_unchanged_and_removes_the_rest_in_scope():
-    kept = message(task_id=uuid.UUID(int=10))
-    changed = message(task_id=uuid.UUID(int=11), task_name="new name")
+    kept = message(task_id=str(uuid.UUID(int=10)))
+    changed = message(task_id=str(uuid.UUID(int=11)), task_name="new name")
     published = {
         kept.task_id: fingerprint(kept),
-        changed.task_id: fingerprint(message(task_id=uuid.UUID(int=11))),
-        uuid.UUID(int=12): "old",
-        uuid.UUID(int=13): "old",
+        changed.task_id: fingerprint(message(task_id=str(uuid.UUID(int=11)))),
+        str(uuid.UUID(int=12)): "old",
+        str(uuid.UUID(int=13)): "old",
     }
     diff = diff_tasks([kept, changed], published)
     assert [m.task_id for m, _ in diff.upserts] == [changed.task_id]
     assert diff.unchanged == 1
-    assert diff.removals == [uuid.UUID(int=12), uuid.UUID(int=13)]
-    scoped = diff_tasks([kept], published, scope={kept.task_id, uuid.UUID(int=13)})
-    assert scoped.removals == [uuid.UUID(int=13)]
+    assert diff.removals == [str(uuid.UUID(int=12)), str(uuid.UUID(int=13))]
+    scoped = diff_tasks([kept], published, scope={kept.task_id, str(uuid.UUID(int=13))})
+    assert scoped.removals == [str(uuid.UUID(int=13))]
 
 
 def test_removal_revision_orders_after_the_last_upsert_in_the_pwas_clock():

@@ -17,6 +17,7 @@ from services.ops.explain import Readers, about, gather, last_run, look_up
 from services.ops.explain_lookup import Ambiguous, Located, NotFound
 from services.ops.explain_render import lookup_json, render_lookup, render_story
 from services.poller.changes import ProjectState
+from services.poller.source import TaskRow
 from tests.unit.fakes import PUBLISHED, ListFeed
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -154,7 +155,7 @@ def test_no_match_says_so_and_lists_the_names_that_contain_it(world):
 
 def test_an_unknown_guid_is_not_searched_for_as_a_name(world):
     feed, readers, _, _ = world
-    found = look_up(str(uuid.uuid4()), readers)
+    found = look_up(str(str(uuid.uuid4())), readers)
     assert isinstance(found, NotFound) and not found.searched_names
     assert feed.tasks_read == []
     assert "in the plans or in pwasync's records" in render_lookup(found)
@@ -162,7 +163,7 @@ def test_an_unknown_guid_is_not_searched_for_as_a_name(world):
 
 def test_a_task_deleted_from_its_plan_is_explained_from_the_records(world):
     _, readers, _, people = world
-    gone, project = uuid.uuid4(), uuid.uuid4()
+    gone, project = str(uuid.uuid4()), str(uuid.uuid4())
     readers.ledger.endpoints[gone] = Endpoint(
         gone, project, datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 30, tzinfo=UTC)
     )
@@ -346,7 +347,7 @@ def test_a_project_published_before_the_sync_start_was_never_read(world):
 
 
 def test_the_last_run_is_the_newest_that_read_the_task():
-    task, project = uuid.uuid4(), uuid.uuid4()
+    task, project = str(uuid.uuid4()), str(uuid.uuid4())
     at = datetime(2026, 12, 1, 4, 10, 3, tzinfo=UTC)
     runs = [
         {"run_id": "other task", "started_at": "2026-12-01T04:00:00Z", "task_ids": ["x"]},
@@ -359,7 +360,7 @@ def test_the_last_run_is_the_newest_that_read_the_task():
 
 
 def test_a_dead_letter_is_about_the_task_when_its_body_names_it():
-    task = uuid.uuid4()
+    task = str(uuid.uuid4())
     assert about(letter(json.dumps({"task_ids": [str(task)]}).encode()), task)
     assert about(letter(f"not json {task}".encode()), task)
     assert not about(letter(b'{"task_id": "someone else"}'), task)
@@ -386,3 +387,36 @@ def test_a_task_that_left_the_selection_says_its_events_were_removed(world):
         "events: removed: its events were deleted (snapshot read 2026-12-01 04:10:03 UTC)" in text
     )
     assert "its last handling is running or did not finish" in text
+
+
+def test_an_opaque_id_is_tried_as_a_name_first_then_as_an_id(world):
+    feed, readers, tasks, _ = world
+    survey = tasks["survey"]
+    planner = TaskRow(survey.project_id, "Xm3kPl4nn3rT4sk", "Planner task", None, None, False,
+                      False, True)  # fmt: skip
+    feed.task_rows[survey.project_id].append(planner)
+    found = look_up("Xm3kPl4nn3rT4sk", readers)
+    assert isinstance(found, Located) and found.row == planner
+    assert look_up("Go-live", readers).similar == []  # an id nobody has, no name like it
+
+
+def test_a_source_that_refuses_the_ids_form_is_not_an_error(world):
+    feed, readers, _, _ = world
+
+    def guid_only(task_ids):
+        raise ValueError("badly formed hexadecimal UUID string")
+
+    feed.task_projects = guid_only
+    found = look_up("Cabling", readers)  # not a GUID: names first, then the id is refused
+    assert isinstance(found, NotFound) and [c.name for c in found.similar] == ["Network cabling"]
+
+
+def test_without_the_plans_only_an_id_pwasync_recorded_or_a_guid_is_explained(world):
+    feed, readers, _, _ = world
+    feed.failing = ServiceUnavailable("PWA down")
+    with pytest.raises(PwasyncError, match="no task can be found by name"):
+        look_up("Xm3kPl4nn3rT4sk", readers)
+    readers.ledger.held["Xm3kPl4nn3rT4sk"] = HeldTask(
+        "Xm3kPl4nn3rT4sk", "plan-1", datetime.now(UTC)
+    )
+    assert look_up("Xm3kPl4nn3rT4sk", readers) == Located("Xm3kPl4nn3rT4sk", None, None)

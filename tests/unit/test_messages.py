@@ -25,7 +25,9 @@ def test_the_interface_pages_example_is_accepted():
         (b"\xff\xfe", "not UTF-8 JSON"),
         (b"[]", "must be a JSON object"),
         (b'{"projects_ids": []}', "projects_ids: Extra inputs are not permitted"),
-        (b'{"project_ids": ["nope"]}', "project_ids.0"),
+        (b'{"project_ids": ["two words"]}', "project_ids.0"),
+        (b'{"task_ids": [""]}', "task_ids.0"),
+        (b'{"task_ids": [42]}', "task_ids.0"),
         (b'{"full": "maybe"}', "full"),
     ],
 )

@@ -6,7 +6,7 @@ from datetime import datetime
 from services.poller.projectdata import ProjectDataClient
 from services.poller.source import ProjectRow, TaskRow, UnreadableRow
 
-PROJECT, TASK = uuid.uuid4(), uuid.uuid4()
+PROJECT, TASK = str(uuid.uuid4()), str(uuid.uuid4())
 
 
 class OnePage:

@@ -24,7 +24,7 @@ from services.poller.source import ProjectRow, TaskRow, UnpublishedProject, Unre
 SITE = "https://pwa.contoso.local/pwa"
 BERLIN = ZoneInfo("Europe/Berlin")
 API = f"{SITE}/_api/ProjectServer"
-PROJECT, TASK, RESOURCE = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+PROJECT, TASK, RESOURCE = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 FIELD_ID = uuid.UUID("8d3b5c3e-1f0a-4b6e-9f7a-0c1d2e3f4a5b")
 FLAG = f"Custom_x005f_{FIELD_ID.hex}"
 
@@ -156,7 +156,7 @@ def test_the_flag_property_is_the_internal_name_escaped():
 
 
 def test_projects_follow_relative_next_links_in_both_formats():
-    first, second = uuid.uuid4(), uuid.uuid4()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
     http = Answers(
         (
             f"{API}/Projects?",
@@ -236,7 +236,7 @@ def test_tasks_and_assignments_are_read_by_navigation_with_the_assignee_expanded
 
 
 def test_a_refused_navigation_falls_back_to_expand_for_the_rest_of_the_process():
-    other = uuid.uuid4()
+    other = str(uuid.uuid4())
     refused = PermanentApiError("Project Server answered 404: not found", status=404)
     http = Answers(
         FIELDS,

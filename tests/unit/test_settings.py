@@ -130,3 +130,25 @@ def test_trailing_slashes_are_removed_from_urls():
 def test_unknown_pwasync_variables_are_reported():
     env = {"PWASYNC_SCENARIO": "x", "PWASYNC_SCHEDUEL": "daily 10:00", "PWASYNC_TEST_AMQP_URL": "x"}
     assert unknown_variables(env) == ["PWASYNC_SCHEDUEL"]
+
+
+def test_each_source_chooses_tasks_its_own_way_unless_told():
+    assert load_settings({}).source == "project"
+    assert load_settings({}).selection == "field"
+    assert load_settings({"PWASYNC_SOURCE": "dataverse"}).selection == "label"
+    assert load_settings({"PWASYNC_SOURCE": "planner"}).selection == "label"
+    told = load_settings({"PWASYNC_SOURCE": "dataverse", "PWASYNC_SELECT_BY": "field"})
+    assert told.selection == "field"
+    assert load_settings({}).create_event_label == "Create event"
+    with pytest.raises(ConfigError, match="PWASYNC_SOURCE:"):
+        load_settings({"PWASYNC_SOURCE": "jira"})
+
+
+def test_project_plans_cannot_be_selected_by_label():
+    from services.poller.sources import require_source
+
+    settings = load_settings(
+        {"PWASYNC_SELECT_BY": "label", "PWASYNC_PWA_URL": "https://pwa.contoso.com/pwa"}
+    )
+    with pytest.raises(ConfigError, match="PWASYNC_SELECT_BY=label: Project plans have no labels"):
+        require_source(settings)

@@ -3,6 +3,7 @@
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +22,7 @@ from services.poller.source import (
     UnpublishedProject,
     UnreadableRow,
 )
+from services.poller.sources import pwa_project_link
 from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -40,7 +42,7 @@ class FakeFeed:
         self.asked = []
 
     def add_project(self, name, modified, kind=0, tasks=(), assignments=()):
-        project = ProjectRow(uuid.uuid4(), name, kind, modified)
+        project = ProjectRow(str(uuid.uuid4()), name, kind, modified)
         self.projects_list.append(project)
         self.tasks_by_project[project.project_id] = [make(project.project_id) for make in tasks]
         self.assignments_by_project[project.project_id] = list(assignments)
@@ -140,7 +142,7 @@ class MemoryState:
 
 
 def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours=8):
-    task_id = task_id or uuid.uuid4()
+    task_id = task_id or str(uuid.uuid4())
     return lambda pid: TaskRow(
         pid,
         task_id,
@@ -160,7 +162,7 @@ def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW, mailboxes
         publish=published.append,
         state=state,
         pwa_zone=BERLIN,
-        site_url="https://contoso.sharepoint.com/sites/pwa",
+        task_link=partial(pwa_project_link, "https://contoso.sharepoint.com/sites/pwa"),
         clock=lambda: now,
         should_stop=(stop or threading.Event()).is_set,
         deletion_guard=guard,
@@ -174,9 +176,9 @@ def sync(feed, state, published, **request):
 
 def test_first_run_publishes_flagged_tasks_of_projects_published_after_the_sync_start():
     feed = FakeFeed()
-    alice = uuid.uuid4()
+    alice = str(uuid.uuid4())
     feed.resource_rows[alice] = ResourceRow(alice, "Alice", "alice@contoso.com")
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     feed.add_project("old", datetime(2025, 12, 1), tasks=[leaf("old task")])
     new = feed.add_project(
         "new",
@@ -237,7 +239,7 @@ def test_nothing_changed_reads_only_the_project_list_and_publishes_nothing():
 
 def test_a_changed_project_is_read_again_and_only_changed_tasks_are_published():
     feed = FakeFeed()
-    same, moved = uuid.uuid4(), uuid.uuid4()
+    same, moved = str(uuid.uuid4()), str(uuid.uuid4())
     a = feed.add_project("a", datetime(2026, 11, 1), tasks=[leaf("same", same), leaf("m", moved)])
     b = feed.add_project("b", datetime(2026, 11, 2), tasks=[leaf("other")])
     state, published = MemoryState(), []
@@ -273,7 +275,7 @@ def test_full_reads_everything_but_publishes_only_what_differs():
 @pytest.mark.parametrize("how", ["flag cleared", "deleted", "lost its dates", "became a summary"])
 def test_a_task_that_leaves_the_selection_gets_a_removal_newer_than_its_upsert(how):
     feed = FakeFeed()
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     project = feed.add_project("p", datetime(2026, 11, 1, 10), tasks=[leaf("t", task_id)])
     state, published = MemoryState(), []
     sync(feed, state, published)
@@ -365,7 +367,7 @@ def test_with_the_pwa_clock_behind_a_task_flagged_again_orders_after_its_removal
     and published at 12:30 Berlin: the PWA clock is behind ours, and the new publish must still
     win over the removal (a removal at our clock would bury it)."""
     feed = FakeFeed()
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     project = feed.add_project("p", datetime(2026, 11, 24, 10), tasks=[leaf("t", task_id)])
     state, published = MemoryState(), []
     sync(feed, state, published)
@@ -427,7 +429,7 @@ def test_a_draft_never_published_is_neither_read_nor_taken_for_deleted():
 
 def test_an_assignee_answered_with_its_assignment_needs_no_resource_lookup():
     feed = FakeFeed()
-    task_id, resource_id = uuid.uuid4(), uuid.uuid4()
+    task_id, resource_id = str(uuid.uuid4()), str(uuid.uuid4())
     resource = ResourceRow(resource_id, "Adele", "adele@contoso.com")
     feed.add_project(
         "p",
@@ -443,7 +445,7 @@ def test_an_assignee_answered_with_its_assignment_needs_no_resource_lookup():
 
 def test_task_scoped_runs_touch_only_those_tasks_and_leave_the_project_state_alone():
     feed = FakeFeed()
-    target, other = uuid.uuid4(), uuid.uuid4()
+    target, other = str(uuid.uuid4()), str(uuid.uuid4())
     project = feed.add_project("p", datetime(2026, 11, 1), tasks=[leaf("a", target)])
     state, published = MemoryState(), []
     sync(feed, state, published, task_ids=[target])
@@ -491,9 +493,9 @@ def test_a_failed_run_is_recorded_with_its_error():
 
 def test_resources_are_read_once_per_run_and_only_those_assigned():
     feed = FakeFeed()
-    alice = uuid.uuid4()
+    alice = str(uuid.uuid4())
     feed.resource_rows[alice] = ResourceRow(alice, "Alice", "a@x.com")
-    t1, t2 = uuid.uuid4(), uuid.uuid4()
+    t1, t2 = str(uuid.uuid4()), str(uuid.uuid4())
     feed.add_project(
         "a",
         datetime(2026, 11, 1),
@@ -565,7 +567,7 @@ def test_the_deletion_guard_lets_ordinary_removals_through():
 def test_an_unreadable_task_row_is_logged_and_left_as_it_was_and_the_run_goes_on():
     # The fault suite found it: one malformed row failed every run of the scenario.
     feed, state, published = FakeFeed(), MemoryState(), []
-    broken_id, fine_id = uuid.uuid4(), uuid.uuid4()
+    broken_id, fine_id = str(uuid.uuid4()), str(uuid.uuid4())
     project = feed.add_project(
         "p", datetime(2026, 11, 24, 9), tasks=[leaf("broken", broken_id), leaf("fine", fine_id)]
     )
@@ -615,10 +617,10 @@ def test_a_run_cut_short_by_a_stop_request_is_recorded_as_interrupted():
 
 def test_an_assignee_outside_the_allowed_domains_gets_no_event_and_the_run_says_why():
     feed, state, published = FakeFeed(), MemoryState(), []
-    alice, mallory = uuid.uuid4(), uuid.uuid4()
+    alice, mallory = str(uuid.uuid4()), str(uuid.uuid4())
     feed.resource_rows[alice] = ResourceRow(alice, "Alice", "alice@contoso.com")
     feed.resource_rows[mallory] = ResourceRow(mallory, "Mallory", "mallory@outside.example")
-    task_id = uuid.uuid4()
+    task_id = str(uuid.uuid4())
     feed.add_project(
         "p",
         datetime(2026, 11, 24, 9),

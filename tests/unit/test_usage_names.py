@@ -16,7 +16,7 @@ def test_the_plans_name_each_task_reading_each_project_once():
     berlin, crm = feed.project("Office Relocation Berlin"), feed.project("CRM Rollout")
     survey, go_live = feed.task(berlin, "Site survey"), feed.task(berlin, "Go-live")
     training = feed.task(crm, "User training")
-    deleted = uuid.uuid4()
+    deleted = str(uuid.uuid4())
     names = plan_names(
         feed,
         [
@@ -24,7 +24,7 @@ def test_the_plans_name_each_task_reading_each_project_once():
             (go_live.task_id, berlin.project_id),
             (training.task_id, crm.project_id),
             (deleted, berlin.project_id),
-            (uuid.uuid4(), uuid.uuid4()),
+            (str(uuid.uuid4()), str(uuid.uuid4())),
         ],
     )
     assert names[str(survey.task_id)] == Names("Site survey", "Office Relocation Berlin")
@@ -36,7 +36,7 @@ def test_the_plans_name_each_task_reading_each_project_once():
 
 
 def test_the_report_keeps_its_fields_and_adds_the_names():
-    task, other, project = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    task, other, project = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     endpoint = Endpoint(task, project, NOW - timedelta(days=1), NOW + timedelta(days=29))
     held = HeldTask(other, project, NOW, task_name="Go-live (held)", project_name="Berlin")
     report = usage_report(
@@ -67,7 +67,7 @@ def test_the_report_keeps_its_fields_and_adds_the_names():
 
 
 def test_without_the_plans_the_ids_stand_alone_and_one_line_says_why():
-    task, project = uuid.uuid4(), uuid.uuid4()
+    task, project = str(uuid.uuid4()), str(uuid.uuid4())
     endpoint = Endpoint(task, project, NOW, NOW + timedelta(days=30))
     report = usage_report(
         "default",

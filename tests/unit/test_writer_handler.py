@@ -12,16 +12,16 @@ from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.handler import TaskChangedHandler
 from tests.unit.fakes import FakeGraph, MemoryTaskStore
 
-ALICE, BOB, NOBODY = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+ALICE, BOB, NOBODY = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-TASK = uuid.UUID(int=7)
+TASK = str(uuid.UUID(int=7))
 A_BOX, B_BOX = "alice@contoso.com", "bob@contoso.com"
 
 
 def task(assignees, **overrides):
     values = dict(
         scenario="acme",
-        project_id=uuid.UUID(int=1),
+        project_id=str(uuid.UUID(int=1)),
         task_id=TASK,
         task_name="Pack",
         start=datetime(2026, 12, 1, 9),
@@ -82,7 +82,7 @@ def test_a_create_asks_graph_nothing_else_once_the_mailbox_is_known(world):
     # The first event in each mailbox: one probe (does it hold events of ours?) and one POST.
     assert world.graph.count("GET") == 2 and world.graph.count("POST") == 2
     world.graph.calls.clear()
-    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))
+    world.handle(task(ASSIGNEES[:1], task_id=str(uuid.uuid4())))
     assert world.graph.calls == [("POST", A_BOX)]  # no lookup before the create
     assert world.store.mailboxes == {A_BOX: "clean", B_BOX: "clean"}
 
@@ -165,7 +165,7 @@ def test_a_crash_between_graph_and_the_bookkeeping_creates_no_duplicate(world):
 
 
 def test_a_post_that_timed_out_is_looked_up_on_the_retry(world):
-    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))  # the mailbox is known
+    world.handle(task(ASSIGNEES[:1], task_id=str(uuid.uuid4())))  # the mailbox is known
     world.graph.fail_next[A_BOX] = [RetryableApiError("Graph timed out")]
     with pytest.raises(RetryableError):
         world.handle(task(ASSIGNEES[:1]))
@@ -205,7 +205,7 @@ def test_an_event_deleted_by_its_owner_is_written_again_under_a_new_transaction_
 
 
 def test_an_unknown_mailbox_is_recorded_for_its_assignee_and_does_not_block_the_others(world):
-    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
+    ghost = Assignee(resource_id=str(uuid.uuid4()), name="Ghost", email="ghost@contoso.com")
     world.handle(task([*ASSIGNEES, ghost]))  # acked: no exception
     assert len(world.events()) == 2
     assert world.transfers[0].mailboxes == [A_BOX, B_BOX]
@@ -216,7 +216,7 @@ def test_an_unknown_mailbox_is_recorded_for_its_assignee_and_does_not_block_the_
 
 
 def test_a_task_whose_only_assignee_fails_permanently_is_acked_with_the_failure(world):
-    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
+    ghost = Assignee(resource_id=str(uuid.uuid4()), name="Ghost", email="ghost@contoso.com")
     world.handle(task([ghost]))
     assert world.transfers == []
     [failure] = world.store.failures[TASK]
@@ -250,7 +250,7 @@ def test_a_request_graph_refuses_for_everyone_dead_letters_the_message(world):
 
 
 def test_two_resources_sharing_a_mailbox_get_one_event(world):
-    twin = Assignee(resource_id=uuid.uuid4(), name="Alice (2)", email="alice@contoso.com")
+    twin = Assignee(resource_id=str(uuid.uuid4()), name="Alice (2)", email="alice@contoso.com")
     world.handle(task([ASSIGNEES[0], twin]))
     assert len(world.events(A_BOX)) == 1
 
@@ -309,7 +309,7 @@ def gated_world(slots):
 
 def test_a_task_without_an_endpoint_is_held_back_when_the_limit_is_reached():
     world = gated_world(slots=1)
-    first, second = uuid.UUID(int=11), uuid.UUID(int=12)
+    first, second = str(uuid.UUID(int=11)), str(uuid.UUID(int=12))
     world.handle(task(ASSIGNEES, task_id=first))
     world.handle(task(ASSIGNEES, task_id=second))
     assert world.gate.held == [second]
@@ -322,7 +322,7 @@ def test_a_task_without_an_endpoint_is_held_back_when_the_limit_is_reached():
 
 def test_a_claimed_task_that_wrote_nothing_gives_its_slot_back():
     world = gated_world(slots=1)
-    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
+    ghost = Assignee(resource_id=str(uuid.uuid4()), name="Ghost", email="ghost@contoso.com")
     world.handle(task([ghost]))
     assert world.gate.given_back == [TASK]
     assert world.transfers == []
@@ -339,8 +339,8 @@ def test_each_handling_reports_what_it_did_for_its_run():
     world = gated_world(slots=10)
     world.handle(task(ASSIGNEES))
     world.handle(task(ASSIGNEES[:1], task_name="x", revision=NOW + timedelta(hours=1)))
-    ghost = Assignee(resource_id=uuid.uuid4(), name="Ghost", email="ghost@contoso.com")
-    world.handle(task([ghost], task_id=uuid.uuid4()))
+    ghost = Assignee(resource_id=str(uuid.uuid4()), name="Ghost", email="ghost@contoso.com")
+    world.handle(task([ghost], task_id=str(uuid.uuid4())))
     assert world.counts == [
         {"created": 2},
         {"updated": 1, "deleted": 1},
@@ -351,7 +351,7 @@ def test_each_handling_reports_what_it_did_for_its_run():
 def test_a_dirty_task_stays_dirty_until_a_handling_resolves_the_doubt(world):
     # The fault suite found it: an event written and not recorded (dirty), then a retry whose
     # lookup failed cleared the dirt, and the retry after that created a second event.
-    world.handle(task(ASSIGNEES[:1], task_id=uuid.uuid4()))  # the mailbox is known
+    world.handle(task(ASSIGNEES[:1], task_id=str(uuid.uuid4())))  # the mailbox is known
     world.store.crash_on_finish = True
     with pytest.raises(RuntimeError):
         world.handle(task(ASSIGNEES[:1]))  # the event is in Graph, the map does not know it
@@ -380,8 +380,8 @@ def test_a_message_naming_a_mailbox_outside_the_allowed_domains_writes_nothing_t
         clock=lambda: NOW,
         lease_wait_seconds=0.05,
     )
-    mallory = Assignee(resource_id=uuid.uuid4(), name="Mallory", email=outside)
-    typo = Assignee(resource_id=uuid.uuid4(), name="Typo", email="typo@contoso,com")
+    mallory = Assignee(resource_id=str(uuid.uuid4()), name="Mallory", email=outside)
+    typo = Assignee(resource_id=str(uuid.uuid4()), name="Typo", email="typo@contoso,com")
     world.handle(task([*ASSIGNEES, mallory, typo]))
     assert world.events(outside) == [] and len(world.events()) == 2
     failures = {f.assignee: f for f in world.store.failures[TASK]}
