@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 #: A host name label (letters, digits, inner hyphens; IDNs in their xn-- form).
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_domain(text: str) -> bool:
@@ -46,6 +47,11 @@ def is_address(text: str) -> bool:
     )
 
 
+def is_object_id(text: str) -> bool:
+    """An Entra object id in its canonical form (lower-case GUID with hyphens)."""
+    return _OBJECT_ID.fullmatch(text) is not None
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why an assignee gets no event: ``code`` for run summaries, ``failure_code`` for the
@@ -68,6 +74,17 @@ class MailboxPolicy:
 
     def refusal(self, address: str) -> Refusal | None:
         address = address.strip()
+        if is_object_id(address):
+            # A Planner premium user without an e-mail address, named by its Entra object id
+            # (Graph's /users/{id}): a user of this tenant, but its domain cannot be checked.
+            if self.domains:
+                return Refusal(
+                    "mailbox_domain_not_allowed",
+                    "MailboxDomainNotAllowed",
+                    "the assignee has only an Entra object id, whose domain cannot be checked "
+                    "against PWASYNC_MAILBOX_DOMAINS",
+                )
+            return None
         if not is_address(address):
             return Refusal(
                 "invalid_email_address",

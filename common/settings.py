@@ -148,6 +148,18 @@ class Settings(BaseSettings):
     # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
     # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
     mailbox_domains: str = ""
+    # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page, README "Planner
+    # premium"): the environment, its application user's app (default: the Graph app), the page
+    # size asked for, how often the tables without change tracking are swept for deleted rows,
+    # and the publisher prefix `pwasync fields create` gives a new column.
+    dataverse_url: str | None = None
+    dataverse_client_id: str | None = None
+    dataverse_client_secret: SecretStr | None = None
+    dataverse_client_cert: Path | None = None
+    dataverse_client_cert_thumbprint: str | None = None
+    dataverse_page_size: int = Field(default=5000, ge=1, le=5000)
+    dataverse_reconcile_minutes: int = Field(default=15, ge=1, le=10_080)
+    dataverse_column_prefix: str = Field(default="new", pattern=r"^[a-z][a-z0-9]{1,7}$")
 
     @classmethod
     def settings_customise_sources(
@@ -203,6 +215,18 @@ class Settings(BaseSettings):
     @classmethod
     def _https_url(cls, value: str) -> str:
         _require_url(value, ("https",), "an https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("dataverse_url")
+    @classmethod
+    def _dataverse_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _require_url(value, ("https",), "an https:// URL (the environment, without /api/…)")
+        if urlsplit(value).path.strip("/"):
+            raise ValueError(
+                "must be the environment's URL only, e.g. https://contoso.crm4.dynamics.com"
+            )
         return value.rstrip("/")
 
     @field_validator("graph_resource")
@@ -278,7 +302,7 @@ class Settings(BaseSettings):
                 raise ValueError("holds no PEM CA certificate") from None
         return value
 
-    @field_validator("graph_client_cert")
+    @field_validator("graph_client_cert", "dataverse_client_cert")
     @classmethod
     def _client_key(cls, value: Path | None) -> Path | None:
         # Checked here, or a bad file surfaces only at the first sign-in, as a failed task.
@@ -291,7 +315,7 @@ class Settings(BaseSettings):
                 raise ValueError("holds no PEM private key") from None
         return value
 
-    @field_validator("graph_client_cert_thumbprint")
+    @field_validator("graph_client_cert_thumbprint", "dataverse_client_cert_thumbprint")
     @classmethod
     def _thumbprint(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{40}", value):
@@ -304,6 +328,9 @@ class Settings(BaseSettings):
         "tenant_id",
         "graph_client_id",
         "graph_client_cert_thumbprint",
+        "dataverse_client_id",
+        "dataverse_client_cert_thumbprint",
+        "dataverse_client_secret",
         "check_mailbox",
         # An empty secret is a missing one (it would only fail later, at a sign-in).
         "pwa_password",
@@ -420,6 +447,31 @@ class Settings(BaseSettings):
             )
         if self.graph_client_cert is not None:
             _require(self, purpose, "graph_client_cert_thumbprint")
+
+    def require_dataverse(self) -> None:
+        """Raise ConfigError unless the Planner premium environment can be read: its URL, the
+        tenant, and an app (its own, or the Graph app's) with a credential."""
+        purpose = "to read Planner premium plans (PWASYNC_SOURCE=dataverse)"
+        _require(self, purpose, "dataverse_url", "tenant_id")
+        if self.dataverse_client_id is None:
+            purpose += " without PWASYNC_DATAVERSE_CLIENT_ID (the Graph app signs in)"
+            _require(self, purpose, "graph_client_id")
+            if self.graph_client_secret is None and self.graph_client_cert is None:
+                credential = "PWASYNC_GRAPH_CLIENT_SECRET or PWASYNC_GRAPH_CLIENT_CERT"
+                raise ConfigError(f"{credential} is required {purpose}")
+            return
+        if self.dataverse_client_secret is None and self.dataverse_client_cert is None:
+            raise ConfigError(
+                "PWASYNC_DATAVERSE_CLIENT_SECRET or PWASYNC_DATAVERSE_CLIENT_CERT is required "
+                "with PWASYNC_DATAVERSE_CLIENT_ID"
+            )
+        if self.dataverse_client_cert is not None:
+            _require(self, purpose, "dataverse_client_cert_thumbprint")
+
+    @property
+    def dataverse_scope(self) -> str:
+        """The app-only scope of the environment: ``{environment}/.default``."""
+        return f"{self.dataverse_url}/.default"
 
 
 _URL_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")

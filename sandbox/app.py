@@ -11,6 +11,8 @@ from starlette.responses import JSONResponse
 from sandbox import control, entra, graph, projectdata, projectserver, regional, server_events
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
+from sandbox.dataverse import routes as dataverse_routes
+from sandbox.dataverse_control import routes as dataverse_control_routes
 from sandbox.editions import Edition
 
 
@@ -50,6 +52,8 @@ def create_app(
             *server_events.routes(site),
             *regional.routes(site),
             *entra.routes,
+            *dataverse_routes,
+            *dataverse_control_routes,
         ],
         exception_handlers={404: _not_found},
     )

@@ -12,11 +12,13 @@ from spnego.channel_bindings import GssChannelBindings
 from sandbox.calendar import CalendarStore
 from sandbox.channel_bindings import server_end_point
 from sandbox.config import SandboxConfig
+from sandbox.dataverse_seed import load_dataverse
+from sandbox.dataverse_store import DataverseStore
 from sandbox.editions import SE_SITE_PATH, Edition
 from sandbox.ntlm import NtlmAcceptor
 from sandbox.seed import load_seed
 from sandbox.server_event_store import ServerEvents
-from sandbox.state import Tenant
+from sandbox.state import Tenant, deterministic_id
 from sandbox.stats import Stats
 from sandbox.throttle import MailboxThrottle
 from sandbox.tokens import TokenSigner
@@ -66,6 +68,7 @@ class Sandbox:
     ntlm: NtlmAcceptor = field(default_factory=NtlmAcceptor)
     rng: random.Random = field(default_factory=random.Random)
     server_events: ServerEvents = field(default_factory=ServerEvents)
+    dataverse: DataverseStore = field(init=False)  # the Planner premium environment
 
     def __post_init__(self) -> None:
         self.reset()
@@ -77,6 +80,7 @@ class Sandbox:
         across a reset keeps working as long as its user still exists.
         """
         self.tenant = load_seed(self.seed_path)
+        self.dataverse = load_dataverse(self.tenant)
         if self.edition is Edition.SE:
             self.tenant.site_path = SE_SITE_PATH
         self.config = copy.deepcopy(self.startup_config)
@@ -100,6 +104,20 @@ class Sandbox:
     @property
     def pwa_site_url(self) -> str:
         return self.origin + self.tenant.site_path
+
+    @property
+    def dataverse_url(self) -> str:
+        """The Planner premium environment: the same server under its other name, so the
+        environment is its own token audience, as ``https://<org>.crm.dynamics.com`` is."""
+        return self.origin.replace("://127.0.0.1", "://localhost", 1)
+
+    @property
+    def dataverse_organization(self) -> str:
+        return deterministic_id("dataverse-organization", self.tenant.id)
+
+    @property
+    def dataverse_business_unit(self) -> str:
+        return deterministic_id("dataverse-business-unit", self.tenant.id)
 
     def resource_uri(self, key: str) -> str:
         """The audience URI behind a seed's resource key ("pwa" or "graph")."""

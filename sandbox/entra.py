@@ -285,7 +285,7 @@ def _parse_scope(sandbox: Sandbox, raw: str) -> ResourceScope:
             f"'scope' is not valid. The scope '{raw}' does not name a resource.",
         )
     uri, permissions = next(iter(resources.items()))
-    keys = {sandbox.origin: "pwa", GRAPH_RESOURCE: "graph"}
+    keys = {sandbox.origin: "pwa", GRAPH_RESOURCE: "graph", sandbox.dataverse_url: "dataverse"}
     if uri not in keys:
         raise EntraError(
             "invalid_resource",

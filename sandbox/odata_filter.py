@@ -5,7 +5,7 @@ It covers what the ProjectData feed (OData V3, WCF Data Services) and Graph's ev
 
 * comparisons ``eq ne gt ge lt le``, ``and``, ``or``, ``not`` and parentheses, with the OData
   precedence (``not`` binds to the primary after it, so ``not (A eq B)`` needs the parentheses);
-* literals ``'text'`` (``''`` escapes a quote), ``guid'…'``, ``datetime'…'``,
+* literals ``'text'`` (``''`` escapes a quote), ``guid'…'`` and V4's bare GUIDs, ``datetime'…'``,
   ``datetimeoffset'…'``, bare V4 date-times (``2026-01-01T00:00:00Z``), integers and decimals
   (with the V3 suffixes ``L M D F``), ``true``, ``false`` and ``null``;
 * member paths ``a/b``, lambda operators ``coll/any(x: …)`` and ``coll/all(x: …)``;
@@ -91,6 +91,7 @@ _TOKEN = re.compile(
     (?P<space>\s+)
   | (?P<typed>(?:guid|datetimeoffset|datetime|time)'(?:[^']|'')*')
   | (?P<string>'(?:[^']|'')*')
+  | (?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b)
   | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[LlMmDdFf]?)
   | (?P<name>[A-Za-z_$][A-Za-z0-9_]*)
@@ -252,6 +253,8 @@ class _Parser:
             return Literal(_unquote(token.text), "Edm.String", token.position)
         if token.kind == "typed":
             return _typed_literal(token)
+        if token.kind == "guid":  # OData V4 (Dataverse): a bare GUID literal
+            return Literal(str(uuid.UUID(token.text)), "Edm.Guid", token.position)
         if token.kind == "datetime":
             value = _parse_datetime(token.text, token.position, "Edm.DateTimeOffset")
             return Literal(value, "Edm.DateTimeOffset", token.position)

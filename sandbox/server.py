@@ -129,7 +129,11 @@ async def _serve(
 
 
 def write_env_file(path: Path, sandbox: Sandbox, ca_file: Path) -> None:
-    settings = {**_pwa_settings(sandbox), **_common_settings(sandbox, ca_file)}
+    settings = {
+        **_pwa_settings(sandbox),
+        **_common_settings(sandbox, ca_file),
+        **_dataverse_settings(sandbox),
+    }
     # No quoting: a backslash (CONTOSO\svc-pwasync) is literal in unquoted values for
     # read_env_file, python-dotenv, docker --env-file and compose.
     path.write_text(
@@ -158,6 +162,18 @@ def _pwa_settings(sandbox: Sandbox) -> dict[str, str]:
         "PWASYNC_PWA_PASSWORD": password,
         "PWASYNC_PWA_CLIENT_ID": tenant.service["pwa_client_id"],
         "PWASYNC_PWA_TIMEZONE": tenant.time_zone.key,
+    }
+
+
+def _dataverse_settings(sandbox: Sandbox) -> dict[str, str]:
+    """The Planner premium environment's application user (read only when
+    PWASYNC_SOURCE=dataverse)."""
+    user = next(iter(sandbox.dataverse.application_users.values()))
+    app = sandbox.tenant.apps[user.client_id]
+    return {
+        "PWASYNC_DATAVERSE_URL": sandbox.dataverse_url,
+        "PWASYNC_DATAVERSE_CLIENT_ID": app.client_id,
+        "PWASYNC_DATAVERSE_CLIENT_SECRET": app.secret or "",
     }
 
 

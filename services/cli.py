@@ -221,7 +221,9 @@ def _demo(args: argparse.Namespace) -> int:
     _require_sandbox()
     from services.demo import run_demo
 
-    return run_demo(workdir=args.dir, writers=args.writers, edition=args.edition)
+    return run_demo(
+        workdir=args.dir, writers=args.writers, edition=args.edition, source=args.source
+    )
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -351,6 +353,12 @@ def _parser() -> argparse.ArgumentParser:
         default="se",
         help="the plan source the sandbox plays: Project Server Subscription Edition (default) "
         "or Project Online",
+    )
+    demo.add_argument(
+        "--source",
+        choices=("project", "dataverse"),
+        default="project",
+        help="where the plans are read: Project (--edition), or Planner premium (dataverse)",
     )
     demo.set_defaults(run=_demo)
     return parser

@@ -42,7 +42,9 @@ EDITIONS = {
 }
 
 
-def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
+def run_demo(
+    *, workdir: Path, writers: int = 2, edition: str = "se", source: str = "project"
+) -> int:
     workdir = workdir.resolve()
     if not _infrastructure_ready():
         return 1
@@ -54,7 +56,8 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
     print("pwasync demo")
     sandbox = start_sandbox(workdir, edition=edition)
     print(f"  sandbox    {sandbox.url}  (emulated Microsoft 365 tenant; log in {workdir})")
-    print(f"  plans      {EDITIONS[edition]} (--edition se|online)")
+    plans = EDITIONS[edition] if source == "project" else SOURCES[source]
+    print(f"  plans      {plans} (--source, --edition se|online)")
     env = clean_environment(
         {
             **sandbox.settings,
@@ -62,6 +65,7 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
             "PWASYNC_REDIS_URL": REDIS_URL,
             "PWASYNC_SCENARIO": SCENARIO,
             "PWASYNC_LOG_FORMAT": "json",
+            "PWASYNC_SOURCE": source,
         }
     )
     services: list[ManagedProcess] = []
@@ -74,8 +78,9 @@ def run_demo(*, workdir: Path, writers: int = 2, edition: str = "se") -> int:
 
         for line in _cli(env, workdir, "fields", "create").splitlines():
             print(f"  field      {line}")
-        flagged = _flag_demo_tasks(sandbox)
-        print(f"  flagged    {len(flagged)} task(s) set to 'Create event = Yes' and published")
+        flag, how = FLAGGING[source]
+        flagged = flag(sandbox)
+        print(f"  flagged    {len(flagged)} task(s) {how}")
         print(f"  sync       {_cli(env, workdir, 'sync-now')}")
         events = _wait_until_settled(sandbox)
 
@@ -156,6 +161,26 @@ def _flag_demo_tasks(sandbox: SandboxProcess) -> list[str]:
     task_ids = client.demo_flag_task_ids()
     client.flag_tasks(task_ids, value=True, publish=True)
     return task_ids
+
+
+def _label_dataverse_tasks(sandbox: SandboxProcess) -> list[str]:
+    from sandbox.client import SandboxClient
+    from sandbox.dataverse_client import DataverseControl
+
+    control = DataverseControl(
+        SandboxClient(sandbox.url, ca_file=sandbox.settings["PWASYNC_CA_BUNDLE"])
+    )
+    task_ids = control.demo_label_task_ids()
+    control.label(task_ids)
+    return task_ids
+
+
+#: Per plan source: how the demo flags the seed's demo tasks, and how it says so.
+FLAGGING = {
+    "project": (_flag_demo_tasks, "set to 'Create event = Yes' and published"),
+    "dataverse": (_label_dataverse_tasks, "given the plan label 'Create event'"),
+}
+SOURCES = {"dataverse": "Planner premium plans in Dataverse, Web API, app-only sign-in"}
 
 
 def _wait_until_settled(sandbox: SandboxProcess) -> list[dict[str, Any]]:

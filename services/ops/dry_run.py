@@ -74,7 +74,7 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
     messages: list[TaskChanged] = []
     try:
         with new_http_client(ca_bundle=settings.ca_bundle) as http:
-            source = open_plan_source(settings, http, client)
+            source = open_plan_source(settings, http, client, read_only=True)
             runner = SyncRunner(
                 scenario=settings.scenario,
                 feed=source.feed,

@@ -40,10 +40,12 @@ class FoundAssignee:
     project: str
 
 
-def open_plans(settings: Settings, http: httpx.Client, client: redis.Redis) -> OpenedSource:
-    """The configured plan source (``PWASYNC_SOURCE``), opened as the poller opens it; raises
-    ConfigError when this host is not set up to read the plans."""
-    return open_plan_source(settings, http, client)
+def open_plans(settings: Settings, http: httpx.Client, client: redis.Redis | None) -> OpenedSource:
+    """The configured plan source (``PWASYNC_SOURCE``), opened as the poller opens it but
+    read-only: a reader that keeps change-detection state of its own (Dataverse's delta links)
+    keeps nothing of what these commands read. ConfigError when this host is not set up to
+    read the plans."""
+    return open_plan_source(settings, http, client, read_only=True)
 
 
 def plan_names(feed: PlanSource, tasks: Iterable[tuple[Any, Any]]) -> dict[str, Names]:

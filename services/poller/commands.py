@@ -16,9 +16,10 @@ from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
 from common.mailboxes import MailboxPolicy
 from common.settings import Settings
-from services.ops.plans import an_assignee_mailbox
+from services.ops.plans import an_assignee_mailbox, open_plans
 from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
+from services.poller.dataverse_check import dataverse_fields, dataverse_lines
 from services.poller.projectserver_reader import ProjectServerReader
 from services.poller.pwa_api import PROJECTDATA, ApiRefused, PwaSource
 from services.poller.pwa_check import (
@@ -28,6 +29,7 @@ from services.poller.pwa_check import (
     time_zone_line,
 )
 from services.poller.pwa_http import PwaHttp
+from services.poller.source import PlanSource
 from services.receiver.commands import receiver_lines
 
 PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
@@ -37,6 +39,15 @@ PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 
 def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
+    if settings.source == "dataverse":
+        with _http_client(settings) as http:
+            return dataverse_fields(
+                settings,
+                http,
+                action,
+                select_by=settings.selection,
+                label=settings.create_event_label,
+            )
     settings.require_pwa()
     name = settings.create_event_field
     lines: list[str] = []
@@ -94,8 +105,14 @@ def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     before it says whose), so a bare ``pwasync check`` passes on a system ready to sync."""
     lines: list[CheckLine] = []
     with _http_client(settings) as http:
-        pwa_lines, source = _check_pwa(settings, http)
-        lines += pwa_lines
+        if settings.source == "dataverse":
+            plan_lines = dataverse_lines(
+                settings, http, select_by=settings.selection, label=settings.create_event_label
+            )
+            source = _dataverse_feed(settings, http) if all(x.ok for x in plan_lines) else None
+        else:
+            plan_lines, source = _check_pwa(settings, http)
+        lines += plan_lines
         chosen = mailbox or settings.check_mailbox
         if not chosen:
             chosen, line = _mailbox_from_plans(settings, source)
@@ -104,8 +121,16 @@ def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     return lines
 
 
+def _dataverse_feed(settings: Settings, http: httpx.Client) -> PlanSource | None:
+    """The Planner premium plans, read-only (check keeps none of change detection's state)."""
+    try:
+        return open_plans(settings, http, None).feed
+    except PwasyncError:
+        return None  # the check's lines said why
+
+
 def _mailbox_from_plans(
-    settings: Settings, source: PwaSource | None
+    settings: Settings, source: PlanSource | None
 ) -> tuple[str | None, CheckLine]:
     how = "pass --mailbox or set PWASYNC_CHECK_MAILBOX"
     if source is None:

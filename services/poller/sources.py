@@ -48,6 +48,9 @@ def require_source(settings: Settings) -> None:
             )
         settings.require_pwa()
         return
+    if settings.source == "dataverse":
+        settings.require_dataverse()
+        return
     raise ConfigError(f"PWASYNC_SOURCE={settings.source}: this source is not built yet")
 
 
@@ -57,8 +60,15 @@ def open_plan_source(
     redis_client: redis.Redis | None,
     *,
     stop: threading.Event | None = None,
+    read_only: bool = False,
 ) -> OpenedSource:
+    """``read_only`` (dry runs): a reader that keeps state of its own (Dataverse's change
+    detection) uses what it reads without keeping it."""
     require_source(settings)
+    if settings.source == "dataverse":
+        from services.poller.dataverse_source import open_dataverse_source
+
+        return open_dataverse_source(settings, http, redis_client, stop=stop, read_only=read_only)
     assert settings.pwa_url is not None
     pwa = open_pwa(settings, http, redis_client, stop=stop)
     return OpenedSource(

@@ -69,3 +69,12 @@ def test_the_allow_list_setting():
     with pytest.raises(ConfigError) as caught:
         load_settings({"PWASYNC_MAILBOX_DOMAINS": "contoso.com,not a domain"})
     assert "PWASYNC_MAILBOX_DOMAINS" in str(caught.value)
+
+
+def test_an_entra_object_id_is_a_mailbox_unless_domains_are_listed():
+    object_id = "1e358f7e-faa0-5a8b-ba18-903a5f3cd24c"
+    assert MailboxPolicy().refusal(object_id) is None
+    refusal = MailboxPolicy(frozenset({"contoso.com"})).refusal(object_id)
+    assert refusal is not None and refusal.code == "mailbox_domain_not_allowed"
+    assert "object id" in refusal.reason
+    assert MailboxPolicy().refusal(object_id.upper()).code == "invalid_email_address"

@@ -152,3 +152,22 @@ def test_project_plans_cannot_be_selected_by_label():
     )
     with pytest.raises(ConfigError, match="PWASYNC_SELECT_BY=label: Project plans have no labels"):
         require_source(settings)
+
+
+def test_the_dataverse_settings_name_what_is_missing():
+    base = {"PWASYNC_SOURCE": "dataverse", "PWASYNC_TENANT_ID": "contoso.onmicrosoft.com"}
+    with pytest.raises(ConfigError, match="PWASYNC_DATAVERSE_URL"):
+        load_settings(base).require_dataverse()
+    base["PWASYNC_DATAVERSE_URL"] = "https://contoso.crm4.dynamics.com/"
+    with pytest.raises(ConfigError, match="PWASYNC_GRAPH_CLIENT_ID"):
+        load_settings(base).require_dataverse()
+    with pytest.raises(ConfigError, match="PWASYNC_GRAPH_CLIENT_SECRET or"):
+        load_settings({**base, "PWASYNC_GRAPH_CLIENT_ID": "app"}).require_dataverse()
+    own = {**base, "PWASYNC_DATAVERSE_CLIENT_ID": "app"}
+    with pytest.raises(ConfigError, match="PWASYNC_DATAVERSE_CLIENT_SECRET or"):
+        load_settings(own).require_dataverse()
+    settings = load_settings({**own, "PWASYNC_DATAVERSE_CLIENT_SECRET": "s"})
+    settings.require_dataverse()
+    assert settings.dataverse_scope == "https://contoso.crm4.dynamics.com/.default"
+    with pytest.raises(ConfigError, match="PWASYNC_DATAVERSE_URL"):
+        load_settings({"PWASYNC_DATAVERSE_URL": "https://contoso.crm4.dynamics.com/api/data/v9.2"})
