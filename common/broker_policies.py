@@ -33,13 +33,20 @@ ATTEMPTS = 3
 
 
 class ManagementApi:
-    """The few calls of RabbitMQ's management HTTP API that pwasync makes."""
+    """The few calls of RabbitMQ's management HTTP API that pwasync makes.
+
+    Several URLs, comma-separated, are the nodes of one cluster (as for ``PWASYNC_AMQP_URL``):
+    any node answers for the whole cluster, so each call goes to the first node that answers.
+    """
 
     def __init__(self, management_url: str, *, ca_bundle: Path | None, timeout: float = 10.0):
-        parts = urlsplit(management_url)
-        self._auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-        port = f":{parts.port}" if parts.port else ""
-        self.address = f"{parts.scheme}://{parts.hostname}{port}"
+        self._nodes = []  # (origin, credentials) per node
+        for url in (part.strip() for part in management_url.split(",") if part.strip()):
+            parts = urlsplit(url)
+            port = f":{parts.port}" if parts.port else ""
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            self._nodes.append((f"{parts.scheme}://{parts.hostname}{port}", auth))
+        self.address = ", ".join(origin for origin, _ in self._nodes)
         self._ca_bundle = ca_bundle
         self._timeout = timeout
 
@@ -60,30 +67,40 @@ class ManagementApi:
     def client(self) -> httpx.Client:
         return new_http_client(ca_bundle=self._ca_bundle, timeout=self._timeout)
 
+    def get(self, http: httpx.Client, path: str, **kwargs: object) -> httpx.Response:
+        return self._call(http, "GET", path, **kwargs)
+
     def _call(self, http: httpx.Client, method: str, path: str, **kwargs: object) -> httpx.Response:
-        try:
-            response = http.request(method, self.address + path, auth=self._auth, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"cannot reach the RabbitMQ management API at {self.address} "
-                f"({exc.__class__.__name__})"
-            ) from None
-        if response.status_code in (401, 403):
-            raise ConfigError(
-                f"the RabbitMQ management API at {self.address} refused {method} {path} "
-                f"({response.status_code}): the user of PWASYNC_RABBITMQ_MANAGEMENT_URL needs "
-                "the policymaker (or administrator) tag"
-            )
-        if response.status_code >= 500:
-            raise ServiceUnavailable(
-                f"the RabbitMQ management API at {self.address} answered {response.status_code}"
-            )
-        if response.status_code >= 400:
-            raise ConfigError(
-                f"the RabbitMQ management API at {self.address} refused {method} {path} "
-                f"({response.status_code}: {response.text[:300]})"
-            )
-        return response
+        unreachable = []
+        for origin, auth in self._nodes:
+            try:
+                response = http.request(method, origin + path, auth=auth, **kwargs)
+            except httpx.HTTPError as exc:
+                unreachable.append(f"{origin} ({exc.__class__.__name__})")
+                continue
+            return _checked(response, origin, method, path)
+        raise ServiceUnavailable(
+            f"cannot reach the RabbitMQ management API at {', '.join(unreachable)}"
+        )
+
+
+def _checked(response: httpx.Response, origin: str, method: str, path: str) -> httpx.Response:
+    if response.status_code in (401, 403):
+        raise ConfigError(
+            f"the RabbitMQ management API at {origin} refused {method} {path} "
+            f"({response.status_code}): the user of PWASYNC_RABBITMQ_MANAGEMENT_URL needs "
+            "the policymaker (or administrator) tag"
+        )
+    if response.status_code >= 500:
+        raise ServiceUnavailable(
+            f"the RabbitMQ management API at {origin} answered {response.status_code}"
+        )
+    if response.status_code >= 400:
+        raise ConfigError(
+            f"the RabbitMQ management API at {origin} refused {method} {path} "
+            f"({response.status_code}: {response.text[:300]})"
+        )
+    return response
 
 
 def amqp_vhost(amqp_url: str) -> str:

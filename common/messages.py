@@ -84,6 +84,9 @@ class TaskChanged(BaseModel):
     start_utc: AwareDatetime | None = None
     finish_utc: AwareDatetime | None = None
     task_url: str | None = None
+    # The task's dates are days (basic Planner): ``start`` and ``finish`` are midnights of
+    # ``timezone``, ``finish`` the day after the last day; its events are all-day events.
+    all_day: bool = False
 
     @field_validator("timezone")
     @classmethod

@@ -89,6 +89,7 @@ class PipelinedPublisher:
         self._flush_scheduled = False
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._node = connector.address  # host:port of the node connected to, for messages
 
     # --- callers' side -------------------------------------------------------------------------
 
@@ -193,20 +194,22 @@ class PipelinedPublisher:
 
     def _connect_and_serve(self) -> None:
         """Declare the topology, open a connection and run its I/O loop until it closes."""
-        blocking = self._connector.connect()
+        blocking, node = self._connector.open()
+        self._node = f"{node.host}:{node.port}"
         try:
             declare_topology(blocking, self._topology)
         except CONNECTION_ERRORS as exc:
             raise ServiceUnavailable(
-                f"cannot declare the topology on RabbitMQ at {self._connector.address} "
+                f"cannot declare the topology on RabbitMQ at {self._node} "
                 f"({exc.__class__.__name__})"
             ) from None
         finally:
             with contextlib.suppress(Exception):
                 blocking.close()
         failure: list[ServiceUnavailable] = []
+        # The node the topology was just declared on: of a cluster's nodes, one that answers.
         connection = pika.SelectConnection(
-            self._connector.parameters(),
+            node,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=lambda conn, exc: self._on_connection_lost(conn, exc, failure),
             on_close_callback=lambda conn, exc: self._on_connection_lost(conn, exc, failure),
@@ -317,9 +320,7 @@ class PipelinedPublisher:
             self._channel = None
         if not self._closing:
             failure.append(
-                ServiceUnavailable(
-                    f"lost RabbitMQ at {self._connector.address} ({reason.__class__.__name__})"
-                )
+                ServiceUnavailable(f"lost RabbitMQ at {self._node} ({reason.__class__.__name__})")
             )
         self._fail_unconfirmed(reason)
         connection.ioloop.stop()
@@ -337,7 +338,7 @@ class PipelinedPublisher:
         """Sent, never confirmed: the caller tries again (the broker may hold a copy; the
         consumers are idempotent)."""
         error = ServiceUnavailable(
-            f"the connection to RabbitMQ at {self._connector.address} ended before the confirm "
+            f"the connection to RabbitMQ at {self._node} ended before the confirm "
             f"({reason.__class__.__name__})"
         )
         unconfirmed, self._unconfirmed = self._unconfirmed, {}

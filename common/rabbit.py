@@ -49,26 +49,66 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 HEARTBEAT_SECONDS = 30
 
 
+def broker_urls(amqp_url: str) -> list[str]:
+    """The broker URLs of ``PWASYNC_AMQP_URL``: several, comma-separated, are the nodes of one
+    cluster (interface page), kept in the order given."""
+    urls = [part.strip() for part in amqp_url.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError("PWASYNC_AMQP_URL: names no broker")
+    return urls
+
+
 def broker_address(amqp_url: str) -> str:
-    """host:port of a broker URL, for messages (never the credentials)."""
-    parts = urlsplit(amqp_url)
-    default_port = 5671 if parts.scheme == "amqps" else 5672
-    return f"{parts.hostname}:{parts.port or default_port}"
+    """host:port of each broker of a URL (list), for messages (never the credentials)."""
+    addresses = []
+    for url in broker_urls(amqp_url):
+        parts = urlsplit(url)
+        default_port = 5671 if parts.scheme == "amqps" else 5672
+        addresses.append(f"{parts.hostname}:{parts.port or default_port}")
+    return ", ".join(addresses)
+
+
+def in_turn(items: list[Any], start: int) -> list[Any]:
+    """``items`` beginning at ``start`` and wrapping round: the order nodes are tried in."""
+    start %= len(items)
+    return items[start:] + items[:start]
 
 
 class RabbitConnector:
-    """Opens connections to one broker, translating failures to ``ServiceUnavailable``."""
+    """Opens connections to a broker or to the nodes of a cluster, in turn, translating
+    failures to ``ServiceUnavailable``.
+
+    Nodes are taken round robin: each connection starts with the node after the one the
+    previous connection of this connector went to (the first one: the first node given), and
+    falls through the others when that one cannot be reached. So a connection that dropped
+    comes back on another node first (a node that stopped is not tried first again), and a
+    process's connections spread over the cluster. Quorum queues are on every node, so any node
+    serves every queue. Shared by threads: the turn is kept under a lock.
+    """
 
     def __init__(
         self, amqp_url: str, *, connection_name: str, handshake_timeout: float = 15.0
     ) -> None:
-        self._url = amqp_url
+        self._urls = broker_urls(amqp_url)
         self.address = broker_address(amqp_url)
         self._connection_name = connection_name
         self._handshake_timeout = handshake_timeout
+        self._turn = 0
+        self._lock = threading.Lock()
 
-    def parameters(self) -> pika.URLParameters:
-        params = pika.URLParameters(self._url)
+    def node_parameters(self) -> list[pika.URLParameters]:
+        """One ``URLParameters`` per node, in the order given (pika's ``BlockingConnection``
+        takes such a list; an asyncio client takes the URLs of ``broker_urls``)."""
+        return [self._parameters(url) for url in self._urls]
+
+    def parameters(self) -> list[pika.URLParameters]:
+        """The nodes in the order the next connection tries them (``in_turn``)."""
+        with self._lock:
+            start = self._turn
+        return in_turn(self.node_parameters(), start)
+
+    def _parameters(self, url: str) -> pika.URLParameters:
+        params = pika.URLParameters(url)
         params.heartbeat = HEARTBEAT_SECONDS
         params.blocked_connection_timeout = 60
         params.socket_timeout = 10
@@ -80,19 +120,39 @@ class RabbitConnector:
         return params
 
     def connect(self) -> pika.BlockingConnection:
-        try:
-            return pika.BlockingConnection(self.parameters())
-        except pika.exceptions.ProbableAuthenticationError:
-            raise ServiceUnavailable(
-                f"RabbitMQ at {self.address} refused the credentials of PWASYNC_AMQP_URL"
-            ) from None
-        # pika raises its connection workflow's errors (a handshake timeout) outside AMQPError:
-        # untranslated, they would end a service's reconnect loop, which retries only
-        # ServiceUnavailable.
-        except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
-            raise ServiceUnavailable(
-                f"cannot reach RabbitMQ at {self.address} ({exc.__class__.__name__})"
-            ) from None
+        return self.open()[0]
+
+    def open(self) -> tuple[pika.BlockingConnection, pika.URLParameters]:
+        """A connection to the first node of ``parameters`` that takes one, and its parameters
+        (the pipelined publisher opens its own connection to the same node)."""
+        with self._lock:
+            start, self._turn = self._turn, self._turn + 1
+        nodes = list(enumerate(self.node_parameters()))
+        failures = []
+        for index, params in in_turn(nodes, start):
+            try:
+                connection = pika.BlockingConnection(params)
+            except pika.exceptions.ProbableAuthenticationError:
+                raise ServiceUnavailable(
+                    f"RabbitMQ at {params.host}:{params.port} refused the credentials of "
+                    "PWASYNC_AMQP_URL"
+                ) from None
+            # pika raises its connection workflow's errors (a handshake timeout) outside
+            # AMQPError: untranslated, they would end a service's reconnect loop, which retries
+            # only ServiceUnavailable.
+            except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:
+                failures.append(f"{params.host}:{params.port} ({exc.__class__.__name__})")
+                continue
+            with self._lock:
+                self._turn = index + 1  # the next connection starts after this node
+            if failures:
+                log.warning(
+                    "connected to another RabbitMQ node",
+                    node=f"{params.host}:{params.port}",
+                    unreachable=failures,
+                )
+            return connection, params
+        raise ServiceUnavailable(f"cannot reach RabbitMQ at {', '.join(failures)}")
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,49 @@
 """Redis at the edge: the connection and the key layout of a scenario.
 
-Every key of a scenario shares the hash tag ``{scenario}``, so the keys one operation touches
-are in one Redis Cluster slot (Lua scripts and MULTI need that), and several scenarios can share
-one Redis without seeing each other's keys.
+One factory, ``connect_redis``, for every form of ``PWASYNC_REDIS_URL``: one server, the master
+of a Sentinel group (the client asks the Sentinels where the master is and follows it after a
+failover) or a Redis Cluster.
+
+Every key of a scenario shares the hash tag ``{scenario}``, so every key of a scenario is in one
+Redis Cluster slot: Lua scripts, MULTI and pipelines of several keys work there as on one
+server, and several scenarios can share one Redis without seeing each other's keys.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from urllib.parse import urlsplit
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 import redis
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from common.errors import PermanentError, PwasyncError, ServiceUnavailable
+from common.errors import ConfigError, PermanentError, PwasyncError, ServiceUnavailable
+from common.redis_urls import RedisTarget, parse_redis_url
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
+    redis.exceptions.ConnectionError,  # MasterNotFoundError too: no Sentinel knows a master
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,  # a cluster whose node of the slot is gone
 )
 
 
 def redis_address(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}"
+    """Where a ``PWASYNC_REDIS_URL`` points, for messages (never the credentials)."""
+    try:
+        return parse_redis_url(url).address
+    except ValueError:
+        return "(an unreadable PWASYNC_REDIS_URL)"
 
 
 #: Commands that change nothing in Redis. Only these are sent again when their reply was lost
@@ -62,40 +75,153 @@ class _ResendingReads(redis.Redis):
     caller's own retry (a message's retry tier, a loop's next round) decides what to do again.
     """
 
-    _reads = Retry(
-        ExponentialBackoff(cap=2.0, base=0.1), retries=3, supported_errors=_RESEND_ERRORS
-    )
-
     def execute_command(self, *args, **options):  # noqa: ANN002, ANN003, ANN201 - redis-py's
-        if not may_resend(str(args[0])):
-            return redis.Redis.execute_command(self, *args, **options)
-        return self._reads.call_with_retry(
-            lambda: redis.Redis.execute_command(self, *args, **options), lambda _error: None
-        )
+        return _send(redis.Redis.execute_command, self, args, options)
 
 
-def connect_redis(url: str) -> redis.Redis:
-    """A client that never repeats a write (see ``_ResendingReads``); ``ping`` it to learn
-    whether Redis is there."""
+class _ResendingClusterReads(RedisCluster):
+    """``_ResendingReads`` for a Redis Cluster: the cluster client's own retries are off (it
+    repeats any command after a lost connection); reads are resent as above. A redirection
+    (MOVED, ASK) is followed by redis-py whatever the command: the node refused it unrun."""
+
+    def execute_command(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - redis-py's
+        return _send(RedisCluster.execute_command, self, args, kwargs)
+
+
+_READS = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=3, supported_errors=_RESEND_ERRORS)
+
+
+def _send(execute, client, args, options):  # noqa: ANN001, ANN202
+    if not may_resend(str(args[0])):
+        return execute(client, *args, **options)
+    return _READS.call_with_retry(lambda: execute(client, *args, **options), lambda _error: None)
+
+
+#: What every connection of ours has: replies as text, bounded waits, no retry of its own.
+_CONNECTION_OPTIONS = {
+    "decode_responses": True,
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "health_check_interval": 30,
+}
+#: One connection per thread in use; redis-py's default of 100 is below what a writer with
+#: hundreds of handler threads needs (it fails with MaxConnectionsError).
+_MAX_CONNECTIONS = 1024
+
+
+def connect_redis(url: str, *, sentinel_password: str | None = None) -> redis.Redis:
+    """A client for any form of ``PWASYNC_REDIS_URL`` that never repeats a write (see
+    ``_ResendingReads``); ``ping`` it to learn whether Redis is there. One server or a
+    Sentinel group is connected on the first command; a cluster when the client is made
+    (``_cluster``)."""
+    try:
+        target = parse_redis_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"PWASYNC_REDIS_URL: {exc}") from None
+    if target.kind == "sentinel":
+        return _sentinel_master(target, sentinel_password)
+    if target.kind == "cluster":
+        return _cluster(target)
     return _ResendingReads.from_url(
         url,
-        # One connection per thread in use; redis-py's default of 100 is below what a writer
-        # with hundreds of handler threads needs (it fails with MaxConnectionsError).
-        max_connections=1024,
-        decode_responses=True,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
+        max_connections=_MAX_CONNECTIONS,
         retry=Retry(NoBackoff(), retries=0),
+        **_CONNECTION_OPTIONS,
     )
+
+
+def connect_redis_for(settings: Settings) -> redis.Redis:
+    """``connect_redis`` with the settings' URL and the Sentinels' password."""
+    sentinel_password = settings.redis_sentinel_password
+    return connect_redis(
+        settings.redis_url.get_secret_value(),
+        sentinel_password=sentinel_password.get_secret_value() if sentinel_password else None,
+    )
+
+
+def _sentinel_master(target: RedisTarget, sentinel_password: str | None) -> redis.Redis:
+    """The master of ``target.master``: redis-py's Sentinel pool asks the Sentinels for its
+    address on every new connection, and drops the connections to a master that became a
+    replica (READONLY), so the client follows a failover once the Sentinels have made one."""
+    sentinel = Sentinel(
+        list(target.hosts),
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+        },
+    )
+    return sentinel.master_for(
+        target.master,
+        redis_class=_ResendingReads,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        max_connections=_MAX_CONNECTIONS,
+        retry=Retry(NoBackoff(), retries=0),
+        **_CONNECTION_OPTIONS,
+    )
+
+
+def _cluster(target: RedisTarget) -> RedisCluster:
+    """A cluster client; redis-py asks the nodes given for the slot map now, so a cluster
+    none of whose nodes answer is ``ServiceUnavailable`` here already."""
+    try:
+        return _ResendingClusterReads(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            username=target.username,
+            password=target.password,
+            retry=Retry(NoBackoff(), retries=0),
+            max_connections=_MAX_CONNECTIONS,
+            **_CONNECTION_OPTIONS,
+        )
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise ServiceUnavailable(
+            f"cannot reach Redis at {target.address} ({exc.__class__.__name__})"
+        ) from None
+
+
+def key_node(client: redis.Redis, key: str) -> redis.Redis:
+    """The client of the server holding ``key``: for a Redis Cluster, the master of the key's
+    slot (every key of a scenario is in one slot), otherwise ``client`` itself.
+
+    What must go to that one server goes through it: a pipeline of scripts (a cluster pipeline
+    does not load scripts), ``INFO replication`` and ``WAIT`` (which counts the replicas that
+    have the writes of its own connection, so it follows them in the same pipeline). Use it
+    through ``on_key_node``, which keeps the slot map current."""
+    if isinstance(client, RedisCluster):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
+
+
+#: What a node that no longer serves a slot answers: it is gone, or a replica now, or the slot
+#: moved. The cluster client then reads the slot map again (its own commands do that too).
+_SLOT_MAP_STALE = (*_RESEND_ERRORS, redis.exceptions.MovedError, redis.exceptions.AskError,
+                   redis.exceptions.ReadOnlyError)  # fmt: skip
+
+
+@contextmanager
+def on_key_node(client: redis.Redis, key: str) -> Iterator[redis.Redis]:
+    """``key_node``, and after a failure that says the slot map is out of date (the master
+    died and a replica took over, the slot moved), the map read again before the error goes
+    on: the caller's retry reaches the new master. The error itself is the caller's (a
+    retryable one, through ``redis_errors``)."""
+    try:
+        yield key_node(client, key)
+    except _SLOT_MAP_STALE:
+        if isinstance(client, RedisCluster):
+            with suppress(Exception):  # no node answers yet: the next failure tries again
+                client.nodes_manager.initialize()
+        raise
 
 
 #: Error replies that say "not now" rather than "never": out of memory (noeviction), a replica
 #: after a failover, a script running too long, loading its data, no master, a cluster slot in
-#: migration. redis-py strips a known code into ``status_code``; inside a Lua script the code
-#: follows the script's own prefix, hence the search as well.
+#: migration, a slot that moved (``key_node``). redis-py strips a known code into
+#: ``status_code``; inside a Lua script the code follows the script's own prefix, hence the
+#: search as well.
 RETRYABLE_REPLIES = frozenset(
-    {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}
+    {"OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK"}
 )
 _RETRYABLE_IN_TEXT = re.compile(r"(?:^|[\s:-])(" + "|".join(sorted(RETRYABLE_REPLIES)) + r")\b")
 
@@ -123,6 +249,8 @@ def response_error(url: str, exc: redis.exceptions.ResponseError) -> PwasyncErro
     if code not in RETRYABLE_REPLIES and found is not None:
         code = found.group(1)
     where = f"Redis at {redis_address(url)}"
+    if isinstance(exc, redis.exceptions.MovedError | redis.exceptions.AskError):
+        code = "MOVED"  # redis-py keeps only the slot and the node of the reply
     if code in RETRYABLE_REPLIES:
         return ServiceUnavailable(f"{where} refused the command for now ({code}: {text})")
     return PermanentError(f"{where} answered an error ({code}: {text})")

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from common.errors import ConfigError
 from common.mailboxes import is_domain
+from common.redis_urls import parse_redis_url
 from common.schedule import Schedule, parse_schedule
 
 ENV_PREFIX = "PWASYNC_"
@@ -67,6 +68,8 @@ class Settings(BaseSettings):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    # Issue 15: the Sentinels' own password (a redis+sentinel:// URL's password is Redis's).
+    redis_sentinel_password: SecretStr | None = None
     scenario: str = "default"
 
     pwa_url: str | None = None
@@ -148,6 +151,10 @@ class Settings(BaseSettings):
     # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
     # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
     mailbox_domains: str = ""
+    # Issue 14 (interface page): the basic Planner plans to sync, by id, and the groups whose
+    # every plan is synced (comma-separated; PWASYNC_SOURCE=planner needs one of them).
+    planner_plans: str = ""
+    planner_groups: str = ""
     # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page, README "Planner
     # premium"): the environment, its application user's app (default: the Graph app), the page
     # size asked for, how often the tables without change tracking are swept for deleted rows,
@@ -175,15 +182,18 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, value: SecretStr) -> SecretStr:
-        _require_url(value.get_secret_value(), ("amqp", "amqps"), "an amqp:// or amqps:// URL")
+        # Several URLs, separated by commas: the nodes of one cluster (common/rabbit.py).
+        urls = [url.strip() for url in value.get_secret_value().split(",")]
+        for url in urls:
+            _require_url(
+                url, ("amqp", "amqps"), "an amqp:// or amqps:// URL, or several separated by commas"
+            )
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
-        _require_url(
-            value.get_secret_value(), ("redis", "rediss", "unix"), "a redis:// or rediss:// URL"
-        )
+        parse_redis_url(value.get_secret_value())  # its ValueError names the problem
         return value
 
     @field_validator("scenario")
@@ -208,7 +218,8 @@ class Settings(BaseSettings):
     def _management_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        _require_url(value.get_secret_value(), ("http", "https"), "an http(s):// URL")
+        for url in value.get_secret_value().split(","):  # a cluster's nodes, as for AMQP
+            _require_url(url.strip(), ("http", "https"), "an http(s):// URL, or several")
         return value
 
     @field_validator("authority_host", "graph_url")
@@ -437,9 +448,27 @@ class Settings(BaseSettings):
         if urlsplit(self.receiver_url or "").scheme not in ("http", "https"):
             raise ConfigError("PWASYNC_RECEIVER_URL must be an http(s):// URL")
 
-    def require_graph(self) -> None:
-        """Raise ConfigError unless the settings needed to write Outlook events are present."""
-        purpose = "to write Outlook events"
+    @property
+    def planner_plan_ids(self) -> list[str]:
+        return _id_list(self.planner_plans)
+
+    @property
+    def planner_group_ids(self) -> list[str]:
+        return _id_list(self.planner_groups)
+
+    def require_planner(self) -> None:
+        """Raise ConfigError unless basic Planner plans to read are named."""
+        if not self.planner_plan_ids and not self.planner_group_ids:
+            raise ConfigError(
+                "PWASYNC_PLANNER_PLANS or PWASYNC_PLANNER_GROUPS is required to read basic "
+                "Planner plans (PWASYNC_SOURCE=planner): plan ids, or ids of the groups whose "
+                "every plan is synced, comma-separated"
+            )
+        # The poller signs in to Graph as the writer's app (give it that app's credential).
+        self.require_graph("to read basic Planner plans through Graph")
+
+    def require_graph(self, purpose: str = "to write Outlook events") -> None:
+        """Raise ConfigError unless the settings of the Graph app (``purpose``) are present."""
         _require(self, purpose, "tenant_id", "graph_client_id")
         if self.graph_client_secret is None and self.graph_client_cert is None:
             raise ConfigError(
@@ -475,6 +504,12 @@ class Settings(BaseSettings):
 
 
 _URL_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def _id_list(value: str) -> list[str]:
+    """Comma-separated ids, in order, once each (Planner's ids are case-sensitive)."""
+    ids = [part.strip() for part in value.split(",")]
+    return list(dict.fromkeys(part for part in ids if part))
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

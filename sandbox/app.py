@@ -8,7 +8,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sandbox import control, entra, graph, projectdata, projectserver, regional, server_events
+from sandbox import (
+    control,
+    entra,
+    graph,
+    planner_control,
+    projectdata,
+    projectserver,
+    regional,
+    server_events,
+)
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
 from sandbox.dataverse import routes as dataverse_routes
@@ -45,6 +54,7 @@ def create_app(
     app = Starlette(
         routes=[
             *control.routes,
+            *planner_control.routes,
             *server_events.control_routes,
             *graph.routes,
             *feed,

@@ -16,6 +16,8 @@ from sandbox.dataverse_seed import load_dataverse
 from sandbox.dataverse_store import DataverseStore
 from sandbox.editions import SE_SITE_PATH, Edition
 from sandbox.ntlm import NtlmAcceptor
+from sandbox.planner_seed import load_planner
+from sandbox.planner_state import PlannerStore
 from sandbox.seed import load_seed
 from sandbox.server_event_store import ServerEvents
 from sandbox.state import Tenant, deterministic_id
@@ -57,6 +59,7 @@ class Sandbox:
     # The DER server certificate the sandbox serves: Extended Protection binds logons to it.
     certificate_der: bytes | None = None
     tenant: Tenant = field(init=False)
+    planner: PlannerStore = field(init=False)  # basic Planner plans (sandbox/planner.py)
     config: SandboxConfig = field(init=False)
     stats: Stats = field(default_factory=Stats)
     calendar: CalendarStore = field(default_factory=CalendarStore)
@@ -83,6 +86,7 @@ class Sandbox:
         self.dataverse = load_dataverse(self.tenant)
         if self.edition is Edition.SE:
             self.tenant.site_path = SE_SITE_PATH
+        self.planner = load_planner(self.tenant, self.seed_path)
         self.config = copy.deepcopy(self.startup_config)
         self.config.pwa_page_sizes = {**self.tenant.page_sizes, **self.config.pwa_page_sizes}
         self.stats.reset()

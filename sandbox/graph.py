@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox import graph_batch, graph_events
+from sandbox import graph_batch, graph_events, planner
 from sandbox.context import GRAPH_RESOURCE, Sandbox
 from sandbox.graph_protocol import GraphError, GraphRequest, GraphResponse
 from sandbox.state import MailboxKind, User
@@ -82,6 +82,8 @@ class GraphApi:
 
     async def _process(self, request: GraphRequest, batch_gate: BatchGate | None) -> GraphResponse:
         principal = self._authenticate(request)
+        if planner.serves(request.path):  # Planner and directory reads: no mailbox
+            return await planner.handle(self.sandbox, request, principal)
         route = _route(request)
         mailbox = self._mailbox(route, principal)
         _authorize(principal, mailbox, request.method)

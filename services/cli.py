@@ -356,9 +356,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--source",
-        choices=("project", "dataverse"),
+        choices=("project", "dataverse", "planner"),
         default="project",
-        help="where the plans are read: Project (--edition), or Planner premium (dataverse)",
+        help="where the plans are read (PWASYNC_SOURCE): Project (--edition), Planner premium "
+        "(dataverse) or basic Planner (planner)",
     )
     demo.set_defaults(run=_demo)
     return parser

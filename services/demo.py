@@ -66,6 +66,7 @@ def run_demo(
             "PWASYNC_SCENARIO": SCENARIO,
             "PWASYNC_LOG_FORMAT": "json",
             "PWASYNC_SOURCE": source,
+            **_source_settings(source, sandbox),
         }
     )
     services: list[ManagedProcess] = []
@@ -154,6 +155,15 @@ def _cli(env: dict[str, str], workdir: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def _source_settings(source: str, sandbox: SandboxProcess) -> dict[str, str]:
+    """What the services need beyond the sandbox's settings to read this source."""
+    if source == "planner":
+        from services.demo_planner import planner_settings
+
+        return planner_settings(sandbox)
+    return {}
+
+
 def _flag_demo_tasks(sandbox: SandboxProcess) -> list[str]:
     from sandbox.client import SandboxClient
 
@@ -175,12 +185,22 @@ def _label_dataverse_tasks(sandbox: SandboxProcess) -> list[str]:
     return task_ids
 
 
+def _label_planner_tasks(sandbox: SandboxProcess) -> list[str]:
+    from services.demo_planner import label_demo_tasks
+
+    return label_demo_tasks(sandbox)
+
+
 #: Per plan source: how the demo flags the seed's demo tasks, and how it says so.
 FLAGGING = {
     "project": (_flag_demo_tasks, "set to 'Create event = Yes' and published"),
     "dataverse": (_label_dataverse_tasks, "given the plan label 'Create event'"),
+    "planner": (_label_planner_tasks, "in basic Planner labelled 'Create event'"),
 }
-SOURCES = {"dataverse": "Planner premium plans in Dataverse, Web API, app-only sign-in"}
+SOURCES = {
+    "dataverse": "Planner premium plans in Dataverse, Web API, app-only sign-in",
+    "planner": "basic Planner plans through Graph, app-only sign-in, all-day events",
+}
 
 
 def _wait_until_settled(sandbox: SandboxProcess) -> list[dict[str, Any]]:

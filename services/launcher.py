@@ -67,7 +67,9 @@ def terminate(process: subprocess.Popen, timeout: float) -> int:
     return process.returncode
 
 
-def delete_scenario(amqp_url: str, redis_url: str, scenario: str) -> None:
+def delete_scenario(
+    amqp_url: str, redis_url: str, scenario: str, *, sentinel_password: str | None = None
+) -> None:
     """Delete every queue and Redis key of a scenario (demo resets, test clean-up)."""
     connection = RabbitConnector(amqp_url, connection_name="pwasync-launcher").connect()
     try:
@@ -76,8 +78,9 @@ def delete_scenario(amqp_url: str, redis_url: str, scenario: str) -> None:
             channel.queue_delete(queue)
     finally:
         connection.close()
-    client = connect_redis(redis_url)
+    client = connect_redis(redis_url, sentinel_password=sentinel_password)
     try:
+        # On a Redis Cluster SCAN goes to every primary; the keys found share one slot.
         keys = list(client.scan_iter(match=Keys(scenario).all_pattern, count=1000))
         if keys:
             client.delete(*keys)

@@ -28,12 +28,13 @@ from pydantic import BaseModel
 from common import metrics
 from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
+from common.errors import ServiceUnavailable
 from common.health import HealthServer, serve_health
 from common.logging import flush_logs, get_logger
 from common.messages import encode
 from common.pipelined_publisher import PipelinedPublisher
 from common.rabbit import MessagePublisher, RabbitConnector, ThreadLocalPublisher
-from common.redis_store import REDIS_ERRORS, Keys, connect_redis, redis_address
+from common.redis_store import REDIS_ERRORS, Keys, connect_redis_for, redis_address
 from common.settings import Settings
 from common.topology import Topology, WorkQueue, topology_for
 
@@ -50,14 +51,21 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def wait_for_redis(client: redis.Redis, url: str, stop: threading.Event) -> None:
-    """Block until Redis answers PING (containers may start before it), or until stopped."""
-    delay = 1.0
+def wait_for_redis(
+    connect: Callable[[], redis.Redis], url: str, stop: threading.Event, *, delay: float = 1.0
+) -> redis.Redis | None:
+    """A client once Redis answers PING (containers may start before it), or None if stopped
+    first. ``connect`` is tried again too: a Redis Cluster client asks its nodes for the slot
+    map when it is made, and fails then if none answers. Waits ``delay`` seconds, doubling."""
     while not stop.is_set():
+        client = None
         try:
+            client = connect()
             client.ping()
-            return
-        except REDIS_ERRORS as exc:
+            return client
+        except (*REDIS_ERRORS, ServiceUnavailable) as exc:
+            if client is not None:
+                client.close()  # the next try makes a client of its own
             log.warning(
                 "waiting for Redis",
                 address=redis_address(url),
@@ -66,6 +74,7 @@ def wait_for_redis(client: redis.Redis, url: str, stop: threading.Event) -> None
             )
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
+    return None
 
 
 @dataclass
@@ -76,7 +85,8 @@ class Infrastructure:
     topology: Topology
     connector: RabbitConnector
     publisher: MessagePublisher
-    redis: redis.Redis
+    # None only inside open_infrastructure, until Redis first answers.
+    redis: redis.Redis | None
     redis_url: str
     keys: Keys
     consumers: list[Consumer] = field(default_factory=list)
@@ -103,7 +113,7 @@ class Infrastructure:
                 "broker": lambda: (
                     bool(self.consumers) and all(c.connected.is_set() for c in self.consumers)
                 ),
-                "redis": lambda: bool(self.redis.ping()),
+                "redis": lambda: self.redis is not None and bool(self.redis.ping()),
             },
         )
 
@@ -118,7 +128,8 @@ class Infrastructure:
         if self.health is not None:
             self.health.stop()
         self.publisher.close()
-        self.redis.close()
+        if self.redis is not None:
+            self.redis.close()
 
 
 def service_topology(settings: Settings) -> Topology:
@@ -144,7 +155,6 @@ def open_infrastructure(
         connection_name=f"pwasync-{service}-{settings.scenario}",
     )
     redis_url = settings.redis_url.get_secret_value()
-    client = connect_redis(redis_url)
     infra = Infrastructure(
         topology=topology,
         connector=connector,
@@ -155,14 +165,18 @@ def open_infrastructure(
             if pipelined
             else ThreadLocalPublisher(connector, topology)
         ),
-        redis=client,
+        redis=None,
         redis_url=redis_url,
         keys=Keys(settings.scenario),
     )
     metrics.ENDPOINT_LIMIT.set(settings.endpoint_limit)  # usage against it on the dashboard
     # Probes answer while the service waits for its dependencies: alive, not ready.
     infra.serve_health(settings.http_port)
-    wait_for_redis(client, redis_url, stop)
+    connected = wait_for_redis(lambda: connect_redis_for(settings), redis_url, stop)
+    # Stopped before Redis answered: a client all the same (one server or Sentinel: made
+    # without a connection; a cluster that never answered fails here), for a service that
+    # builds its parts before it looks at ``stop``.
+    infra.redis = connected or connect_redis_for(settings)
     return infra
 
 

@@ -37,6 +37,30 @@ def free_port() -> int:
     raise RuntimeError(f"no free port on 127.0.0.1 outside the ephemeral range {low}-{high}")
 
 
+def free_cluster_port() -> int:
+    """A free port whose Redis Cluster bus port (the port + 10000) is free too, both outside
+    the ephemeral range (as ``free_port``)."""
+    low, high = _ephemeral_range()
+    candidates = [
+        port
+        for port in [*range(10_000, low), *range(high + 1, 65_536)]
+        if not low <= port + 10_000 <= high and port + 10_000 < 65_536
+    ]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free pair of ports for a Redis Cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts connections on the port (a server the test started is up)."""
     try:

@@ -11,7 +11,9 @@ that change them:
   Outlook shows each reader the event in their own zone either way; the named zone keeps the
   PWA's zone visible in the event and makes all-day events fall on the PWA's dates;
 - all-day events (``PWASYNC_EVENT_ALL_DAY``): off by default; ``true`` makes every event an
-  all-day event over the task's dates, ``multi_day`` only those of tasks that span days;
+  all-day event over the task's dates, ``multi_day`` only those of tasks that span days; a
+  task whose dates are days (``TaskChanged.all_day``: basic Planner) is always one, and its
+  body names its days;
 - showAs (``PWASYNC_EVENT_SHOW_AS``): ``auto`` by default: a task that starts and finishes on
   the same day is ``busy`` (it is a planned slot of work, like an appointment), a task that
   spans days, a milestone and an all-day event are ``free`` (a week-long task must not make
@@ -177,22 +179,49 @@ def _safe_link(url: str | None) -> str | None:
     return None
 
 
-def body_html(task: TaskChanged, times: TaskTimes) -> str:
+def _day(moment: datetime) -> str:
+    return f"{moment:%a %d %b %Y}"
+
+
+#: Where a task link leads, for the body's words: Planner's hosts, else Project Web App.
+_PLANNER_HOSTS = ("planner.cloud.microsoft", "tasks.office.com")
+
+
+def _apps(link: str | None) -> tuple[str, str]:
+    """(the app a link opens, the product the plan lives in)."""
+    if link and any(f"//{host}/" in link for host in _PLANNER_HOSTS):
+        return "Planner", "Microsoft Planner"
+    return "Project Web App", "Microsoft Project"
+
+
+def _date_rows(task: TaskChanged, times: TaskTimes) -> list[tuple[str, str]]:
     e = html.escape
-    rows = [
-        ("Project", e(task.project_name or "(unnamed project)")),
-        ("Task", e(task.task_name or "(unnamed task)")),
+    if task.all_day:  # days: the finish is the midnight after the due day
+        last = times.finish - timedelta(days=1) if times.finish > times.start else times.start
+        return [("Start", e(_day(times.start))), ("Due", e(_day(last)))]
+    return [
         ("Start", f"{e(_when(times.start))} ({e(times.zone)})"),
         ("Finish", f"{e(_when(times.finish))} ({e(times.zone)})"),
+    ]
+
+
+def body_html(task: TaskChanged, times: TaskTimes) -> str:
+    e = html.escape
+    link = _safe_link(task.task_url)
+    app, product = _apps(link)
+    container = "Plan" if app == "Planner" else "Project"
+    rows = [
+        (container, e(task.project_name or f"(unnamed {container.lower()})")),
+        ("Task", e(task.task_name or "(unnamed task)")),
+        *_date_rows(task, times),
     ]
     parts = ["<html><body>", "<table>"]
     parts += [f"<tr><td><b>{label}</b></td><td>{value}</td></tr>" for label, value in rows]
     parts.append("</table>")
-    link = _safe_link(task.task_url)
     if link:
-        parts.append(f'<p><a href="{e(link, quote=True)}">Open the task in Project Web App</a></p>')
+        parts.append(f'<p><a href="{e(link, quote=True)}">Open the task in {app}</a></p>')
     parts.append(
-        "<p><i>This event is kept in sync with Microsoft Project by pwasync; changes made here "
+        f"<p><i>This event is kept in sync with {product} by pwasync; changes made here "
         "are overwritten when the task changes.</i></p>"
     )
     parts.append("</body></html>")
@@ -203,7 +232,7 @@ def event_content(task: TaskChanged, rules: EventRules | None = None) -> dict[st
     """Every field the sync owns: written on create, and patched when any of them changes."""
     rules = rules or EventRules()
     times = task_times(task)
-    all_day = is_all_day(times, rules)
+    all_day = task.all_day or is_all_day(times, rules)
     start, end = _start_end(times, all_day)
     content: dict[str, Any] = {
         "subject": task.task_name,

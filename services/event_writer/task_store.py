@@ -45,7 +45,7 @@ import redis
 from common import metrics
 from common.errors import PermanentError
 from common.logging import get_logger
-from common.redis_store import Keys, redis_errors
+from common.redis_store import Keys, on_key_node, redis_errors
 from services.event_writer.planner import RecordedEvent
 
 log = get_logger(__name__)
@@ -362,8 +362,9 @@ class TaskStore:
         if not held:
             return
         try:
-            with redis_errors(self._url):
-                pipe = self._redis.pipeline(transaction=False)
+            # One server's pipeline: a Redis Cluster's pipeline does not load scripts.
+            with redis_errors(self._url), on_key_node(self._redis, held[0][0]) as primary:
+                pipe = primary.pipeline(transaction=False)
                 for key, token in held:
                     self._renew(keys=[key], args=[token, _ms(LEASE)], client=pipe)
                 pipe.execute()

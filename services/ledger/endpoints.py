@@ -36,7 +36,7 @@ from enum import StrEnum
 import redis
 
 from common.errors import ServiceUnavailable
-from common.redis_store import Keys, redis_errors
+from common.redis_store import Keys, on_key_node, redis_errors
 
 WINDOW = timedelta(days=30)
 #: How long a claim holds a slot without its transfer: far above the worst case of writing one
@@ -183,12 +183,19 @@ return 1
 class ReplicaCount:
     """How many replicas the Redis primary has now (``INFO replication``), asked at most every
     ``REPLICAS_CHECK_SECONDS``. With none, there is nothing to wait for (WAIT would block until
-    its timeout); a replica that joins is waited for within seconds."""
+    its timeout); a replica that joins is waited for within seconds. In a Redis Cluster, the
+    primary is the one of ``key``'s slot (``on_key_node``): every key of the scenario is there."""
 
     def __init__(
-        self, client: redis.Redis, redis_url: str, *, clock: Callable[[], float] = time.monotonic
+        self,
+        client: redis.Redis,
+        redis_url: str,
+        key: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
+        self._key = key
         self._url = redis_url
         self._clock = clock
         self._count = 0
@@ -197,8 +204,8 @@ class ReplicaCount:
     def connected(self) -> int:
         now = self._clock()
         if self._asked_at is None or now - self._asked_at >= REPLICAS_CHECK_SECONDS:
-            with redis_errors(self._url):
-                info = self._redis.info("replication")
+            with redis_errors(self._url), on_key_node(self._redis, self._key) as primary:
+                info = primary.info("replication")
             self._count = int(info.get("connected_slaves", 0))
             self._asked_at = now
         return self._count
@@ -220,7 +227,7 @@ class EndpointLedger:
         self._url = redis_url
         self._clock = clock
         self._window = window
-        self._replicas = ReplicaCount(client, redis_url, clock=replica_clock)
+        self._replicas = ReplicaCount(client, redis_url, keys.ledger_endpoints, clock=replica_clock)
         self._allocate = client.register_script(_ALLOCATE)
         self._claim = client.register_script(_CLAIM)
         self._reserve_held = client.register_script(_RESERVE_HELD)
@@ -241,9 +248,13 @@ class EndpointLedger:
         )
         day_key = self._keys.ledger_day(transferred_at.astimezone(UTC).date().isoformat())
         replicas = self._replicas.connected()
-        with redis_errors(self._url):
-            # The script and WAIT on one connection (WAIT waits for that connection's writes).
-            pipe = self._redis.pipeline(transaction=False)
+        # The script and WAIT on one connection (WAIT waits for that connection's writes), to
+        # the primary of the scenario's slot in a Redis Cluster.
+        with (
+            redis_errors(self._url),
+            on_key_node(self._redis, self._keys.ledger_endpoints) as primary,
+        ):
+            pipe = primary.pipeline(transaction=False)
             self._allocate(
                 keys=[
                     self._keys.endpoint(task_id),

@@ -15,7 +15,7 @@ from typing import Any
 from common.http import new_http_client
 from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.settings import Settings
 from services.event_writer.handler import desired_events
 from services.event_writer.planner import Create, Delete, Keep, Move, Update, plan
@@ -69,7 +69,7 @@ class ReadOnlyPollerState:
 def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedChange], int]:
     """The planned changes, and how many removals the deletion guard would hold back."""
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     keys = Keys(settings.scenario)
     messages: list[TaskChanged] = []
     try:

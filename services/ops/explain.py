@@ -40,6 +40,7 @@ WHY_NOT = {
     "project_summary_task": "it is the project summary task",
     "no_start": "it has no start date",
     "no_finish": "it has no finish date",
+    "no_due_date": "it has no due date (a task of days needs at least its due day)",
     "date_out_of_range": "a date is outside what Project can schedule (1984 to 2149)",
     "finish_before_start": "it finishes before it starts",
     "master_project": "its project is a master project (its subprojects' own tasks get events)",

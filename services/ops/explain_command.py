@@ -12,7 +12,7 @@ from common.errors import PwasyncError
 from common.http import new_http_client
 from common.mailboxes import MailboxPolicy
 from common.rabbit import RabbitConnector
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.settings import Settings
 from common.topology import topology_for
 from services.event_writer.task_store import TaskStore
@@ -27,7 +27,7 @@ from services.poller.state import PollerState
 
 def run_explain(settings: Settings, query: str, *, as_json: bool) -> int:
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     keys = Keys(settings.scenario)
     box = DeadLetterBox(
         RabbitConnector(settings.amqp_url.get_secret_value(), connection_name="pwasync-cli"),

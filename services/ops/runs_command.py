@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.run_events import EFFECTS, RunEvents
 from common.settings import Settings
 from services.poller.state import PollerState
@@ -19,7 +19,7 @@ from services.poller.state import PollerState
 def load_runs(settings: Settings, limit: int) -> list[dict[str, Any]]:
     """The poller's run summaries, each with ``events``: what its messages did in Outlook."""
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     keys = Keys(settings.scenario)
     try:
         runs = PollerState(client, keys, url).runs(limit)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
-from common.http import new_http_client
+from common.broker_policies import ManagementApi, amqp_vhost
+from common.errors import PwasyncError
 from common.rabbit import RabbitConnector, inspect_queues
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.run_events import RunEvents
 from common.settings import Settings
 from common.topology import topology_for
@@ -41,7 +42,7 @@ def _paused_mailboxes(settings: Settings, client: Any, url: str) -> dict[str, fl
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     keys = Keys(settings.scenario)
     try:
         poller = PollerState(client, keys, url)
@@ -108,21 +109,19 @@ def _unacked_counts(settings: Settings) -> dict[str, int] | None:
     """Unacked messages per queue from the management API; None when it is not configured."""
     if settings.rabbitmq_management_url is None:
         return None
-    base = settings.rabbitmq_management_url.get_secret_value()
-    parts = urlsplit(base)
-    auth = (parts.username or "", parts.password or "") if parts.username else None
-    root = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-    vhost = urlsplit(settings.amqp_url.get_secret_value()).path.lstrip("/") or "%2F"
+    api = ManagementApi(
+        settings.rabbitmq_management_url.get_secret_value(), ca_bundle=settings.ca_bundle
+    )
+    vhost = amqp_vhost(settings.amqp_url.get_secret_value())
     try:
-        with new_http_client(ca_bundle=settings.ca_bundle, timeout=10) as http:
-            response = http.get(
-                f"{root}/api/queues/{quote(vhost, safe='%')}",
-                auth=auth,
+        with api.client() as http:
+            response = api.get(
+                http,
+                f"/api/queues/{quote(vhost, safe='')}",
                 params={"columns": "name,messages_unacknowledged"},
             )
-            response.raise_for_status()
             return {q["name"]: int(q.get("messages_unacknowledged", 0)) for q in response.json()}
-    except (httpx.HTTPError, ValueError):
+    except (PwasyncError, httpx.HTTPError, ValueError):
         return None
 
 

@@ -16,7 +16,7 @@ import redis
 from common.errors import PwasyncError
 from common.http import new_http_client
 from common.logging import get_logger
-from common.redis_store import Keys, connect_redis, redis_errors
+from common.redis_store import Keys, connect_redis_for, redis_errors
 from common.settings import Settings
 from services.ledger.endpoints import EndpointLedger
 from services.ledger.usage import Names, usage_report, usage_table
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 def run_usage(settings: Settings, *, as_json: bool) -> int:
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     ledger = EndpointLedger(client, Keys(settings.scenario), url)
     try:
         with redis_errors(url):

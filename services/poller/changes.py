@@ -46,15 +46,17 @@ class ProjectState:
     modified: datetime
     project_type: int
     read_at: datetime
+    version: str | None = None  # ProjectRow.version, for sources that list one
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "modified": self.modified.isoformat(),
-                "type": self.project_type,
-                "read_at": self.read_at.isoformat(),
-            }
-        )
+        data: dict[str, object] = {
+            "modified": self.modified.isoformat(),
+            "type": self.project_type,
+            "read_at": self.read_at.isoformat(),
+        }
+        if self.version is not None:
+            data["version"] = self.version
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> ProjectState:
@@ -63,6 +65,7 @@ class ProjectState:
             datetime.fromisoformat(data["modified"]),
             int(data["type"]),
             datetime.fromisoformat(data["read_at"]),
+            data.get("version"),
         )
 
 
@@ -105,6 +108,12 @@ def plan_projects(
                 plan.to_read.append(project)
             else:
                 plan.before_sync_start += 1
+        elif project.version is not None:
+            # Planner: its listed version is the whole truth; its "modified" is our clock.
+            if project.version != state.version:
+                plan.to_read.append(project)
+            else:
+                plan.unchanged += 1
         elif (
             project.modified != state.modified
             or project.project_type != state.project_type
@@ -118,8 +127,10 @@ def plan_projects(
 
 
 def fingerprint(message: TaskChanged) -> str:
-    """A digest of the task's content: equal fingerprints mean nothing to tell the writer."""
-    content = message.model_dump(mode="json", include=set(CONTENT_FIELDS))
+    """A digest of the task's content: equal fingerprints mean nothing to tell the writer.
+    ``all_day`` counts only when set, so timed tasks keep the fingerprints they had."""
+    fields = CONTENT_FIELDS | {"all_day"} if message.all_day else CONTENT_FIELDS
+    content = message.model_dump(mode="json", include=set(fields))
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 

@@ -39,6 +39,11 @@ PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
 
 
 def fields(settings: Settings, action: str) -> tuple[list[str], bool]:
+    if settings.source == "planner":
+        from services.poller.planner_check import planner_fields
+
+        with _http_client(settings) as http:
+            return planner_fields(settings, http, action)
     if settings.source == "dataverse":
         with _http_client(settings) as http:
             return dataverse_fields(
@@ -104,29 +109,45 @@ def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
     With no mailbox named, the mailbox of one assignee found in the plans is tested (the line
     before it says whose), so a bare ``pwasync check`` passes on a system ready to sync."""
     lines: list[CheckLine] = []
+    named = mailbox or settings.check_mailbox
     with _http_client(settings) as http:
-        if settings.source == "dataverse":
-            plan_lines = dataverse_lines(
-                settings, http, select_by=settings.selection, label=settings.create_event_label
-            )
-            source = _dataverse_feed(settings, http) if all(x.ok for x in plan_lines) else None
+        if settings.source == "planner":
+            from services.poller.planner_check import planner_lines
+
+            chosen, found = _test_mailbox(settings, named, lambda: _plans_feed(settings, http))
+            lines += [*found, *planner_lines(settings, http, chosen)]
         else:
-            plan_lines, source = _check_pwa(settings, http)
-        lines += plan_lines
-        chosen = mailbox or settings.check_mailbox
-        if not chosen:
-            chosen, line = _mailbox_from_plans(settings, source)
-            lines.append(line)
+            if settings.source == "dataverse":
+                plan_lines = dataverse_lines(
+                    settings, http, select_by=settings.selection, label=settings.create_event_label
+                )
+                ready = all(line.ok for line in plan_lines)
+                source = _plans_feed(settings, http) if ready and not named else None
+            else:
+                plan_lines, source = _check_pwa(settings, http)
+            chosen, found = _test_mailbox(settings, named, lambda: source)
+            lines += [*plan_lines, *found]
         lines += _check_graph(settings, http, chosen)
     return lines
 
 
-def _dataverse_feed(settings: Settings, http: httpx.Client) -> PlanSource | None:
-    """The Planner premium plans, read-only (check keeps none of change detection's state)."""
+def _test_mailbox(
+    settings: Settings, named: str | None, plans: Callable[[], PlanSource | None]
+) -> tuple[str | None, list[CheckLine]]:
+    """The mailbox to test: the one named, else one found in the plans (with the line that
+    says whose it is)."""
+    if named:
+        return named, []
+    chosen, line = _mailbox_from_plans(settings, plans())
+    return chosen, [line]
+
+
+def _plans_feed(settings: Settings, http: httpx.Client) -> PlanSource | None:
+    """The plans, read-only (check keeps none of a reader's change-detection state)."""
     try:
         return open_plans(settings, http, None).feed
     except PwasyncError:
-        return None  # the check's lines said why
+        return None  # the check's lines say why
 
 
 def _mailbox_from_plans(

@@ -18,7 +18,7 @@ import redis
 
 from common.errors import AuthenticationError
 from common.identity import PwaPasswordTokens, PwaStoredTokens, pwa_public_client, sign_in_error
-from common.redis_store import Keys, connect_redis, redis_errors
+from common.redis_store import Keys, connect_redis_for, redis_errors
 from common.settings import Settings
 from common.token_cache import TokenCacheStore
 from services.poller.pwa_auth import BearerAuth, WindowsAuth
@@ -47,7 +47,7 @@ def redis_if_needed(settings: Settings) -> redis.Redis | None:
     if settings.pwa_auth != "oauth":
         return None
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     with redis_errors(url):
         client.ping()
     return client

@@ -10,7 +10,7 @@ from functools import partial
 import httpx
 import redis
 
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.settings import Settings
 from services.poller.dataverse_auth import DataverseHttp, open_dataverse
 from services.poller.dataverse_changes import watched_tables
@@ -30,7 +30,7 @@ def open_dataverse_source(
 ) -> OpenedSource:
     """The ``OpenedSource`` of PWASYNC_SOURCE=dataverse (``sources.open_plan_source``)."""
     if redis_client is None:  # change detection keeps its delta links and stamps there
-        redis_client = connect_redis(settings.redis_url.get_secret_value())
+        redis_client = connect_redis_for(settings)
     reader, edge = open_dataverse_reader(
         settings,
         http,

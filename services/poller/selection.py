@@ -31,6 +31,7 @@ class SkipReason(StrEnum):
     SUMMARY_TASK = "summary_task"
     NO_START = "no_start"
     NO_FINISH = "no_finish"
+    NO_DUE_DATE = "no_due_date"  # a task whose dates are days (Planner) has no due day
     DATE_OUT_OF_RANGE = "date_out_of_range"
     FINISH_BEFORE_START = "finish_before_start"
 
@@ -100,7 +101,7 @@ def task_skip_reason(task: TaskRow) -> SkipReason | None:
     if task.start is None:
         return SkipReason.NO_START
     if task.finish is None:
-        return SkipReason.NO_FINISH
+        return SkipReason.NO_DUE_DATE if task.all_day else SkipReason.NO_FINISH
     if not (within_project_dates(task.start) and within_project_dates(task.finish)):
         return SkipReason.DATE_OUT_OF_RANGE
     if task.finish < task.start:

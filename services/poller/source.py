@@ -26,6 +26,10 @@ class ProjectRow:
     name: str
     project_type: int
     modified: datetime  # when it was last published, PWA wall clock
+    # A source whose plans carry no trustworthy modified date (basic Planner) names the listed
+    # state of the project's content here, and ``modified`` is when it was listed: change
+    # detection compares versions then, not dates.
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class TaskRow:
     is_summary: bool
     is_project_summary: bool
     flagged: bool
+    # Dates that are days (basic Planner): start and finish are midnights, the finish the day
+    # after the last day, and the task's events are all-day events.
+    all_day: bool = False
 
 
 @dataclass(frozen=True)

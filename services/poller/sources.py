@@ -51,6 +51,14 @@ def require_source(settings: Settings) -> None:
     if settings.source == "dataverse":
         settings.require_dataverse()
         return
+    if settings.source == "planner":
+        if settings.selection != "label":
+            raise ConfigError(
+                "PWASYNC_SELECT_BY=field: basic Planner tasks have no custom fields; use label "
+                "(PWASYNC_CREATE_EVENT_LABEL), the default for PWASYNC_SOURCE=planner"
+            )
+        settings.require_planner()
+        return
     raise ConfigError(f"PWASYNC_SOURCE={settings.source}: this source is not built yet")
 
 
@@ -69,6 +77,8 @@ def open_plan_source(
         from services.poller.dataverse_source import open_dataverse_source
 
         return open_dataverse_source(settings, http, redis_client, stop=stop, read_only=read_only)
+    if settings.source == "planner":  # keeps no state of its own: read_only changes nothing
+        return _open_planner(settings, http, stop)
     assert settings.pwa_url is not None
     pwa = open_pwa(settings, http, redis_client, stop=stop)
     return OpenedSource(
@@ -76,4 +86,19 @@ def open_plan_source(
         requests_made=lambda: pwa.requests_made,
         task_link=partial(pwa_project_link, settings.pwa_url),
         location=settings.pwa_url,
+    )
+
+
+def _open_planner(
+    settings: Settings, http: httpx.Client, stop: threading.Event | None
+) -> OpenedSource:
+    from services.poller.planner_reader import open_planner
+    from services.poller.planner_rows import planner_task_link
+
+    reader = open_planner(settings, http, stop=stop)
+    return OpenedSource(
+        feed=reader,
+        requests_made=lambda: reader.requests_made,
+        task_link=planner_task_link,
+        location=f"{settings.graph_url}/planner",
     )

@@ -265,7 +265,10 @@ class SyncRunner:
         # A --task run looked at some tasks only; the project is not up to date because of it.
         state = (
             ProjectState(
-                project.modified, project.project_type, to_pwa_wall_clock(read_at, self._zone)
+                project.modified,
+                project.project_type,
+                to_pwa_wall_clock(read_at, self._zone),
+                project.version,
             )
             if task_scope is None
             else None
@@ -453,6 +456,7 @@ class SyncRunner:
                 for a in selected.deliverable
             ],
             task_url=self._task_link(project.project_id, task.task_id),
+            all_day=task.all_day,
             revision=revision,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client
-from common.redis_store import Keys, connect_redis, redis_errors
+from common.redis_store import Keys, connect_redis_for, redis_errors
 from common.settings import Settings
 from services.poller.connection import open_pwa, redis_if_needed
 from services.poller.pwa_check import CheckLine
@@ -73,7 +73,7 @@ def _run(settings: Settings, events: ServerEvents, action: str) -> tuple[list[st
 
 def _store_site_id(settings: Settings, site_id: str) -> None:
     url = settings.redis_url.get_secret_value()
-    client = connect_redis(url)
+    client = connect_redis_for(settings)
     try:
         with redis_errors(url):
             client.set(Keys(settings.scenario).receiver_site, site_id)

@@ -23,7 +23,7 @@ from common.health import serve_health
 from common.logging import get_logger
 from common.messages import SyncRequested, encode
 from common.rabbit import Publisher, RabbitConnector
-from common.redis_store import Keys, connect_redis
+from common.redis_store import Keys, connect_redis_for
 from common.settings import Settings
 from common.topology import ROUTING_KEY_SYNC_REQUESTED
 from services.receiver.coalescing import PublishCoalescer
@@ -183,7 +183,7 @@ def run_receiver(settings: Settings, stop: threading.Event) -> None:
         connection_name=f"pwasync-receiver-{settings.scenario}",
     )
     publisher = Publisher(connector, service_topology(settings))
-    client = connect_redis(settings.redis_url.get_secret_value())
+    client = connect_redis_for(settings)
     requester = SyncRequester(
         PublishCoalescer(settings.receiver_coalesce_seconds),
         sync_publisher(publisher, settings.scenario),

@@ -1,4 +1,6 @@
-"""A RabbitMQ node and a Redis server of the test's own, so that a test may restart them.
+"""RabbitMQ nodes and Redis servers of the test's own, so that a test may restart them, and
+(issue 15) the clusters made of them: three RabbitMQ nodes joined in one cluster, a Redis
+master with a replica and three Sentinels, a three-master Redis Cluster.
 
 The machine's shared RabbitMQ (5672) and Redis (6379) serve other test runs and are never
 touched. These run on free ports under a temporary directory, as the local user:
@@ -21,7 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.ports import free_port, port_open
+import redis
+
+from tests.ports import free_cluster_port, free_port, port_open
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -35,7 +39,7 @@ def _wait(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 
 
 class RabbitNode:
-    def __init__(self, root: Path, *, management: bool = False) -> None:
+    def __init__(self, root: Path, *, management: bool = False, cookie: str | None = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -52,9 +56,10 @@ class RabbitNode:
         (root / "rabbitmq.conf").write_text(config)
         plugins = "[rabbitmq_management]" if management else "[]"
         (root / "enabled_plugins").write_text(f"{plugins}.\n")
-        cookie = root / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(20))
-        cookie.chmod(0o400)
+        # The nodes of one cluster share their cookie; a lone node has one of its own.
+        cookie_file = root / ".erlang.cookie"
+        cookie_file.write_text(cookie or secrets.token_hex(20))
+        cookie_file.chmod(0o400)
         self._env = {
             **os.environ,
             "HOME": str(root),
@@ -77,13 +82,27 @@ class RabbitNode:
         assert self.management_port is not None, "started without management"
         return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
-    def _ctl(self, *args: str, timeout: float = 90) -> None:
-        subprocess.run(
+    def _ctl(self, *args: str, timeout: float = 90) -> str:
+        return subprocess.run(
             [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args],
             env=self._env,
             check=True,
             capture_output=True,
+            text=True,
             timeout=timeout,
+        ).stdout
+
+    def join(self, other: RabbitNode) -> None:
+        """Make this (started, empty) node a member of ``other``'s cluster."""
+        self._ctl("stop_app")
+        self._ctl("join_cluster", other.name)
+        self._ctl("start_app")
+        self._ctl("await_startup", "--timeout", "60")
+
+    def connections(self) -> int:
+        """Client connections to this node now."""
+        return (
+            len(self._ctl("list_connections", "-q", "--no-table-headers", "name").split("\n")) - 1
         )
 
     def start(self) -> None:
@@ -121,14 +140,45 @@ class RabbitNode:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
+class RabbitCluster:
+    """RabbitMQ nodes on this machine made one cluster (shared cookie, ``join_cluster``):
+    quorum queues declared on it get a member on every node."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        cookie = secrets.token_hex(20)
+        self.nodes = [RabbitNode(root / f"node-{n}", cookie=cookie) for n in range(size)]
+
+    @property
+    def url(self) -> str:
+        """PWASYNC_AMQP_URL: every node, comma-separated."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes[1:]:
+            node.join(self.nodes[0])
+
+    def close(self) -> None:
+        for node in reversed(self.nodes):
+            node.close()
+
+
 class RedisServer:
     def __init__(
-        self, root: Path, *, appendfsync: str = "always", password: str | None = None
+        self,
+        root: Path,
+        *,
+        appendfsync: str = "always",
+        password: str | None = None,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         self.root = root
         self.password = password
+        self.args = args
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
         self.restarts = 0
@@ -150,6 +200,7 @@ class RedisServer:
                 "--appendfsync", self.appendfsync,
                 "--save", "",
                 *(["--requirepass", self.password] if self.password else []),
+                *self.args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -173,3 +224,156 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class RedisSentinel:
+    """One Sentinel (``redis-server --sentinel``) watching ``master`` as ``MASTER_NAME``,
+    quick to act: down after 1 s, a failover may take 5 s."""
+
+    def __init__(self, root: Path, master: RedisServer, *, quorum: int = 2) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        # A Sentinel rewrites its own configuration file, so each has one of its own.
+        (root / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {root}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+        )
+
+    def start(self) -> None:
+        log = (self.root / "sentinel.log").open("a")
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", str(self.root / "sentinel.conf"),
+             "--sentinel"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _wait(lambda: port_open(self.port), 30, "the Sentinel did not listen")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+MASTER_NAME = "pwasync"
+
+
+class SentinelGroup:
+    """A Redis master with AOF, a replica of it and three Sentinels."""
+
+    def __init__(self, root: Path) -> None:
+        self.master = RedisServer(root / "master")
+        self.replica = RedisServer(root / "replica")
+        self.sentinels: list[RedisSentinel] = []
+        self._root = root
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.args = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replica.start()
+        replica = redis.Redis(port=self.replica.port, decode_responses=True)
+        _wait(
+            lambda: replica.info("replication").get("master_link_status") == "up",
+            30,
+            "the replica did not sync",
+        )
+        replica.close()
+        self.sentinels = [
+            RedisSentinel(self._root / f"sentinel-{n}", self.master) for n in range(3)
+        ]
+        for sentinel in self.sentinels:
+            sentinel.start()
+        _wait(self._sentinels_see_everyone, 30, "the Sentinels did not find each other")
+
+    def _sentinels_see_everyone(self) -> bool:
+        for sentinel in self.sentinels:
+            client = redis.Redis(port=sentinel.port, decode_responses=True)
+            try:
+                master = client.sentinel_master(MASTER_NAME)
+            finally:
+                client.close()
+            if master["num-other-sentinels"] < 2 or master["num-slaves"] < 1:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The port of the master the Sentinels name now."""
+        client = redis.Redis(port=self.sentinels[0].port, decode_responses=True)
+        try:
+            return int(client.sentinel_get_master_addr_by_name(MASTER_NAME)[1])
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            server.close()
+
+
+class RedisClusterNodes:
+    """A Redis Cluster of ``size`` masters (``redis-cli --cluster create``), each with
+    ``replicas`` replicas."""
+
+    def __init__(self, root: Path, size: int = 3, *, replicas: int = 0) -> None:
+        self.replicas = replicas
+        size *= 1 + replicas
+        self.servers = [
+            RedisServer(
+                root / f"node-{n}",
+                args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(root / f"node-{n}" / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
+                port=free_cluster_port(),
+            )  # fmt: skip
+            for n in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{s.port}" for s in self.servers),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        _wait(self._ready, 30, "the cluster did not come up")
+
+    def _ready(self) -> bool:
+        for server in self.servers:
+            client = redis.Redis(port=server.port, decode_responses=True)
+            try:
+                info = client.execute_command("CLUSTER INFO")  # parsed, or the text
+                state = info.get("cluster_state") if isinstance(info, dict) else str(info)
+                if "ok" not in state:
+                    return False
+                replication = client.info("replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
+            finally:
+                client.close()
+        return True
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()

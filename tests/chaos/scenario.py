@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
+from common.redis_store import connect_redis
 from tests.chaos.end_state import Expectation, Row, assert_exact, measure, settle
 from tests.e2e.harness import Pipeline
 
@@ -116,7 +116,7 @@ class FaultRun:
 
     def tasks_published(self) -> int:
         """Tasks the poller has published (and recorded) so far in this scenario."""
-        client = redis.Redis.from_url(self.pipeline.env["PWASYNC_REDIS_URL"])
+        client = connect_redis(self.pipeline.env["PWASYNC_REDIS_URL"])
         try:
             prefix = f"pwasync:{{{self.pipeline.scenario}}}:poller:tasks:"
             return sum(client.hlen(prefix + p) for p in self.generated["project_ids"])

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from common.redis_store import connect_redis
 from sandbox.client import SandboxClient
 from services.event_writer.event_mapping import TASK_KEY_PROPERTY
 from services.launcher import (
@@ -105,7 +104,7 @@ class Pipeline:
 
     def redis_json_list(self, suffix: str) -> list[Any]:
         """A JSON list kept in the scenario's Redis keys (``suffix`` after the hash tag)."""
-        client = redis.Redis.from_url(self.env["PWASYNC_REDIS_URL"], decode_responses=True)
+        client = connect_redis(self.env["PWASYNC_REDIS_URL"])  # any form: Sentinel, cluster
         try:
             key = f"pwasync:{{{self.scenario}}}:{suffix}"
             return [json.loads(item) for item in client.lrange(key, 0, -1)]

@@ -145,3 +145,30 @@ def test_without_a_management_api_missing_queues_get_their_settings_as_arguments
     work = queue_info(node, topology.transfers.name)
     assert work["arguments"]["x-delivery-limit"] == DELIVERY_LIMIT
     assert work["policy"] is None
+
+
+def test_the_policies_and_the_status_reach_a_cluster_through_the_node_that_answers(node):
+    """Issue 15: several management URLs (a cluster's nodes) are tried in turn, as the AMQP
+    URLs are; nothing listens on port 1."""
+    from common.settings import Settings
+    from services.ops.status import _unacked_counts
+
+    scenario = f"p-{uuid.uuid4().hex[:8]}"
+    managers = f"http://guest:guest@127.0.0.1:1,{node.management_url}"
+    brokers = f"amqp://guest:guest@127.0.0.1:1/%2F,{node.url}"
+    topology = with_queue_policies(
+        topology_for(scenario),
+        management_url=managers,
+        amqp_url=brokers,
+        ca_bundle=None,
+        sleep=lambda _: None,
+    )
+    assert topology.settings_by_policy
+    connection = RabbitConnector(brokers, connection_name="t").connect()
+    declare_topology(connection, topology)
+    connection.close()
+    settings = Settings.model_validate(
+        {"amqp_url": brokers, "rabbitmq_management_url": managers, "scenario": scenario}
+    )
+    work_queue = topology_for(scenario).queue_names()[0]
+    assert _unacked_counts(settings)[work_queue] == 0

@@ -393,3 +393,23 @@ def test_an_unforeseen_failure_while_settling_does_not_leave_the_delivery_held_s
         retried = get_one(amqp_url, queue.retry_queue(2), timeout=10)
     assert retried is not None and runs == [False]
     assert depth(amqp_url, queue.name) == 0
+
+
+def test_a_cluster_url_connects_to_the_node_that_answers_and_starts_after_it_next_time(
+    amqp_url,
+):
+    """Issue 15: nodes in turn. Nothing listens on port 1 (a stopped node); the shared broker
+    is the other node. A connection skips the stopped node, and the next one starts with the
+    node after the one it reached (round robin), wrapping to the first."""
+    connector = RabbitConnector(
+        f"amqp://guest:guest@127.0.0.1:1/%2F,{amqp_url}", connection_name="t"
+    )
+    connection, node = connector.open()
+    try:
+        assert connection.is_open and node.port != 1
+    finally:
+        connection.close()
+    assert [p.port for p in connector.parameters()] == [1, node.port]
+    connection, again = connector.open()  # the stopped node first, then the live one
+    connection.close()
+    assert again.port == node.port

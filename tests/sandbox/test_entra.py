@@ -132,7 +132,7 @@ def test_msal_client_credentials_grant(sandbox: RunningSandbox, control: Sandbox
     result = app.acquire_token_for_client([GRAPH_SCOPE])
     claims = _claims(result["access_token"])
     assert claims["aud"] == "https://graph.microsoft.com"
-    assert claims["roles"] == ["Calendars.ReadWrite"]
+    assert claims["roles"] == ["Calendars.ReadWrite", "Tasks.Read.All", "User.Read.All"]
     assert "scp" not in claims
     assert app.acquire_token_for_client([GRAPH_SCOPE])["token_source"] == "cache"
 

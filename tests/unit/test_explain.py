@@ -420,3 +420,11 @@ def test_without_the_plans_only_an_id_pwasync_recorded_or_a_guid_is_explained(wo
         "Xm3kPl4nn3rT4sk", "plan-1", datetime.now(UTC)
     )
     assert look_up("Xm3kPl4nn3rT4sk", readers) == Located("Xm3kPl4nn3rT4sk", None, None)
+
+
+def test_every_reason_the_sync_skips_a_task_for_has_words():
+    from services.ops.explain import WHY_NOT
+    from services.poller.selection import SkipReason
+    from services.poller.sync import NEVER_PUBLISHED, UNREADABLE
+
+    assert {str(r) for r in SkipReason} | {NEVER_PUBLISHED, UNREADABLE} <= WHY_NOT.keys()
