@@ -36,7 +36,7 @@ bench: $(STAMP)
 bench-receiver: $(STAMP)
 	$(BIN)/python bench/receiver.py
 
-# The fault suite (README "Tests"): every fault run, the long ones of issue 5's volumes too
+# The fault suite (docs/tests.md): every fault run, the long ones of issue 5's volumes too
 # (marker `chaos`, left out of `make test`), then the table of each run's end state.
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -m "" -p no:cacheprovider
