@@ -230,7 +230,7 @@ class Settings(BaseSettings):
             "`https://microsoftgraph.chinacloudapi.cn/v1.0` (21Vianet)"
         ),
     )
-    # Issue 11, item 18 (README "Settings"): a sign-in host that is not Microsoft's is refused
+    # Issue 11, item 18 (docs/configuration.md): a sign-in host that is not Microsoft's is refused
     # unless trusted here; the Graph token's audience is PWASYNC_GRAPH_URL's origin unless a
     # Graph behind a proxy or an emulator keeps another resource.
     authority_host_trusted: bool = Field(
@@ -313,7 +313,7 @@ class Settings(BaseSettings):
         description="`json` (one object per line) or `console`",
     )
 
-    # Extensions of the interface page, documented in the README.
+    # Extensions of the interface page, documented in docs/configuration.md.
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info",
         description="`debug`, `info`, `warning`, `error` (extension)",
@@ -371,8 +371,9 @@ class Settings(BaseSettings):
         None,
         description="the mailbox `pwasync check` reaches with the Graph token (extension)",
     )
-    # The writer (issue 6): the default event mapping rules (README "What an event looks like")
-    # and Outlook's per-mailbox limits, shared by every writer replica through Redis.
+    # The writer (issue 6): the default event mapping rules (docs/architecture.md, "What an
+    # event looks like") and Outlook's per-mailbox limits, shared by every writer replica
+    # through Redis.
     event_show_as: Literal["auto", "free", "tentative", "busy", "oof", "workingElsewhere"] = Field(
         "auto",
         description=(
@@ -446,7 +447,7 @@ class Settings(BaseSettings):
         ),
         json_schema_extra={"doc_default": "none (queue settings as declaration arguments)"},
     )
-    # The publish receiver (interface page; README "Publish receiver"). Calls for one project
+    # The publish receiver (interface page; docs/architecture.md). Calls for one project
     # within this many seconds of its last sync request are folded into one more request.
     receiver_port: int = Field(
         default=8081,
@@ -507,10 +508,10 @@ class Settings(BaseSettings):
         ),
         json_schema_extra={"doc_default": "one of plans or groups, for `planner`"},
     )
-    # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page, README "Planner
-    # premium"): the environment, its application user's app (default: the Graph app), the page
-    # size asked for, how often the tables without change tracking are swept for deleted rows,
-    # and the publisher prefix `pwasync fields create` gives a new column.
+    # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page,
+    # docs/sources/planner-premium.md): the environment, its application user's app (default:
+    # the Graph app), the page size asked for, how often the tables without change tracking are
+    # swept for deleted rows, and the publisher prefix `pwasync fields create` gives a new column.
     dataverse_url: str | None = Field(
         None,
         description=(
