@@ -63,7 +63,7 @@ def status_label(status: int | None) -> str:
     return str(status) if status is not None else "error"
 
 
-# The publish receiver (README "Publish receiver").
+# The publish receiver (docs/architecture.md, "Publish receiver").
 RECEIVER_CALLS = Counter(
     "pwasync_receiver_calls_total", "Calls Project Server made to the publish receiver."
 )

@@ -154,7 +154,7 @@ class PlannerReader:
 
     def _log_date_form(self, raw: list[dict]) -> None:
         """The first dated task's raw dates, once a process (which instant Planner stores for
-        a day picked in its UI is unconfirmed; README "Basic Planner plans")."""
+        a day picked in its UI is unconfirmed; docs/sources/planner.md)."""
         if self._date_form_seen:
             return
         dated = next((t for t in raw if t.get("dueDateTime") or t.get("startDateTime")), None)

@@ -1,4 +1,4 @@
-"""deploy/kubernetes validates offline, and holds what the README promises of it.
+"""deploy/kubernetes validates offline, and holds what docs/operations.md promises of it.
 
 Built-in kinds are checked against the Kubernetes OpenAPI schemas that ``kubernetes-validate``
 ships (strict: an unknown field is an error); KEDA's kinds against the CRDs vendored in
@@ -173,7 +173,7 @@ def test_each_service_runs_non_root_read_only_with_probes_and_measured_resources
 
 
 def test_the_writer_memory_limit_leaves_room_over_its_measured_peak():
-    # README "Writer benchmarks": peak RSS 88-96 MiB per writer.
+    # docs/benchmarks.md, "Writer benchmarks": peak RSS 88-96 MiB per writer.
     resources = _container("writer")["resources"]
     mebibytes = {k: int(v["memory"].removesuffix("Mi")) for k, v in resources.items()}
     assert mebibytes["requests"] >= 96 and mebibytes["limits"] >= 2 * 96
