@@ -26,7 +26,8 @@ HANDLING_SECONDS = Histogram(
 )
 HTTP_REQUESTS = Counter(
     "pwasync_http_requests_total",
-    "Requests to Project Online and Graph, by service and status code (or 'error').",
+    "Requests by service (graph; the plan source: pwa, dataverse, planner) and status code "
+    "(or 'error').",
     ["service", "method", "status"],
 )
 THROTTLED = Counter(
