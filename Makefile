@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast chaos bench bench-poller bench-receiver lint format validate-compose validate-deploy clean
+.PHONY: demo test test-fast chaos bench bench-poller bench-receiver lint format validate-compose validate-deploy docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pwasync needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -36,7 +36,7 @@ bench: $(STAMP)
 bench-receiver: $(STAMP)
 	$(BIN)/python bench/receiver.py
 
-# The fault suite (README "Tests"): every fault run, the long ones of issue 5's volumes too
+# The fault suite (docs/tests.md): every fault run, the long ones of issue 5's volumes too
 # (marker `chaos`, left out of `make test`), then the table of each run's end state.
 chaos: $(STAMP)
 	$(BIN)/pytest tests/chaos -m "" -p no:cacheprovider
@@ -45,6 +45,11 @@ chaos: $(STAMP)
 # the alert rules (promtool check and test) and the dashboard. Also part of `make test`.
 validate-deploy: $(STAMP)
 	$(BIN)/pytest tests/deploy
+
+# The settings table of docs/configuration.md, from common/settings.py's field descriptions
+# (tests/unit/test_settings_doc.py fails when they differ).
+docs: $(STAMP)
+	$(BIN)/python -m common.settings_doc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

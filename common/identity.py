@@ -45,6 +45,10 @@ _AADSTS_HINTS = {
     700016: "the application (client id) is not registered in this tenant",
     7000215: "the client secret is wrong or has expired",
     7000222: "the client secret has expired",
+    700027: "the app's certificate was refused: none with PWASYNC_*_CLIENT_CERT_THUMBPRINT is "
+    "registered for the app, the key file is not that certificate's, or it expired (compare "
+    "both with the app's Certificates & secrets)",
+    700024: "the signed client assertion is outside its valid time: check this host's clock",
     50173: "the stored sign-in was revoked (password change or an administrator's revocation)",
     700082: "the stored sign-in expired after a long time unused",
     70043: "the stored sign-in expired under a conditional-access sign-in frequency policy",
@@ -95,7 +99,10 @@ class MsalHttp:
         kwargs.pop("timeout", None)  # our client's timeouts apply
         data = kwargs.pop("data", None)
         if isinstance(data, dict):
-            kwargs["data"] = data
+            # MSAL hands the signed client assertion (certificate sign-in) over as bytes;
+            # requests sends those as they are, httpx would send their repr ("b'eyJ…'"), which
+            # Entra refuses as a malformed JWT (AADSTS50027).
+            kwargs["data"] = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
         elif data is not None:
             kwargs["content"] = data
         url = self._route(url)

@@ -40,7 +40,7 @@ class SyncRequested(BaseModel):
     # Set by pwasync itself; operators may leave them out.
     trigger: Literal["manual", "schedule", "publish"] = "manual"
     requested_at: AwareDatetime | None = None
-    # The operator confirms removals the deletion guard held back (README "Deletion guard").
+    # The operator confirms removals the deletion guard held back (docs/operations.md).
     allow_deletions: bool = False
 
 

@@ -26,7 +26,8 @@ HANDLING_SECONDS = Histogram(
 )
 HTTP_REQUESTS = Counter(
     "pwasync_http_requests_total",
-    "Requests to Project Online and Graph, by service and status code (or 'error').",
+    "Requests by service (graph; the plan source: pwa, dataverse, planner) and status code "
+    "(or 'error').",
     ["service", "method", "status"],
 )
 THROTTLED = Counter(
@@ -63,7 +64,7 @@ def status_label(status: int | None) -> str:
     return str(status) if status is not None else "error"
 
 
-# The publish receiver (README "Publish receiver").
+# The publish receiver (docs/architecture.md, "Publish receiver").
 RECEIVER_CALLS = Counter(
     "pwasync_receiver_calls_total", "Calls Project Server made to the publish receiver."
 )

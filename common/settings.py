@@ -56,7 +56,8 @@ MICROSOFT_AUTHORITY_HOSTS = frozenset(
 
 
 class Settings(BaseSettings):
-    """Every setting of every pwasync process. See README "Settings" for each one."""
+    """Every setting of every pwasync process. Each description is its row of the table in
+    docs/configuration.md, which `make docs` (common/settings_doc.py) regenerates."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -66,107 +67,521 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    amqp_url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/%2F")
-    redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    amqp_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@localhost:5672/%2F"),
+        description=(
+            "RabbitMQ URL; several, separated by commas, are the nodes of one cluster, tried in "
+            "turn ([No single point of "
+            "failure](operations.md#no-single-point-of-failure-clusters)) [secret: holds a "
+            "password]"
+        ),
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"),
+        description=(
+            "Redis URL: `redis://` or `rediss://` (one server), "
+            "`redis+sentinel://[:password@]host:port[,host:port…]/MASTER_NAME[/DB]` (the master "
+            "of a Sentinel group; the password is Redis's; Sentinel's default port 26379), "
+            "`redis+cluster://[:password@]host:port[,host:port…]` (some nodes of a Redis "
+            "Cluster; database 0 only) [secret: holds a password]"
+        ),
+    )
     # Issue 15: the Sentinels' own password (a redis+sentinel:// URL's password is Redis's).
-    redis_sentinel_password: SecretStr | None = None
-    scenario: str = "default"
+    redis_sentinel_password: SecretStr | None = Field(
+        None,
+        description=(
+            "the Sentinels' own password (`requirepass` of the Sentinels), for "
+            "`redis+sentinel://` [secret]"
+        ),
+    )
+    scenario: str = Field(
+        "default",
+        description=(
+            "scenario id (a-z, 0-9, `-`, `_`): namespaces every queue, Redis key and message"
+        ),
+    )
 
-    pwa_url: str | None = None
-    pwa_auth: Literal["oauth", "sharepoint_online", "sharepoint_onprem"] = "oauth"
-    pwa_username: str | None = None
-    pwa_password: SecretStr | None = None
-    pwa_client_id: str | None = None
-    pwa_timezone: str = "UTC"
+    pwa_url: str | None = Field(
+        None,
+        description="the PWA site, e.g. `https://contoso.sharepoint.com/sites/pwa`",
+        json_schema_extra={"doc_default": "required for the poller and `fields`"},
+    )
+    pwa_auth: Literal["oauth", "sharepoint_online", "sharepoint_onprem"] = Field(
+        "oauth",
+        description=(
+            "`oauth` (an operator's device-code sign-in, `pwasync connect`), "
+            "`sharepoint_online` (password grant), `sharepoint_onprem` (Project Server, "
+            "Windows: Negotiate or NTLM, with channel binding)"
+        ),
+    )
+    pwa_username: str | None = Field(
+        None,
+        description=(
+            "the PWA account (`sharepoint_*`; on-premises `DOMAIN\\user` or `user@domain`; both "
+            "it and `PWASYNC_PWA_PASSWORD` empty on premises: the host's Kerberos credentials, "
+            "with `pwasync[kerberos]`)"
+        ),
+    )
+    pwa_password: SecretStr | None = Field(
+        None,
+        description=(
+            "the PWA account's password (`sharepoint_*`, see `PWASYNC_PWA_USERNAME`) [secret]"
+        ),
+    )
+    pwa_client_id: str | None = Field(
+        None,
+        description="Entra public-client app for `oauth` / `sharepoint_online`",
+    )
+    pwa_timezone: str = Field(
+        "UTC",
+        description="IANA zone in which PWA reports task dates",
+    )
     # Which PWA API the plans are read through (interface page); `auto` finds out once per
     # process. A plain-http PWA URL is refused unless a lab allows it explicitly.
-    pwa_api: Literal["auto", "projectdata", "projectserver"] = "auto"
+    pwa_api: Literal["auto", "projectdata", "projectserver"] = Field(
+        "auto",
+        description=(
+            "`auto` (find out once per process), `projectdata`, `projectserver` ([Which "
+            "Microsoft Project](sources/project-server.md#which-microsoft-project))"
+        ),
+    )
     # Where the plans are read; everything above the reader is the same for every source.
-    source: Literal["project", "dataverse", "planner"] = "project"
+    source: Literal["project", "dataverse", "planner"] = Field(
+        "project",
+        description=(
+            "where the plans are read: `project` (Project Server / Project Online through the "
+            "PWA), `dataverse` (Planner premium plans), `planner` (basic Planner plans through "
+            "Graph)"
+        ),
+    )
     # How tasks are chosen: a Yes/No field or column, or a Planner label; unset: the source's
     # own way (``field`` for Project, ``label`` for the Planner sources), see ``selection``.
-    select_by: Literal["field", "label"] | None = None
-    create_event_label: str = "Create event"
-    pwa_allow_http: bool = False
+    select_by: Literal["field", "label"] | None = Field(
+        None,
+        description=(
+            "how tasks are chosen: `field` (the Yes/No field or column named by "
+            "`PWASYNC_CREATE_EVENT_FIELD`) or `label` (a Planner label named by "
+            "`PWASYNC_CREATE_EVENT_LABEL`; not for `project`, whose plans have no labels)"
+        ),
+        json_schema_extra={"doc_default": "`field` for `project`, `label` for the Planner sources"},
+    )
+    create_event_label: str = Field(
+        "Create event",
+        description="the label's name for `PWASYNC_SELECT_BY=label`",
+    )
+    pwa_allow_http: bool = Field(
+        False,
+        description=(
+            "`true` lets `PWASYNC_PWA_URL` be plain `http://` (a lab only: the sign-in and the "
+            "plans would cross the network in clear) (extension)"
+        ),
+    )
 
-    tenant_id: str | None = None
-    graph_client_id: str | None = None
-    graph_client_secret: SecretStr | None = None
-    graph_client_cert: Path | None = None
-    graph_client_cert_thumbprint: str | None = None
-    authority_host: str = "https://login.microsoftonline.com"
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    # Issue 11, item 18 (README "Settings"): a sign-in host that is not Microsoft's is refused
+    tenant_id: str | None = Field(
+        None,
+        description="Entra tenant id or domain",
+        json_schema_extra={"doc_default": "required for the writer"},
+    )
+    graph_client_id: str | None = Field(
+        None,
+        description="Entra app with the application permission Calendars.ReadWrite",
+        json_schema_extra={"doc_default": "required for the writer"},
+    )
+    graph_client_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "the Graph app's credential: a client secret (or `PWASYNC_GRAPH_CLIENT_CERT` + "
+            "`PWASYNC_GRAPH_CLIENT_CERT_THUMBPRINT`) [secret]"
+        ),
+        json_schema_extra={"doc_default": "one of secret or certificate, for the writer"},
+    )
+    graph_client_cert: Path | None = Field(
+        None,
+        description=(
+            "or the Graph app's credential as a PEM private key file (unencrypted), with "
+            "`PWASYNC_GRAPH_CLIENT_CERT_THUMBPRINT`"
+        ),
+        json_schema_extra={"doc_default": "one of secret or certificate, for the writer"},
+    )
+    graph_client_cert_thumbprint: str | None = Field(
+        None,
+        description=(
+            "the SHA-1 thumbprint (40 hexadecimal digits) of `PWASYNC_GRAPH_CLIENT_CERT`'s "
+            "certificate"
+        ),
+        json_schema_extra={"doc_default": "required with the certificate"},
+    )
+    authority_host: str = Field(
+        "https://login.microsoftonline.com",
+        description=(
+            "sign-in host. A host that is not one of Entra's (any cloud: "
+            "`login.microsoftonline.com`, `login.microsoftonline.us`, "
+            "`login.partner.microsoftonline.cn`, …) is refused at start unless "
+            "`PWASYNC_AUTHORITY_HOST_TRUSTED=true`"
+        ),
+    )
+    graph_url: str = Field(
+        "https://graph.microsoft.com/v1.0",
+        description=(
+            "Graph base URL; the app-only token is asked for `{its origin}/.default`, so a "
+            "national cloud needs only this (and its sign-in host): "
+            "`https://graph.microsoft.us/v1.0` (US Government L4), "
+            "`https://dod-graph.microsoft.us/v1.0` (L5), "
+            "`https://microsoftgraph.chinacloudapi.cn/v1.0` (21Vianet)"
+        ),
+    )
+    # Issue 11, item 18 (docs/configuration.md): a sign-in host that is not Microsoft's is refused
     # unless trusted here; the Graph token's audience is PWASYNC_GRAPH_URL's origin unless a
     # Graph behind a proxy or an emulator keeps another resource.
-    authority_host_trusted: bool = False
-    graph_resource: str | None = None
-    ca_bundle: Path | None = None
+    authority_host_trusted: bool = Field(
+        False,
+        description=(
+            "`true`: `PWASYNC_AUTHORITY_HOST` is yours though it is not Microsoft's (an "
+            "emulator such as `pwasync sandbox`, whose `sandbox.env` sets it; a proxy). It then "
+            "gets the client secret and the PWA password without MSAL's authority validation, "
+            "so set it for no other host (extension)"
+        ),
+    )
+    graph_resource: str | None = Field(
+        None,
+        description=(
+            "the Graph resource (token audience) when it is not `PWASYNC_GRAPH_URL`'s origin: a "
+            "Graph behind a proxy or an emulator, e.g. `https://graph.microsoft.com` "
+            "(extension)"
+        ),
+        json_schema_extra={"doc_default": "the Graph URL's origin"},
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description=(
+            "an extra PEM CA trusted for every HTTPS call (it adds trust; verification is never "
+            "off)"
+        ),
+    )
 
-    create_event_field: str = "Create event"
-    sync_start: datetime | None = None
-    schedule: str = "on_demand"
-    schedule_timezone: str = "UTC"
-    endpoint_limit: int = Field(default=0, ge=0)
-    secret_key: SecretStr | None = None
-    http_port: int = Field(default=0, ge=0, le=65535)
-    log_format: Literal["json", "console"] = "json"
+    create_event_field: str = Field(
+        "Create event",
+        description="display name of the task flag field",
+    )
+    sync_start: datetime | None = Field(
+        None,
+        description=(
+            "ISO 8601 time (UTC if no offset): the sync start; projects last published before "
+            "it are left alone until published again (or `--full`). Read once, at the first "
+            "poller start"
+        ),
+        json_schema_extra={"doc_default": "the poller's first start, less the overlap"},
+    )
+    schedule: str = Field(
+        "on_demand",
+        description="`on_demand`, `daily HH:MM`, `weekly DAY HH:MM` (mon..sun), `every N minutes`",
+    )
+    schedule_timezone: str = Field(
+        "UTC",
+        description="IANA zone of the schedule",
+    )
+    endpoint_limit: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "most endpoints in use over the rolling 30 days; 0 = no limit. Tasks without an "
+            "endpoint are held back at the limit ([Endpoint "
+            "limit](architecture.md#endpoint-limit-pwasync_endpoint_limit))"
+        ),
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "encrypts the stored sign-in (`oauth`): scrypt (random salt per write) derives a "
+            "key for Fernet (AES-128-CBC + HMAC-SHA256, `cryptography`); a wrong key or a "
+            "tampered value is detected. Keep it stable: another key means `pwasync connect` "
+            "again [secret]"
+        ),
+        json_schema_extra={"doc_default": "required for `oauth`"},
+    )
+    http_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description=(
+            "port of `/healthz`, `/readyz`, `/metrics` on 0.0.0.0 "
+            "([Operations](operations.md#operations)); 0 = none"
+        ),
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json",
+        description="`json` (one object per line) or `console`",
+    )
 
-    # Extensions of the interface page, documented in the README.
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    writer_concurrency: int = Field(default=1000, ge=1, le=10_000)
+    # Extensions of the interface page, documented in docs/configuration.md.
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="`debug`, `info`, `warning`, `error` (extension)",
+    )
+    writer_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        le=10_000,
+        description=(
+            "tasks handled at once per writer process = its prefetch (extension). A task in "
+            "flight is a suspended coroutine, not a thread; Outlook's limits (4 per mailbox, "
+            "shared in Redis) bound the Graph requests. At 1 s Graph latency 200 mailboxes take "
+            "800 requests at once, hence the default"
+        ),
+    )
     # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
     # a timeout (retried: the outcome of a POST that timed out is checked before it is repeated).
-    http_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    http_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "how long one request to PWA, Graph or the sign-in service may take before it "
+            "counts as timed out and is retried (extension)"
+        ),
+    )
     # Issue 11, item 19: a service asked to stop exits at the latest this long after the
     # signal, whatever is still in flight (services/runtime.py); below compose's 30 s grace.
-    stop_timeout_seconds: float = Field(default=25.0, gt=0, le=3600)
+    stop_timeout_seconds: float = Field(
+        default=25.0,
+        gt=0,
+        le=3600,
+        description=(
+            "after SIGTERM/SIGINT, the process exits 0 at the latest this long after the "
+            "signal, whatever is still in flight (the consumer's drain, up to 8 s, twice at "
+            "worst; the dispatcher; the publisher's confirms; a hanging Graph or PWA call); "
+            "keep it below the platform's grace period (compose and Kubernetes: 30 s) "
+            "(extension)"
+        ),
+    )
     # The poller (issue 3): how long after a project's publish it is read once more (reporting
     # lag, clock skew), and the mailbox `pwasync check` reaches with the Graph token.
-    sync_overlap_seconds: int = Field(default=300, ge=0, le=86_400)
-    check_mailbox: str | None = None
-    # The writer (issue 6): the default event mapping rules (README "What an event looks like")
-    # and Outlook's per-mailbox limits, shared by every writer replica through Redis.
-    event_show_as: Literal["auto", "free", "tentative", "busy", "oof", "workingElsewhere"] = "auto"
-    event_all_day: Literal["false", "true", "multi_day"] = "false"
-    event_reminder_minutes: str = "15"
-    event_category: str = Field(default="Project task", max_length=255)
-    graph_mailbox_concurrency: int = Field(default=4, ge=1, le=4)
-    graph_mailbox_budget: int = Field(default=10_000, ge=1, le=10_000)
-    graph_batch_size: int = Field(default=4, ge=1, le=20)
+    sync_overlap_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description=(
+            "ProjectData: a project read less than this long after its publish is read once "
+            "more when this time has passed, once per publish (reporting lag); also how far "
+            "before the poller's first start the default sync start lies (clock skew) "
+            "(extension)"
+        ),
+    )
+    check_mailbox: str | None = Field(
+        None,
+        description="the mailbox `pwasync check` reaches with the Graph token (extension)",
+        json_schema_extra={"doc_default": "none: one of an assignee found in the plans"},
+    )
+    # The writer (issue 6): the default event mapping rules (docs/architecture.md, "What an
+    # event looks like") and Outlook's per-mailbox limits, shared by every writer replica
+    # through Redis.
+    event_show_as: Literal["auto", "free", "tentative", "busy", "oof", "workingElsewhere"] = Field(
+        "auto",
+        description=(
+            "`auto` (same-day task `busy`; multi-day, milestone and all-day `free`), or `free`, "
+            "`tentative`, `busy`, `oof`, `workingElsewhere` for every event (extension)"
+        ),
+    )
+    event_all_day: Literal["false", "true", "multi_day"] = Field(
+        "false",
+        description=(
+            "`false`, `true` (every event all-day over the task's dates) or `multi_day` (only "
+            "tasks spanning days) (extension)"
+        ),
+    )
+    event_reminder_minutes: str = Field(
+        "15",
+        description="reminder minutes before the start (0–40320), or `off` (extension)",
+    )
+    event_category: str = Field(
+        default="Project task",
+        max_length=255,
+        description="Outlook category of the events; empty for none (extension)",
+    )
+    graph_mailbox_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=4,
+        description="Graph requests in flight per mailbox across every writer (1–4) (extension)",
+    )
+    graph_mailbox_budget: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000,
+        description="Graph requests per mailbox per 10 minutes across every writer (extension)",
+    )
+    graph_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description=(
+            "most requests in one `$batch` (1 = plain requests only, up to 20) (extension). "
+            "Outlook runs at most 4 items of a batch at once: a larger batch holds its items' "
+            "mailbox slots for several round trips (docs/architecture.md, the dispatcher)"
+        ),
+    )
     # Operations (issue 4): the deletion circuit breaker. A run that would take the events of
     # more than this share of the synced tasks away (and more than the minimum number) holds
     # its removals back until an operator confirms with `pwasync sync-now --allow-deletions`.
-    deletion_guard_percent: int = Field(default=30, ge=0, le=100)
-    deletion_guard_min_tasks: int = Field(default=10, ge=0)
+    deletion_guard_percent: int = Field(
+        default=30,
+        ge=0,
+        le=100,
+        description=(
+            "a run whose removals exceed this share of the synced tasks holds them back until "
+            "confirmed ([Deletion guard](operations.md#deletion-guard)); 100 = off (extension)"
+        ),
+    )
+    deletion_guard_min_tasks: int = Field(
+        default=10,
+        ge=0,
+        description="removals of at most this many tasks always go through (extension)",
+    )
     # `pwasync status` reads unacked counts from the RabbitMQ management API when given its
     # URL (e.g. http://user:password@rabbitmq:15672); AMQP alone reports only ready messages.
-    rabbitmq_management_url: SecretStr | None = None
-    # The publish receiver (interface page; README "Publish receiver"). Calls for one project
+    rabbitmq_management_url: SecretStr | None = Field(
+        None,
+        description=(
+            "the RabbitMQ management API, e.g. `http://user:password@rabbitmq:15672` (a "
+            "cluster: every node's, comma-separated; each call goes to the first that answers): "
+            "the services set the queues' settings there as policies at start (the user needs "
+            "the `policymaker` or `administrator` tag; see [Messages and "
+            "topology](architecture.md#messages-and-topology-commontopologypy)), and `pwasync "
+            "status` reads the unacked counts (AMQP can do neither) [secret: holds a password] "
+            "(extension)"
+        ),
+        json_schema_extra={"doc_default": "none (queue settings as declaration arguments)"},
+    )
+    # The publish receiver (interface page; docs/architecture.md). Calls for one project
     # within this many seconds of its last sync request are folded into one more request.
-    receiver_port: int = Field(default=8081, ge=1, le=65535)
-    receiver_secret: SecretStr | None = None
-    receiver_url: str | None = None
-    receiver_coalesce_seconds: float = Field(default=2.0, ge=0, le=300)
+    receiver_port: int = Field(
+        default=8081,
+        ge=1,
+        le=65535,
+        description=(
+            "`pwasync receiver`: port on 0.0.0.0 Project Server calls after a publish ([Publish "
+            "receiver](architecture.md#publish-receiver-from-publish-to-calendar-in-seconds-servicesreceiver))"
+        ),
+    )
+    receiver_secret: SecretStr | None = Field(
+        None,
+        description="the endpoint's secret path segment (16+ of A-Z a-z 0-9 `-_.~`) [secret]",
+        json_schema_extra={"doc_default": "required for `receiver` and `events register`"},
+    )
+    receiver_url: str | None = Field(
+        None,
+        description=(
+            "the URL Project Server is told to call, as it reaches the receiver, without the secret"
+        ),
+        json_schema_extra={"doc_default": "required for `events register`"},
+    )
+    receiver_coalesce_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description=(
+            "calls for one project within this long of its last sync request become one more "
+            "request, sent when calls pause for 0.25 s (extension)"
+        ),
+    )
     # Issue 11, item 17: the only e-mail domains whose mailboxes get events (comma-separated;
     # empty: any). A PWA resource edited to another address gets none (common/mailboxes.py).
-    mailbox_domains: str = ""
+    mailbox_domains: str = Field(
+        "",
+        description=(
+            "comma-separated e-mail domains whose mailboxes may receive events, each exactly (a "
+            "subdomain is listed on its own); an assignee elsewhere gets none ([Which tasks get "
+            "events](architecture.md#which-tasks-get-events)) (extension)"
+        ),
+        json_schema_extra={"doc_default": "empty: any domain"},
+    )
     # Issue 14 (interface page): the basic Planner plans to sync, by id, and the groups whose
     # every plan is synced (comma-separated; PWASYNC_SOURCE=planner needs one of them).
-    planner_plans: str = ""
-    planner_groups: str = ""
-    # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page, README "Planner
-    # premium"): the environment, its application user's app (default: the Graph app), the page
-    # size asked for, how often the tables without change tracking are swept for deleted rows,
-    # and the publisher prefix `pwasync fields create` gives a new column.
-    dataverse_url: str | None = None
-    dataverse_client_id: str | None = None
-    dataverse_client_secret: SecretStr | None = None
-    dataverse_client_cert: Path | None = None
-    dataverse_client_cert_thumbprint: str | None = None
-    dataverse_page_size: int = Field(default=5000, ge=1, le=5000)
-    dataverse_reconcile_minutes: int = Field(default=15, ge=1, le=10_080)
-    dataverse_column_prefix: str = Field(default="new", pattern=r"^[a-z][a-z0-9]{1,7}$")
+    planner_plans: str = Field(
+        "",
+        description=(
+            "`planner`: basic Planner plan ids, comma-separated ([Basic Planner "
+            "plans](sources/planner.md#basic-planner-plans-pwasync_sourceplanner))"
+        ),
+        json_schema_extra={"doc_default": "one of plans or groups, for `planner`"},
+    )
+    planner_groups: str = Field(
+        "",
+        description=(
+            "`planner`: ids of groups whose every plan is synced, comma-separated ([Basic "
+            "Planner plans](sources/planner.md#basic-planner-plans-pwasync_sourceplanner))"
+        ),
+        json_schema_extra={"doc_default": "one of plans or groups, for `planner`"},
+    )
+    # Issue 14, Planner premium (PWASYNC_SOURCE=dataverse; interface page,
+    # docs/sources/planner-premium.md): the environment, its application user's app (default:
+    # the Graph app), the page size asked for, how often the tables without change tracking are
+    # swept for deleted rows, and the publisher prefix `pwasync fields create` gives a new column.
+    dataverse_url: str | None = Field(
+        None,
+        description=(
+            "`PWASYNC_SOURCE=dataverse`: the environment, e.g. "
+            "`https://contoso.crm4.dynamics.com` (Web API `{URL}/api/data/v9.2`; token scope "
+            "`{URL}/.default`) ([Planner "
+            "premium](sources/planner-premium.md#planner-premium-dataverse))"
+        ),
+        json_schema_extra={"doc_default": "required for `dataverse`"},
+    )
+    dataverse_client_id: str | None = Field(
+        None,
+        description="`dataverse`: the Entra app of the environment's application user",
+        json_schema_extra={"doc_default": "the Graph app's id"},
+    )
+    dataverse_client_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "`dataverse`: that app's credential, a client secret (or "
+            "`PWASYNC_DATAVERSE_CLIENT_CERT` + `PWASYNC_DATAVERSE_CLIENT_CERT_THUMBPRINT`) "
+            "[secret]"
+        ),
+        json_schema_extra={"doc_default": "the Graph app's credential"},
+    )
+    dataverse_client_cert: Path | None = Field(
+        None,
+        description=(
+            "`dataverse`: or that app's credential as a PEM private key file (unencrypted), "
+            "with `PWASYNC_DATAVERSE_CLIENT_CERT_THUMBPRINT`"
+        ),
+        json_schema_extra={"doc_default": "the Graph app's credential"},
+    )
+    dataverse_client_cert_thumbprint: str | None = Field(
+        None,
+        description=(
+            "`dataverse`: the SHA-1 thumbprint (40 hexadecimal digits) of "
+            "`PWASYNC_DATAVERSE_CLIENT_CERT`'s certificate"
+        ),
+        json_schema_extra={"doc_default": "required with the certificate"},
+    )
+    dataverse_page_size: int = Field(
+        default=5000,
+        ge=1,
+        le=5000,
+        description=(
+            "`dataverse`: rows per page asked for (`Prefer: odata.maxpagesize`, 1–5000) (extension)"
+        ),
+    )
+    dataverse_reconcile_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=10_080,
+        description=(
+            "`dataverse`: how often a table without change tracking is swept for deleted rows "
+            "(a request per 5,000 rows) (extension)"
+        ),
+    )
+    dataverse_column_prefix: str = Field(
+        default="new",
+        pattern=r"^[a-z][a-z0-9]{1,7}$",
+        description=(
+            "`dataverse`: the publisher prefix `pwasync fields create` gives the Yes/No column "
+            "(extension)"
+        ),
+    )
 
     @classmethod
     def settings_customise_sources(

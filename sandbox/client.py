@@ -97,6 +97,16 @@ class SandboxClient:
         """Revoke every refresh token of a user; returns how many there were."""
         return self._call("POST", f"/users/{upn}/revoke")["revoked_refresh_tokens"]
 
+    def add_app_certificate(self, client_id: str, certificate_pem: str) -> dict[str, Any]:
+        """Register a certificate (PEM, public part) for an app; returns its thumbprints."""
+        return self._call("POST", f"/apps/{client_id}/certificates", {"pem": certificate_pem})
+
+    def app_certificates(self, client_id: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/apps/{client_id}/certificates")["certificates"]
+
+    def remove_app_certificate(self, client_id: str, thumbprint: str) -> None:
+        self._call("DELETE", f"/apps/{client_id}/certificates/{thumbprint}")
+
     def device_codes(self) -> list[dict[str, Any]]:
         """Pending device-code sign-ins (user_code, client_id, scope, expires_in)."""
         return self._call("GET", "/devicecodes")["pending"]

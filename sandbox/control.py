@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from sandbox import entra, server_events
 from sandbox.calendar import Event
+from sandbox.client_assertion import RegisteredCertificate
 from sandbox.context import Sandbox
 from sandbox.generate import generate
 from sandbox.seed import (
@@ -30,7 +31,7 @@ from sandbox.seed import (
     set_custom_values,
     task_from_spec,
 )
-from sandbox.state import MailboxKind, Project, StateError
+from sandbox.state import AppRegistration, MailboxKind, Project, StateError
 
 Handler = Callable[[Request, Sandbox], Awaitable[dict[str, Any]]]
 
@@ -173,6 +174,38 @@ async def revoke_user(request: Request, sandbox: Sandbox) -> dict[str, Any]:
     if sandbox.tenant.user(upn) is None:
         raise StateError(f"no user {upn}", 404)
     return {"upn": upn, "revoked_refresh_tokens": entra.revoke_sign_ins(sandbox, upn)}
+
+
+def _app(sandbox: Sandbox, request: Request) -> AppRegistration:
+    client_id = request.path_params["client_id"]
+    app = sandbox.tenant.apps.get(client_id.lower())
+    if app is None:
+        raise StateError(f"no app {client_id}", 404)
+    return app
+
+
+async def app_certificates(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    return {"certificates": [c.summary() for c in _app(sandbox, request).certificates]}
+
+
+async def add_app_certificate(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    """Upload a certificate's public part (PEM) to an app, as under "Certificates & secrets"."""
+    app = _app(sandbox, request)
+    if app.is_public:
+        raise StateError(f"app {app.client_id} is a public client: it has no credentials")
+    certificate = RegisteredCertificate.from_pem(str((await _body(request))["pem"]))
+    if all(c.thumbprint != certificate.thumbprint for c in app.certificates):
+        app.certificates.append(certificate)
+    return certificate.summary()
+
+
+async def remove_app_certificate(request: Request, sandbox: Sandbox) -> dict[str, Any]:
+    app, thumbprint = _app(sandbox, request), request.path_params["thumbprint"].upper()
+    kept = [c for c in app.certificates if c.thumbprint != thumbprint]
+    if len(kept) == len(app.certificates):
+        raise StateError(f"app {app.client_id} has no certificate {thumbprint}", 404)
+    app.certificates = kept
+    return {"removed": thumbprint}
 
 
 async def device_codes(request: Request, sandbox: Sandbox) -> dict[str, Any]:
@@ -435,6 +468,9 @@ routes = [
     _route("/tenant", tenant, "GET"),
     _route("/users/{upn}", update_user, "PATCH"),
     _route("/users/{upn}/revoke", revoke_user, "POST"),
+    _route("/apps/{client_id}/certificates", app_certificates, "GET"),
+    _route("/apps/{client_id}/certificates", add_app_certificate, "POST"),
+    _route("/apps/{client_id}/certificates/{thumbprint}", remove_app_certificate, "DELETE"),
     _route("/devicecodes", device_codes, "GET"),
     _route("/devicecodes/approve", approve_device_code, "POST"),
     _route("/config", get_config, "GET"),

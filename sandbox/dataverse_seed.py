@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sandbox.client_assertion import RegisteredCertificate
 from sandbox.dataverse_store import ApplicationUser, DataverseStore
 from sandbox.state import AppRegistration, Tenant, deterministic_id
 
@@ -32,6 +33,7 @@ def load_dataverse(tenant: Tenant, path: Path | None = None) -> DataverseStore:
             display_name=app["display_name"],
             is_public=False,
             secret=app["secret"],
+            certificates=[RegisteredCertificate.from_pem(p) for p in app.get("certificates", [])],
         )
         store.application_users[app["client_id"].lower()] = ApplicationUser(
             client_id=app["client_id"].lower(),

@@ -2,11 +2,12 @@
 
 Implemented: OpenID discovery, user-realm discovery (MSAL's step before a password grant), the
 device authorization endpoint, and the token endpoint's ``password``, ``client_credentials``,
-``refresh_token`` and device-code grants. A pending device code is approved (or declined) through
-the control surface, standing in for the user's browser; a user's refresh tokens can be revoked
-there too.  Error
-bodies copy Entra's: ``error``, ``error_description`` starting with the AADSTS code,
-``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id`` and ``error_uri``.
+``refresh_token`` and device-code grants. A confidential client authenticates with its secret or
+a certificate (a ``client_assertion`` JWT, sandbox/client_assertion.py). A pending device code
+is approved (or declined) through the control surface, standing in for the user's browser; a
+user's refresh tokens can be revoked there too. Error bodies copy Entra's: ``error``,
+``error_description`` starting with the AADSTS code, ``error_codes``, ``timestamp``,
+``trace_id``, ``correlation_id`` and ``error_uri``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.client_assertion import JWT_BEARER, AssertionRefused, verify_client_assertion
 from sandbox.context import GRAPH_RESOURCE, DeviceCode, RefreshGrant, Sandbox
 from sandbox.state import AppRegistration, User, deterministic_id
 from sandbox.tokens import b64url_encode, unsigned_jwt
@@ -238,7 +240,8 @@ def _authenticate_client(
             "installed by the administrator of the tenant or consented to by any user in the "
             "tenant. You may have sent your authentication request to the wrong tenant.",
         )
-    if app.is_public and secret:
+    assertion = form.get("client_assertion")
+    if app.is_public and (secret or assertion):
         raise EntraError(
             "invalid_client",
             700025,
@@ -246,9 +249,20 @@ def _authenticate_client(
             "'client_assertion' nor 'client_secret' should be presented.",
             401,
         )
-    if not app.is_public and not secret:
+    if app.is_public:
+        return app
+    if assertion and secret:
+        raise EntraError(
+            "invalid_request",
+            50027,
+            "Invalid request: present either 'client_assertion' or 'client_secret', not both.",
+        )
+    if assertion:
+        _authenticate_by_certificate(sandbox, request, form, app)
+        return app
+    if not secret:
         raise _client_credentials_missing()
-    if not app.is_public and not secrets.compare_digest(str(secret), app.secret or ""):
+    if not secrets.compare_digest(str(secret), app.secret or ""):
         raise EntraError(
             "invalid_client",
             7000215,
@@ -258,6 +272,40 @@ def _authenticate_client(
             401,
         )
     return app
+
+
+def _authenticate_by_certificate(
+    sandbox: Sandbox, request: Request, form: dict[str, Any], app: AppRegistration
+) -> None:
+    assertion_type = str(form.get("client_assertion_type", ""))
+    if assertion_type != JWT_BEARER:
+        raise EntraError(
+            "invalid_request",
+            50027,
+            f"Invalid client_assertion_type '{assertion_type}': a certificate credential is "
+            f"sent as '{JWT_BEARER}'.",
+        )
+    try:
+        verify_client_assertion(
+            str(form["client_assertion"]),
+            app.client_id,
+            app.certificates,
+            _token_endpoints(sandbox, request.path_params["tenant"]),
+            time.time(),
+        )
+    except AssertionRefused as refused:
+        raise EntraError("invalid_client", refused.code, refused.description, 401) from None
+
+
+def _token_endpoints(sandbox: Sandbox, segment: str) -> set[str]:
+    """What a client assertion's ``aud`` may be: the token endpoint (v2.0 or v1) under the
+    tenant's id, its domain or the segment the request used [U: Entra's exact list]."""
+    tenants = {segment, sandbox.tenant.id, sandbox.tenant.domain}
+    return {
+        f"{sandbox.origin}/{tenant}/{path}".lower()
+        for tenant in tenants
+        for path in ("oauth2/v2.0/token", "oauth2/token")
+    }
 
 
 def _parse_scope(sandbox: Sandbox, raw: str) -> ResourceScope:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sandbox.client_assertion import RegisteredCertificate
 from sandbox.state import (
     FLAG_FIELD_TYPE,
     AppRegistration,
@@ -97,6 +98,8 @@ def _app(spec: dict[str, Any]) -> AppRegistration:
         secret=spec.get("secret"),
         delegated=spec.get("delegated_permissions", {}),
         application=spec.get("application_permissions", {}),
+        # PEM certificates (public part only), as uploaded under "Certificates & secrets".
+        certificates=[RegisteredCertificate.from_pem(pem) for pem in spec.get("certificates", [])],
     )
 
 

@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sandbox.client_assertion import RegisteredCertificate
+
 FLAG_FIELD_TYPE = 17  # CustomFieldType.FLAG
 
 
@@ -72,6 +74,8 @@ class AppRegistration:
     secret: str | None = None
     delegated: dict[str, list[str]] = field(default_factory=dict)
     application: dict[str, list[str]] = field(default_factory=dict)
+    #: Certificates it may sign client assertions with (sandbox/client_assertion.py).
+    certificates: list[RegisteredCertificate] = field(default_factory=list)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import ConfigError, PwasyncError
@@ -129,25 +128,9 @@ def _sync_now(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace) -> int:
-    from common.redis_store import Keys, connect_redis_for, redis_errors
-    from services.ledger.endpoints import EndpointLedger
-    from services.ledger.usage import usage_report, usage_table
+    from services.ops.usage_command import run_usage
 
-    settings = _settings()
-    url = settings.redis_url.get_secret_value()
-    client = connect_redis_for(settings)
-    ledger = EndpointLedger(client, Keys(settings.scenario), url)
-    with redis_errors(url):
-        report = usage_report(
-            settings.scenario,
-            ledger.in_use(),
-            settings.endpoint_limit_or_none,
-            held=ledger.held(),
-            history=ledger.history(),
-            now=datetime.now(UTC),
-        )
-    print(json.dumps(report) if args.json else usage_table(report))
-    return EXIT_OK
+    return run_usage(_settings(), as_json=args.json)
 
 
 def _fields(args: argparse.Namespace) -> int:
@@ -226,6 +209,12 @@ def _dlq(args: argparse.Namespace) -> int:
     from services.ops.dlq_command import run_dlq
 
     return run_dlq(_settings(), args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from services.ops.explain_command import run_explain
+
+    return run_explain(_settings(), args.task, as_json=args.json)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -346,6 +335,14 @@ def _parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm without asking"
     )
     dlq.set_defaults(run=_dlq)
+
+    explain = commands.add_parser(
+        "explain",
+        help="one task's whole story: the plan, its selection, its events, endpoint, dead letters",
+    )
+    explain.add_argument("task", metavar="TASK", help="the task's id or its name")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(run=_explain)
 
     demo = commands.add_parser("demo", help="sandbox + every service + a sync, then a summary")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))

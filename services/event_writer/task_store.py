@@ -347,6 +347,19 @@ class TaskReports:
             raw = self._redis.hgetall(self._keys.task_events(task_id))
         return _parse_map(task_id, raw)
 
+    def handling(self, task_id: str) -> dict[str, str]:
+        """The task's order record, read without a lease (``pwasync explain``): ``order`` (the
+        newest snapshot accepted, ``ordering.order_key``), its ``change`` and ``dirty``."""
+        with redis_errors(self._url):
+            record = self._redis.hgetall(self._keys.writer_task(task_id))
+        return {k: record[k] for k in ("order", "change", "dirty") if k in record}
+
+    def failures_of(self, task_id: str) -> list[dict[str, Any]]:
+        """One task's assignee failures (``AssigneeFailure.to_json``), read without a lease."""
+        with redis_errors(self._url):
+            values = self._redis.hvals(self._keys.writer_failures(task_id))
+        return [json.loads(v) for v in values]
+
     def failures(self) -> dict[str, list[dict[str, Any]]]:
         """Every task with assignee failures -> the failures."""
         with redis_errors(self._url):

@@ -72,6 +72,9 @@ class HeldTask:
     task_id: str
     project_id: str | None
     since: datetime
+    # As the held task.changed named them (it is the task's latest snapshot).
+    task_name: str = ""
+    project_name: str = ""
 
 
 # --- scripts (KEYS are all under one hash tag) --------------------------------------------------
@@ -356,19 +359,8 @@ class EndpointLedger:
         with redis_errors(self._url):
             tasks = self._redis.zrangebyscore(self._keys.ledger_endpoints, f"({now}", "+inf")
             values = self._redis.mget([self._keys.endpoint(t) for t in tasks]) if tasks else []
-        endpoints = []
-        for value in values:
-            if value is None:
-                continue  # expired between the two reads
-            data = json.loads(value)
-            endpoints.append(
-                Endpoint(
-                    task_id=data["task_id"],
-                    project_id=data["project_id"],
-                    allocated_at=_from_ms(data["allocated_ms"]),
-                    expires_at=_from_ms(data["expires_ms"]),
-                )
-            )
+        # None: expired between the two reads
+        endpoints = [_endpoint(value) for value in values if value is not None]
         return sorted(endpoints, key=lambda e: (e.allocated_at, str(e.task_id)))
 
     def count_in_use(self) -> int:
@@ -389,11 +381,24 @@ class EndpointLedger:
                 if entries
                 else []
             )
-        held = []
-        for (task, since), payload in zip(entries, payloads, strict=True):
-            project = json.loads(payload).get("project_id") if payload else None
-            held.append(HeldTask(task, project or None, _from_ms(int(since))))
-        return held
+        return [
+            _held(task, since, payload)
+            for (task, since), payload in zip(entries, payloads, strict=True)
+        ]
+
+    def endpoint_of(self, task_id: str) -> Endpoint | None:
+        """The task's endpoint while it lasts (``pwasync explain``)."""
+        with redis_errors(self._url):
+            value = self._redis.get(self._keys.endpoint(task_id))
+        endpoint = _endpoint(value) if value else None
+        return endpoint if endpoint and endpoint.expires_at > self._clock() else None
+
+    def held_of(self, task_id: str) -> HeldTask | None:
+        """The task when the endpoint limit holds it back, else None."""
+        with redis_errors(self._url):
+            since = self._redis.zscore(self._keys.ledger_held, str(task_id))
+            payload = self._redis.hget(self._keys.ledger_held_payloads, str(task_id))
+        return _held(str(task_id), since, payload) if since is not None else None
 
     def history(self, days: int = HISTORY_DAYS) -> dict[str, int]:
         """Allocations per UTC day for the last ``days`` days, oldest first (zeros included)."""
@@ -410,6 +415,28 @@ class EndpointLedger:
             self._keys.ledger_held,
             self._keys.ledger_held_payloads,
         ]
+
+
+def _endpoint(value: str) -> Endpoint:
+    data = json.loads(value)
+    return Endpoint(
+        task_id=data["task_id"],
+        project_id=data["project_id"],
+        allocated_at=_from_ms(data["allocated_ms"]),
+        expires_at=_from_ms(data["expires_ms"]),
+    )
+
+
+def _held(task: str, since: float, payload: str | None) -> HeldTask:
+    data = json.loads(payload) if payload else {}
+    project = data.get("project_id")
+    return HeldTask(
+        task,
+        project or None,
+        _from_ms(int(since)),
+        task_name=str(data.get("task_name") or ""),
+        project_name=str(data.get("project_name") or ""),
+    )
 
 
 def _text(value: str | bytes) -> str:

@@ -1,8 +1,8 @@
 """``pwasync runs [--json] [--limit N]``: the history of sync runs, newest first.
 
-The poller keeps each run's summary in Redis (README "Run summaries"); the writers count what
-the run's messages did in Outlook under its correlation id (``common/run_events.py``): events
-created (+), updated (~), deleted (-) and failed (!).
+The poller keeps each run's summary in Redis (docs/architecture.md, "Run summaries"); the
+writers count what the run's messages did in Outlook under its correlation id
+(``common/run_events.py``): events created (+), updated (~), deleted (-) and failed (!).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ import httpx
 from common.errors import PermanentApiError, PwasyncError
 from common.http import new_http_client, transport_errors
 from common.identity import GraphAppTokens
+from common.mailboxes import MailboxPolicy
 from common.settings import Settings
+from services.ops.plans import an_assignee_mailbox, open_plans
 from services.poller.connection import connect, open_pwa, redis_if_needed, token_store
 from services.poller.custom_fields import CustomFieldsClient, FieldState
 from services.poller.dataverse_check import dataverse_fields, dataverse_lines
@@ -27,6 +29,7 @@ from services.poller.pwa_check import (
     time_zone_line,
 )
 from services.poller.pwa_http import PwaHttp
+from services.poller.source import PlanSource
 from services.receiver.commands import receiver_lines
 
 PERMISSION_FIELDS = "Manage Enterprise Custom Fields"
@@ -101,52 +104,105 @@ def connect_operator(settings: Settings, show: Callable[[str], None]) -> str:
 
 
 def check(settings: Settings, mailbox: str | None) -> list[CheckLine]:
-    """Every prerequisite, one line each; the first failure on a side skips what depends on it."""
+    """Every prerequisite, one line each; the first failure on a side skips what depends on it.
+
+    With no mailbox named, the mailbox of one assignee found in the plans is tested (the line
+    before it says whose), so a bare ``pwasync check`` passes on a system ready to sync."""
     lines: list[CheckLine] = []
-    mailbox = mailbox or settings.check_mailbox
+    named = mailbox or settings.check_mailbox
     with _http_client(settings) as http:
-        if settings.source == "dataverse":
-            lines += dataverse_lines(
-                settings, http, select_by=settings.selection, label=settings.create_event_label
-            )
-        elif settings.source == "planner":
+        if settings.source == "planner":
             from services.poller.planner_check import planner_lines
 
-            lines += planner_lines(settings, http, mailbox)
+            chosen, found = _test_mailbox(settings, named, lambda: _plans_feed(settings, http))
+            lines += [*found, *planner_lines(settings, http, chosen)]
         else:
-            lines += _check_pwa(settings, http)
-        lines += _check_graph(settings, http, mailbox)
+            if settings.source == "dataverse":
+                plan_lines = dataverse_lines(
+                    settings, http, select_by=settings.selection, label=settings.create_event_label
+                )
+                ready = all(line.ok for line in plan_lines)
+                source = _plans_feed(settings, http) if ready and not named else None
+            else:
+                plan_lines, source = _check_pwa(settings, http)
+            chosen, found = _test_mailbox(settings, named, lambda: source)
+            lines += [*plan_lines, *found]
+        lines += _check_graph(settings, http, chosen)
     return lines
 
 
-def _check_pwa(settings: Settings, http: httpx.Client) -> list[CheckLine]:
+def _test_mailbox(
+    settings: Settings, named: str | None, plans: Callable[[], PlanSource | None]
+) -> tuple[str | None, list[CheckLine]]:
+    """The mailbox to test: the one named, else one found in the plans (with the line that
+    says whose it is)."""
+    if named:
+        return named, []
+    chosen, line = _mailbox_from_plans(settings, plans())
+    return chosen, [line]
+
+
+def _plans_feed(settings: Settings, http: httpx.Client) -> PlanSource | None:
+    """The plans, read-only (check keeps none of a reader's change-detection state)."""
+    try:
+        return open_plans(settings, http, None).feed
+    except PwasyncError:
+        return None  # the check's lines say why
+
+
+def _mailbox_from_plans(
+    settings: Settings, source: PlanSource | None
+) -> tuple[str | None, CheckLine]:
+    how = "pass --mailbox or set PWASYNC_CHECK_MAILBOX"
+    if source is None:
+        return None, CheckLine(
+            "test mailbox", False, f"none named, and the plans could not be read to find one: {how}"
+        )
+    try:
+        found = an_assignee_mailbox(source, MailboxPolicy.from_settings(settings))
+    except PwasyncError as exc:
+        return None, CheckLine("test mailbox", False, f"none named; finding one failed: {exc}")
+    if found is None:
+        return None, CheckLine(
+            "test mailbox", False, f"none named, and no assignee in the plans has a mailbox: {how}"
+        )
+    return found.mailbox, CheckLine(
+        "test mailbox",
+        True,
+        f"{found.mailbox}, found in the plans: {found.assignee}, assigned to {found.task!r} in "
+        f"{found.project!r} ({how} to test another)",
+    )
+
+
+def _check_pwa(settings: Settings, http: httpx.Client) -> tuple[list[CheckLine], PwaSource | None]:
+    """The PWA's lines, and its plan source when every read it needs is allowed."""
     try:
         settings.require_pwa()
         pwa = open_pwa(settings, http, redis_if_needed(settings))
     except PwasyncError as exc:
-        return [CheckLine("PWA sign-in", False, str(exc))]
+        return [CheckLine("PWA sign-in", False, str(exc))], None
     assert settings.pwa_url is not None
     lines = [_reachable(http, settings.pwa_url)]
     if not lines[0].ok:
-        return lines
+        return lines, None
     source = PwaSource(pwa, settings)
     try:
         api = source.api
     except ApiRefused as exc:
         if exc.status not in (401, 403):
-            return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
-        return [*lines, *_read_lines(exc.api, pwa, settings)]  # they say what to grant
+            return [*lines, CheckLine("PWA sign-in and API", False, str(exc))], None
+        return [*lines, *_read_lines(exc.api, pwa, settings)], None  # they say what to grant
     except PwasyncError as exc:
-        return [*lines, CheckLine("PWA sign-in and API", False, str(exc))]
+        return [*lines, CheckLine("PWA sign-in and API", False, str(exc))], None
     assert source.choice is not None
     lines.append(CheckLine("PWA API", True, source.choice.describe()))
     reads = _read_lines(api, pwa, settings)
     lines += reads
     if not all(line.ok for line in reads):
-        return lines
+        return lines, None
     lines.append(time_zone_line(pwa, settings.pwa_zone))
     lines += _field_lines(settings, pwa, reported_needed=api == PROJECTDATA)
-    return lines + receiver_lines(settings, pwa)
+    return lines + receiver_lines(settings, pwa), source
 
 
 def _read_lines(api: str, pwa: PwaHttp, settings: Settings) -> list[CheckLine]:
@@ -211,14 +267,7 @@ def _check_graph(settings: Settings, http: httpx.Client, mailbox: str | None) ->
         return [CheckLine("Graph token (app-only)", False, str(exc))]
     lines = [CheckLine("Graph token (app-only)", True, "obtained")]
     if not mailbox:
-        lines.append(
-            CheckLine(
-                "test mailbox",
-                False,
-                "none named: pass --mailbox or set PWASYNC_CHECK_MAILBOX",
-            )
-        )
-        return lines
+        return lines  # the line before says why none is tested
     url = f"{settings.graph_url}/users/{quote(mailbox)}/calendar/events?$top=1&$select=id"
     try:
         with transport_errors("Graph"):

@@ -27,6 +27,7 @@ from services.poller.pwa_auth import BearerAuth
 from services.poller.pwa_http import PwaHttp
 
 SERVICE = "Dataverse"
+METRIC_SERVICE = "dataverse"  # the HTTP metrics' service label
 API_PATH = "/api/data/v9.2"
 ODATA_HEADERS = {
     "Accept": "application/json",
@@ -120,7 +121,14 @@ def open_dataverse(
     settings.require_dataverse()
     assert settings.dataverse_url is not None
     tokens = DataverseAppTokens(settings, http)
-    edge = PwaHttp(http, settings.dataverse_url, BearerAuth(tokens), stop=stop, service=SERVICE)
+    edge = PwaHttp(
+        http,
+        settings.dataverse_url,
+        BearerAuth(tokens),
+        stop=stop,
+        service=SERVICE,
+        metric_service=METRIC_SERVICE,
+    )
     return DataverseHttp(edge, settings.dataverse_page_size)
 
 

@@ -1,6 +1,6 @@
 """Dataverse rows as the sync's rows (pure): projects, tasks, assignments, assignees.
 
-What was decided where the reference leaves the form open (README "Planner premium"):
+What was decided where the reference leaves the form open (docs/sources/planner-premium.md):
 - a task's dates are ``msdyn_scheduledstart``/``msdyn_scheduledend`` (what the scheduling
   service computes and the grid shows), else ``msdyn_start``/``msdyn_finish`` when a row has no
   scheduled pair; values are UTC instants, turned into the wall clock of PWASYNC_PWA_TIMEZONE

@@ -1,5 +1,5 @@
 """Opening the Planner premium source: the environment's HTTP edge, change detection's Redis
-state and the reader, from the settings (README "Planner premium")."""
+state and the reader, from the settings (docs/sources/planner-premium.md)."""
 
 from __future__ import annotations
 

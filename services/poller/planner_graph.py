@@ -27,6 +27,7 @@ from services.poller.source import ResourceRow
 log = get_logger(__name__)
 
 SERVICE = "Microsoft Graph (Planner)"
+METRIC_SERVICE = "planner"  # the HTTP metrics' service label (the writer's Graph is "graph")
 JSON = {"Accept": "application/json"}
 USER_FIELDS = "id,displayName,mail,userPrincipalName"
 #: How long an assignee's address is trusted before it is looked up again.

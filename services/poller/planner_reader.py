@@ -22,7 +22,7 @@ import httpx
 from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.settings import Settings
-from services.poller.planner_graph import SERVICE, PlanGone, PlannerGraph, PlanRef
+from services.poller.planner_graph import METRIC_SERVICE, SERVICE, PlanGone, PlannerGraph, PlanRef
 from services.poller.planner_rows import PlannerTask, label_keys, plan_version, task_row
 from services.poller.pwa_auth import BearerAuth
 from services.poller.pwa_http import PwaHttp
@@ -154,7 +154,7 @@ class PlannerReader:
 
     def _log_date_form(self, raw: list[dict]) -> None:
         """The first dated task's raw dates, once a process (which instant Planner stores for
-        a day picked in its UI is unconfirmed; README "Basic Planner plans")."""
+        a day picked in its UI is unconfirmed; docs/sources/planner.md)."""
         if self._date_form_seen:
             return
         dated = next((t for t in raw if t.get("dueDateTime") or t.get("startDateTime")), None)
@@ -193,6 +193,7 @@ def open_planner(
         BearerAuth(GraphAppTokens(settings, http)),
         stop=stop,
         service=SERVICE,
+        metric_service=METRIC_SERVICE,
     )
     return PlannerReader(
         PlannerGraph(edge),

@@ -6,7 +6,7 @@ per page; a changed project is its tasks and its assignments (each with their as
 project resource expanded), one request per page each, plus one ``EnterpriseResources``
 request for the assignees whose project resource carries no e-mail address.
 
-Where the public record leaves the wire form open (see README "Which Microsoft Project"), every
+Where the public record leaves the wire form open (docs/sources/project-server.md), every
 plausible form is read: both JSON formats, every next-link name, absolute or relative links;
 the flag written as a boolean, text, number, Yes/No or a one-entry list; "no date" as
 ``0001-01-01``; and when a project's ``Tasks`` navigation is refused, the same read through

@@ -35,6 +35,8 @@ log = get_logger(__name__)
 VERBOSE_JSON = "application/json;odata=verbose"
 ONLINE = "Project Online"
 ON_PREMISES = "Project Server"
+#: The ``service`` label of the HTTP metrics for PWA; each plan source passes its own
+#: (``dataverse``, ``planner``), so throttling is alerted on and graphed per source.
 METRIC_SERVICE = "pwa"
 #: SharePoint's health score at which it refuses work (MS-WSSHP): the server is overloaded.
 BUSY_HEALTH_SCORE = 10
@@ -52,9 +54,11 @@ class PwaHttp:
         sleep: Callable[[float], None] = time.sleep,
         stop: threading.Event | None = None,
         service: str = ONLINE,
+        metric_service: str = METRIC_SERVICE,
     ) -> None:
         self._http = http
         self.service = service  # what answered, as error lines name it
+        self.metric_service = metric_service
         self.site_url = site_url.rstrip("/")
         self._origin = _origin(self.site_url)
         self._auth = auth
@@ -92,14 +96,16 @@ class PwaHttp:
                         method, url, headers=request_headers, json=json_body, auth=self._auth
                     )
             except RetryableApiError as exc:
-                metrics.HTTP_REQUESTS.labels(METRIC_SERVICE, method, "error").inc()
+                metrics.HTTP_REQUESTS.labels(self.metric_service, method, "error").inc()
                 if attempt == self._max_attempts:
                     raise
                 self._wait(attempt, None, str(exc))
                 continue
-            metrics.HTTP_REQUESTS.labels(METRIC_SERVICE, method, str(response.status_code)).inc()
+            metrics.HTTP_REQUESTS.labels(
+                self.metric_service, method, str(response.status_code)
+            ).inc()
             if response.status_code in (429, 503):
-                metrics.THROTTLED.labels(METRIC_SERVICE).inc()
+                metrics.THROTTLED.labels(self.metric_service).inc()
             if response.is_success:
                 return _json(response, self.service)
             error = api_error(self.service, response, _error_text(response))
@@ -134,7 +140,7 @@ class PwaHttp:
         # Jitter, never shorter than the server asked: replicas throttled together spread out.
         delay = min(delay * random.uniform(1.0, 1.2), self._max_wait * 1.2)
         log.warning(f"{self.service} request failed; waiting", reason=reason, wait_seconds=delay)
-        metrics.THROTTLE_WAIT_SECONDS.labels(METRIC_SERVICE).inc(delay)
+        metrics.THROTTLE_WAIT_SECONDS.labels(self.metric_service).inc(delay)
         if self._stop is None:
             self._sleep(delay)
         elif self._stop.wait(delay):

@@ -1,6 +1,6 @@
 """The summary of one sync run: logged when it ends and kept in Redis (``poller:runs``).
 
-The JSON shape is documented in the README ("Run summaries"); ``pwasync runs`` reads it.
+The JSON shape is documented in docs/architecture.md ("Run summaries"); ``pwasync runs`` reads it.
 """
 
 from __future__ import annotations

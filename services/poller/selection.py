@@ -127,19 +127,29 @@ def select_tasks(
         if reason is not None:
             selection.skipped.append(SkippedTask(task, reason))
             continue
-        assignees: dict[str, SelectedAssignee] = {}
-        for assignment in by_task.get(task.task_id, []):
-            resource = resources.get(assignment.resource_id)
-            email = resource.email if resource else None
-            assignees.setdefault(
-                assignment.resource_id,
-                SelectedAssignee(
-                    resource_id=assignment.resource_id,
-                    name=resource.name if resource else assignment.resource_name,
-                    email=email,
-                    refused=mailboxes.refusal(email) if email else None,
-                ),
-            )
-        ordered = tuple(sorted(assignees.values(), key=lambda a: str(a.resource_id)))
-        selection.selected.append(SelectedTask(task, ordered))
+        chosen = task_assignees(by_task.get(task.task_id, []), resources, mailboxes)
+        selection.selected.append(SelectedTask(task, chosen))
     return selection
+
+
+def task_assignees(
+    assignments: list[AssignmentRow],
+    resources: dict[str, ResourceRow],
+    mailboxes: MailboxPolicy = ANY_MAILBOX,
+) -> tuple[SelectedAssignee, ...]:
+    """One task's assignees (one per resource, in resource id order), each with its address
+    and, when ``mailboxes`` refuses it, the refusal."""
+    assignees: dict[str, SelectedAssignee] = {}
+    for assignment in assignments:
+        resource = resources.get(assignment.resource_id)
+        email = resource.email if resource else None
+        assignees.setdefault(
+            assignment.resource_id,
+            SelectedAssignee(
+                resource_id=assignment.resource_id,
+                name=resource.name if resource else assignment.resource_name,
+                email=email,
+                refused=mailboxes.refusal(email) if email else None,
+            ),
+        )
+    return tuple(sorted(assignees.values(), key=lambda a: str(a.resource_id)))

@@ -132,7 +132,7 @@ class ReceiverServer:
         headers = {name.lower(): value for name, value in request.headers.items()}
         answer = self._policy.answer_post(request.path, headers, body)
         if answer.call is not None or answer.refusal and answer.refusal.reason != "secret":
-            # The first real farm settles the call's unpublished wire form (README).
+            # The first real farm settles the call's unpublished wire form (docs/architecture.md).
             log.debug(
                 "publish receiver request",
                 content_type=headers.get("content-type"),

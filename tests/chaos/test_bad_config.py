@@ -85,7 +85,7 @@ MALFORMED = {
 }
 COMMANDS = [
     ["poller"], ["writer"], ["ledger"], ["sync-now"], ["usage"], ["fields", "verify"],
-    ["connect"], ["runs"], ["dlq", "list"], ["status"], ["check"],
+    ["connect"], ["runs"], ["dlq", "list"], ["status"], ["check"], ["explain", "Go-live"],
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""deploy/kubernetes validates offline, and holds what the README promises of it.
+"""deploy/kubernetes validates offline, and holds what docs/operations.md promises of it.
 
 Built-in kinds are checked against the Kubernetes OpenAPI schemas that ``kubernetes-validate``
 ships (strict: an unknown field is an error); KEDA's kinds against the CRDs vendored in
@@ -18,6 +18,7 @@ import yaml
 from common.errors import ConfigError
 from common.settings import SECRET_SETTINGS, load_settings, unknown_variables
 from common.topology import topology_for
+from services.poller.sources import require_source
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -26,14 +27,28 @@ KUBERNETES_VERSION = "1.30"
 
 #: What each service may be given, as Secret keys, and the setting each key feeds.
 NEEDS = {
+    # Every source's keys; an operator fills those of PWASYNC_SOURCE (POLLER_BY_SOURCE).
     "poller": {"amqp-url": "amqp_url", "redis-url": "redis_url", "pwa-password": "pwa_password",
-               "secret-key": "secret_key"},
+               "secret-key": "secret_key", "dataverse-client-secret": "dataverse_client_secret",
+               "graph-client-secret": "graph_client_secret"},
     "writer": {"amqp-url": "amqp_url", "redis-url": "redis_url",
                "graph-client-secret": "graph_client_secret"},
     "ledger": {"amqp-url": "amqp_url", "redis-url": "redis_url"},
     "receiver": {"amqp-url": "amqp_url", "redis-url": "redis_url",
                  "receiver-secret": "receiver_secret"},
 }  # fmt: skip
+#: Per PWASYNC_SOURCE (with the settings beside it), the poller's keys secrets.yaml says to fill.
+POLLER_BY_SOURCE = [
+    ("project", {"PWASYNC_PWA_AUTH": "oauth"}, {"secret-key"}),
+    ("project", {"PWASYNC_PWA_AUTH": "sharepoint_online", "PWASYNC_PWA_USERNAME": "svc@contoso"},
+     {"pwa-password"}),
+    ("dataverse", {"PWASYNC_DATAVERSE_CLIENT_ID": "11111111-1111-1111-1111-111111111111"},
+     {"dataverse-client-secret"}),
+    ("dataverse", {}, {"graph-client-secret"}),  # without its own app the Graph app signs in
+    ("planner", {"PWASYNC_PLANNER_PLANS": "xqQg5FS2LkCp935s-FIFm2QAFkHM"},
+     {"graph-client-secret"}),
+]  # fmt: skip
+CONNECTIONS = {"amqp-url", "redis-url"}
 
 
 def _documents(path: Path) -> list[dict]:
@@ -173,7 +188,7 @@ def test_each_service_runs_non_root_read_only_with_probes_and_measured_resources
 
 
 def test_the_writer_memory_limit_leaves_room_over_its_measured_peak():
-    # README "Writer benchmarks": peak RSS 88-96 MiB per writer.
+    # docs/benchmarks.md, "Writer benchmarks": peak RSS 88-96 MiB per writer.
     resources = _container("writer")["resources"]
     mebibytes = {k: int(v["memory"].removesuffix("Mi")) for k, v in resources.items()}
     assert mebibytes["requests"] >= 96 and mebibytes["limits"] >= 2 * 96
@@ -194,9 +209,9 @@ def test_each_service_gets_one_secret_with_only_what_it_needs_through_name_file(
     }
     assert env == expected
     assert {setting for setting in NEEDS[service].values()} <= set(SECRET_SETTINGS)
-    # Secrets of the other side never reach it: the ledger has neither PWA nor Graph.
-    other = set(NEEDS["poller"]) ^ set(NEEDS["writer"])
-    assert not (set(secret["stringData"]) & other - set(NEEDS[service]))
+    # Credentials of the other services never reach it: the ledger has neither PWA nor Graph.
+    credentials = set(NEEDS["poller"]) | set(NEEDS["writer"]) | set(NEEDS["receiver"])
+    assert not (set(secret["stringData"]) & credentials - set(NEEDS[service]))
 
 
 def test_the_shared_settings_are_valid_known_and_hold_no_secret():
@@ -209,18 +224,37 @@ def test_the_shared_settings_are_valid_known_and_hold_no_secret():
 SAMPLE = {"amqp-url": "amqp://u:p@rabbitmq:5672/%2F", "redis-url": "redis://:p@redis:6379/0"}
 
 
-def _service_settings(service: str, tmp_path: Path):
-    """The settings the service's container would load, its Secret filled with samples."""
-    environ = dict(_named("ConfigMap", "pwasync-settings")["data"])
+def _service_settings(
+    service: str, tmp_path: Path, filled: set[str] | None = None, **settings: str
+):
+    """The settings the service's container would load, its Secret filled with samples (only
+    the ``filled`` keys and the connections, when given; the others empty)."""
+    environ = {**_named("ConfigMap", "pwasync-settings")["data"], **settings}
     for variable in _container(service)["env"]:
         key = Path(variable["value"]).name
-        (tmp_path / key).write_text(SAMPLE.get(key, "sample-" + key) + "\n")
+        value = SAMPLE.get(key, "sample-" + key) + "\n"
+        if filled is not None and key not in filled | CONNECTIONS:
+            value = ""
+        (tmp_path / key).write_text(value)
         environ[variable["name"]] = str(tmp_path / key)
     return load_settings(environ)
 
 
-def test_the_poller_can_read_pwa_and_not_write_outlook(tmp_path):
-    settings = _service_settings("poller", tmp_path)
+@pytest.mark.parametrize(("source", "settings", "filled"), POLLER_BY_SOURCE)
+def test_the_poller_starts_with_the_keys_its_source_needs_and_not_without(
+    tmp_path, source, settings, filled
+):
+    settings = {**settings, "PWASYNC_SOURCE": source,
+                "PWASYNC_DATAVERSE_URL": "https://contoso.crm4.dynamics.com"}  # fmt: skip
+    require_source(_service_settings("poller", tmp_path, filled, **settings))
+    assert filled <= set(NEEDS["poller"])
+    for key in filled:
+        with pytest.raises(ConfigError, match=f"PWASYNC_{NEEDS['poller'][key].upper()}"):
+            require_source(_service_settings("poller", tmp_path, filled - {key}, **settings))
+
+
+def test_a_project_poller_can_read_pwa_and_not_write_outlook(tmp_path):
+    settings = _service_settings("poller", tmp_path, {"secret-key"})
     settings.require_pwa()
     with pytest.raises(ConfigError, match="GRAPH_CLIENT_SECRET"):
         settings.require_graph()
@@ -272,6 +306,20 @@ def test_each_service_has_a_disruption_budget_and_network_policies(service):
     )  # fmt: skip
     # The ledger and the receiver talk to RabbitMQ and Redis only.
     assert https_out == (service not in ("ledger", "receiver"))
+
+
+def test_the_poller_may_reach_https_anywhere_whatever_its_source():
+    # PWA, Dataverse, Graph and the sign-in service have no fixed addresses: a `to` on the
+    # poller's port 443 would cut off some source (README "Kubernetes").
+    labels = _pod("poller")["metadata"]["labels"]
+    rules = [
+        rule
+        for p in _of_kind("NetworkPolicy")
+        if _selects(p["spec"]["podSelector"], labels)
+        for rule in p["spec"].get("egress", [])
+        if any(port.get("port") == 443 for port in rule.get("ports", []))
+    ]
+    assert rules and all("to" not in rule for rule in rules)
 
 
 def test_keda_scales_the_writers_on_the_scenarios_task_changed_queue():

@@ -1,6 +1,7 @@
 """Operations end to end: the deletion guard, dead letters and the operator's commands."""
 
 import json
+import re
 
 import pytest
 
@@ -157,3 +158,79 @@ def _seed_tasks() -> dict[str, str]:
 
     seed = json.loads((Path(sandbox.__file__).parent / "seed" / "default.json").read_text())
     return {task["name"]: task["id"] for p in seed["projects"] for task in p["tasks"]}
+
+
+def test_explain_tells_a_tasks_whole_story_and_usage_names_the_tasks(pipeline, amqp_url):
+    pipeline.cli("fields", "create")
+    pipeline.client.flag_tasks(pipeline.client.demo_flag_task_ids(), value=True, publish=True)
+    ids = _seed_tasks()
+    for name in ("poller", "writer", "ledger"):
+        pipeline.start(name, {"PWASYNC_SYNC_START": "2000-01-01T00:00:00Z"})
+    pipeline.cli("sync-now")
+    assert wait_for(lambda: len(pipeline.event_keys()) == 6, timeout=60)
+    assert wait_for(lambda: pipeline.usage()["endpoints_in_use"] == 4, timeout=30)
+    named = {(t["task_name"], t["project_name"]) for t in pipeline.usage()["tasks"]}
+    assert ("Site survey", "Office Relocation Berlin") in named and (
+        "User training",
+        "CRM Rollout",
+    ) in named
+    assert "Go-live (Office Relocation Berlin)" in pipeline.cli("usage").stdout
+    # A message about Site survey that the writer cannot read: it lands in the dead letters.
+    body = json.dumps({"scenario": pipeline.scenario, "task_id": ids["Site survey"]}).encode()
+    _publish_task_changed(amqp_url, pipeline.scenario, body)
+    assert wait_for(lambda: "1 dead letter" in pipeline.cli("dlq", "list").stdout, timeout=30)
+
+    story = json.loads(pipeline.cli("explain", "site survey", "--json").stdout)
+    assert story["task_id"] == ids["Site survey"] and story["unreadable"] == {}
+    assert story["plan"]["project"]["name"] == "Office Relocation Berlin"
+    assert story["selection"]["selected"] and story["poller"]["has_events"]
+    assert story["poller"]["last_run"]["status"] == "succeeded"
+    assert sorted((e["mailbox"], e["state"]) for e in story["events"]) == [
+        ("alex.wilber@contoso.onmicrosoft.com", "event"),
+        ("megan.bowen@contoso.onmicrosoft.com", "event"),
+    ]
+    written = {(m, t) for m, t in pipeline.event_keys()}
+    assert all((e["mailbox"], story["task_id"]) in written for e in story["events"])
+    assert story["endpoint"]["allocated_at"] and story["endpoint"]["held_since"] is None
+    assert [d["queue"] for d in story["dead_letters"]] == [
+        f"pwasync.{pipeline.scenario}.task-changed"
+    ]
+
+    # Any written form of the GUID names the task.
+    failed = pipeline.cli("explain", "{" + ids["Furniture order"].upper() + "}").stdout
+    assert "selected:     yes" in failed
+    assert (
+        "FAILED   johanna.lorenz@contoso.onmicrosoft.com  Johanna Lorenz  ErrorInvalidUser"
+        in failed
+    )
+    assert "endpoint:     none" in failed
+
+    unflagged = pipeline.cli("explain", "Cut-over weekend").stdout
+    assert "selected:     NO: its flag field 'Create event' is not set to Yes" in unflagged
+    master = json.loads(pipeline.cli("explain", "Quarterly portfolio review", "--json").stdout)
+    assert master["selection"]["why_not"] == "master_project" and master["events"][0]["state"] == (
+        "none"
+    )
+
+    # A bare check tests the mailbox of an assignee it finds in the plans, and says whose.
+    check = pipeline.cli("check").stdout
+    chosen = re.search(r"^ok    test mailbox: (\S+), found in the plans: ", check, re.MULTILINE)
+    assert chosen, check
+    assert f"ok    mailbox {chosen[1]}: calendar reachable" in check
+    assert "FAIL" not in check
+
+    missing = pipeline.cli("explain", "No such task", check=False)
+    assert missing.returncode == 1 and "no task named 'No such task'" in missing.stdout
+    assert "1 dead letter" in pipeline.cli("dlq", "list").stdout  # looking removed nothing
+    assert set(pipeline.stop_all().values()) == {0}
+
+
+def _publish_task_changed(amqp_url: str, scenario: str, body: bytes) -> None:
+    from common.rabbit import Publisher, RabbitConnector
+    from common.topology import routing_key_task_changed, topology_for
+
+    publisher = Publisher(RabbitConnector(amqp_url, connection_name="test"), topology_for(scenario))
+    try:
+        publisher.publish(routing_key_task_changed(scenario), body)
+    finally:
+        publisher.close()

@@ -8,6 +8,7 @@ one story and run in file order, each on the state the previous one left.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -94,6 +95,8 @@ def test_check_reports_the_token_each_plan_and_its_label(planner):
     assert "Planner plan 'Office move'" in out
     assert f"Planner: assignees' addresses (User.Read.All): read {ADELE}" in out
     assert "PWA" not in out.replace("PWASYNC_PWA_TIMEZONE", "")
+    bare = planner.pipe.cli("check").stdout  # the mailbox of an assignee found in the plans
+    assert "FAIL" not in bare and "ok    test mailbox: " in bare, bare
 
 
 def test_labelled_tasks_become_all_day_events_over_their_days(planner):
@@ -141,6 +144,14 @@ def test_labelled_tasks_become_all_day_events_over_their_days(planner):
     assert wait_for(lambda: planner.pipe.usage()["endpoints_in_use"] == 5, timeout=30)
     task_ids = {t["task_id"] for t in planner.pipe.usage()["tasks"]}
     assert planner.launch["tasks"]["Press kit"] in task_ids  # Planner's own ids, not GUIDs
+    # explain by a Planner id, and a task left out, in the sync's words.
+    story = json.loads(
+        planner.pipe.cli("explain", planner.launch["tasks"]["Press kit"], "--json").stdout
+    )
+    assert story["name"] == "Press kit" and story["selection"]["selected"]
+    assert [(e["mailbox"], e["state"]) for e in story["events"]] == [(MEGAN, "event")]
+    venue = planner.pipe.cli("explain", "venue booking").stdout
+    assert "NO: it has no due date" in venue, venue
 
 
 def test_an_idle_poll_reads_each_plan_once_and_changes_nothing(planner):

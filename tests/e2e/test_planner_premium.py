@@ -7,6 +7,7 @@ in order, each starting from what the one before left."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -98,6 +99,8 @@ def test_fields_and_check_with_only_the_environment_s_settings(premium):
     assert "organization-level Read" in check.stdout
     assert "change tracking of msdyn_projecttask: on" in check.stdout
     assert f"mailbox {ADELE}: calendar reachable" in check.stdout
+    bare = premium.cli("check").stdout  # tests the mailbox of an assignee found in the plans
+    assert "FAIL" not in bare and "ok    test mailbox: " in bare and "found in the plans" in bare
 
 
 def test_labelled_tasks_become_exactly_their_events(premium):
@@ -116,6 +119,14 @@ def test_labelled_tasks_become_exactly_their_events(premium):
         NESTOR: ["Order furniture"],
         PATTI: ["Design review"],
     }
+    # explain through the same source, by name: the plan, its selection, both events.
+    story = json.loads(premium.cli("explain", "plan the move", "--json").stdout)
+    assert story["unreadable"] == {} and story["selection"]["selected"]
+    assert sorted((e["mailbox"], e["state"]) for e in story["events"]) == [
+        (ALEX, "event"),
+        (MEGAN, "event"),
+    ]
+    assert story["endpoint"]["allocated_at"] and story["poller"]["has_events"]
     [kickoff] = [e for e in premium.client.events(ADELE) if e["subject"] == "Kick-off meeting"]
     # The scheduled start and end, UTC in Dataverse, written in the plans' zone.
     assert (kickoff["start"], kickoff["end"]) == (

@@ -152,6 +152,27 @@ def payload(task: str) -> str:
     return json.dumps({"task_id": str(task), "project_id": str(PROJECT)})
 
 
+def test_one_tasks_endpoint_and_hold_are_read_alone(ledger):
+    clock = ledger._clock
+    a, b = str(uuid.uuid4()), "Xm3kPl4nn3rT4sk"  # a GUID's text and an opaque id
+    named = json.dumps(
+        {"task_id": str(b), "project_id": str(PROJECT), "task_name": "Site survey",
+         "project_name": "Berlin"}
+    )  # fmt: skip
+    assert ledger.endpoint_of(a) is None and ledger.held_of(b) is None
+    assert ledger.claim(a, 1, payload(a)) is Claim.CLAIMED
+    assert ledger.claim(b, 1, named) is Claim.HELD
+    assert ledger.allocate(a, PROJECT, clock.now)
+    endpoint = ledger.endpoint_of(a)
+    assert endpoint is not None and endpoint.expires_at == clock.now + WINDOW
+    assert endpoint.project_id == PROJECT and ledger.endpoint_of(b) is None
+    held = ledger.held_of(b)
+    assert held is not None and (held.task_name, held.project_name) == ("Site survey", "Berlin")
+    assert ledger.held() == [held] and ledger.held_of(a) is None
+    clock.now += WINDOW
+    assert ledger.endpoint_of(a) is None  # over: its key may outlive it a little
+
+
 def test_the_limit_holds_tasks_back_and_releases_them_when_endpoints_expire(ledger):
     clock = ledger._clock
     a, b, c = (str(uuid.uuid4()) for _ in range(3))

@@ -139,6 +139,9 @@ def test_begin_and_finish_keep_order_lease_dirt_and_the_map(
     assert run(store.finish(task, first.token, Finish(record=[event], failures=[failure])))
     assert metrics.ASSIGNEE_FAILURES.labels("ErrorInvalidUser")._value.get() == counted + 1
     assert reports.failures() == {task: [json_of(failure)]}
+    assert reports.failures_of(task) == [json_of(failure)] and reports.failures_of(alice) == []
+    assert reports.handling(task) == {"order": "2026-01-02|x", "change": "upsert", "dirty": "0"}
+    assert reports.handling(alice) == {}
     run(store.mark_mailbox("a@x.com", "clean"))
     assert isinstance(run(store.begin(task, "2026-01-01|x", "upsert", [])), Stale)
     again = run(store.begin(task, "2026-01-02|x", "upsert", ["a@x.com", "new@x.com"]))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from common.http import new_http_client
 from common.messages import SyncRequested
@@ -168,6 +169,19 @@ def settings_for(sandbox: RunningSandbox, scenario: str = "default", **overrides
     env = {**sandbox.settings, "PWASYNC_SCENARIO": scenario}
     env.update({f"PWASYNC_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(env)
+
+
+def http_counts(service: str) -> tuple[float, float]:
+    """(requests, 429/503 answers) counted under the HTTP metrics' ``service`` label."""
+    requests = sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "pwasync_http_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["service"] == service
+    )
+    throttled = REGISTRY.get_sample_value("pwasync_throttled_total", {"service": service})
+    return requests, throttled or 0.0
 
 
 @pytest.fixture

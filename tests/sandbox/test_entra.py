@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import jwt
 import msal
 import pytest
 
 from sandbox.client import SandboxClient
 from sandbox.tokens import b64url_decode
+from tests.sandbox.certificates import AppCertificate, app_certificate
 from tests.sandbox.conftest import GRAPH_SCOPE, RunningSandbox
 
 DEMO_PASSWORD = "Sandbox-User-2026!"
@@ -54,6 +60,8 @@ class PortRestoringHttpClient:
         self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any
     ) -> _Response:
         headers = {k: v for k, v in (headers or {}).items() if v is not None}
+        # The client assertion comes as bytes, which httpx would send as their repr.
+        data = {k: v.decode() if isinstance(v, bytes) else v for k, v in (data or {}).items()}
         return _Response(self._http.post(self._fix(url), params=params, data=data, headers=headers))
 
 
@@ -192,3 +200,156 @@ def test_discovery_documents(sandbox: RunningSandbox, http: httpx.Client) -> Non
         params={"api-version": "1.0"},
     ).json()
     assert realm["account_type"] == "Managed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificate credentials (client_assertion)
+
+
+@pytest.fixture(scope="module")
+def certificate() -> AppCertificate:
+    return app_certificate("pwasync calendar writer")
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        # What pwasync gives MSAL: the key and the SHA-1 thumbprint -> RS256 with x5t.
+        lambda cert: {"private_key": cert.key_pem, "thumbprint": cert.thumbprint},
+        # The key and the certificate -> PS256 with x5t#S256 (and x5c).
+        lambda cert: {"private_key": cert.key_pem, "public_certificate": cert.certificate_pem},
+    ],
+    ids=["RS256-x5t", "PS256-x5t#S256"],
+)
+def test_msal_client_credentials_grant_with_a_certificate(
+    sandbox: RunningSandbox, control: SandboxClient, certificate: AppCertificate, credential
+) -> None:
+    client_id = sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"]
+    registered = control.add_app_certificate(client_id, certificate.certificate_pem)
+    assert registered["thumbprint"] == certificate.thumbprint
+    assert [c["thumbprint"] for c in control.app_certificates(client_id)] == [
+        certificate.thumbprint
+    ]
+    authority = f"{sandbox.url}/{sandbox.tenant_id}"
+    app = msal.ConfidentialClientApplication(
+        client_id,
+        client_credential=credential(certificate),
+        authority=authority,
+        instance_discovery=False,
+        http_client=PortRestoringHttpClient(authority, sandbox.ca_file),
+    )
+    result = app.acquire_token_for_client([GRAPH_SCOPE])
+    assert "access_token" in result, result.get("error_description")
+    claims = _claims(result["access_token"])
+    assert claims["appid"] == client_id and claims["roles"][0] == "Calendars.ReadWrite"
+    control.remove_app_certificate(client_id, certificate.thumbprint)
+    refused = app.acquire_token_for_client([f"{sandbox.url}/.default"])  # not cached: new call
+    assert refused["error"] == "invalid_client" and refused["error_codes"] == [700027]
+
+
+def _assertion(
+    sandbox: RunningSandbox,
+    signer: AppCertificate,
+    named: AppCertificate | None = None,
+    header: dict[str, Any] | None = None,
+    algorithm: str = "RS256",
+    **claims: Any,
+) -> str:
+    """A client assertion as MSAL makes one, signed by ``signer``'s key, its x5t naming
+    ``named`` (default: the signer's certificate), with ``claims`` changed (None: left out)."""
+    now = int(time.time())
+    client_id = sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"]
+    payload = {"aud": sandbox.token_url, "iss": client_id, "sub": client_id,
+               "exp": now + 600, "iat": now, "jti": str(uuid.uuid4()), **claims}  # fmt: skip
+    x5t = base64.urlsafe_b64encode(bytes.fromhex((named or signer).thumbprint))
+    headers = {"x5t": x5t.rstrip(b"=").decode(), **(header or {})}
+    key: Any = signer.key if not algorithm.startswith("HS") else "shared-secret-of-32-bytes-length!"
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm, headers)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error", "code", "says"),
+    [
+        (lambda s, c, o: _assertion(s, c), 200, None, None, ""),
+        (lambda s, c, o: _assertion(s, c, nbf=int(time.time()) - 5), 200, None, None, ""),
+        (lambda s, c, o: _assertion(s, o), 401, "invalid_client", 700027, "key was not found"),
+        (lambda s, c, o: _assertion(s, o, named=c), 401, "invalid_client", 700027,
+         "signature value did not match"),
+        (lambda s, c, o: _assertion(s, c, exp=int(time.time()) - 900), 401, "invalid_client",
+         700024, "not within its valid time range"),
+        (lambda s, c, o: _assertion(s, c, nbf=int(time.time()) + 900), 401, "invalid_client",
+         700024, "not within its valid time range"),
+        (lambda s, c, o: _assertion(s, c, exp=None), 401, "invalid_client", 50027, "'exp'"),
+        (lambda s, c, o: _assertion(s, c, jti=None), 401, "invalid_client", 50027, "'jti'"),
+        (lambda s, c, o: _assertion(s, c, aud="https://login.example/t/oauth2/v2.0/token"), 401,
+         "invalid_client", 50027, "audience"),
+        (lambda s, c, o: _assertion(s, c, iss="someone-else"), 401, "invalid_client", 700021,
+         "doesn't match 'client_id'"),
+        (lambda s, c, o: _assertion(s, c, sub="someone-else"), 401, "invalid_client", 700021,
+         "doesn't match 'client_id'"),
+        (lambda s, c, o: _assertion(s, c, header={"x5t": None}), 401, "invalid_client", 50027,
+         "No certificate thumbprint"),
+        (lambda s, c, o: _assertion(s, c, algorithm="HS256"), 401, "invalid_client", 50027,
+         "'HS256' is not supported"),
+        (lambda s, c, o: "not.a.jwt", 401, "invalid_client", 50027, "malformed"),
+    ],
+    ids=["accepted", "accepted-with-nbf", "unregistered-certificate", "wrong-key", "expired",
+         "not-yet-valid", "no-exp", "no-jti", "wrong-audience", "wrong-issuer", "wrong-subject",
+         "no-thumbprint", "symmetric-algorithm", "malformed"],
+)  # fmt: skip
+def test_client_assertion_rules(
+    sandbox: RunningSandbox,
+    http: httpx.Client,
+    control: SandboxClient,
+    certificate: AppCertificate,
+    change,
+    status: int,
+    error: str | None,
+    code: int | None,
+    says: str,
+) -> None:
+    control.add_app_certificate(
+        sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"], certificate.certificate_pem
+    )
+    other = app_certificate("not registered")
+    response = http.post(
+        sandbox.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "scope": GRAPH_SCOPE,
+            "client_id": sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"],
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": change(sandbox, certificate, other),
+        },
+    )
+    body = response.json()
+    assert response.status_code == status, body
+    if error is None:
+        assert body["token_type"] == "Bearer" and body["access_token"]
+        return
+    assert (body["error"], body["error_codes"]) == (error, [code])
+    assert (
+        body["error_description"].startswith(f"AADSTS{code}: ")
+        and says in body["error_description"]
+    )
+
+
+def test_an_expired_certificate_or_a_wrong_assertion_type_is_refused(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient
+) -> None:
+    expired = app_certificate(valid_from=datetime.now(UTC) - timedelta(days=400), days=365)
+    client_id = sandbox.settings["PWASYNC_GRAPH_CLIENT_ID"]
+    control.add_app_certificate(client_id, expired.certificate_pem)
+    form = {"grant_type": "client_credentials", "scope": GRAPH_SCOPE, "client_id": client_id,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": _assertion(sandbox, expired)}  # fmt: skip
+    body = http.post(sandbox.token_url, data=form).json()
+    assert (
+        body["error_codes"] == [700027] and "The key used is expired" in body["error_description"]
+    )
+    body = http.post(sandbox.token_url, data={**form, "client_assertion_type": "jwt"}).json()
+    assert (body["error"], body["error_codes"]) == ("invalid_request", [50027])
+    # A secret beside an assertion is refused, not silently preferred.
+    secret = sandbox.settings["PWASYNC_GRAPH_CLIENT_SECRET"]
+    body = http.post(sandbox.token_url, data={**form, "client_secret": secret}).json()
+    assert body["error"] == "invalid_request" and "not both" in body["error_description"]

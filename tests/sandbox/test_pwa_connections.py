@@ -245,6 +245,14 @@ def test_check_passes_when_everything_is_in_place(sandbox, control):
     ]
     assert all(line.ok for line in lines), [line.render() for line in lines]
 
+    # Without a mailbox named, it tests one of an assignee it finds in the plans.
+    bare = check(settings_for(sandbox), None)
+    found = next(line for line in bare if line.name == "test mailbox")
+    mailbox = found.detail.split(",", 1)[0]
+    assert found.ok and "found in the plans" in found.detail
+    assert bare[-1].name == f"mailbox {mailbox}"
+    assert all(line.ok for line in bare), [line.render() for line in bare]
+
 
 def test_check_names_each_missing_prerequisite(sandbox, control):
     settings = settings_for(

@@ -15,7 +15,7 @@ from sandbox.dataverse_client import DataverseControl
 from services.poller.dataverse_source import open_dataverse_reader
 from services.poller.state import PollerState
 from services.poller.sync import SyncRunner
-from tests.sandbox.conftest import settings_for
+from tests.sandbox.conftest import http_counts, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -212,8 +212,14 @@ def test_an_expired_delta_token_is_read_again_in_full_without_duplicates(poll, d
 def test_throttling_is_waited_out(poll, dv):
     run = _labelled(poll, dv)
     dv.faults("msdyn_projects", [429])
+    before = {service: http_counts(service) for service in ("dataverse", "pwa")}
     summary, published, paths = run()
     assert summary.status == "succeeded" and paths["msdyn_projects"] == 2
+    # Counted as Dataverse's, not PWA's: the throttling alert and panels are per source.
+    requests, throttled = http_counts("dataverse")
+    assert requests - before["dataverse"][0] == sum(paths.values())
+    assert throttled - before["dataverse"][1] == 1
+    assert http_counts("pwa") == before["pwa"]
 
 
 def test_selection_by_column_reads_the_yes_no_column(poll, dv, sandbox):

@@ -11,11 +11,11 @@ from common.http import new_http_client
 from common.identity import GraphAppTokens
 from sandbox.planner_client import PlannerControl
 from services.poller.planner_graph import SERVICE, PlannerGraph
-from services.poller.planner_reader import PlannerReader
+from services.poller.planner_reader import PlannerReader, open_planner
 from services.poller.pwa_auth import BearerAuth
 from services.poller.pwa_http import PwaHttp
 from services.poller.source import ProjectRow, TaskRow
-from tests.sandbox.conftest import settings_for
+from tests.sandbox.conftest import http_counts, settings_for
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 
@@ -100,3 +100,15 @@ def test_a_deleted_plan_or_group_is_not_listed(planner, graph):
     planner.delete_plan(office["id"])
     source = reader(graph, [office["id"]], [launch["group_id"], "unknown-group"])
     assert {row.name for row in source.projects()} == {"Product launch", "Website refresh"}
+
+
+def test_planner_reads_are_counted_under_their_own_metric_label(sandbox, planner):
+    plan_id = planner.plan("Product launch")["id"]
+    planner.config(throttle_next=1, retry_after_s=0.1)
+    settings = settings_for(sandbox, source="planner", planner_plans=plan_id)
+    before = {service: http_counts(service) for service in ("planner", "pwa")}
+    with new_http_client(ca_bundle=settings.ca_bundle) as http:
+        assert len(open_planner(settings, http).graph.tasks(plan_id)) == 5
+    requests, throttled = http_counts("planner")
+    assert requests - before["planner"][0] == 2 and throttled - before["planner"][1] == 1
+    assert http_counts("pwa") == before["pwa"]  # the alerts tell the sources apart

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -12,6 +14,9 @@ from services.event_writer.graph_protocol import GraphRequest, GraphResult
 from services.event_writer.planner import RecordedEvent
 from services.event_writer.steps import Ticket
 from services.event_writer.task_store import Begun, Busy, Finish, Stale
+from services.poller.source import AssignmentRow, ProjectRow, ResourceRow, TaskRow
+
+PUBLISHED = datetime(2026, 11, 20, 10, 0)  # a project's publish, PWA wall clock
 
 _FILTER = re.compile(r"ep/id eq '(?P<id>[^']+)' and ep/value eq '(?P<value>(?:[^']|'')*)'")
 
@@ -161,3 +166,69 @@ class MemoryTaskStore:
     async def mark_mailbox(self, mailbox: str, state: str) -> None:
         if state == "verify" or mailbox not in self.mailboxes:
             self.mailboxes[mailbox] = state
+
+
+class ListFeed:
+    """A ``PlanSource`` over lists, recording which projects' tasks were read."""
+
+    api = "fake"
+    reread_after = timedelta(0)
+    requests_made = 0
+
+    def __init__(self):
+        self.project_rows, self.task_rows, self.assignment_rows = [], {}, {}
+        self.resource_rows = {}
+        self.tasks_read = []
+        self.failing = None
+
+    def project(self, name, kind=0):
+        row = ProjectRow(str(uuid.uuid4()), name, kind, PUBLISHED)
+        self.project_rows.append(row)
+        self.task_rows[row.project_id], self.assignment_rows[row.project_id] = [], []
+        return row
+
+    def task(self, project, name, *, flagged=True, summary=False, start=True, people=()):
+        row = TaskRow(
+            project.project_id,
+            str(uuid.uuid4()),
+            name,
+            datetime(2026, 12, 2, 8) if start else None,
+            datetime(2026, 12, 3, 17) if start else None,
+            summary,
+            False,
+            flagged,
+        )
+        self.task_rows[project.project_id].append(row)
+        for person in people:
+            self.assignment_rows[project.project_id].append(
+                AssignmentRow(row.task_id, person.resource_id, person.name)
+            )
+        return row
+
+    def person(self, name, email):
+        row = ResourceRow(str(uuid.uuid4()), name, email)
+        self.resource_rows[row.resource_id] = row
+        return row
+
+    def _check(self):
+        if self.failing:
+            raise self.failing
+
+    def projects(self, *, project_ids=None):
+        self._check()
+        return iter(p for p in self.project_rows if not project_ids or p.project_id in project_ids)
+
+    def tasks(self, project_id):
+        self._check()
+        self.tasks_read.append(project_id)
+        return iter(self.task_rows[project_id])
+
+    def assignments(self, project_id):
+        return iter(self.assignment_rows[project_id])
+
+    def resources(self, ids):
+        return iter(self.resource_rows[i] for i in ids if i in self.resource_rows)
+
+    def task_projects(self, task_ids):
+        self._check()
+        return {p for p, rows in self.task_rows.items() if any(r.task_id in task_ids for r in rows)}

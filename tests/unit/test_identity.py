@@ -49,6 +49,19 @@ def test_form_data_is_sent_as_a_form():
     assert bodies == [("application/x-www-form-urlencoded", b"grant_type=password&x=a+b")]
 
 
+def test_a_client_assertion_given_as_bytes_is_sent_as_its_text():
+    # MSAL passes the signed assertion of a certificate sign-in as bytes.
+    bodies = []
+
+    def handler(request):
+        bodies.append(request.content)
+        return httpx.Response(200, json={})
+
+    adapter = MsalHttp(httpx.Client(transport=httpx.MockTransport(handler)), "https://h")
+    adapter.post("https://h/t/oauth2/v2.0/token", data={"client_assertion": b"eyJ.e30.sig"})
+    assert bodies == [b"client_assertion=eyJ.e30.sig"]
+
+
 def test_transport_failures_are_retried_then_retryable():
     attempts = []
 

@@ -220,3 +220,26 @@ def test_a_busy_sharepoint_health_score_is_waited_out_like_any_503():
     )
     assert http.get_json(f"{SITE}/_api/ProjectServer/Projects") == {"value": []}
     assert len(waits) == 1 and http.requests_made == 2
+
+
+def test_requests_and_throttling_are_counted_under_the_sources_metric_label():
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}, json={}),
+                    httpx.Response(200, json={"d": {}})])  # fmt: skip
+    before = (
+        sample("pwasync_http_requests_total", service="dataverse", method="GET", status="429"),
+        sample("pwasync_throttled_total", service="dataverse"),
+        sample("pwasync_throttled_total", service="pwa"),
+    )
+    http, _ = pwa(lambda request: next(answers), metric_service="dataverse")
+    http.get_json(f"{SITE}/_api/ProjectData/Projects")
+    after = (
+        sample("pwasync_http_requests_total", service="dataverse", method="GET", status="429"),
+        sample("pwasync_throttled_total", service="dataverse"),
+        sample("pwasync_throttled_total", service="pwa"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 0]
