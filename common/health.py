@@ -125,14 +125,7 @@ def run_every(
                     body()
                     delay = interval
                 except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
-                    delay = min(max(delay * 2, interval), max_backoff)
-                    log.error(
-                        "background loop failed; trying again",
-                        loop=name,
-                        error=str(exc),
-                        error_type=exc.__class__.__name__,
-                        retry_in_seconds=delay,
-                    )
+                    delay = _after_failure(name, exc, delay, interval, max_backoff)
                 heartbeat.beat()
         finally:
             heartbeat.close()
@@ -140,6 +133,21 @@ def run_every(
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def _after_failure(
+    name: str, exc: Exception, delay: float, interval: float, max_backoff: float
+) -> float:
+    """Log a failed round; the wait before the next one (doubled, at most ``max_backoff``)."""
+    delay = min(max(delay * 2, interval), max_backoff)
+    log.error(
+        "background loop failed; trying again",
+        loop=name,
+        error=str(exc),
+        error_type=exc.__class__.__name__,
+        retry_in_seconds=delay,
+    )
+    return delay
 
 
 async def run_every_async(
@@ -166,14 +174,7 @@ async def run_every_async(
                 await body()
                 delay = interval
             except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
-                delay = min(max(delay * 2, interval), max_backoff)
-                log.error(
-                    "background loop failed; trying again",
-                    loop=name,
-                    error=str(exc),
-                    error_type=exc.__class__.__name__,
-                    retry_in_seconds=delay,
-                )
+                delay = _after_failure(name, exc, delay, interval, max_backoff)
             heartbeat.beat()
     finally:
         heartbeat.close()
