@@ -83,12 +83,14 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     stopping = _loop_event(stop)
     timeout = settings.http_timeout_seconds
     token_http = new_http_client(ca_bundle=settings.ca_bundle, timeout=timeout)
+    # Signs in first (MSAL reads the authority's configuration): a refusal stops the process
+    # with its one line before any session exists that would be left unclosed.
+    tokens = LoopTokens(GraphAppTokens(settings, token_http))
     http = new_graph_session(
         ca_bundle=settings.ca_bundle,
         timeout=settings.http_timeout_seconds,
         max_connections=MAX_SENDS + 4,
     )
-    tokens = LoopTokens(GraphAppTokens(settings, token_http))
     transport = GraphTransport(http, settings.graph_url, tokens)
     client = connect_redis_async_for(settings)
     limiter = MailboxLimiter(

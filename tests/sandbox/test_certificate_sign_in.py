@@ -4,15 +4,16 @@ Planner premium reader's app, and the one line an operator gets for a wrong thum
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from common.errors import AuthenticationError
-from common.http import new_http_client
+from common.http import new_graph_session, new_http_client
 from common.identity import GraphAppTokens
 from sandbox.client import SandboxClient
-from services.event_writer.graph import GraphTransport
+from services.event_writer.graph import GraphTransport, LoopTokens
 from services.event_writer.graph_protocol import GraphRequest
 from services.poller.dataverse_auth import open_dataverse
 from tests.sandbox.certificates import AppCertificate, app_certificate
@@ -43,9 +44,14 @@ def test_the_writer_signs_in_to_graph_with_a_certificate_and_writes(
     )
     settings = _graph_settings(sandbox, certificate.write_key(tmp_path), certificate.thumbprint)
     assert settings.graph_client_secret is None  # the certificate alone signs in
+
+    async def read_events(tokens: GraphAppTokens):
+        async with new_graph_session(ca_bundle=settings.ca_bundle) as session:
+            transport = GraphTransport(session, settings.graph_url, LoopTokens(tokens))
+            return await transport.send(GraphRequest("GET", ADELE, "/events"))
+
     with new_http_client(ca_bundle=settings.ca_bundle) as http:
-        transport = GraphTransport(http, settings.graph_url, GraphAppTokens(settings, http))
-        result = transport.send(GraphRequest("GET", ADELE, "/events"))
+        result = asyncio.run(read_events(GraphAppTokens(settings, http)))
     assert result.status == 200
 
 
