@@ -17,7 +17,7 @@ import aiohttp
 import certifi
 import httpx
 
-from common.errors import PermanentApiError, RetryableApiError
+from common.errors import PermanentApiError, PwasyncError, RetryableApiError
 
 USER_AGENT = "pwasync/0.1 (+https://github.com/pwasync)"
 #: Longest Retry-After we honour as a hint; SharePoint has been seen asking for ~300 s.
@@ -77,14 +77,8 @@ def aiohttp_errors(service: str) -> Iterator[None]:
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise RetryableApiError(f"{service} timed out ({exc.__class__.__name__})") from None
     except aiohttp.ClientError as exc:
-        if _is_certificate_error(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            raise PermanentApiError(
-                f"{service}: TLS certificate not trusted ({exc}); "
-                "add the issuing CA with PWASYNC_CA_BUNDLE"
-            ) from None
-        raise RetryableApiError(
-            f"{service} unreachable ({exc.__class__.__name__}: {exc})"
-        ) from None
+        untrusted = isinstance(exc, aiohttp.ClientConnectorCertificateError)
+        raise _unreachable(service, exc, untrusted=untrusted) from None
 
 
 def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None) -> float | None:
@@ -128,14 +122,7 @@ def transport_errors(service: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise RetryableApiError(f"{service} timed out ({exc.__class__.__name__})") from None
     except httpx.TransportError as exc:
-        if _is_certificate_error(exc):
-            raise PermanentApiError(
-                f"{service}: TLS certificate not trusted ({exc}); "
-                "add the issuing CA with PWASYNC_CA_BUNDLE"
-            ) from None
-        raise RetryableApiError(
-            f"{service} unreachable ({exc.__class__.__name__}: {exc})"
-        ) from None
+        raise _unreachable(service, exc) from None
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
@@ -147,3 +134,14 @@ def _is_certificate_error(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _unreachable(service: str, exc: Exception, *, untrusted: bool = False) -> PwasyncError:
+    """What a failed connection means, for both HTTP clients: an untrusted certificate is
+    permanent (trust is configuration), anything else is retried."""
+    if untrusted or _is_certificate_error(exc):
+        return PermanentApiError(
+            f"{service}: TLS certificate not trusted ({exc}); "
+            "add the issuing CA with PWASYNC_CA_BUNDLE"
+        )
+    return RetryableApiError(f"{service} unreachable ({exc.__class__.__name__}: {exc})")
