@@ -13,6 +13,7 @@ afterwards.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import uuid
@@ -25,9 +26,59 @@ import redis
 import redis.asyncio
 
 from services.launcher import delete_scenario
+from tests.chaos.end_state import RESULTS, Row, format_table
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+# --- the fault suite's table (tests/chaos), also when xdist workers ran the fault runs -------
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand this worker's fault-run rows to the controller, which prints
+    the table (a worker's terminal output is not shown)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["fault_rows"] = [dataclasses.asdict(row) for row in RESULTS]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ANN001 - xdist's hook
+    """On the xdist controller: keep the rows a finished worker handed over."""
+    rows = getattr(node, "workeroutput", {}).get("fault_rows", [])
+    RESULTS.extend(Row(**row) for row in rows)
+
+
+_UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``, note when pytest-xdist could not tag the grouped tests (it
+    does so by rewriting their node ids, which some pytest versions ignore): a module-pipeline
+    group split over two workers would fail in confusing ways, so ``_grouped`` fails each
+    grouped test with the cause instead."""
+    grouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group")]
+    loadgroup = getattr(config.option, "loadgroup", False)
+    if loadgroup and grouped and not any("@" in nodeid for nodeid in grouped):
+        config.stash[_UNGROUPED] = (
+            f"pytest-xdist's --dist loadgroup cannot group tests under pytest"
+            f" {pytest.__version__}: install the pytest version pyproject.toml allows"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _grouped(request: pytest.FixtureRequest) -> None:
+    ungrouped = request.config.stash.get(_UNGROUPED, None)
+    if ungrouped and request.node.get_closest_marker("xdist_group"):
+        pytest.fail(ungrouped, pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook
+    if RESULTS:
+        terminalreporter.section("fault suite: the end state of every fault run")
+        terminalreporter.write_line(format_table(RESULTS))
 
 
 def _reachable(url: str, default_port: int) -> bool:

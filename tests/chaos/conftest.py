@@ -2,7 +2,8 @@
 
 Each fault test has a short form (small volumes, in the default run) and a long form (the
 volumes of issue 5, marked ``chaos``: excluded by default, run by ``make chaos``). Every
-measured run adds a row to the table printed at the end of the session.
+measured run adds a row to the table printed at the end of the session (by tests/conftest.py,
+which also gathers the rows of xdist workers).
 """
 
 from __future__ import annotations
@@ -13,16 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.end_state import RESULTS, format_table
 from tests.chaos.nodes import RABBITMQ_BIN, RabbitNode, RedisServer
 from tests.chaos.scenario import FaultRun
 from tests.e2e.harness import Pipeline
-
-
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook
-    if RESULTS:
-        terminalreporter.section("fault suite: the end state of every fault run")
-        terminalreporter.write_line(format_table(RESULTS))
 
 
 @pytest.fixture

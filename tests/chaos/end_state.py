@@ -8,7 +8,8 @@ the work and retry queues empty for a while), the services are stopped with SIGT
   expected pair without an event) and **unexpected** (a pair nobody asked for);
 - the ledger (``pwasync usage --json``) must hold exactly the tasks that have events;
 - every queue of the scenario must be empty except the dead-letter queues, and every dead letter
-  (``pwasync dlq list --json``) must carry a reason and be one the test expected;
+  (``pwasync dlq list --json``) must carry a reason and be one the test expected; a sync request
+  that names another scenario is not this run's (``leftovers``);
 - no log line of any service may hold a password, the client secret or a token.
 """
 
@@ -21,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.errors import BadMessage
+from common.messages import SyncRequested, decode
 from common.rabbit import RabbitConnector, inspect_queue
 from common.topology import topology_for
 from services.event_writer.event_mapping import TASK_KEY_PROPERTY
@@ -100,6 +103,44 @@ def busy_queues(scenario: str, amqp_url: str) -> dict[str, int]:
     return {name: n for name, n in depths.items() if n and not name.endswith(".dead")}
 
 
+def leftovers(scenario: str, amqp_url: str) -> dict[str, int]:
+    """``busy_queues`` once the services have stopped, without other scenarios' sync requests.
+
+    ``sync.requested`` is one routing key bound by every scenario's queue on the broker (the
+    interface fixes it), so a request another test run sends (a ``sync-now`` on the other
+    xdist worker) lands in this queue too once the poller is gone. The poller ignores such a
+    request, so it is not work this run left: the queue is browsed and only requests for this
+    scenario, or bodies no poller could read, are counted."""
+    busy = busy_queues(scenario, amqp_url)
+    queue = topology_for(scenario).sync_requests.name
+    if queue in busy:
+        bodies = _browse(queue, amqp_url)
+        own = [body for body in bodies if not _for_another_scenario(body, scenario)]
+        busy = {name: n for name, n in {**busy, queue: len(own)}.items() if n}
+    return busy
+
+
+def _browse(queue: str, amqp_url: str) -> list[bytes]:
+    """The bodies waiting in a queue, left there: taken unacked, given back when the
+    connection closes."""
+    connection = RabbitConnector(amqp_url, connection_name="chaos-check").connect()
+    try:
+        channel = connection.channel()
+        bodies = []
+        while (got := channel.basic_get(queue, auto_ack=False))[0] is not None:
+            bodies.append(got[2])
+        return bodies
+    finally:
+        connection.close()
+
+
+def _for_another_scenario(body: bytes, scenario: str) -> bool:
+    try:
+        return decode(body, SyncRequested).scenario != scenario
+    except BadMessage:
+        return False  # unreadable: a poller of this scenario would have dead-lettered it
+
+
 def queue_depths(scenario: str, amqp_url: str) -> dict[str, int]:
     connector = RabbitConnector(amqp_url, connection_name="chaos-check")
     depths = {}
@@ -147,7 +188,7 @@ def measure(
         unexpected=len(present - expectation.events),
         ledger=ledger,
         dead=[letter["reason"] for letter in dead],
-        queued=busy_queues(pipeline.scenario, amqp_url),
+        queued=leftovers(pipeline.scenario, amqp_url),
         secrets_in_logs=secrets_in_logs(pipeline),
         seconds=time.monotonic() - started,
         exit_codes=exit_codes,

@@ -141,6 +141,9 @@ def test_killing_a_writer_mid_run_loses_nothing_and_duplicates_nothing(
         pipeline.close()
 
 
+# Serial: the bad bodies go out on `sync.requested`, the routing key every scenario's poller queue
+# is bound to, so every poller running meanwhile would dead-letter them in its own scenario.
+@pytest.mark.serial
 def test_a_malformed_sync_request_is_dead_lettered_and_the_poller_keeps_going(pipeline, amqp_url):
     pipeline.start("poller")
     queue = topology_for(pipeline.scenario).sync_requests

@@ -18,7 +18,8 @@ from sandbox.planner_client import PlannerControl
 from services.launcher import delete_scenario
 from tests.e2e.harness import Pipeline, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# One xdist group: the module's steps run in file order on one worker (pytest -n, docs/tests.md).
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.xdist_group("planner")]
 
 ADELE, ALEX = "adele.vance@contoso.onmicrosoft.com", "alex.wilber@contoso.onmicrosoft.com"
 MEGAN, LEE = "megan.bowen@contoso.onmicrosoft.com", "lee.gu@contoso.onmicrosoft.com"

@@ -16,7 +16,12 @@ from sandbox.dataverse_client import DataverseControl
 from services.launcher import delete_scenario
 from tests.e2e.harness import Pipeline, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# One xdist group: the module's steps run in file order on one worker (pytest -n, docs/tests.md).
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.xdist_group("planner-premium"),
+]
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 ALEX = "alex.wilber@contoso.onmicrosoft.com"

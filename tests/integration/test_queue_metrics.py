@@ -49,6 +49,7 @@ def test_a_consumer_samples_the_depth_of_its_queue_and_dead_letters(amqp_url, sc
         assert consumer.connected.wait(10)
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
+        channel.confirm_delivery()  # in the queue before the gauge is awaited
         for _ in range(3):  # dead letters, as the broker or a consumer leaves them
             channel.basic_publish("", queue.dead_letter_queue, b"{}")
         connection.close()

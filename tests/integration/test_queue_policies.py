@@ -17,7 +17,8 @@ from common.rabbit import RabbitConnector, ThreadLocalPublisher, declare_topolog
 from common.topology import DELIVERY_LIMIT, topology_for
 from tests.chaos.nodes import RabbitNode
 
-pytestmark = pytest.mark.integration
+# One xdist group: the module's node starts once, on one worker (pytest -n, docs/tests.md).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("queue-policies")]
 
 
 @pytest.fixture(scope="module")

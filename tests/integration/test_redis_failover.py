@@ -28,7 +28,8 @@ from services.ledger.endpoints import REPLICAS_CHECK_SECONDS, EndpointLedger
 from tests.chaos.nodes import RedisClusterNodes, SentinelGroup
 from tests.e2e.harness import wait_for
 
-pytestmark = pytest.mark.integration
+# One xdist group: the module's clusters start once, on one worker (pytest -n, docs/tests.md).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("redis-failover")]
 
 PROJECT = str(uuid.UUID(int=15))
 

@@ -24,7 +24,10 @@ from services.poller.source import ProjectRow, TaskRow, UnpublishedProject, Unre
 SITE = "https://pwa.contoso.local/pwa"
 BERLIN = ZoneInfo("Europe/Berlin")
 API = f"{SITE}/_api/ProjectServer"
-PROJECT, TASK, RESOURCE = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+# Fixed: a test id holds PROJECT, and pytest-xdist's workers must collect the same ids.
+PROJECT = "3f2a9c1e-5b7d-4e8f-a1c2-6d9e0b4f7a13"
+TASK = "b81c4e2f-9a3d-4c5b-8e7f-1a2b3c4d5e6f"
+RESOURCE = "c47d2e9a-1b3f-4a6c-9d8e-7f0a1b2c3d4e"
 FIELD_ID = uuid.UUID("8d3b5c3e-1f0a-4b6e-9f7a-0c1d2e3f4a5b")
 FLAG = f"Custom_x005f_{FIELD_ID.hex}"
 
