@@ -120,6 +120,75 @@ class TransferSucceeded(BaseModel):
     mailboxes: list[str] = Field(default_factory=list)
 
 
+class Transfer(BaseModel):
+    """One task's transfer inside ``TransfersSucceeded``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    project_id: SourceId
+    task_id: SourceId
+    transferred_at: AwareDatetime
+    mailboxes: list[str] = Field(default_factory=list)
+    correlation_id: str | None = None  # the sync run that caused it, for the ledger's lines
+
+
+#: Transfers carried by one message at most (a writer's batch is what finished while the
+#: previous one waited for its confirm: at most this many).
+MAX_TRANSFERS = 500
+
+
+class TransfersSucceeded(BaseModel):
+    """Version 2 of ``transfer.succeeded``: the transfers a writer finished together, in one
+    confirmed message (one publish, one delivery, one ack and one Redis round trip for them
+    all). A ledger that only knows version 1 dead-letters it with the version named, so a
+    rolling upgrade loses nothing: upgrade the ledgers first, or replay the dead letters."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: Literal[2] = 2
+    scenario: str
+    transfers: list[Transfer] = Field(min_length=1, max_length=MAX_TRANSFERS)
+
+
+def transfers_message(items: list[tuple[TransferSucceeded, str | None]]) -> TransfersSucceeded:
+    """One version-2 message for transfers of one scenario, with their correlation ids."""
+    return TransfersSucceeded(
+        scenario=items[0][0].scenario,
+        transfers=[
+            Transfer(
+                project_id=t.project_id,
+                task_id=t.task_id,
+                transferred_at=t.transferred_at,
+                mailboxes=t.mailboxes,
+                correlation_id=correlation_id,
+            )
+            for t, correlation_id in items
+        ],
+    )
+
+
+def decode_transfers(body: bytes) -> list[tuple[TransferSucceeded, str | None]]:
+    """A ``transfer.succeeded`` body of either version as its transfers, each with the
+    correlation id it carries (None in version 1: the message's own applies)."""
+    data = _json_object(body)
+    if data.get("v", 1) == TransfersSucceeded.model_fields["v"].default:
+        batch = _validate(TransfersSucceeded, data)
+        return [
+            (
+                TransferSucceeded(
+                    scenario=batch.scenario,
+                    project_id=t.project_id,
+                    task_id=t.task_id,
+                    transferred_at=t.transferred_at,
+                    mailboxes=t.mailboxes,
+                ),
+                t.correlation_id,
+            )
+            for t in batch.transfers
+        ]
+    return [(_versioned(TransferSucceeded, data), None)]
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -129,15 +198,28 @@ def encode(message: BaseModel) -> bytes:
 
 def decode(body: bytes, model: type[Model]) -> Model:
     """Parse a body into ``model``; any failure is a BadMessage whose text says why."""
+    return _versioned(model, _json_object(body))
+
+
+def _json_object(body: bytes) -> dict:
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadMessage(f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _versioned(model: type[Model], data: dict) -> Model:
+    """``data`` as ``model``, refusing a schema version the model is not."""
     version = data.get("v", 1)
-    if "v" in model.model_fields and version != 1:
+    if "v" in model.model_fields and version != model.model_fields["v"].default:
         raise BadMessage(f"unsupported {model.__name__} schema version {version!r}")
+    return _validate(model, data)
+
+
+def _validate(model: type[Model], data: dict) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

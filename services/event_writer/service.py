@@ -30,7 +30,7 @@ from common.http import new_graph_session, new_http_client
 from common.identity import GraphAppTokens
 from common.logging import get_logger
 from common.mailboxes import MailboxPolicy
-from common.messages import TransferSucceeded, encode
+from common.messages import TransferSucceeded
 from common.redis_store import connect_redis_async_for
 from common.run_events import RunEventCounter
 from common.settings import Settings
@@ -42,6 +42,7 @@ from services.event_writer.graph import GraphTransport, LoopTokens
 from services.event_writer.handler import TaskChangedHandler
 from services.event_writer.mailbox_limits import GraphLimitKeys, MailboxLimiter
 from services.event_writer.task_store import LEASE, TaskStore
+from services.event_writer.transfers import TransferBatcher
 from services.ledger.endpoints import EndpointLedger
 from services.runtime import Infrastructure, open_infrastructure
 
@@ -134,9 +135,14 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     routing_key = routing_key_transfer_succeeded(settings.scenario)
     run_events = RunEventCounter(client, infra.keys, infra.redis_url)
 
+    async def publish_body(body: bytes, correlation_id: str | None) -> None:
+        await publisher.publish(routing_key, body, correlation_id=correlation_id)
+
+    transfers = TransferBatcher(publish_body)
+
     async def publish_transfer(message: TransferSucceeded) -> None:
         correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-        await publisher.publish(routing_key, encode(message), correlation_id=correlation_id)
+        await transfers.publish(message, correlation_id)
 
     async def count_outcome(counts: dict[str, int]) -> None:
         await run_events.add(structlog.contextvars.get_contextvars().get("correlation_id"), counts)
@@ -182,6 +188,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
         await dispatcher.close(timeout=1.0)
         renewers_stop.set()
         await asyncio.gather(*renewers, return_exceptions=True)
+        await transfers.close()
         await publisher.close()
         await client.aclose()
         await http.close()

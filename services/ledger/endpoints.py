@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import redis
 
@@ -237,6 +238,37 @@ class EndpointLedger:
 
     def allocate(self, task_id: str, project_id: str, transferred_at: datetime) -> bool:
         """Record a successful transfer. True when it allocated a new endpoint."""
+        return self.allocate_many([(task_id, project_id, transferred_at)])[0]
+
+    def allocate_many(self, transfers: list[tuple[str, str, datetime]]) -> list[bool]:
+        """Record successful transfers (task, project, time), in one round trip and one WAIT
+        for them all; per transfer, True when it allocated a new endpoint."""
+        replicas = self._replicas.connected()
+        # The scripts and WAIT on one connection (WAIT waits for that connection's writes), to
+        # the primary of the scenario's slot in a Redis Cluster.
+        with (
+            redis_errors(self._url),
+            on_key_node(self._redis, self._keys.ledger_endpoints) as primary,
+        ):
+            pipe = primary.pipeline(transaction=False)
+            for task_id, project_id, transferred_at in transfers:
+                self._queue_allocation(pipe, task_id, project_id, transferred_at)
+            if replicas:
+                pipe.wait(1, _ms_duration(REPLICA_WAIT))
+            answers = pipe.execute()
+        if replicas and int(answers[-1]) < 1:
+            # Acked now, the transfers would be gone with allocations that only the primary
+            # has: a failover to a replica would lose them. Retried, the script allocates
+            # nothing twice, and WAIT asks again.
+            seconds = REPLICA_WAIT.total_seconds()
+            raise ServiceUnavailable(
+                f"no Redis replica confirmed the allocation within {seconds:g} s"
+            )
+        return [int(answer) == 1 for answer in answers[: len(transfers)]]
+
+    def _queue_allocation(
+        self, pipe: Any, task_id: str, project_id: str, transferred_at: datetime
+    ) -> None:
         expires_at = transferred_at + self._window
         record = json.dumps(
             {
@@ -247,45 +279,25 @@ class EndpointLedger:
             }
         )
         day_key = self._keys.ledger_day(transferred_at.astimezone(UTC).date().isoformat())
-        replicas = self._replicas.connected()
-        # The script and WAIT on one connection (WAIT waits for that connection's writes), to
-        # the primary of the scenario's slot in a Redis Cluster.
-        with (
-            redis_errors(self._url),
-            on_key_node(self._redis, self._keys.ledger_endpoints) as primary,
-        ):
-            pipe = primary.pipeline(transaction=False)
-            self._allocate(
-                keys=[
-                    self._keys.endpoint(task_id),
-                    self._keys.ledger_endpoints,
-                    self._keys.ledger_claims,
-                    self._keys.ledger_held,
-                    self._keys.ledger_held_payloads,
-                    day_key,
-                ],
-                args=[
-                    str(task_id),
-                    record,
-                    _ms(transferred_at),
-                    _ms(expires_at),
-                    _ms(self._clock()),
-                    int(timedelta(days=HISTORY_DAYS + 2).total_seconds()),
-                ],
-                client=pipe,
-            )
-            if replicas:
-                pipe.wait(1, _ms_duration(REPLICA_WAIT))
-            answers = pipe.execute()
-        if replicas and int(answers[1]) < 1:
-            # Acked now, the transfer would be gone with an allocation that only the primary
-            # has: a failover to a replica would lose it. Retried, the script allocates nothing
-            # twice, and WAIT asks again.
-            seconds = REPLICA_WAIT.total_seconds()
-            raise ServiceUnavailable(
-                f"no Redis replica confirmed the allocation within {seconds:g} s"
-            )
-        return int(answers[0]) == 1
+        self._allocate(
+            keys=[
+                self._keys.endpoint(task_id),
+                self._keys.ledger_endpoints,
+                self._keys.ledger_claims,
+                self._keys.ledger_held,
+                self._keys.ledger_held_payloads,
+                day_key,
+            ],
+            args=[
+                str(task_id),
+                record,
+                _ms(transferred_at),
+                _ms(expires_at),
+                _ms(self._clock()),
+                int(timedelta(days=HISTORY_DAYS + 2).total_seconds()),
+            ],
+            client=pipe,
+        )
 
     def release_held(
         self, limit: int, publish: Callable[[str], None], *, most: int = 100

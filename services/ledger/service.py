@@ -7,13 +7,14 @@ import uuid
 from collections.abc import Callable
 
 import redis.exceptions
+import structlog
 
 from common import metrics
 from common.consumer import Delivery
 from common.errors import BadMessage, Contended, RetryableError
 from common.health import HEARTBEATS
 from common.logging import get_logger
-from common.messages import TransferSucceeded, decode
+from common.messages import TransferSucceeded, decode_transfers
 from common.settings import Settings
 from common.topology import routing_key_task_changed
 from services.ledger.endpoints import EndpointLedger
@@ -42,13 +43,14 @@ class TransferHandler:
         self._ledger = ledger
 
     def __call__(self, delivery: Delivery) -> None:
-        transfer = decode(delivery.body, TransferSucceeded)
-        if transfer.scenario != self._scenario:
+        transfers = decode_transfers(delivery.body)
+        scenario = transfers[0][0].scenario
+        if scenario != self._scenario:
             # Routing keys are namespaced per scenario, so this is a producer bug: keep it.
-            raise BadMessage(f"transfer of scenario {transfer.scenario!r} on this queue")
+            raise BadMessage(f"transfer of scenario {scenario!r} on this queue")
         try:
-            allocated = self._ledger.allocate(
-                transfer.task_id, transfer.project_id, transfer.transferred_at
+            allocated = self._ledger.allocate_many(
+                [(t.task_id, t.project_id, t.transferred_at) for t, _ in transfers]
             )
         except Contended:
             raise
@@ -56,10 +58,18 @@ class TransferHandler:
             raise RedisAway(
                 f"Redis did not take the allocation ({exc})", retry_after=REDIS_AWAY_RETRY_SECONDS
             ) from exc
-        if allocated:
-            metrics.ENDPOINTS_ALLOCATED.inc()
+        for (transfer, correlation_id), new in zip(transfers, allocated, strict=True):
+            if new:
+                metrics.ENDPOINTS_ALLOCATED.inc()
+            _log_allocation(transfer, new, correlation_id or delivery.correlation_id)
+
+
+def _log_allocation(transfer: TransferSucceeded, new: bool, correlation_id: str | None) -> None:
+    """One line per transfer, with the correlation id of the run that caused it (a message of
+    version 2 carries transfers of several runs)."""
+    with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
         log.info(
-            "endpoint allocated" if allocated else "task already holds an endpoint",
+            "endpoint allocated" if new else "task already holds an endpoint",
             task_id=str(transfer.task_id),
             project_id=str(transfer.project_id),
             transferred_at=transfer.transferred_at.isoformat(),

@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from common.consumer import Delivery
 from common.errors import ServiceUnavailable
+from common.messages import TransferSucceeded, encode, transfers_message
 from common.redis_store import Keys
 from services.ledger.endpoints import RELEASE_AGAIN_AFTER, WINDOW, Claim, EndpointLedger
-from services.ledger.service import HeldTaskReleaser
+from services.ledger.service import HeldTaskReleaser, TransferHandler
 
 pytestmark = pytest.mark.integration
 
@@ -346,3 +348,26 @@ def test_a_held_task_taken_by_a_writer_during_its_release_stays_with_the_writer(
     assert HeldTaskReleaser(ledger, 1, writer_meanwhile).release_once() == 1
     assert ledger.held() == []
     assert ledger.claim(str(uuid.uuid4()), 1, payload(b)) is Claim.HELD  # b still holds the slot
+
+
+def test_a_batch_of_transfers_allocates_each_task_once_in_one_round_trip(ledger, scenario):
+    """A version-2 message: every new task gets its endpoint, a task already holding one and a
+    task twice in the batch get nothing more, and the message delivered again allocates
+    nothing."""
+    at = ledger._clock.now
+    fresh, holder = str(uuid.uuid4()), str(uuid.uuid4())
+    assert ledger.allocate(holder, PROJECT, at)
+    transfers = [
+        TransferSucceeded(scenario=scenario, project_id=PROJECT, task_id=t, transferred_at=at)
+        for t in (fresh, holder, fresh)
+    ]
+    body = encode(transfers_message([(t, f"run-{i}") for i, t in enumerate(transfers)]))
+    delivery = Delivery(body=body, routing_key="x", message_id=None, correlation_id=None)
+    assert ledger.allocate_many([(t.task_id, PROJECT, at) for t in transfers]) == [
+        True,
+        False,
+        False,
+    ]
+    TransferHandler(scenario=scenario, ledger=ledger)(delivery)  # delivered again
+    assert {e.task_id for e in ledger.in_use()} == {fresh, holder}
+    assert sum(ledger.history().values()) == 2

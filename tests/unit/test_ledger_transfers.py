@@ -26,7 +26,7 @@ class RedisAway:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def allocate(self, *args: object) -> bool:
+    def allocate_many(self, *args: object) -> list[bool]:
         raise self.error
 
     def count_in_use(self) -> int:  # pragma: no cover - not reached

@@ -5,7 +5,15 @@ from datetime import UTC, datetime
 import pytest
 
 from common.errors import BadMessage
-from common.messages import SyncRequested, TaskChanged, TransferSucceeded, decode, encode
+from common.messages import (
+    SyncRequested,
+    TaskChanged,
+    TransferSucceeded,
+    decode,
+    decode_transfers,
+    encode,
+    transfers_message,
+)
 
 
 def test_an_empty_sync_request_means_default_scenario_incremental():
@@ -92,3 +100,26 @@ def test_transfer_needs_an_aware_time():
             task_id=uuid.uuid4(),
             transferred_at=datetime(2026, 1, 1),
         )
+
+
+def test_both_versions_of_transfer_succeeded_are_read_as_their_transfers():
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    one = TransferSucceeded(scenario="s", project_id="p", task_id="a", transferred_at=at)
+    other = one.model_copy(update={"task_id": "b", "mailboxes": ["adele@contoso.com"]})
+    batch = encode(transfers_message([(one, "run-1"), (other, None)]))
+    assert json.loads(batch)["v"] == 2
+    assert decode_transfers(batch) == [(one, "run-1"), (other, None)]
+    assert decode_transfers(encode(one)) == [(one, None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"v": 3, "scenario": "s", "transfers": []}', "schema version 3"),
+        (b'{"v": 2, "scenario": "s", "transfers": []}', "transfers: List should have at least"),
+        (b'{"v": 2, "transfers": [{"task_id": "a"}]}', "scenario: Field required"),
+    ],
+)
+def test_a_transfer_batch_that_cannot_be_read_is_a_bad_message(body, reason):
+    with pytest.raises(BadMessage, match=reason):
+        decode_transfers(body)
