@@ -107,28 +107,32 @@ class TaskChanged(BaseModel):
         return value
 
 
-class TransferSucceeded(BaseModel):
-    """A task's events are in Outlook: the ledger's only input."""
+class _TaskTransfer(BaseModel):
+    """What both versions of ``transfer.succeeded`` say of one task's transfer."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    project_id: SourceId
+    task_id: SourceId
+    transferred_at: AwareDatetime
+    mailboxes: list[str] = Field(default_factory=list)
+
+
+def _transfer_fields(transfer: _TaskTransfer) -> dict[str, object]:
+    """A transfer's own fields, to carry it from one version's model to the other's."""
+    return {name: getattr(transfer, name) for name in _TaskTransfer.model_fields}
+
+
+class TransferSucceeded(_TaskTransfer):
+    """A task's events are in Outlook: the ledger's only input."""
 
     v: Literal[1] = 1
     scenario: str
-    project_id: SourceId
-    task_id: SourceId
-    transferred_at: AwareDatetime
-    mailboxes: list[str] = Field(default_factory=list)
 
 
-class Transfer(BaseModel):
+class Transfer(_TaskTransfer):
     """One task's transfer inside ``TransfersSucceeded``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    project_id: SourceId
-    task_id: SourceId
-    transferred_at: AwareDatetime
-    mailboxes: list[str] = Field(default_factory=list)
     correlation_id: str | None = None  # the sync run that caused it, for the ledger's lines
 
 
@@ -155,13 +159,7 @@ def transfers_message(items: list[tuple[TransferSucceeded, str | None]]) -> Tran
     return TransfersSucceeded(
         scenario=items[0][0].scenario,
         transfers=[
-            Transfer(
-                project_id=t.project_id,
-                task_id=t.task_id,
-                transferred_at=t.transferred_at,
-                mailboxes=t.mailboxes,
-                correlation_id=correlation_id,
-            )
+            Transfer(**_transfer_fields(t), correlation_id=correlation_id)
             for t, correlation_id in items
         ],
     )
@@ -174,16 +172,7 @@ def decode_transfers(body: bytes) -> list[tuple[TransferSucceeded, str | None]]:
     if data.get("v", 1) == TransfersSucceeded.model_fields["v"].default:
         batch = _validate(TransfersSucceeded, data)
         return [
-            (
-                TransferSucceeded(
-                    scenario=batch.scenario,
-                    project_id=t.project_id,
-                    task_id=t.task_id,
-                    transferred_at=t.transferred_at,
-                    mailboxes=t.mailboxes,
-                ),
-                t.correlation_id,
-            )
+            (TransferSucceeded(scenario=batch.scenario, **_transfer_fields(t)), t.correlation_id)
             for t in batch.transfers
         ]
     return [(_versioned(TransferSucceeded, data), None)]
