@@ -41,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+import pika  # noqa: E402
 
 from common.http import new_http_client  # noqa: E402
 from common.identity import GraphAppTokens  # noqa: E402
@@ -207,8 +208,8 @@ class Bench:
                 check=True,
                 capture_output=True,
             )
-            run = self._measure(services[1:2], base, events, others=[services[2]])
-            return run
+            queue = topology_for(scenario).work_queues["task_changes"].name
+            return self._measure(services[1:2], base, events, others=[services[2]], queue=queue)
         finally:
             for service in reversed(services):
                 service.terminate(timeout=20)
@@ -220,10 +221,14 @@ class Bench:
         base: int,
         events: int,
         others: list[ManagedProcess] | None = None,
+        queue: str | None = None,
     ) -> dict[str, Any]:
         """Sample the creates and the CPU of ``writers`` (and of ``others``: the poller) until
-        ``events`` are in."""
+        ``events`` are in; with ``queue``, also the most messages ready in it (near 0: the
+        writer waited for its messages; many: the writer was the slower)."""
         others = others or []
+        depth = QueueDepth(queue) if queue else None
+        peak_ready = 0
         samples: list[tuple[float, int, float, tuple[float, float], float]] = []
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -237,9 +242,13 @@ class Bench:
                     sum(cpu_seconds(o.pid) for o in others),
                 )
             )
+            if depth is not None:
+                peak_ready = max(peak_ready, depth.ready())
             if count >= events or not all(w.alive() for w in writers):
                 break
             time.sleep(0.2)
+        if depth is not None:
+            depth.close()
         stats = self.client.stats()["graph"]
         rss = max(peak_rss_mib(w.pid) for w in writers)
         self.peak_rss = max(self.peak_rss, rss)
@@ -259,6 +268,7 @@ class Bench:
             "rss_mib": rss,
             "machine_cpu": (last[3][0] - first[3][0]) / max(last[3][1] - first[3][1], 1e-9),
             "others_cpu": (last[4] - first[4]) / elapsed if elapsed > 0 else float("nan"),
+            "peak_ready": peak_ready,
         }
 
     def baseline(self, mailboxes: list[str], events: int) -> float:
@@ -279,6 +289,21 @@ class Bench:
                 if response.status_code != 201:
                     raise httpx.HTTPError(f"baseline POST answered {response.status_code}")
             return events / (time.monotonic() - started)
+
+
+class QueueDepth:
+    """How many messages are ready in one queue (a passive declare, so nothing is made)."""
+
+    def __init__(self, queue: str) -> None:
+        self._queue = queue
+        self._connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self._channel = self._connection.channel()
+
+    def ready(self) -> int:
+        return self._channel.queue_declare(self._queue, passive=True).method.message_count
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def describe(run: dict[str, Any]) -> str:
@@ -347,7 +372,8 @@ def figures(bench: Bench, args: argparse.Namespace, only: set[str]) -> None:
         run = bench.run_pipeline(projects, args.events // projects, args.mailboxes)
         print(
             f"2. whole pipeline (poller + writer + ledger, sync-now), {args.mailboxes} "
-            f"mailboxes: {describe(run)}; poller CPU {run['others_cpu']:.0%} of a core; "
+            f"mailboxes: {describe(run)}; poller CPU {run['others_cpu']:.0%} of a core; at most "
+            f"{run['peak_ready']} messages waiting for the writer; "
             f"{run['rate'] / base:.0f}x the baseline",
             flush=True,
         )
