@@ -92,3 +92,14 @@ class UnroutableMessage(PublishError, PermanentError):
 
 class PublishNotConfirmed(PublishError, RetryableError):
     """The broker nacked the message or the connection broke before it confirmed it."""
+
+
+class NotAllConfirmed(PublishError):
+    """Part of a batch was not confirmed. ``confirmed`` holds the positions (in the batch) of
+    the messages the broker did confirm; ``cause`` is the first failure, whose class says
+    whether trying again may help (``RetryableError``) or not (``PermanentError``)."""
+
+    def __init__(self, message: str, *, confirmed: frozenset[int], cause: BaseException) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.cause = cause

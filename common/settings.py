@@ -420,6 +420,15 @@ class Settings(BaseSettings):
             "mailbox slots for several round trips (docs/architecture.md, the dispatcher)"
         ),
     )
+    parallel_reads: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description=(
+            "projects the poller reads at once (1–16): their requests overlap, while what is "
+            "published and recorded stays in order, project by project (extension)"
+        ),
+    )
     # Operations (issue 4): the deletion circuit breaker. A run that would take the events of
     # more than this share of the synced tasks away (and more than the minimum number) holds
     # its removals back until an operator confirms with `pwasync sync-now --allow-deletions`.

@@ -75,19 +75,23 @@ def plan_sync(settings: Settings, request: SyncRequested) -> tuple[list[PlannedC
     try:
         with new_http_client(ca_bundle=settings.ca_bundle) as http:
             source = open_plan_source(settings, http, client, read_only=True)
-            runner = SyncRunner(
-                scenario=settings.scenario,
-                feed=source.feed,
-                publish=messages.append,
-                state=ReadOnlyPollerState(PollerState(client, keys, url)),
-                pwa_zone=settings.pwa_zone,
-                task_link=source.task_link,
-                mailboxes=MailboxPolicy.from_settings(settings),
-                deletion_guard=DeletionGuard(
-                    settings.deletion_guard_percent, settings.deletion_guard_min_tasks
-                ),
-            )
-            summary = runner.run(request)
+            try:
+                runner = SyncRunner(
+                    scenario=settings.scenario,
+                    feed=source.feed,
+                    publish=messages.extend,
+                    state=ReadOnlyPollerState(PollerState(client, keys, url)),
+                    pwa_zone=settings.pwa_zone,
+                    task_link=source.task_link,
+                    mailboxes=MailboxPolicy.from_settings(settings),
+                    deletion_guard=DeletionGuard(
+                        settings.deletion_guard_percent, settings.deletion_guard_min_tasks
+                    ),
+                    parallel_reads=settings.parallel_reads,
+                )
+                summary = runner.run(request)
+            finally:
+                source.close()
         store = TaskReports(client, keys, url)
         rules = event_rules(settings)
         changes: list[PlannedChange] = []

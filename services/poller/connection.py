@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 
 import httpx
 import msal
 import redis
 
 from common.errors import AuthenticationError
+from common.http import new_http_client
 from common.identity import PwaPasswordTokens, PwaStoredTokens, pwa_public_client, sign_in_error
 from common.redis_store import Keys, connect_redis_for, redis_errors
 from common.settings import Settings
 from common.token_cache import TokenCacheStore
 from services.poller.pwa_auth import BearerAuth, WindowsAuth
+from services.poller.pwa_connections import ConnectionLeases
 from services.poller.pwa_http import ON_PREMISES, ONLINE, PwaHttp
 
 _DEVICE_FLOW_ENDINGS = {
@@ -75,9 +78,26 @@ def open_pwa(
 ) -> PwaHttp:
     """The PWA site's HTTP edge; ``stop`` (a service's stop event) ends its waits early."""
     assert settings.pwa_url is not None
-    service = ON_PREMISES if settings.pwa_auth == "sharepoint_onprem" else ONLINE
+    on_premises = settings.pwa_auth == "sharepoint_onprem"
     return PwaHttp(
-        http, settings.pwa_url, pwa_auth(settings, http, redis_client), stop=stop, service=service
+        http,
+        settings.pwa_url,
+        pwa_auth(settings, http, redis_client),
+        stop=stop,
+        service=ON_PREMISES if on_premises else ONLINE,
+        # Windows sign-ins authenticate connections: one connection per request in flight.
+        connections=(
+            ConnectionLeases(
+                partial(
+                    new_http_client,
+                    ca_bundle=settings.ca_bundle,
+                    timeout=settings.http_timeout_seconds,
+                    max_connections=1,
+                )
+            )
+            if on_premises
+            else None
+        ),
     )
 
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -29,6 +30,7 @@ from common import metrics
 from common.errors import PermanentApiError, RetryableApiError, Stopping
 from common.http import api_error, transport_errors
 from common.logging import get_logger
+from services.poller.pwa_connections import ConnectionLeases
 
 log = get_logger(__name__)
 
@@ -55,8 +57,12 @@ class PwaHttp:
         stop: threading.Event | None = None,
         service: str = ONLINE,
         metric_service: str = METRIC_SERVICE,
+        connections: ConnectionLeases | None = None,
     ) -> None:
+        """``connections``: where requests take a client of one connection each (a sign-in
+        that authenticates connections); None: every request goes through ``http``."""
         self._http = http
+        self._connections = connections
         self.service = service  # what answered, as error lines name it
         self.metric_service = metric_service
         self.site_url = site_url.rstrip("/")
@@ -91,8 +97,8 @@ class PwaHttp:
             request_headers = {"Accept": VERBOSE_JSON, **(headers or {})}
             self.requests_made += 1
             try:
-                with transport_errors(self.service):
-                    response = self._http.request(
+                with transport_errors(self.service), self._client() as client:
+                    response = client.request(
                         method, url, headers=request_headers, json=json_body, auth=self._auth
                     )
             except RetryableApiError as exc:
@@ -121,6 +127,16 @@ class PwaHttp:
                 continue
             raise error
         raise AssertionError("unreachable")
+
+    def _client(self) -> contextlib.AbstractContextManager[httpx.Client]:
+        if self._connections is None:
+            return contextlib.nullcontext(self._http)
+        return self._connections.lease()
+
+    def close(self) -> None:
+        """Close the clients of ``connections`` (``http`` belongs to the caller)."""
+        if self._connections is not None:
+            self._connections.close()
 
     def form_digest(self) -> str:
         """A fresh ``X-RequestDigest`` (SharePoint refuses every write without one)."""

@@ -21,6 +21,7 @@ from functools import partial
 import structlog
 
 from common.ack_policy import DEFAULT_MAX_ATTEMPTS, DeadLetter, Retry, decide
+from common.batch_publisher import BatchPublisher, Outgoing
 from common.consumer import ROUTING_KEY_HEADER, Delivery, dead_letter_headers
 from common.errors import Stopping
 from common.health import HEARTBEATS
@@ -306,15 +307,28 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     source = open_plan_source(settings, http, infra.redis, stop=stop)
     routing_key = routing_key_task_changed(settings.scenario)
 
-    def publish_task(message: TaskChanged) -> None:
-        message_id = f"{message.task_id}@{message.revision.isoformat()}:{message.change}"
-        infra.publish(routing_key, message, message_id=message_id)
+    # A run's task changes go out in batches whose confirms are awaited together.
+    task_publisher = BatchPublisher(infra.connector, infra.topology)
+
+    def publish_tasks(messages: list[TaskChanged]) -> None:
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        task_publisher.publish_all(
+            [
+                Outgoing(
+                    routing_key,
+                    encode(message),
+                    message_id=f"{message.task_id}@{message.revision.isoformat()}:{message.change}",
+                    correlation_id=correlation_id,
+                )
+                for message in messages
+            ]
+        )
 
     lease_lost = threading.Event()
     runner = SyncRunner(
         scenario=settings.scenario,
         feed=source.feed,
-        publish=publish_task,
+        publish=publish_tasks,
         state=state,
         pwa_zone=settings.pwa_zone,
         task_link=source.task_link,
@@ -324,6 +338,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         deletion_guard=DeletionGuard(
             settings.deletion_guard_percent, settings.deletion_guard_min_tasks
         ),
+        parallel_reads=settings.parallel_reads,
     )
     coordinator = RunCoordinator(infra.redis, infra.keys, infra.redis_url)
     queue = infra.topology.sync_requests
@@ -356,7 +371,9 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
         # A run stops between two projects; what it did not finish stays queued in Redis.
         for thread in threads:
             thread.join(timeout=STOP_JOIN_SECONDS)
+        task_publisher.close()
         infra.close()
+        source.close()
         http.close()
 
 

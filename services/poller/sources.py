@@ -31,6 +31,8 @@ class OpenedSource:
     task_link: TaskLink
     #: Where the plans live (a URL), for logs and the check's lines.
     location: str
+    #: Closes what the reader opened of its own (the HTTP client it was given is the caller's).
+    close: Callable[[], None] = lambda: None
 
 
 def pwa_project_link(site_url: str, project_id: str, _task_id: str) -> str:
@@ -84,6 +86,7 @@ def open_plan_source(
         requests_made=lambda: pwa.requests_made,
         task_link=partial(pwa_project_link, settings.pwa_url),
         location=settings.pwa_url,
+        close=pwa.close,
     )
 
 

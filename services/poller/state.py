@@ -124,16 +124,22 @@ class PollerState:
             raw = self._redis.hgetall(self.keys.tasks(project_id))
         return {tid: _revision(value) for tid, value in raw.items()}
 
-    def record_published(
-        self, project_id: str, task_id: str, digest: str, revision: datetime
-    ) -> None:
-        value = f"{digest} {revision.astimezone(UTC).isoformat()}"
+    def record_published(self, project_id: str, published: list[tuple[str, str, datetime]]) -> None:
+        """Keep each published task's fingerprint and revision (task id, digest, revision)."""
+        if not published:
+            return
+        mapping = {
+            str(task_id): f"{digest} {revision.astimezone(UTC).isoformat()}"
+            for task_id, digest, revision in published
+        }
         with redis_errors(self._url):
-            self._redis.hset(self.keys.tasks(project_id), str(task_id), value)
+            self._redis.hset(self.keys.tasks(project_id), mapping=mapping)
 
-    def record_removed(self, project_id: str, task_id: str) -> None:
+    def record_removed(self, project_id: str, task_ids: list[str]) -> None:
+        if not task_ids:
+            return
         with redis_errors(self._url):
-            self._redis.hdel(self.keys.tasks(project_id), str(task_id))
+            self._redis.hdel(self.keys.tasks(project_id), *(str(t) for t in task_ids))
 
     def count_published(self, project_ids: list[str]) -> int:
         """Tasks that have events now, over the given projects (one round trip)."""

@@ -10,13 +10,14 @@ clock), so it runs the same over ProjectData, the ProjectServer REST API or test
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from common import metrics
-from common.errors import Stopping
+from common.errors import NotAllConfirmed, Stopping
 from common.logging import get_logger
 from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import MAX_TASK_NAME, Assignee, SyncRequested, TaskChanged
@@ -28,6 +29,7 @@ from services.poller.changes import (
 )
 from services.poller.deletion_guard import DeletionGuard
 from services.poller.pwa_time import to_pwa_wall_clock, to_utc
+from services.poller.read_ahead import read_ahead
 from services.poller.run_summary import RunSummary
 from services.poller.selection import (
     SelectedTask,
@@ -37,6 +39,7 @@ from services.poller.selection import (
     select_tasks,
 )
 from services.poller.source import (
+    AssignmentRow,
     PlanSource,
     ProjectRow,
     ResourceRow,
@@ -48,7 +51,12 @@ from services.poller.state import PollerState
 
 log = get_logger(__name__)
 
-PublishTask = Callable[[TaskChanged], None]
+#: Hands a batch of task changes to the writers; returns once all are confirmed, else raises
+#: ``NotAllConfirmed`` saying which were (those are recorded, the rest found again next run).
+PublishTasks = Callable[[list[TaskChanged]], None]
+#: Task changes in flight at once: a project's changes go out in windows of this many, each
+#: recorded in Redis once confirmed, so a failure costs at most a window of republishing.
+PUBLISH_WINDOW = 256
 NO_GUARD = DeletionGuard(percent=100, min_tasks=0)
 #: Why a task or project of an unreadable row gets nothing done to it (counted and logged).
 UNREADABLE = "unreadable_row"
@@ -66,6 +74,15 @@ class PendingRemovals:
     state: ProjectState | None  # saved after the removals; None: the project is gone
 
 
+@dataclass
+class ProjectRead:
+    """What was read of one project, and when the reads began (its state's ``read_at``)."""
+
+    read_at: datetime
+    rows: list[TaskRow | UnreadableRow]
+    assignments: list[AssignmentRow]
+
+
 class SyncInterrupted(Stopping):
     """The process is stopping (or lost the run lock); the run is retried and resumes: what was
     done is recorded project by project."""
@@ -77,7 +94,7 @@ class SyncRunner:
         *,
         scenario: str,
         feed: PlanSource,
-        publish: PublishTask,
+        publish: PublishTasks,
         state: PollerState,
         pwa_zone: ZoneInfo,
         task_link: Callable[[str, str], str | None] = lambda _project, _task: None,
@@ -86,6 +103,7 @@ class SyncRunner:
         request_counter: Callable[[], int] = lambda: 0,
         deletion_guard: DeletionGuard = NO_GUARD,
         mailboxes: MailboxPolicy = ANY_MAILBOX,
+        parallel_reads: int = 1,
     ) -> None:
         self._scenario = scenario
         self._feed = feed
@@ -98,6 +116,7 @@ class SyncRunner:
         self._requests = request_counter
         self._guard = deletion_guard
         self._mailboxes = mailboxes
+        self._parallel_reads = parallel_reads
 
     def run(
         self,
@@ -170,16 +189,18 @@ class SyncRunner:
             self._deleted_project(project_id, known.get(project_id)) for project_id in deleted
         ]
         resources: dict[str, ResourceRow] = {}
-        for index, project in enumerate(to_read):
-            if self._should_stop():
-                raise SyncInterrupted(
-                    f"stopping: {len(to_read) - index} of {len(to_read)} projects left"
+        reads = read_ahead(to_read, self._read_project, self._parallel_reads)
+        with contextlib.closing(reads):
+            for index, (project, read) in enumerate(reads):
+                if self._should_stop():
+                    raise SyncInterrupted(
+                        f"stopping: {len(to_read) - index} of {len(to_read)} projects left"
+                    )
+                removals = self._sync_project(
+                    project, read, known.get(project.project_id), resources, task_scope, summary
                 )
-            removals = self._sync_project(
-                project, known.get(project.project_id), resources, task_scope, summary
-            )
-            if removals is not None:
-                pending.append(removals)
+                if removals is not None:
+                    pending.append(removals)
         self._apply_removals(pending, request, synced_before, summary)
 
     def _scoped_projects(
@@ -222,19 +243,32 @@ class SyncRunner:
             )
         return listed, unreadable
 
+    def _read_project(self, project: ProjectRow) -> ProjectRead | None:
+        """A project's tasks and assignments (None: a project skipped has nothing read). Runs on
+        a read-ahead thread: it reads and nothing else."""
+        if project_skip_reason(project) is not None:
+            return None
+        read_at = self._clock()
+        return ProjectRead(
+            read_at,
+            list(self._feed.tasks(project.project_id)),
+            list(self._feed.assignments(project.project_id)),
+        )
+
     def _sync_project(
         self,
         project: ProjectRow,
+        read: ProjectRead | None,
         previous: ProjectState | None,
         resources: dict[str, ResourceRow],
         task_scope: set[str] | None,
         summary: RunSummary,
     ) -> PendingRemovals | None:
         """Publish the project's upserts; return its removals (applied after the guard)."""
-        read_at = self._clock()
+        read_at = read.read_at if read is not None else self._clock()
         revision = to_utc(project.modified, self._zone)
         reason = project_skip_reason(project)
-        if reason is not None:
+        if reason is not None or read is None:  # a skipped project was not read
             summary.projects_skipped[str(reason)] += 1
             log.info(
                 "project skipped",
@@ -247,7 +281,7 @@ class SyncRunner:
         else:
             summary.projects_read += 1
             desired, why_not = self._desired_tasks(
-                project, resources, task_scope, revision, summary
+                project, read, resources, task_scope, revision, summary
             )
 
         diff = diff_tasks(
@@ -255,12 +289,10 @@ class SyncRunner:
         )
         # What could not be read is neither synced nor removed: it keeps the events it has.
         diff.removals = [t for t in diff.removals if why_not.get(t) != UNREADABLE]
-        for message, digest in diff.upserts:
-            self._publish(message)
-            self._state.record_published(
-                project.project_id, message.task_id, digest, message.revision
+        for start in range(0, len(diff.upserts), PUBLISH_WINDOW):
+            self._publish_upserts(
+                project.project_id, diff.upserts[start : start + PUBLISH_WINDOW], summary
             )
-            summary.tasks_published += 1
         summary.tasks_unchanged += diff.unchanged
         # A --task run looked at some tasks only; the project is not up to date because of it.
         state = (
@@ -290,9 +322,34 @@ class SyncRunner:
             self._state.save_project(project.project_id, state)
         return None
 
+    def _publish_upserts(
+        self, project_id: str, upserts: list[tuple[TaskChanged, str]], summary: RunSummary
+    ) -> None:
+        """Publish a window of upserts and record the confirmed ones' fingerprints."""
+        confirmed, failure = self._publish_confirmed([message for message, _ in upserts])
+        self._state.record_published(
+            project_id,
+            [(upserts[n][0].task_id, upserts[n][1], upserts[n][0].revision) for n in confirmed],
+        )
+        summary.tasks_published += len(confirmed)
+        if failure is not None:
+            raise failure
+
+    def _publish_confirmed(
+        self, messages: list[TaskChanged]
+    ) -> tuple[list[int], BaseException | None]:
+        """The positions of the messages the broker confirmed, and the failure of the others
+        (raised by the caller once it has recorded the confirmed ones)."""
+        try:
+            self._publish(messages)
+        except NotAllConfirmed as exc:
+            return sorted(exc.confirmed), exc.cause
+        return list(range(len(messages))), None
+
     def _desired_tasks(
         self,
         project: ProjectRow,
+        read: ProjectRead,
         resources: dict[str, ResourceRow],
         task_scope: set[str] | None,
         revision: datetime,
@@ -300,12 +357,12 @@ class SyncRunner:
     ) -> tuple[list[TaskChanged], dict[str, str]]:
         """The task.changed of every selected task, and why each other task is not selected (an
         unreadable row: ``UNREADABLE``, and the task is left as it was)."""
-        rows = list(self._feed.tasks(project.project_id))
+        rows = read.rows
         if task_scope is not None:
             rows = [r for r in rows if _row_task(r) in task_scope]
         tasks = [r for r in rows if isinstance(r, TaskRow)]
         unreadable = self._unreadable_tasks(project, rows, summary)
-        assignments = list(self._feed.assignments(project.project_id))
+        assignments = read.assignments
         resources.update((a.resource_id, a.resource) for a in assignments if a.resource)
         missing = {a.resource_id for a in assignments} - resources.keys()
         if missing:
@@ -396,9 +453,10 @@ class SyncRunner:
             )
             return
         for removals in pending:
-            for task_id, why, revision in removals.tasks:
-                self._remove(removals.project_id, removals.project_name, task_id, revision, why)
-                summary.tasks_removed += 1
+            for start in range(0, len(removals.tasks), PUBLISH_WINDOW):
+                self._publish_removals(
+                    removals, removals.tasks[start : start + PUBLISH_WINDOW], summary
+                )
             if removals.state is None:
                 self._state.forget_project(removals.project_id)
                 summary.projects_deleted += 1
@@ -406,26 +464,38 @@ class SyncRunner:
                 self._state.save_project(removals.project_id, removals.state)
         self._state.clear_deletion_alarm()
 
-    def _remove(
-        self, project_id: str, project_name: str, task_id: str, revision: datetime, why: str
+    def _publish_removals(
+        self,
+        removals: PendingRemovals,
+        window: list[tuple[str, str, datetime]],
+        summary: RunSummary,
     ) -> None:
-        self._publish(
-            TaskChanged(
-                scenario=self._scenario,
-                change="remove",
-                project_id=project_id,
-                project_name=project_name,
-                task_id=task_id,
-                timezone=str(self._zone.key),
-                revision=revision,
-            )
+        """Publish a window of a project's removals and forget the confirmed ones' tasks."""
+        confirmed, failure = self._publish_confirmed(
+            [self._removal(removals, task_id, revision) for task_id, _, revision in window]
         )
-        self._state.record_removed(project_id, task_id)
-        log.info(
-            "task left the selection; removal published",
-            task_id=str(task_id),
-            project_id=str(project_id),
-            reason=why,
+        self._state.record_removed(removals.project_id, [window[n][0] for n in confirmed])
+        for n in confirmed:
+            task_id, why, _ = window[n]
+            log.info(
+                "task left the selection; removal published",
+                task_id=str(task_id),
+                project_id=str(removals.project_id),
+                reason=why,
+            )
+        summary.tasks_removed += len(confirmed)
+        if failure is not None:
+            raise failure
+
+    def _removal(self, removals: PendingRemovals, task_id: str, revision: datetime) -> TaskChanged:
+        return TaskChanged(
+            scenario=self._scenario,
+            change="remove",
+            project_id=removals.project_id,
+            project_name=removals.project_name,
+            task_id=task_id,
+            timezone=str(self._zone.key),
+            revision=revision,
         )
 
     def _message(

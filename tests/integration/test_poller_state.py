@@ -40,11 +40,11 @@ def test_projects_and_fingerprints_round_trip(redis_client, redis_url, scenario)
     saved = ProjectState(datetime(2026, 11, 1, 8, 0, 0, 123000), 0, datetime(2026, 11, 1, 9))
     state.save_project(project, saved)
     revision = datetime(2026, 11, 1, 7, 0, 0, 123000, tzinfo=UTC)
-    state.record_published(project, task, "abc", revision.astimezone(BERLIN))
+    state.record_published(project, [(task, "abc", revision.astimezone(BERLIN))])
     assert state.projects() == {project: saved}
     assert state.published_tasks(project) == {task: "abc"}
     assert state.published_revisions(project) == {task: revision}
-    state.record_removed(project, task)
+    state.record_removed(project, [task])
     assert state.published_tasks(project) == {}
     # A fingerprint recorded before revisions were kept: its revision is unknown.
     redis_client.hset(f"pwasync:{{{scenario}}}:poller:tasks:{project}", str(task), "abc")

@@ -201,7 +201,7 @@ def make_poll(redis_client, redis_url, scenario):
         runner = SyncRunner(
             scenario=scenario,
             feed=source,
-            publish=published.append,
+            publish=published.extend,
             state=state,
             pwa_zone=settings.pwa_zone,
             task_link=partial(pwa_project_link, settings.pwa_url),

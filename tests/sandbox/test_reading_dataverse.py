@@ -45,7 +45,7 @@ def poll(sandbox, dv, redis_client, redis_url, scenario):
         runner = SyncRunner(
             scenario=scenario,
             feed=reader,
-            publish=published.append,
+            publish=published.extend,
             state=state,
             pwa_zone=settings.pwa_zone,
             task_link=lambda project_id, task_id: None,

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from common.errors import Stopping
+from common.errors import NotAllConfirmed, PublishNotConfirmed, Stopping
 from common.mailboxes import ANY_MAILBOX, MailboxPolicy
 from common.messages import SyncRequested
 from services.event_writer.ordering import order_key
@@ -23,7 +23,7 @@ from services.poller.source import (
     UnreadableRow,
 )
 from services.poller.sources import pwa_project_link
-from services.poller.sync import NO_GUARD, SyncInterrupted, SyncRunner
+from services.poller.sync import NO_GUARD, PUBLISH_WINDOW, SyncInterrupted, SyncRunner
 
 BERLIN = ZoneInfo("Europe/Berlin")
 STEP = timedelta(microseconds=1)
@@ -116,15 +116,17 @@ class MemoryState:
     def published_tasks(self, project_id):
         return dict(self.tasks.get(project_id, {}))
 
-    def record_published(self, project_id, task_id, digest, revision=None):
-        self.tasks.setdefault(project_id, {})[task_id] = digest
-        self.revisions[task_id] = revision
+    def record_published(self, project_id, published):
+        for task_id, digest, revision in published:
+            self.tasks.setdefault(project_id, {})[task_id] = digest
+            self.revisions[task_id] = revision
 
     def published_revisions(self, project_id):
         return {t: self.revisions.get(t) for t in self.tasks.get(project_id, {})}
 
-    def record_removed(self, project_id, task_id):
-        self.tasks.get(project_id, {}).pop(task_id, None)
+    def record_removed(self, project_id, task_ids):
+        for task_id in task_ids:
+            self.tasks.get(project_id, {}).pop(task_id, None)
 
     def record_run(self, summary):
         self.runs.append(summary)
@@ -155,11 +157,20 @@ def leaf(name, task_id=None, flagged=True, start=datetime(2026, 12, 1, 9), hours
     )
 
 
-def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW, mailboxes=ANY_MAILBOX):
+def runner(
+    feed,
+    state,
+    published,
+    stop=None,
+    guard=NO_GUARD,
+    now=NOW,
+    mailboxes=ANY_MAILBOX,
+    parallel_reads=1,
+):
     return SyncRunner(
         scenario="acme",
         feed=feed,
-        publish=published.append,
+        publish=published.extend,
         state=state,
         pwa_zone=BERLIN,
         task_link=partial(pwa_project_link, "https://contoso.sharepoint.com/sites/pwa"),
@@ -167,6 +178,7 @@ def runner(feed, state, published, stop=None, guard=NO_GUARD, now=NOW, mailboxes
         should_stop=(stop or threading.Event()).is_set,
         deletion_guard=guard,
         mailboxes=mailboxes,
+        parallel_reads=parallel_reads,
     )
 
 
@@ -469,8 +481,8 @@ def test_a_stop_request_interrupts_between_projects_keeping_the_progress():
     published = []
     state = MemoryState()
 
-    def publish_then_stop(message):
-        published.append(message)
+    def publish_then_stop(messages):
+        published.extend(messages)
         stop.set()
 
     sync_runner = runner(feed, state, [], stop=stop)
@@ -479,6 +491,103 @@ def test_a_stop_request_interrupts_between_projects_keeping_the_progress():
         sync_runner.run(SyncRequested(scenario="acme"))
     assert list(state.project_states) == [first.project_id]
     assert state.runs[-1]["status"] == "interrupted"
+
+
+def test_reading_projects_in_parallel_publishes_and_records_as_reading_them_in_turn():
+    def build():
+        feed = FakeFeed()
+        for number in range(9):
+            feed.add_project(
+                f"p{number}",
+                datetime(2026, 11, 1, number),
+                kind=6 if number == 4 else 0,  # a master project: skipped, not read
+                tasks=[leaf(f"t{number}-{n}", f"{number}-{n}") for n in range(3)],
+            )
+        return feed
+
+    outcomes = []
+    for parallel_reads in (1, 4):
+        feed, state, published = build(), MemoryState(), []
+        runner(feed, state, published, parallel_reads=parallel_reads).run(
+            SyncRequested(scenario="acme")
+        )
+        name = {p.project_id: p.name for p in feed.projects_list}
+        outcomes.append(
+            (
+                [(m.task_id, m.revision) for m in published],
+                [(name[pid], saved) for pid, saved in state.project_states.items()],
+                sorted(name[pid] for _, pid in feed.reads()),
+                state.runs[-1]["projects"],
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][0]) == 8 * 3
+
+
+class ConfirmsAllBut:
+    """A publisher whose broker confirms every message but those of the ``refused`` tasks."""
+
+    def __init__(self, refused=()):
+        self.refused = set(refused)
+        self.batches, self.confirmed = [], []
+
+    def __call__(self, messages):
+        self.batches.append(len(messages))
+        lost = {n for n, m in enumerate(messages) if m.task_id in self.refused}
+        self.confirmed.extend(m for n, m in enumerate(messages) if n not in lost)
+        if lost:
+            raise NotAllConfirmed(
+                "not all confirmed",
+                confirmed=frozenset(range(len(messages))) - lost,
+                cause=PublishNotConfirmed("the connection broke"),
+            )
+
+
+def test_upserts_go_out_in_windows_and_a_failure_keeps_the_confirmed_ones():
+    feed = FakeFeed()
+    ids = [str(uuid.uuid4()) for _ in range(PUBLISH_WINDOW + 10)]
+    project = feed.add_project("big", datetime(2026, 11, 1), tasks=[leaf(i, i) for i in ids])
+    state = MemoryState()
+    lost = ids[PUBLISH_WINDOW + 3]
+    publisher = ConfirmsAllBut({lost})
+    sync_runner = runner(feed, state, [])
+    sync_runner._publish = publisher
+
+    with pytest.raises(PublishNotConfirmed, match="connection broke"):
+        sync_runner.run(SyncRequested(scenario="acme"))
+
+    assert publisher.batches == [PUBLISH_WINDOW, 10]
+    assert set(state.tasks[project.project_id]) == set(ids) - {lost}
+    assert project.project_id not in state.project_states  # read again next run
+    assert state.runs[-1]["status"] == "failed"
+    assert state.runs[-1]["tasks"]["published"] == len(ids) - 1
+
+    published = []
+    sync(feed, state, published)
+    assert [m.task_id for m in published] == [lost]
+    assert project.project_id in state.project_states
+
+
+def test_removals_not_confirmed_stay_recorded_and_are_published_again():
+    feed = FakeFeed()
+    gone = feed.add_project("gone", datetime(2026, 11, 1), tasks=[leaf("a"), leaf("b")])
+    state = MemoryState()
+    sync(feed, state, [])
+    first, second = sorted(state.tasks[gone.project_id])
+    feed.projects_list.remove(gone)
+    sync_runner = runner(feed, state, [])
+    sync_runner._publish = ConfirmsAllBut({second})
+
+    with pytest.raises(PublishNotConfirmed):
+        sync_runner.run(SyncRequested(scenario="acme"))
+    assert list(state.tasks[gone.project_id]) == [second]
+    assert gone.project_id in state.project_states
+    assert state.runs[-1]["tasks"]["removed"] == 1
+
+    published = []
+    sync(feed, state, published)
+    assert [(m.change, m.task_id) for m in published] == [("remove", second)]
+    assert gone.project_id not in state.project_states
 
 
 def test_a_failed_run_is_recorded_with_its_error():
