@@ -269,10 +269,12 @@ def new_event(
     rules: EventRules | None = None,
     *,
     replaces: str | None = None,
+    content: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The full body of a POST: the content plus the identity fields."""
+    """The full body of a POST: the content (``content``: ``event_content(task, rules)``
+    computed already) plus the identity fields."""
     return {
-        **event_content(task, rules),
+        **(event_content(task, rules) if content is None else content),
         **identity_fields(task, resource_id, replaces=replaces),
     }
 

@@ -440,7 +440,7 @@ class TaskChangedHandler:
                 await graph(graph_protocol.update(mailbox, event_id, desired.content))
         if event_id is None:
             body = event_mapping.new_event(
-                task, desired.resource_id, self._rules, replaces=replaces
+                task, desired.resource_id, self._rules, replaces=replaces, content=desired.content
             )
             created = await graph(graph_protocol.create(mailbox, body))
             event_id = graph_protocol.created_id(created)
