@@ -108,7 +108,13 @@ async def run_steps(calls: GraphCalls, steps: dict[Hashable, Step]) -> StepResul
     """Run every step at once; each one's value or error (a step's failure is its result)."""
     results = StepResults()
     keys = list(steps)
-    outcomes = await asyncio.gather(*steps.values(), return_exceptions=True)
+    if len(steps) == 1:  # one assignee, the usual task: awaited here, without a task of its own
+        try:
+            outcomes = [await steps[keys[0]]]
+        except Exception as exc:  # noqa: BLE001 - a step's failure is its result
+            outcomes = [exc]
+    else:
+        outcomes = await asyncio.gather(*steps.values(), return_exceptions=True)
     for key, outcome in zip(keys, outcomes, strict=True):
         if isinstance(outcome, Exception):
             results.errors[key] = outcome
