@@ -113,6 +113,18 @@ def start_two_pollers(pipeline: Pipeline, amqp_url: str, scenario: str) -> None:
     )
 
 
+def pollers_story(pipeline: Pipeline, redis_url: str, scenario: str, unanswered: set) -> str:
+    """What a failed wait needs to be understood: the runs so far and each poller's warnings."""
+    lines = [f"{len(unanswered)} requests unanswered; runs: {runs(redis_url, scenario)}"]
+    for name in ("poller-1", "poller-2"):
+        lines += [
+            f"{name}: {line}"
+            for line in pipeline.log_lines(name)
+            if line.get("level") in ("warning", "error", "raw") or "run" in line["event"]
+        ]
+    return "\n".join(lines[-80:])
+
+
 def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
     tmp_path, amqp_url, redis_url, scenario
 ):
@@ -142,7 +154,8 @@ def test_two_pollers_run_one_poll_at_a_time_and_coalesce_requests(
                 ids |= {run["correlation_id"], *run["coalesced_correlation_ids"]}
             return ids
 
-        assert wait_for(lambda: answered() >= set(sent), timeout=90)
+        if not wait_for(lambda: answered() >= set(sent), timeout=90):
+            pytest.fail(pollers_story(pipeline, redis_url, scenario, set(sent) - answered()))
         history = sorted(runs(redis_url, scenario), key=lambda r: r["started_at"])
         assert all(r["status"] == "succeeded" for r in history)
         assert 1 <= len(history) < len(sent)  # coalesced, not one run per request
