@@ -226,3 +226,8 @@ def _add_service(service: str) -> Any:
 def get_logger(name: str) -> Any:
     """A structlog logger; ``name`` documents the caller (the output does not carry it)."""
     return structlog.get_logger(name)
+
+
+def bound_correlation_id() -> str | None:
+    """The correlation id bound for the work at hand, to carry into what that work publishes."""
+    return structlog.contextvars.get_contextvars().get("correlation_id")

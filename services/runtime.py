@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
-import structlog
 from pydantic import BaseModel
 
 from common import metrics
@@ -31,7 +30,7 @@ from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
 from common.errors import ServiceUnavailable
 from common.health import HealthServer, serve_health
-from common.logging import flush_logs, get_logger
+from common.logging import bound_correlation_id, flush_logs, get_logger
 from common.messages import encode
 from common.rabbit import MessagePublisher, RabbitConnector, ThreadLocalPublisher
 from common.redis_store import REDIS_ERRORS, Keys, connect_redis_for, redis_address
@@ -127,7 +126,7 @@ class Infrastructure:
 
     def publish(self, routing_key: str, message: BaseModel, *, message_id: str | None = None):
         """Publish (confirmed) with the correlation id of the message being handled."""
-        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        correlation_id = bound_correlation_id()
         return self.publisher.publish(
             routing_key, encode(message), message_id=message_id, correlation_id=correlation_id
         )

@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import structlog
-
 from common import metrics
 from common.async_consumer import AsyncConsumer
 from common.async_publisher import AsyncPublisher
 from common.health import run_every_async
 from common.http import new_graph_session, new_http_client
 from common.identity import GraphAppTokens
-from common.logging import get_logger
+from common.logging import bound_correlation_id, get_logger
 from common.mailboxes import MailboxPolicy
 from common.messages import TransferSucceeded
 from common.redis_store import connect_redis_async_for
@@ -141,11 +139,11 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     transfers = TransferBatcher(publish_body)
 
     async def publish_transfer(message: TransferSucceeded) -> None:
-        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        correlation_id = bound_correlation_id()
         await transfers.publish(message, correlation_id)
 
     async def count_outcome(counts: dict[str, int]) -> None:
-        await run_events.add(structlog.contextvars.get_contextvars().get("correlation_id"), counts)
+        await run_events.add(bound_correlation_id(), counts)
 
     gate = None
     if settings.endpoint_limit:

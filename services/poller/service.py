@@ -26,7 +26,7 @@ from common.consumer import ROUTING_KEY_HEADER, Delivery, dead_letter_headers
 from common.errors import Stopping
 from common.health import HEARTBEATS
 from common.http import new_http_client
-from common.logging import get_logger
+from common.logging import bound_correlation_id, get_logger
 from common.mailboxes import MailboxPolicy
 from common.messages import SyncRequested, TaskChanged, decode, encode
 from common.rabbit import MessagePublisher, ThreadLocalPublisher
@@ -311,7 +311,7 @@ def run_poller(settings: Settings, stop: threading.Event) -> None:
     task_publisher = BatchPublisher(infra.connector, infra.topology)
 
     def publish_tasks(messages: list[TaskChanged]) -> None:
-        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+        correlation_id = bound_correlation_id()
         task_publisher.publish_all(
             [
                 Outgoing(

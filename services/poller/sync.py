@@ -11,9 +11,10 @@ clock), so it runs the same over ProjectData, the ProjectServer REST API or test
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from common import metrics
@@ -62,6 +63,13 @@ NO_GUARD = DeletionGuard(percent=100, min_tasks=0)
 UNREADABLE = "unreadable_row"
 #: A draft that was never published: nothing of it is read yet.
 NEVER_PUBLISHED = "never_published"
+T = TypeVar("T")
+
+
+def publish_windows(items: list[T]) -> Iterator[list[T]]:
+    """``items`` in consecutive slices of ``PUBLISH_WINDOW``."""
+    for start in range(0, len(items), PUBLISH_WINDOW):
+        yield items[start : start + PUBLISH_WINDOW]
 
 
 @dataclass
@@ -289,10 +297,8 @@ class SyncRunner:
         )
         # What could not be read is neither synced nor removed: it keeps the events it has.
         diff.removals = [t for t in diff.removals if why_not.get(t) != UNREADABLE]
-        for start in range(0, len(diff.upserts), PUBLISH_WINDOW):
-            self._publish_upserts(
-                project.project_id, diff.upserts[start : start + PUBLISH_WINDOW], summary
-            )
+        for window in publish_windows(diff.upserts):
+            self._publish_upserts(project.project_id, window, summary)
         summary.tasks_unchanged += diff.unchanged
         # A --task run looked at some tasks only; the project is not up to date because of it.
         state = (
@@ -453,10 +459,8 @@ class SyncRunner:
             )
             return
         for removals in pending:
-            for start in range(0, len(removals.tasks), PUBLISH_WINDOW):
-                self._publish_removals(
-                    removals, removals.tasks[start : start + PUBLISH_WINDOW], summary
-                )
+            for window in publish_windows(removals.tasks):
+                self._publish_removals(removals, window, summary)
             if removals.state is None:
                 self._state.forget_project(removals.project_id)
                 summary.projects_deleted += 1
