@@ -319,14 +319,15 @@ class Settings(BaseSettings):
         description="`debug`, `info`, `warning`, `error` (extension)",
     )
     writer_concurrency: int = Field(
-        default=1000,
+        default=500,
         ge=1,
         le=10_000,
         description=(
             "tasks handled at once per writer process = its prefetch (extension). A task in "
             "flight is a suspended coroutine, not a thread; Outlook's limits (4 per mailbox, "
-            "shared in Redis) bound the Graph requests. At 1 s Graph latency 200 mailboxes take "
-            "800 requests at once, hence the default"
+            "shared in Redis) bound the Graph requests. 500 keeps a writer under 150 MB and "
+            "still makes ~400 events/s at 1 s Graph latency; more buys little once a core is "
+            "busy (docs/benchmarks.md)"
         ),
     )
     # How long one request to PWA, Graph or the sign-in service may take; a slower one counts as
