@@ -113,7 +113,7 @@ def start_two_pollers(pipeline: Pipeline, amqp_url: str, scenario: str) -> None:
     )
 
 
-def pollers_story(pipeline: Pipeline, redis_url: str, scenario: str, unanswered: set) -> str:
+def pollers_story(pipeline: Pipeline, redis_url: str, scenario: str, unanswered: set[str]) -> str:
     """What a failed wait needs to be understood: the runs so far and each poller's warnings."""
     lines = [f"{len(unanswered)} requests unanswered; runs: {runs(redis_url, scenario)}"]
     for name in ("poller-1", "poller-2"):
