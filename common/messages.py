@@ -8,11 +8,11 @@ guessing, and ignores fields it does not know so that a newer producer can add o
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import BadMessage
@@ -192,8 +192,8 @@ def decode(body: bytes, model: type[Model]) -> Model:
 
 def _json_object(body: bytes) -> dict:
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise BadMessage(f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"body must be a JSON object, not {type(data).__name__}")

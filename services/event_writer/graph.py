@@ -12,12 +12,12 @@ MSAL's cache lookup per request. A token Graph refuses is dropped at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
 from common.http import aiohttp_errors
 from common.identity import TokenSource
@@ -93,7 +93,7 @@ class GraphTransport:
         headers: dict[str, str] | None = None,
     ) -> tuple[GraphResult, str]:
         refreshed = False
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else orjson.dumps(body)
         while True:
             token = await self._tokens.token()
             sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
@@ -114,8 +114,8 @@ def _result(response: aiohttp.ClientResponse, content: bytes) -> GraphResult:
     body: Any = None
     if content:
         try:
-            body = json.loads(content)
-        except ValueError:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
             text = content.decode("utf-8", "replace").strip()[:300]
             body = {"error": {"code": None, "message": text}}
     headers = {k.lower(): v for k, v in response.headers.items()}

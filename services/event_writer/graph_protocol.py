@@ -22,10 +22,11 @@ What a failed result means:
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
+
+import orjson
 
 from common.errors import PermanentApiError, RetryableApiError
 from common.http import MAX_RETRY_AFTER_SECONDS, is_retryable_status
@@ -234,6 +235,6 @@ def batch_results(count: int, payload: Any) -> list[GraphResult]:
             body = response.get("body")
             if isinstance(body, str) and "json" in headers.get("content-type", ""):
                 with contextlib.suppress(ValueError):
-                    body = json.loads(body)
+                    body = orjson.loads(body)
             results[index] = GraphResult(int(response.get("status", 502)), body, headers)
     return results
