@@ -16,6 +16,9 @@ from pydantic import BeforeValidator
 #: Longer ids than any source uses are refused: an id lands in Redis keys and message ids.
 MAX_ID_LENGTH = 256
 _OPAQUE = re.compile(r"[^\s\x00-\x1f\x7f]+")
+#: A GUID already in its canonical text, as every message carries its ids: kept as it is
+#: without parsing it (an id is checked several times per message; parsing was ~3 us each).
+_CANONICAL_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def canonical_id(value: Any) -> str:
@@ -25,6 +28,8 @@ def canonical_id(value: Any) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError("an id is a string")
+    if len(value) == 36 and _CANONICAL_GUID.fullmatch(value):
+        return value
     text = value.strip()
     try:
         return str(UUID(text))

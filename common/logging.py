@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import logging
 import re
 import sys
@@ -25,6 +26,7 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
+import orjson
 import structlog
 import structlog.tracebacks
 
@@ -175,7 +177,7 @@ def configure_logging(
         # Format the traceback to text before redaction sees the event, never with locals.
         exc_processor: Any = structlog.processors.format_exc_info
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_json_line)
         # Tracebacks as data, without local variables: locals can hold passwords and tokens.
         exc_processor = structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
@@ -213,6 +215,17 @@ def configure_logging(
     # words ("broker connection lost; reconnecting"); pika's own lines said it again, seven
     # times per failed connection attempt of every connection, during a broker outage.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def _json_line(event: dict[str, Any], default: Any = None, **_: Any) -> str:
+    """One JSON line, written by orjson (the standard library's json took ~8 us per line,
+    orjson ~2; the writer logs a line per event). Keys that are not strings (a library's
+    ``extra``) become strings, values it cannot write go through structlog's fallback, and
+    what orjson refuses (an integer beyond 64 bits) is written by the standard library."""
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(event, default=default or repr)
 
 
 def _add_service(service: str) -> Any:

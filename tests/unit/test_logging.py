@@ -77,3 +77,16 @@ def test_redact_text_removes_every_url_password_form():
     }
     for text, expected in cases.items():
         assert redact_text(f"connect to {text} failed") == f"connect to {expected} failed"
+
+
+def test_lines_carry_what_orjson_cannot_write_too():
+    """Keys that are not strings, integers beyond 64 bits and objects without a JSON form
+    still make one parseable line each (a log call never raises)."""
+
+    def emit():
+        get_logger("t").info("odd values", counts={1: "a"}, big=2**70, thing=object())
+
+    (line,) = [json.loads(text) for text in capture(emit).splitlines()]
+    assert line["counts"] == {"1": "a"}
+    assert line["big"] == 2**70
+    assert line["thing"].startswith("<object object")
