@@ -111,6 +111,7 @@ class _Handling:
     calls: GraphCalls
     wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
     deleted: set[str] = field(default_factory=set)  # map entries whose event is gone
+    probes_seen: int = 0  # the probes this process had finished when the handling began
 
 
 @dataclass
@@ -267,12 +268,17 @@ class TaskChangedHandler:
         self._count_outcome = count_outcome
         self._graph_answer_timeout = graph_answer_timeout
         self._probing: dict[str, asyncio.Future[MailboxState]] = {}  # mailbox -> its probe
+        # mailbox -> (number, answer) of the last probe this process finished. A handling that
+        # began before it read no state for the mailbox; the probe's answer is as fresh.
+        self._probed: dict[str, tuple[int, MailboxState]] = {}
+        self._probes_finished = 0
 
     async def __call__(self, delivery: Delivery) -> None:
         await self.handle(decode(delivery.body, TaskChanged))
 
     async def handle(self, task: TaskChanged) -> None:
         desired, failures = desired_events(task, self._rules, self._clock())
+        probes_seen = self._probes_finished
         begun = await self._begin(task, [d.mailbox for d in desired])
         if begun is None:
             return
@@ -280,7 +286,9 @@ class TaskChangedHandler:
         if claim is Claim.HELD:
             return
         calls = GraphCalls(self._submit, self._graph_answer_timeout)
-        handling = _Handling(task, begun, calls, frozenset(d.mailbox for d in desired))
+        handling = _Handling(
+            task, begun, calls, frozenset(d.mailbox for d in desired), probes_seen=probes_seen
+        )
         try:
             actions = plan(desired, begun.recorded)
             results = await self._execute(handling, actions)
@@ -448,7 +456,11 @@ class TaskChangedHandler:
 
     async def _mailbox_state(self, handling: _Handling, mailbox: str) -> MailboxState:
         """Does this mailbox, new to Redis, hold events of ours? Asked once, by one writer;
-        the handlings of this process that need it meanwhile wait for that one's answer."""
+        the handlings of this process that need it meanwhile wait for that one's answer, and
+        those that began before it finished take its answer (without asking Redis again)."""
+        probed = self._probed.get(mailbox)
+        if probed is not None and probed[0] > handling.probes_seen:
+            return probed[1]
         while (shared := self._probing.get(mailbox)) is not None:
             await asyncio.wait([shared])
             if not shared.cancelled():
@@ -463,6 +475,8 @@ class TaskChangedHandler:
             raise
         else:
             shared.set_result(state)
+            self._probes_finished += 1
+            self._probed[mailbox] = (self._probes_finished, state)
         finally:
             del self._probing[mailbox]
         return state

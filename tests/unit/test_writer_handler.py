@@ -403,3 +403,46 @@ def test_a_request_the_stopping_writer_never_sent_ends_the_handling_as_stopping(
     assert set(world.store.maps[TASK]) == {BOB}
     assert world.store.dirty[TASK] is False
     assert world.transfers == []
+
+
+def test_handlings_that_began_during_a_probe_take_its_answer(world):
+    """A new mailbox is probed once; the handlings that began before the probe finished (and
+    so read no state for it) neither probe again nor ask the store for its state."""
+    asked, begun = [], []
+    state_of, begin = world.store.mailbox_state, world.store.begin
+    all_begun, first_done = asyncio.Event(), asyncio.Event()
+
+    async def counted(mailbox):
+        asked.append(mailbox)
+        await all_begun.wait()  # the probe lasts until every handling has begun
+        return await state_of(mailbox)
+
+    async def slow_begin(*args):
+        answer = await begin(*args)
+        begun.append(answer)
+        if len(begun) == 10:
+            all_begun.set()
+        if len(begun) > 1:  # the others go on once the first handling is over
+            await first_done.wait()
+        return answer
+
+    world.store.mailbox_state, world.store.begin = counted, slow_begin
+    alice = ASSIGNEES[:1]
+
+    async def many():
+        first = asyncio.create_task(world.handler.handle(task(alice, task_id=str(uuid.uuid4()))))
+        others = [
+            asyncio.create_task(world.handler.handle(task(alice, task_id=str(uuid.uuid4()))))
+            for _ in range(9)
+        ]
+        await first
+        first_done.set()
+        await asyncio.gather(*others)
+
+    asyncio.run(many())
+    assert len(world.events(A_BOX)) == 10
+    assert world.graph.count("GET") == 1
+    assert len(asked) == 2  # the probe's own two reads: before and after claiming it
+    asked.clear()
+    world.handle(task(alice, task_id=str(uuid.uuid4())))
+    assert asked == []  # known at begin now
