@@ -188,6 +188,7 @@ class MailboxLimiter:
         *,
         concurrency: int = 4,
         budget: int = 10_000,
+        batched: Coalescing | None = None,
     ) -> None:
         self._redis = client
         self._keys = keys
@@ -197,7 +198,9 @@ class MailboxLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._pause = client.register_script(_PAUSE)
-        self._batched = Coalescing(client)  # slots given back by the sends of one turn
+        # Slot requests and releases go with whatever else the writer sends Redis in the same
+        # turn of the event loop (the task store's scripts, when the store shares it).
+        self._batched = batched or Coalescing(client)
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
         self._held: dict[str, set[str]] = {}  # mailbox -> tokens in flight, renewed
@@ -236,7 +239,7 @@ class MailboxLimiter:
             done = released.get(mailbox, [])
             args += [len(done), *done, len(tokens), *tokens]
         with redis_errors(self._url):
-            answer = await self._acquire(keys=keys, args=args)
+            answer = await self._batched.script(self._acquire, keys, args)
         grants = {}
         for index, mailbox in enumerate(mailboxes):
             granted, wait_ms = int(answer[index * 2]), int(answer[index * 2 + 1])
@@ -293,7 +296,9 @@ class MailboxLimiter:
     async def pause(self, mailbox: str, seconds: float) -> None:
         """Every replica leaves ``mailbox`` alone for ``seconds`` (never shortens a pause)."""
         with redis_errors(self._url):
-            await self._pause(keys=[self._keys.pause(mailbox)], args=[max(1, int(seconds * 1000))])
+            await self._batched.script(
+                self._pause, [self._keys.pause(mailbox)], [max(1, int(seconds * 1000))]
+            )
 
 
 def paused_mailboxes(client: redis.Redis, keys: GraphLimitKeys, redis_url: str) -> dict[str, float]:

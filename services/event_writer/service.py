@@ -29,7 +29,7 @@ from common.identity import GraphAppTokens
 from common.logging import bound_correlation_id, get_logger
 from common.mailboxes import MailboxPolicy
 from common.messages import TransferSucceeded
-from common.redis_store import connect_redis_async_for
+from common.redis_store import Coalescing, connect_redis_async_for
 from common.run_events import RunEventCounter
 from common.settings import Settings
 from common.topology import routing_key_transfer_succeeded
@@ -92,6 +92,9 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
     )
     transport = GraphTransport(http, settings.graph_url, tokens)
     client = connect_redis_async_for(settings)
+    # One pipeline per turn of the event loop for all of the writer's Redis commands: the
+    # handlings' begins and finishes and the dispatcher's slot requests travel together.
+    batched = Coalescing(client)
     limiter = MailboxLimiter(
         client,
         # Graph's limits are the app's, whatever scenario uses it (README "Inside Graph's
@@ -100,6 +103,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
         infra.redis_url,
         concurrency=settings.graph_mailbox_concurrency,
         budget=settings.graph_mailbox_budget,
+        batched=batched,
     )
     dispatcher = GraphDispatcher(
         transport,
@@ -113,7 +117,7 @@ async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Even
         stop=stopping,
     ).start()
     metrics.GRAPH_REQUESTS_WAITING.set_function(dispatcher.waiting)
-    store = TaskStore(client, infra.keys, infra.redis_url)
+    store = TaskStore(client, infra.keys, infra.redis_url, batched)
     renewers_stop = asyncio.Event()
     renew_every = LEASE.total_seconds() / 3
     renewers = [

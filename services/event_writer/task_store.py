@@ -204,7 +204,13 @@ class TaskStore:
     finish go out with those of every other handling of the same turn of the event loop, in
     one pipeline (``Coalescing``): a busy writer makes a round trip per turn, not per task."""
 
-    def __init__(self, client: redis.asyncio.Redis, keys: Keys, redis_url: str) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        redis_url: str,
+        batched: Coalescing | None = None,
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._url = redis_url
@@ -212,7 +218,7 @@ class TaskStore:
         self._finish = client.register_script(_FINISH)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
-        self._batched = Coalescing(client)
+        self._batched = batched or Coalescing(client)
         self._held: dict[str, str] = {}  # lease key -> token, renewed while held
 
     # --- a handling ----------------------------------------------------------------------------
