@@ -1,9 +1,10 @@
 """The writer process: consumes ``task.changed`` and writes Outlook events through Graph.
 
-One asyncio event loop does it all: the consumer (aio-pika) runs each delivery as a task, up
-to ``PWASYNC_WRITER_CONCURRENCY`` at once; a handling awaits Redis (redis-py's asyncio
-client) and Graph (aiohttp) through the dispatcher, which batches the requests of
-every handling inside the per-mailbox limits shared in Redis. What bounds the requests in
+One event loop does it all (uvloop's, unless ``PWASYNC_WRITER_EVENT_LOOP=asyncio``): the
+consumer (aio-pika) runs each delivery as a task, up to ``PWASYNC_WRITER_CONCURRENCY`` at
+once; a handling awaits Redis (redis-py's asyncio client, one pipeline per turn of the loop)
+and Graph (aiohttp) through the dispatcher, which batches the requests of every handling
+inside the per-mailbox limits shared in Redis. What bounds the requests in
 flight is Outlook's limits (4 per mailbox, the 10-minute budget), not a pool of threads.
 Two loops renew the leases of the tasks and of the Graph slots in flight. Every loop survives
 any error and reports its heartbeat on ``/healthz``, which is served from a thread of its own
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 from common import metrics
 from common.async_consumer import AsyncConsumer
 from common.async_publisher import AsyncPublisher
+from common.errors import ConfigError
 from common.health import run_every_async
 from common.http import new_graph_session, new_http_client
 from common.identity import GraphAppTokens
@@ -73,9 +76,24 @@ def run_writer(settings: Settings, stop: threading.Event) -> None:
     settings.require_graph()
     infra = open_infrastructure(settings, "writer", stop)
     try:
-        asyncio.run(_serve(settings, infra, stop))
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(_serve(settings, infra, stop))
     finally:
         infra.close()
+
+
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop unless the settings ask for the standard library's loop (None)."""
+    if settings.writer_event_loop == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - not installed on Windows (pyproject's marker)
+    except ImportError:
+        raise ConfigError(
+            "PWASYNC_WRITER_EVENT_LOOP=uvloop, but uvloop is not installed here; install it "
+            "or set PWASYNC_WRITER_EVENT_LOOP=asyncio"
+        ) from None
+    return uvloop.new_event_loop
 
 
 async def _serve(settings: Settings, infra: Infrastructure, stop: threading.Event) -> None:
