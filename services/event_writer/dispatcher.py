@@ -3,8 +3,9 @@
 Handlings ``submit`` requests and await futures. One dispatch loop (a task of the writer's
 event loop) gathers what is pending, asks the ``MailboxLimiter`` (Redis, shared by every
 replica) for a slot per request in one round trip for all mailboxes, and starts a send per
-group of up to ``batch_size`` admitted requests: a group of one goes as a plain request, a
-larger one as one ``$batch``. It flushes as soon as a group is full, or when the oldest request
+group of up to ``batch_size`` admitted requests, mailboxes taken in turn: a group of several
+mailboxes goes as one ``$batch``, one mailbox's requests as plain requests (a batch holds all
+its items' slots until its slowest is answered). It flushes as soon as a group is full, or when the oldest request
 has waited ``linger_seconds`` (a few ms), so a busy writer sends full groups and a quiet one
 adds next to no latency. What bounds the requests in flight is Outlook's limit per mailbox
 (the slots), and ``max_sends`` HTTP requests at once (the HTTP client's connections).
@@ -325,8 +326,7 @@ class GraphDispatcher:
             self._settle(mailbox, box, now)
         if unused:
             self._give_back_soon(unused)
-        size = self._batch_size
-        return [admitted[i : i + size] for i in range(0, len(admitted), size)]
+        return _groups(admitted, self._batch_size)
 
     def _drop_pending(self) -> None:
         """Stopping: requests not sent yet never will be (their handlings end, and their
@@ -483,6 +483,31 @@ class GraphDispatcher:
             )
             return False
         return True
+
+
+def _groups(admitted: list[_Op], size: int) -> list[list[_Op]]:
+    """The sends for the admitted requests, mailboxes taken in turn so that a ``$batch``
+    carries several mailboxes' requests. A group of one mailbox's requests only goes as
+    plain requests: a batch is answered once its slowest item is done, so its other items'
+    slots would wait for that one; plain, each slot is free again on its own answer."""
+    queues: dict[str, deque[_Op]] = {}
+    for op in admitted:
+        queues.setdefault(op.request.mailbox, deque()).append(op)
+    taken: list[_Op] = []
+    while queues:
+        for mailbox in list(queues):
+            queue = queues[mailbox]
+            taken.append(queue.popleft())
+            if not queue:
+                del queues[mailbox]
+    groups: list[list[_Op]] = []
+    for start in range(0, len(taken), size):
+        group = taken[start : start + size]
+        if len({op.request.mailbox for op in group}) == 1:
+            groups.extend([op] for op in group)
+        else:
+            groups.append(group)
+    return groups
 
 
 def _next_live(pending: deque[_Op]) -> _Op | None:

@@ -9,9 +9,10 @@ import pytest
 
 from common.errors import RetryableApiError
 from services.event_writer import graph_protocol as gp
-from services.event_writer.dispatcher import GraphDispatcher
+from services.event_writer.dispatcher import GraphDispatcher, _groups, _Op
 from services.event_writer.graph_protocol import GraphResult
 from services.event_writer.mailbox_limits import Grant
+from services.event_writer.steps import Ticket
 
 
 class Limiter:
@@ -276,3 +277,26 @@ def test_on_stop_requests_not_sent_yet_fail_as_stopping_and_in_flight_ones_are_a
     finally:
         release.set()
         running.close()
+
+
+def grouped(mailboxes, size=4):
+    """The groups ``_groups`` makes of requests for ``mailboxes`` (one letter each)."""
+    loop = asyncio.new_event_loop()
+    try:
+        ops = [
+            _Op(gp.create(f"{m}@x.com", {"n": i}), Ticket(loop.create_future()), 0.0)
+            for i, m in enumerate(mailboxes)
+        ]
+        return ["".join(op.request.mailbox[0] for op in group) for group in _groups(ops, size)]
+    finally:
+        loop.close()
+
+
+def test_a_batch_carries_several_mailboxes_and_one_mailbox_alone_goes_plain():
+    # Mailboxes in turn: each batch holds one request of each of four mailboxes.
+    assert grouped("aaaabbbbccccdddd") == ["abcd"] * 4
+    assert grouped("aaaabbbb") == ["abab", "abab"]
+    # What is left of one mailbox goes as plain requests, each slot free on its own answer.
+    assert grouped("aaaab") == ["abaa", "a"]
+    assert grouped("aaaa") == ["a", "a", "a", "a"]
+    assert grouped("aaaa", size=1) == ["a", "a", "a", "a"]
