@@ -319,15 +319,15 @@ class Settings(BaseSettings):
         description="`debug`, `info`, `warning`, `error` (extension)",
     )
     writer_concurrency: int = Field(
-        default=500,
+        default=1000,
         ge=1,
         le=10_000,
         description=(
             "tasks handled at once per writer process = its prefetch (extension). A task in "
             "flight is a suspended coroutine, not a thread; Outlook's limits (4 per mailbox, "
-            "shared in Redis) bound the Graph requests. 500 keeps a writer under 150 MB and "
-            "still makes ~400 events/s at 1 s Graph latency; more buys little once a core is "
-            "busy (docs/benchmarks.md)"
+            "shared in Redis) bound the Graph requests. 1,000 made ~650 events/s at 1 s Graph "
+            "latency with a writer's peak RSS at ~127 MiB (500: ~450/s, ~109 MiB); more buys "
+            "little once a core is busy (docs/benchmarks.md)"
         ),
     )
     writer_event_loop: Literal["uvloop", "asyncio"] = Field(
