@@ -5,10 +5,11 @@ event loop) gathers what is pending, asks the ``MailboxLimiter`` (Redis, shared 
 replica) for a slot per request in one round trip for all mailboxes, and starts a send per
 group of up to ``batch_size`` admitted requests, mailboxes taken in turn: a group of several
 mailboxes goes as one ``$batch``, one mailbox's requests as plain requests (a batch holds all
-its items' slots until its slowest is answered). It flushes as soon as a group is full, or when the oldest request
-has waited ``linger_seconds`` (a few ms), so a busy writer sends full groups and a quiet one
-adds next to no latency. What bounds the requests in flight is Outlook's limit per mailbox
-(the slots), and ``max_sends`` HTTP requests at once (the HTTP client's connections).
+its items' slots until its slowest is answered). It flushes as soon as a group is full, or
+when the oldest request has waited ``linger_seconds`` (a few ms), so a busy writer sends full
+groups and a quiet one adds next to no latency. What bounds the requests in flight is
+Outlook's limit per mailbox (the slots), and ``max_sends`` HTTP requests at once (the HTTP
+client's connections).
 
 Each item of a batch is judged on its own. A throttled item (429, or 503 with Retry-After)
 pauses its mailbox for every replica for the Retry-After (or an exponential backoff without
