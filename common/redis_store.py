@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-import hiredis
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -26,6 +25,7 @@ import redis.asyncio.sentinel
 import redis.exceptions
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -228,23 +228,15 @@ _ASYNC_MAX_CONNECTIONS = 64
 
 
 class _HiredisPacking:
-    """Packs commands with hiredis in C, as redis-py's blocking client does when hiredis is
-    installed (its asyncio client packs in Python: ~4 % of a writer's CPU per event). Anything
-    but bytes, str and int goes through redis-py's encoder, so its errors and number formats
-    stay redis-py's."""
+    """Packs commands with hiredis in C through redis-py's own ``HiredisRespSerializer``, as its
+    blocking client does when hiredis is installed (its asyncio client packs in Python: ~4 % of
+    a writer's CPU per event). The bytes and the DataError for what cannot be sent are
+    redis-py's (tests/unit/test_redis_packing.py)."""
+
+    _serializer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(tuple(map(self._packable, args)))]
-
-    def _packable(self, arg: Any) -> bytes | str | int:
-        if type(arg) in (bytes, str, int):
-            return arg
-        encoded = self.encoder.encode(arg)  # type: ignore[attr-defined]
-        return encoded if type(encoded) is bytes else bytes(encoded)
+        return self._serializer.pack(*args)
 
 
 _PACKED_CONNECTIONS = {
