@@ -276,18 +276,24 @@ class Bench:
             "peak_ready": peak_ready,
         }
 
-    def baseline(self, mailboxes: list[str], events: int) -> float:
-        """One event at a time: POST, wait for the answer, next (a flow tool's loop)."""
+    def _direct_posts(
+        self, mailboxes: list[str], events: int
+    ) -> tuple[Any, dict[str, str], list[TaskChanged]]:
+        """What a client of its own needs to POST ``events`` events: the settings, a signed-in
+        header, and the tasks over ``mailboxes`` (a scenario of their own)."""
         settings = load_settings({**self.sandbox.settings})
         with new_http_client(ca_bundle=settings.ca_bundle) as http:
-            tokens = GraphAppTokens(settings, http)
-            headers = {"Authorization": f"Bearer {tokens.token()}"}
-            scenario = f"baseline-{uuid.uuid4().hex[:8]}"
-            bodies = [
-                TaskChanged.model_validate_json(b) for b in messages(scenario, mailboxes, events)
-            ]
+            headers = {"Authorization": f"Bearer {GraphAppTokens(settings, http).token()}"}
+        scenario = f"direct-{uuid.uuid4().hex[:8]}"
+        tasks = [TaskChanged.model_validate_json(b) for b in messages(scenario, mailboxes, events)]
+        return settings, headers, tasks
+
+    def baseline(self, mailboxes: list[str], events: int) -> float:
+        """One event at a time: POST, wait for the answer, next (a flow tool's loop)."""
+        settings, headers, tasks = self._direct_posts(mailboxes, events)
+        with new_http_client(ca_bundle=settings.ca_bundle) as http:
             started = time.monotonic()
-            for task in bodies:
+            for task in tasks:
                 event = event_mapping.new_event(task, task.assignees[0].resource_id)
                 url = f"{settings.graph_url}/users/{task.assignees[0].email}/events"
                 response = http.post(url, json=event, headers=headers)
@@ -298,14 +304,9 @@ class Bench:
     def bare_loops(self, mailbox: str, loops: int, events: int) -> float:
         """``loops`` one-at-a-time loops at once on one mailbox (aiohttp, nothing else): the
         most a client gets from 4 in flight through this sandbox on this machine."""
-        settings = load_settings({**self.sandbox.settings})
-        with new_http_client(ca_bundle=settings.ca_bundle) as http:
-            token = GraphAppTokens(settings, http).token()
-        scenario = f"bare-{uuid.uuid4().hex[:8]}"
-        tasks = [TaskChanged.model_validate_json(b) for b in messages(scenario, [mailbox], events)]
+        settings, headers, tasks = self._direct_posts([mailbox], events)
         bodies = [event_mapping.new_event(t, t.assignees[0].resource_id) for t in tasks]
         url = f"{settings.graph_url}/users/{mailbox}/events"
-        headers = {"Authorization": f"Bearer {token}"}
 
         async def run() -> float:
             context = ssl.create_default_context(cafile=str(settings.ca_bundle))
