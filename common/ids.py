@@ -28,7 +28,7 @@ def canonical_id(value: Any) -> str:
         return str(value)
     if not isinstance(value, str):
         raise ValueError("an id is a string")
-    if len(value) == 36 and _CANONICAL_GUID.fullmatch(value):
+    if is_canonical_guid(value):
         return value
     text = value.strip()
     try:
@@ -40,6 +40,11 @@ def canonical_id(value: Any) -> str:
             f"is not an id (1 to {MAX_ID_LENGTH} printable characters, no spaces): {text[:40]!r}"
         )
     return text
+
+
+def is_canonical_guid(text: str) -> bool:
+    """A GUID in its canonical text: lower case, with hyphens, no braces."""
+    return len(text) == 36 and _CANONICAL_GUID.fullmatch(text) is not None
 
 
 def guid(value: Any) -> str:

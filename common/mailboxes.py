@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from common.ids import is_canonical_guid
+
 if TYPE_CHECKING:
     from common.settings import Settings
 
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 #: A host name label (letters, digits, inner hyphens; IDNs in their xn-- form).
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_domain(text: str) -> bool:
@@ -49,7 +50,7 @@ def is_address(text: str) -> bool:
 
 def is_object_id(text: str) -> bool:
     """An Entra object id in its canonical form (lower-case GUID with hyphens)."""
-    return _OBJECT_ID.fullmatch(text) is not None
+    return is_canonical_guid(text)
 
 
 @dataclass(frozen=True)
