@@ -4,11 +4,11 @@ One event loop does it all (uvloop's, unless ``PWASYNC_WRITER_EVENT_LOOP=asyncio
 consumer (aio-pika) runs each delivery as a task, up to ``PWASYNC_WRITER_CONCURRENCY`` at
 once; a handling awaits Redis (redis-py's asyncio client, one pipeline per turn of the loop)
 and Graph (aiohttp) through the dispatcher, which batches the requests of every handling
-inside the per-mailbox limits shared in Redis. What bounds the requests in
-flight is Outlook's limits (4 per mailbox, the 10-minute budget), not a pool of threads.
-Two loops renew the leases of the tasks and of the Graph slots in flight. Every loop survives
-any error and reports its heartbeat on ``/healthz``, which is served from a thread of its own
-(so a blocked event loop turns it stale); a request waits for Graph at most
+inside the per-mailbox limits shared in Redis. What bounds the requests in flight is
+Outlook's limits (4 per mailbox, the 10-minute budget), not a pool of threads. Two loops
+renew the leases of the tasks and of the Graph slots in flight. Every loop survives any error
+and reports its heartbeat on ``/healthz``, which is served from a thread of its own (so a
+blocked event loop turns it stale); a request waits for Graph at most
 ``graph_answer_timeout``, so a task lease is renewed only while its handling makes progress.
 
 On SIGTERM the consumer stops taking work and lets the handlings in flight finish (the
