@@ -9,7 +9,8 @@ its items' slots until its slowest is answered). It flushes as soon as a group i
 when the oldest request has waited ``linger_seconds`` (a few ms), so a busy writer sends full
 groups and a quiet one adds next to no latency. What bounds the requests in flight is
 Outlook's limit per mailbox (the slots), and ``max_sends`` HTTP requests at once (the HTTP
-client's connections).
+client's connections). A plain request's slot goes on to its mailbox's next request without
+asking Redis again, within bounds (``_hand_on``).
 
 Each item of a batch is judged on its own. A throttled item (429, or 503 with Retry-After)
 pauses its mailbox for every replica for the Retry-After (or an exponential backoff without
@@ -56,6 +57,11 @@ log = get_logger(__name__)
 BACKOFF_FIRST_SECONDS = 0.05  # after a failed slot request; doubles up to ...
 BACKOFF_MAX_SECONDS = 1.0
 SWEEP_SECONDS = 10.0  # paused mailboxes without work leave the table this often
+# A plain request's slot goes straight to its mailbox's next request at most this many times
+# per slot request, and only while the budget holds more than the reserve: each replica spends
+# at most HAND_ON_MAX unchecked requests, and a mailbox has 4 slots, so the budget holds.
+HAND_ON_MAX = 32
+HAND_ON_RESERVE = 1000
 
 
 class Transport(Protocol):  # the part of GraphTransport the dispatcher uses
@@ -72,6 +78,8 @@ class Limiter(Protocol):  # the part of MailboxLimiter the dispatcher uses
     ) -> dict[str, Grant]: ...
 
     async def release(self, tokens: dict[str, list[str]]) -> None: ...
+
+    async def charge(self, mailbox: str, requests: int) -> None: ...
 
     async def pause(self, mailbox: str, seconds: float) -> None: ...
 
@@ -96,6 +104,7 @@ class _Mailbox:
     held: int = 0  # slots this process holds
     paused_until: float = 0.0  # Retry-After or budget: nothing is sent before
     recheck_at: float = 0.0  # slots busy in other replicas: ask Redis again then
+    hand_ons: int = 0  # answered slots that may still go straight to the next request
 
     def idle(self, now: float) -> bool:
         return not self.pending and self.held <= 0 and self.paused_until <= now
@@ -236,9 +245,7 @@ class GraphDispatcher:
                 grants = await self._limiter.acquire(wanted, along)
                 backoff = 0.0
                 for group in self._take(wanted, grants):
-                    task = asyncio.get_running_loop().create_task(self._send(group))
-                    self._sends.add(task)
-                    task.add_done_callback(self._sends.discard)
+                    self._start_send(group)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive any fault
@@ -309,6 +316,8 @@ class GraphDispatcher:
                 box.held += 1  # type: ignore[union-attr]
             if box is None:
                 continue
+            if grant.tokens:
+                box.hand_ons = max(0, min(HAND_ON_MAX, grant.budget_left - HAND_ON_RESERVE))
             if len(grant.tokens) < count:
                 if grant.wait_seconds > 0:
                     if grant.wait_seconds > self._max_wait or self._stop.is_set():
@@ -366,6 +375,11 @@ class GraphDispatcher:
 
     # --- the sends -----------------------------------------------------------------------------
 
+    def _start_send(self, ops: list[_Op]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(ops))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
     async def _send(self, ops: list[_Op]) -> None:
         """Send one group and settle every future; whatever fails, every request it was
         given has its answer, its error or is queued again."""
@@ -373,7 +387,8 @@ class GraphDispatcher:
         self._sending[id(ops)] = self._clock()
         try:
             results, error = await self._transmit(ops)
-            self._release(ops)
+            if not self._hand_on(ops, results, error):
+                self._release(ops)
             self.sent["requests"] += len(ops)
             self.sent["batches"] += len(ops) > 1
             requeued = await self._judge(ops, results, error)
@@ -432,6 +447,44 @@ class GraphDispatcher:
             elif not op.future.done():
                 op.future.set_result(result)
         return requeued
+
+    def _hand_on(
+        self, ops: list[_Op], results: list[GraphResult] | None, error: Exception | None
+    ) -> bool:
+        """A plain request answered without a throttle passes its slot straight to its
+        mailbox's next request, which is sent at once: no slot request to Redis in between
+        (one mailbox's requests follow each other ~2-3 ms sooner). It is counted against the
+        budget afterwards; HAND_ON_MAX and HAND_ON_RESERVE bound what goes unchecked."""
+        if len(ops) != 1 or error is not None or results is None or self._stop.is_set():
+            return False
+        if results[0].throttled or results[0].status == 401:
+            return False
+        mailbox = ops[0].request.mailbox
+        box = self._mailboxes.get(mailbox)
+        now = self._clock()
+        if box is None or box.hand_ons <= 0 or box.paused_until > now:
+            return False
+        following = _next_live(box.pending)
+        if following is None:
+            return False
+        box.hand_ons -= 1
+        following.token = ops[0].token
+        following.ticket.sent = True
+        self._settle(mailbox, box, now)
+        self._start_send([following])
+        self._charge_soon(mailbox)
+        return True
+
+    def _charge_soon(self, mailbox: str) -> None:
+        async def charge() -> None:
+            try:
+                await self._limiter.charge(mailbox, 1)
+            except Exception as exc:  # noqa: BLE001 - one uncounted request: the reserve holds it
+                log.warning("could not count a Graph request in its budget", error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(charge())
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     def _release(self, ops: list[_Op]) -> None:
         """The slots of answered requests go back: here at once, to Redis with the loop's

@@ -13,7 +13,8 @@ and answers 429 with Retry-After beyond them. Every writer replica asks here bef
   that mailbox (other mailboxes go on);
 - **budget**: requests per minute bucket; a request is admitted while the buckets that overlap
   the last 10 minutes hold fewer than the budget. Counting whole buckets overcounts a little,
-  so the real sliding window is never exceeded.
+  so the real sliding window is never exceeded. A grant says what the budget still holds, and
+  requests sent on a slot the dispatcher handed on are counted afterwards (``charge``).
 
 Graph counts these per app and mailbox, not per scenario: the keys are per (tenant, client id,
 mailbox), so every scenario that signs in as one Entra app shares one set of limits for a
@@ -74,7 +75,7 @@ for i = 0, (#KEYS / 3) - 1 do
     tokens[j] = ARGV[a]
     a = a + 1
   end
-  local granted, wait = 0, 0
+  local granted, wait, unspent = 0, 0, 0
   local paused = redis.call('PTTL', pause)
   if paused > 0 then
     wait = paused
@@ -94,6 +95,7 @@ for i = 0, (#KEYS / 3) - 1 do
     end
     local left = budget - used
     granted = math.max(0, math.min(want, free, left))
+    unspent = math.max(0, left - granted)
     if left <= 0 and first ~= nil then
       wait = (first + span + 1) * bucket - now
     end
@@ -108,8 +110,19 @@ for i = 0, (#KEYS / 3) - 1 do
   end
   out[#out + 1] = granted
   out[#out + 1] = wait
+  out[#out + 1] = unspent
 end
 return out
+"""
+
+_CHARGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+local bucket = tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], math.floor(now / bucket), tonumber(ARGV[1]))
+redis.call('PEXPIRE', KEYS[1], window + bucket * 2)
+return 1
 """
 
 _RENEW = """
@@ -175,6 +188,7 @@ class GraphLimitKeys:
 class Grant:
     tokens: tuple[str, ...]  # one per admitted request
     wait_seconds: float  # > 0: paused, or out of budget, for this long
+    budget_left: int = 0  # requests the 10-minute budget still held after this grant
 
 
 class MailboxLimiter:
@@ -198,6 +212,7 @@ class MailboxLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._pause = client.register_script(_PAUSE)
+        self._charge = client.register_script(_CHARGE)
         # Slot requests and releases go with whatever else the writer sends Redis in the same
         # turn of the event loop (the task store's scripts, when the store shares it).
         self._batched = batched or Coalescing(client)
@@ -242,8 +257,8 @@ class MailboxLimiter:
             answer = await self._batched.script(self._acquire, keys, args)
         grants = {}
         for index, mailbox in enumerate(mailboxes):
-            granted, wait_ms = int(answer[index * 2]), int(answer[index * 2 + 1])
-            grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000)
+            granted, wait_ms, unspent = (int(n) for n in answer[index * 3 : index * 3 + 3])
+            grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000, unspent)
             if granted:
                 self._held.setdefault(mailbox, set()).update(grants[mailbox].tokens)
         return grants
@@ -257,6 +272,16 @@ class MailboxLimiter:
                     for mailbox, held in tokens.items()
                     if held
                 )
+            )
+
+    async def charge(self, mailbox: str, requests: int) -> None:
+        """Count ``requests`` sent on slots handed on without a slot request (the dispatcher's
+        hand-on) against the mailbox's budget, in Redis's current minute."""
+        with redis_errors(self._url):
+            await self._batched.script(
+                self._charge,
+                [self._keys.budget(mailbox)],
+                [requests, BUDGET_WINDOW_SECONDS * 1000, BUDGET_BUCKET_SECONDS * 1000],
             )
 
     def _forget(self, tokens: Mapping[str, list[str]]) -> None:

@@ -95,6 +95,17 @@ def test_the_ten_minute_budget_is_shared_and_says_how_long_to_wait(limiter, run)
     assert grant.tokens == () and 600 <= grant.wait_seconds <= 660
 
 
+def test_a_grant_says_what_the_budget_holds_and_handed_on_requests_are_counted(limiter, run):
+    first, second = limiter(budget=10), limiter(budget=10)
+    grant = run(first.acquire({"m@x.com": 4}))["m@x.com"]
+    assert len(grant.tokens) == 4 and grant.budget_left == 6
+    run(first.charge("m@x.com", 3))  # three requests sent on those slots without asking
+    run(first.release({"m@x.com": list(grant.tokens)}))
+    grant = run(second.acquire({"m@x.com": 4}))["m@x.com"]
+    assert len(grant.tokens) == 3 and grant.budget_left == 0  # 4 + 3 + 3 = the budget
+    assert run(second.acquire({"m@x.com": 1}))["m@x.com"].wait_seconds >= 600 - 60
+
+
 def test_slots_of_a_dead_writer_end_with_their_lease(redis_client, keys, limiter, run):
     dead = limiter()
     run(dead.acquire({"m@x.com": 4}))

@@ -24,6 +24,9 @@ class Limiter:
         self.peak = Counter()
         self.paused = {}
         self.budget_wait = {}
+        self.budget_left = 0  # what a grant says the budget still holds (0: no hand-ons)
+        self.charged = Counter()  # requests sent on handed-on slots, per mailbox
+        self.grants = 0  # slot requests that granted a slot
         self.n = 0
 
     async def acquire(self, wanted, released=None):
@@ -41,7 +44,8 @@ class Limiter:
                 for _ in range(granted):
                     self.n += 1
                     tokens.append(str(self.n))
-                grants[mailbox] = Grant(tuple(tokens), 0.0)
+                grants[mailbox] = Grant(tuple(tokens), 0.0, self.budget_left)
+                self.grants += granted > 0
         return grants
 
     async def release(self, tokens):
@@ -54,6 +58,10 @@ class Limiter:
 
     async def pause(self, mailbox, seconds):
         self.paused[mailbox] = seconds
+
+    async def charge(self, mailbox, requests):
+        with self.lock:
+            self.charged[mailbox] += requests
 
 
 class Transport:
@@ -247,13 +255,17 @@ def test_the_backlog_counts_what_waits_for_a_slot(parts):
     assert dispatcher.waiting() == 0
 
 
-def test_on_stop_requests_not_sent_yet_fail_as_stopping_and_in_flight_ones_are_answered():
+@pytest.mark.parametrize("budget_left", [0, 100_000], ids=["slot requests", "hand-ons"])
+def test_on_stop_requests_not_sent_yet_fail_as_stopping_and_in_flight_ones_are_answered(
+    budget_left,
+):
     """SIGTERM: what has not gone to Graph never will (its message is redelivered); what is
     out is answered as usual."""
     from common.errors import Stopping
 
     release = threading.Event()
     transport, limiter = Transport(), Limiter()
+    limiter.budget_left = budget_left
 
     async def slow(request):
         await asyncio.to_thread(release.wait, 10)
@@ -300,3 +312,75 @@ def test_a_batch_carries_several_mailboxes_and_one_mailbox_alone_goes_plain():
     assert grouped("aaaab") == ["abaa", "a"]
     assert grouped("aaaa") == ["a", "a", "a", "a"]
     assert grouped("aaaa", size=1) == ["a", "a", "a", "a"]
+
+
+class InFlight(Transport):
+    """Plain requests that take ``seconds``; counts the most in flight per mailbox."""
+
+    def __init__(self, seconds=0.01):
+        super().__init__()
+        self.seconds = seconds
+        self.now = Counter()
+        self.peak = Counter()
+        self.started = []  # when each request went out
+
+    async def send(self, request):
+        with self.lock:
+            self.started.append(time.monotonic())
+            self.now[request.mailbox] += 1
+            self.peak[request.mailbox] = max(self.peak[request.mailbox], self.now[request.mailbox])
+        try:
+            await asyncio.sleep(self.seconds)
+            return await super().send(request)
+        finally:
+            with self.lock:
+                self.now[request.mailbox] -= 1
+
+
+def one_mailbox(limiter, transport, count):
+    running = Running(transport, limiter, linger_seconds=0.001).start()
+    try:
+        futures = [running.submit(gp.create("m@x.com", {"n": i})) for i in range(count)]
+        return [f.result(timeout=10).body["id"] for f in futures]
+    finally:
+        running.close()
+
+
+def test_a_plain_requests_slot_goes_straight_to_its_mailboxs_next_request():
+    """No slot request between one request of a mailbox and the next: the slot is handed on,
+    the request counted in the budget afterwards, and still at most 4 are in flight."""
+    transport, limiter = InFlight(), Limiter()
+    limiter.budget_left = 100_000
+    assert one_mailbox(limiter, transport, 40) == [f"m@x.com:{i}" for i in range(40)]
+    assert transport.peak["m@x.com"] == 4
+    granted = limiter.n
+    assert granted + limiter.charged["m@x.com"] == 40  # each request counted once
+    assert limiter.charged["m@x.com"] >= 30 and limiter.grants <= 4
+
+
+def test_hand_ons_are_bounded_per_slot_request_and_stop_near_the_end_of_the_budget():
+    from services.event_writer.dispatcher import HAND_ON_MAX, HAND_ON_RESERVE
+
+    transport, limiter = InFlight(seconds=0.002), Limiter()
+    limiter.budget_left = 100_000
+    count = 4 * HAND_ON_MAX
+    one_mailbox(limiter, transport, count)
+    assert limiter.n + limiter.charged["m@x.com"] == count
+    assert limiter.charged["m@x.com"] <= HAND_ON_MAX * limiter.grants
+    assert limiter.grants >= 3  # the slots went back through a slot request now and then
+
+    transport, limiter = InFlight(seconds=0.002), Limiter()
+    limiter.budget_left = HAND_ON_RESERVE  # 9,000 spent: every request asks Redis again
+    one_mailbox(limiter, transport, 20)
+    assert limiter.charged["m@x.com"] == 0 and limiter.n == 20
+
+
+def test_a_throttled_answer_does_not_hand_its_slot_on():
+    transport, limiter = InFlight(), Limiter()
+    limiter.budget_left = 100_000
+    limiter.concurrency = 1
+    transport.script["m@x.com"] = [GraphResult(429, {}, {"retry-after": "0.3"})]
+    assert one_mailbox(limiter, transport, 3) == [f"m@x.com:{i}" for i in range(3)]
+    assert limiter.paused == {"m@x.com": 0.3}
+    first, following = transport.started[:2]
+    assert following - first >= 0.3  # nothing went to the mailbox during its pause
