@@ -81,6 +81,8 @@ class Limiter(Protocol):  # the part of MailboxLimiter the dispatcher uses
 
     async def charge(self, mailbox: str, requests: int) -> None: ...
 
+    def lease_alive(self, mailbox: str, token: str) -> bool: ...
+
     async def pause(self, mailbox: str, seconds: float) -> None: ...
 
 
@@ -454,7 +456,8 @@ class GraphDispatcher:
         """A plain request answered without a throttle passes its slot straight to its
         mailbox's next request, which is sent at once: no slot request to Redis in between
         (one mailbox's requests follow each other ~2-3 ms sooner). It is counted against the
-        budget afterwards; HAND_ON_MAX and HAND_ON_RESERVE bound what goes unchecked."""
+        budget afterwards; HAND_ON_MAX and HAND_ON_RESERVE bound what goes unchecked, and
+        only a slot whose lease is known to hold is handed on."""
         if len(ops) != 1 or error is not None or results is None or self._stop.is_set():
             return False
         if results[0].throttled or results[0].status == 401:
@@ -464,6 +467,8 @@ class GraphDispatcher:
         now = self._clock()
         if box is None or box.hand_ons <= 0 or box.paused_until > now:
             return False
+        if not self._limiter.lease_alive(mailbox, ops[0].token):
+            return False  # renewals failing: the slot may be gone from Redis
         following = _next_live(box.pending)
         if following is None:
             return False

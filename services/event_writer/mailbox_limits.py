@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,17 +130,20 @@ _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
+local lost = {}
 local a = 2
 for i = 1, #KEYS do
   local n = tonumber(ARGV[a])
   a = a + 1
   for j = 1, n do
-    redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[a])
+    if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + lease, ARGV[a]) == 0 then
+      lost[#lost + 1] = ARGV[a]
+    end
     a = a + 1
   end
   redis.call('PEXPIRE', KEYS[i], lease * 2)
 end
-return 1
+return lost
 """
 
 _PAUSE = """
@@ -203,8 +207,10 @@ class MailboxLimiter:
         concurrency: int = 4,
         budget: int = 10_000,
         batched: Coalescing | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = client
+        self._clock = clock
         self._keys = keys
         self._url = redis_url
         self.concurrency = concurrency
@@ -218,7 +224,8 @@ class MailboxLimiter:
         self._batched = batched or Coalescing(client)
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
-        self._held: dict[str, set[str]] = {}  # mailbox -> tokens in flight, renewed
+        # mailbox -> token in flight -> when its lease was last set (this clock; -inf: lost)
+        self._held: dict[str, dict[str, float]] = {}
 
     async def acquire(
         self, wanted: Mapping[str, int], released: Mapping[str, list[str]] | None = None
@@ -253,6 +260,7 @@ class MailboxLimiter:
             offered[mailbox] = tokens
             done = released.get(mailbox, [])
             args += [len(done), *done, len(tokens), *tokens]
+        asked = self._clock()  # Redis set the leases after this
         with redis_errors(self._url):
             answer = await self._batched.script(self._acquire, keys, args)
         grants = {}
@@ -260,8 +268,16 @@ class MailboxLimiter:
             granted, wait_ms, unspent = (int(n) for n in answer[index * 3 : index * 3 + 3])
             grants[mailbox] = Grant(tuple(offered[mailbox][:granted]), wait_ms / 1000, unspent)
             if granted:
-                self._held.setdefault(mailbox, set()).update(grants[mailbox].tokens)
+                held = self._held.setdefault(mailbox, {})
+                held.update(dict.fromkeys(grants[mailbox].tokens, asked))
         return grants
+
+    def lease_alive(self, mailbox: str, token: str) -> bool:
+        """The slot's lease holds for one more renewal period at least: a request may still
+        start under it (the dispatcher's hand-on). False once renewals have failed that long
+        (Redis unreachable), or Redis no longer had the slot when it was renewed."""
+        since = self._held.get(mailbox, {}).get(token)
+        return since is not None and self._clock() < since + LEASE_SECONDS - RENEW_SECONDS
 
     async def release(self, tokens: Mapping[str, list[str]]) -> None:
         self._forget(tokens)
@@ -289,7 +305,8 @@ class MailboxLimiter:
         for mailbox, released in tokens.items():
             held = self._held.get(mailbox)
             if held is not None:
-                held.difference_update(released)
+                for token in released:
+                    held.pop(token, None)
                 if not held:
                     del self._held[mailbox]
 
@@ -302,8 +319,14 @@ class MailboxLimiter:
         args: list[str | int] = [int(LEASE_SECONDS * 1000)]
         for tokens in held.values():
             args += [len(tokens), *tokens]
+        asked = self._clock()
         with redis_errors(self._url):
-            await self._renew(keys=keys, args=args)
+            lost = {_text(token) for token in await self._renew(keys=keys, args=args)}
+        for mailbox, tokens in held.items():
+            leases = self._held.get(mailbox, {})
+            for token in tokens:
+                if token in leases:  # not given back meanwhile
+                    leases[token] = float("-inf") if token in lost else asked
 
     async def keep_slots(self, stop: asyncio.Event, heartbeats: Heartbeats = HEARTBEATS) -> None:
         """Renew the slots in flight every RENEW_SECONDS until ``stop`` (run it as a task).
@@ -336,3 +359,7 @@ def paused_mailboxes(client: redis.Redis, keys: GraphLimitKeys, redis_url: str) 
             pipe.pttl(key)
         ttls = pipe.execute()
     return {key[len(prefix) :]: ttl / 1000 for key, ttl in zip(found, ttls, strict=True) if ttl > 0}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -106,6 +106,26 @@ def test_a_grant_says_what_the_budget_holds_and_handed_on_requests_are_counted(l
     assert run(second.acquire({"m@x.com": 1}))["m@x.com"].wait_seconds >= 600 - 60
 
 
+def test_a_slot_may_be_handed_on_while_its_lease_is_known_to_hold(
+    redis_client, async_redis, keys, redis_url, run
+):
+    from services.event_writer.mailbox_limits import LEASE_SECONDS, RENEW_SECONDS
+
+    now = [1000.0]
+    writer = MailboxLimiter(async_redis, app_keys(keys), redis_url, clock=lambda: now[0])
+    first, second = run(writer.acquire({"m@x.com": 2}))["m@x.com"].tokens
+    now[0] += LEASE_SECONDS - RENEW_SECONDS - 0.1
+    assert writer.lease_alive("m@x.com", first)
+    now[0] += 0.2  # no renewal came through for that long
+    assert not writer.lease_alive("m@x.com", first)
+    redis_client.zrem(app_keys(keys).slots("m@x.com"), second)  # its lease ran out in Redis
+    run(writer.renew_slots())
+    assert writer.lease_alive("m@x.com", first)
+    assert not writer.lease_alive("m@x.com", second)  # renewing found it gone
+    run(writer.release({"m@x.com": [first, second]}))
+    assert not writer.lease_alive("m@x.com", first)
+
+
 def test_slots_of_a_dead_writer_end_with_their_lease(redis_client, keys, limiter, run):
     dead = limiter()
     run(dead.acquire({"m@x.com": 4}))

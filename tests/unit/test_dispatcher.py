@@ -27,6 +27,7 @@ class Limiter:
         self.budget_left = 0  # what a grant says the budget still holds (0: no hand-ons)
         self.charged = Counter()  # requests sent on handed-on slots, per mailbox
         self.grants = 0  # slot requests that granted a slot
+        self.leases_hold = True  # what lease_alive says
         self.n = 0
 
     async def acquire(self, wanted, released=None):
@@ -58,6 +59,9 @@ class Limiter:
 
     async def pause(self, mailbox, seconds):
         self.paused[mailbox] = seconds
+
+    def lease_alive(self, mailbox, token):
+        return self.leases_hold
 
     async def charge(self, mailbox, requests):
         with self.lock:
@@ -372,6 +376,14 @@ def test_hand_ons_are_bounded_per_slot_request_and_stop_near_the_end_of_the_budg
     transport, limiter = InFlight(seconds=0.002), Limiter()
     limiter.budget_left = HAND_ON_RESERVE  # 9,000 spent: every request asks Redis again
     one_mailbox(limiter, transport, 20)
+    assert limiter.charged["m@x.com"] == 0 and limiter.n == 20
+
+
+def test_a_slot_whose_lease_may_have_lapsed_is_not_handed_on():
+    transport, limiter = InFlight(seconds=0.002), Limiter()
+    limiter.budget_left = 100_000
+    limiter.leases_hold = False  # the renewals have been failing
+    assert one_mailbox(limiter, transport, 20) == [f"m@x.com:{i}" for i in range(20)]
     assert limiter.charged["m@x.com"] == 0 and limiter.n == 20
 
 
