@@ -40,9 +40,9 @@ import contextlib
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from common import metrics
 from common.errors import RetryableApiError, RetryableError, Stopping
@@ -378,7 +378,12 @@ class GraphDispatcher:
     # --- the sends -----------------------------------------------------------------------------
 
     def _start_send(self, ops: list[_Op]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(ops))
+        self._spawn(self._send(ops))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the dispatcher waits for on close (a send, a slot given
+        back, a hand-on's charge)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
@@ -487,9 +492,7 @@ class GraphDispatcher:
             except Exception as exc:  # noqa: BLE001 - one uncounted request: the reserve holds it
                 log.warning("could not count a Graph request in its budget", error=str(exc))
 
-        task = asyncio.get_running_loop().create_task(charge())
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self._spawn(charge())
 
     def _release(self, ops: list[_Op]) -> None:
         """The slots of answered requests go back: here at once, to Redis with the loop's
@@ -510,9 +513,7 @@ class GraphDispatcher:
             log.warning("could not release Graph slots", error=str(exc))
 
     def _give_back_soon(self, tokens: dict[str, list[str]]) -> None:
-        task = asyncio.get_running_loop().create_task(self._give_back(tokens))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self._spawn(self._give_back(tokens))
 
     async def _throttled(self, op: _Op, result: GraphResult) -> bool:
         """Pause the mailbox everywhere; True when the request is to be sent again."""
