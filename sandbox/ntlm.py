@@ -16,15 +16,18 @@ certificate and pyspnego refuses an answer whose bindings are missing or differ.
 
 A logon authenticates a **connection**: negotiate → 401 with the challenge → authenticate, all
 on one TCP connection, after which requests on that connection are authenticated without a
-header (IIS's default). Connections are told apart by the client's address and port.
+header (IIS's default). A connection is its transport object, held weakly: a logon ends with
+its connection, and a new connection that reuses a closed one's port starts unauthenticated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from spnego.channel_bindings import GssChannelBindings
 
 from sandbox.state import Tenant
 
-Connection = tuple[str, int]
+Connection = asyncio.BaseTransport
 _PROTOCOLS = {"NTLM": "ntlm", "Negotiate": "negotiate"}
 
 
@@ -56,8 +59,14 @@ class NtlmAcceptor:
     def __init__(self) -> None:
         self._file = Path(tempfile.mkdtemp(prefix="pwasync-sandbox-ntlm-")) / "users"
         os.environ["NTLM_USER_FILE"] = str(self._file)
-        self._pending: dict[Connection, tuple[str, spnego.ContextProxy]] = {}
-        self._authenticated: dict[Connection, str] = {}
+        self._pending: weakref.WeakKeyDictionary[Connection, tuple[str, spnego.ContextProxy]]
+        self._pending = weakref.WeakKeyDictionary()
+        self._authenticated: weakref.WeakKeyDictionary[Connection, str]
+        self._authenticated = weakref.WeakKeyDictionary()
+
+    def has_logons(self) -> bool:
+        """Whether any connection is logged on or half-way through a handshake."""
+        return bool(self._authenticated or self._pending)
 
     def user_of(self, connection: Connection) -> str | None:
         return self._authenticated.get(connection)

@@ -39,17 +39,23 @@ async def serve_with_faults(
     return response
 
 
-def drop_connection(request: Request) -> None:
-    """Abort the TCP connection under a request without answering it.
+def connection_of(request: Request) -> asyncio.BaseTransport:
+    """The TCP connection (its transport) a request came in on.
 
-    ASGI has no way to say "reset"; uvicorn hands the application its connection's ``receive``
-    method, whose cycle object holds the transport (the socket), so the sandbox aborts that.
+    ASGI does not name connections; uvicorn hands the application its connection's ``receive``
+    method, whose cycle object holds the transport. A closed connection's port can be reused by
+    the next one, so the transport, not the client's address, is what tells connections apart.
     """
     cycle = getattr(request.receive, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None:  # pragma: no cover - another ASGI server
-        raise RuntimeError("cannot drop the connection: the server exposes no transport")
-    transport.abort()
+        raise RuntimeError("the ASGI server exposes no transport for the connection")
+    return transport
+
+
+def drop_connection(request: Request) -> None:
+    """Abort the TCP connection under a request without answering it (ASGI has no "reset")."""
+    connection_of(request).abort()
 
 
 class Dropped(Response):

@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from sandbox.context import Sandbox
 from sandbox.state import User
 from sandbox.tokens import Principal
+from sandbox.transport_faults import connection_of
 
 WINDOWS_SCHEMES = ("Negotiate", "NTLM")  # what the acceptor speaks
 
@@ -57,8 +58,7 @@ def windows_logon(sandbox: Sandbox, request: Request) -> WindowsLogon | Response
     header = request.headers.get("authorization", "")
     name, _, token = header.partition(" ")
     scheme = next((s for s in WINDOWS_SCHEMES if s.lower() == name.lower()), None)
-    client = request.scope.get("client") or ("?", 0)
-    connection = (str(client[0]), int(client[1]))
+    connection = connection_of(request)
     final = None
     if scheme is not None:
         if scheme not in sandbox.config.pwa_auth_schemes:

@@ -4,13 +4,20 @@ the zone's scheme list, refused accounts, and what the se edition does with bear
 from __future__ import annotations
 
 import base64
+import gc
 import ssl
 
 import httpx
 import pytest
 import spnego
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sandbox.client import SandboxClient
+from sandbox.config import SandboxConfig
+from sandbox.context import Sandbox
+from sandbox.editions import Edition
+from sandbox.windows_auth import WindowsLogon, windows_logon
 from tests.sandbox.conftest import RunningSandbox, TokenFactory
 from tests.sandbox.windows_client import WindowsAuth, challenge
 
@@ -270,3 +277,56 @@ def test_online_still_takes_bearer_tokens(
     response = http.get(_url(sandbox), headers={**LIGHT, "Authorization": f"Bearer {pwa_token()}"})
     assert response.status_code == 200, response.text
     assert "x-sharepointhealthscore" not in response.headers
+
+
+# --- what a logon belongs to ---------------------------------------------------------------
+
+
+class _Connection:
+    """Stands for a TCP connection's transport, as uvicorn's request cycle holds it."""
+
+
+class _Cycle:
+    def __init__(self, transport: _Connection) -> None:
+        self.transport = transport
+
+    async def receive(self) -> dict[str, object]:  # pragma: no cover - never read
+        return {"type": "http.request", "body": b""}
+
+
+def _request(transport: _Connection, authorization: str | None = None) -> Request:
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),  # the same address and port for every connection
+    }
+    return Request(scope, receive=_Cycle(transport).receive)
+
+
+def test_a_logon_belongs_to_its_connection_not_to_the_clients_port() -> None:
+    """A closed connection's port is reused by a later one, which must start unauthenticated."""
+    sandbox = Sandbox("https://127.0.0.1:1", None, SandboxConfig(), Edition.SE)
+    service = sandbox.tenant.user(sandbox.tenant.service["pwa_user"])
+    assert service is not None
+    client = spnego.client(
+        f"CONTOSO\\{service.upn.split('@')[0]}", service.password, protocol="ntlm"
+    )
+    first = _Connection()
+    leg = windows_logon(sandbox, _request(first, f"NTLM {_b64(client.step())}"))
+    assert isinstance(leg, Response) and leg.status_code == 401
+    token = leg.headers["www-authenticate"].partition(" ")[2]
+    answer = client.step(base64.b64decode(token))
+    assert isinstance(windows_logon(sandbox, _request(first, f"NTLM {_b64(answer)}")), WindowsLogon)
+    assert isinstance(windows_logon(sandbox, _request(first)), WindowsLogon)
+
+    assert windows_logon(sandbox, _request(_Connection())) is None  # same port, new connection
+    del first
+    gc.collect()
+    assert not sandbox.ntlm.has_logons()  # the closed connection's logon is gone with it
+
+
+def _b64(raw: bytes | None) -> str:
+    return base64.b64encode(raw or b"").decode("ascii")
