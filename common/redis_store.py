@@ -444,6 +444,12 @@ def redis_errors(url: str) -> Iterator[None]:
         raise response_error(url, exc) from None
 
 
+def reply_text(value: bytes | str) -> str:
+    """A reply as text, whichever way its client was made: ours decode replies
+    (``decode_responses``), a client handed in by a caller may not."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def response_error(url: str, exc: redis.exceptions.ResponseError) -> PwasyncError:
     """The error an error reply stands for (its first line: a script's reply can be long)."""
     text = str(exc).splitlines()[0][:200] if str(exc) else ""

@@ -40,7 +40,7 @@ import redis
 import redis.asyncio
 
 from common.health import HEARTBEATS, Heartbeats, run_every_async
-from common.redis_store import Coalescing, redis_errors
+from common.redis_store import Coalescing, redis_errors, reply_text
 
 LEASE_SECONDS = 10.0  # a slot whose writer stopped renewing it (died) is free after this
 RENEW_SECONDS = 3.0  # slots in flight are renewed this often, however long the request takes
@@ -321,7 +321,7 @@ class MailboxLimiter:
             args += [len(tokens), *tokens]
         asked = self._clock()
         with redis_errors(self._url):
-            lost = {_text(token) for token in await self._renew(keys=keys, args=args)}
+            lost = {reply_text(token) for token in await self._renew(keys=keys, args=args)}
         for mailbox, tokens in held.items():
             leases = self._held.get(mailbox, {})
             for token in tokens:
@@ -359,7 +359,3 @@ def paused_mailboxes(client: redis.Redis, keys: GraphLimitKeys, redis_url: str) 
             pipe.pttl(key)
         ttls = pipe.execute()
     return {key[len(prefix) :]: ttl / 1000 for key, ttl in zip(found, ttls, strict=True) if ttl > 0}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -37,7 +37,7 @@ from typing import Any
 import redis
 
 from common.errors import ServiceUnavailable
-from common.redis_store import Keys, on_key_node, redis_errors
+from common.redis_store import Keys, on_key_node, redis_errors, reply_text
 
 WINDOW = timedelta(days=30)
 #: How long a claim holds a slot without its transfer: far above the worst case of writing one
@@ -321,7 +321,7 @@ class EndpointLedger:
                     _ms_duration(RELEASE_AGAIN_AFTER),
                 ],
             )
-        reserved = [(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+        reserved = [(reply_text(flat[i]), reply_text(flat[i + 1])) for i in range(0, len(flat), 2)]
         published: list[tuple[str, str]] = []
         try:
             for task, body in reserved:
@@ -449,10 +449,6 @@ def _held(task: str, since: float, payload: str | None) -> HeldTask:
         task_name=str(data.get("task_name") or ""),
         project_name=str(data.get("project_name") or ""),
     )
-
-
-def _text(value: str | bytes) -> str:
-    return value if isinstance(value, str) else value.decode("utf-8")
 
 
 def _ms(moment: datetime) -> int:
