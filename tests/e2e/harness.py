@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from common.redis_store import connect_redis
 from sandbox.client import SandboxClient
 from services.event_writer.event_mapping import TASK_KEY_PROPERTY
@@ -119,6 +121,15 @@ class Pipeline:
             except ValueError:
                 lines.append({"event": line, "level": "raw"})
         return lines
+
+
+def metric_total(url: str, sample: str) -> float:
+    """The sum of the samples on a ``/metrics`` page whose line starts with ``sample`` (a name,
+    or a name and its first labels)."""
+    text = httpx.get(url, timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample)
+    )
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float = 0.25) -> bool:

@@ -4,10 +4,9 @@ correlation id on every line its work causes, and never a secret."""
 import json
 import re
 
-import httpx
 import pytest
 
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import metric_total, wait_for
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -26,10 +25,7 @@ def test_logs_are_json_correlated_and_free_of_secrets(pipeline):
     assert wait_for(lambda: pipeline.usage()["endpoints_in_use"] == 4, timeout=60)
 
     def metric(name: str, sample: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{ports[name]}/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample)
-        )
+        return metric_total(f"http://127.0.0.1:{ports[name]}/metrics", sample)
 
     assert (
         metric("writer", 'pwasync_http_requests_total{method="POST",service="graph",status="201"}')

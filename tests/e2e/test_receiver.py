@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.receiver.soap import SOAP_11
-from tests.e2e.harness import Pipeline, wait_for
+from tests.e2e.harness import Pipeline, metric_total, wait_for
 from tests.ports import free_port, port_open
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -55,17 +55,12 @@ def start_all(se: Pipeline) -> None:
     assert se.cli("events", "register").stdout.startswith("unchanged")
 
 
-def receiver_metric(se: Pipeline, line: str) -> float:
-    text = httpx.get(se.receiver_metrics, timeout=5).text
-    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
-
-
 def refused_total(se: Pipeline, reason: str) -> float:
-    return receiver_metric(se, f'pwasync_receiver_refused_total{{reason="{reason}"}}')
+    return metric_total(se.receiver_metrics, f'pwasync_receiver_refused_total{{reason="{reason}"}}')
 
 
 def syncs_requested(se: Pipeline) -> float:
-    return receiver_metric(se, "pwasync_receiver_syncs_requested_total")
+    return metric_total(se.receiver_metrics, "pwasync_receiver_syncs_requested_total")
 
 
 def requests_run(se: Pipeline) -> int:
@@ -77,13 +72,14 @@ def settle(se: Pipeline) -> None:
     """Wait until the receiver has requested nothing for longer than its coalescing window and
     every request it made has run: what happens after this is caused by what follows."""
     quiet_for = float(se.env["PWASYNC_RECEIVER_COALESCE_SECONDS"]) + 1
-    last = [syncs_requested(se), time.monotonic()]
+    seen, changed_at = syncs_requested(se), time.monotonic()
 
     def quiet() -> bool:
+        nonlocal seen, changed_at
         requested = syncs_requested(se)
-        if requested != last[0]:
-            last[:] = [requested, time.monotonic()]
-        return time.monotonic() - last[1] >= quiet_for and requests_run(se) == requested
+        if requested != seen:
+            seen, changed_at = requested, time.monotonic()
+        return time.monotonic() - changed_at >= quiet_for and requests_run(se) == requested
 
     assert wait_for(quiet, timeout=60), (syncs_requested(se), requests_run(se))
 
