@@ -23,7 +23,7 @@ from common.health import serve_health
 from common.logging import get_logger
 from common.messages import SyncRequested, encode
 from common.rabbit import Publisher, RabbitConnector
-from common.redis_store import Keys, connect_redis_for
+from common.redis_store import Keys, connect_redis_for, reply_text
 from common.settings import Settings
 from common.topology import ROUTING_KEY_SYNC_REQUESTED
 from services.receiver.coalescing import PublishCoalescer
@@ -51,7 +51,7 @@ class SiteIdCache:
             self._read_at = time.monotonic()
             try:
                 stored = self._client.get(self._key)
-                self._value = uuid.UUID(stored.decode() if isinstance(stored, bytes) else stored)
+                self._value = uuid.UUID(reply_text(stored))
             except (redis.RedisError, TypeError, ValueError, AttributeError):
                 pass  # unknown or unreadable: keep what we had; WssUrl and the secret still hold
         return self._value
