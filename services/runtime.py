@@ -29,6 +29,7 @@ from common import metrics
 from common.broker_policies import with_queue_policies
 from common.consumer import Consumer, Handler
 from common.errors import ServiceUnavailable
+from common.garbage_collection import pace_for_service
 from common.health import HealthServer, serve_health
 from common.logging import bound_correlation_id, flush_logs, get_logger
 from common.messages import encode
@@ -224,6 +225,7 @@ def run_service(
     stop = threading.Event()
     install_stop_handlers(stop)
     StopDeadline(stop, stop_timeout, name).start()
+    pace_for_service()
     log.info("service starting", service=name)
     body(stop)
     log.info("service stopped", service=name)
