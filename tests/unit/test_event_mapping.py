@@ -1,7 +1,11 @@
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.errors import BadMessage
 from common.messages import TaskChanged
@@ -188,6 +192,34 @@ def test_fingerprint_covers_every_mapped_field_and_nothing_else():
         event_mapping.event_content(task(), EventRules(all_day="true")),
     ]
     assert base not in {event_mapping.fingerprint(c) for c in changed}
+
+
+def _stored_digest(content: dict) -> str:
+    """How the digests in Redis were written before orjson: std json, sorted and compact."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)))  # lone surrogates cannot be UTF-8
+_FIELDS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT, _FIELDS, max_size=6))
+def test_fingerprint_keeps_the_digests_already_stored(content):
+    # A changed digest would PATCH every event of every task once after an upgrade.
+    assert event_mapping.fingerprint(content) == _stored_digest(content)
+
+
+def test_fingerprint_keeps_stored_digests_for_every_character_a_title_can_hold():
+    content = event_mapping.event_content(task())
+    content["subject"] = "".join(chr(c) for c in range(0x3000)) + "\u2028\ufeff😀\U0010ffff"
+    content["categories"] = ["é", "e", "😀", "\uffff", ""]
+    assert event_mapping.fingerprint(content) == _stored_digest(content)
 
 
 def test_tasks_without_sane_dates_have_no_event():
