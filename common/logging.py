@@ -58,21 +58,32 @@ def _secret_key(key: str) -> bool:
     return _SECRET_KEYS.search(key) is not None
 
 
+#: Values that cannot hold a secret: written as they are.
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {
-            key: REDACTED if isinstance(key, str) and _secret_key(key) else _redact(item)
-            for key, item in value.items()
-        }
+        return {key: _redact_entry(key, item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(item) for item in value]
     return value
 
 
+def _redact_entry(key: Any, item: Any) -> Any:
+    if isinstance(key, str) and _secret_key(key):
+        return REDACTED
+    return item if type(item) in _SCALARS else _redact(item)
+
+
 def _redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    return _redact(event)
+    """In place: the event is structlog's copy for this line (a new dict per line cost about
+    a third of the writer's line)."""
+    for key, item in event.items():
+        event[key] = _redact_entry(key, item)
+    return event
 
 
 class _LineSink:

@@ -11,6 +11,7 @@ calls Graph (a message that did not come from this poller run: a replayed dead l
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,32 +75,38 @@ class MailboxPolicy:
         return cls(settings.mailbox_domain_set)
 
     def refusal(self, address: str) -> Refusal | None:
-        address = address.strip()
-        if is_object_id(address):
-            # A Planner premium user without an e-mail address, named by its Entra object id
-            # (Graph's /users/{id}): a user of this tenant, but its domain cannot be checked.
-            if self.domains:
-                return Refusal(
-                    "mailbox_domain_not_allowed",
-                    "MailboxDomainNotAllowed",
-                    "the assignee has only an Entra object id, whose domain cannot be checked "
-                    "against PWASYNC_MAILBOX_DOMAINS",
-                )
-            return None
-        if not is_address(address):
-            return Refusal(
-                "invalid_email_address",
-                "InvalidEmailAddress",
-                "the resource's e-mail address in PWA is not one valid address",
-            )
-        domain = address.rpartition("@")[2].lower()
-        if self.domains and domain not in self.domains:
+        return _refusal(self.domains, address.strip())
+
+
+@functools.lru_cache(maxsize=16_384)
+def _refusal(domains: frozenset[str], address: str) -> Refusal | None:
+    """Remembered per address: the writer checks every assignee of every task, and a tenant
+    has far fewer mailboxes than events (16,384 addresses take ~3 MB)."""
+    if is_object_id(address):
+        # A Planner premium user without an e-mail address, named by its Entra object id
+        # (Graph's /users/{id}): a user of this tenant, but its domain cannot be checked.
+        if domains:
             return Refusal(
                 "mailbox_domain_not_allowed",
                 "MailboxDomainNotAllowed",
-                f"the resource's e-mail domain {domain} is not in PWASYNC_MAILBOX_DOMAINS",
+                "the assignee has only an Entra object id, whose domain cannot be checked "
+                "against PWASYNC_MAILBOX_DOMAINS",
             )
         return None
+    if not is_address(address):
+        return Refusal(
+            "invalid_email_address",
+            "InvalidEmailAddress",
+            "the resource's e-mail address in PWA is not one valid address",
+        )
+    domain = address.rpartition("@")[2].lower()
+    if domains and domain not in domains:
+        return Refusal(
+            "mailbox_domain_not_allowed",
+            "MailboxDomainNotAllowed",
+            f"the resource's e-mail domain {domain} is not in PWASYNC_MAILBOX_DOMAINS",
+        )
+    return None
 
 
 ANY_MAILBOX = MailboxPolicy()

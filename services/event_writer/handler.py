@@ -107,6 +107,7 @@ class Removed:
 @dataclass
 class _Handling:
     task: TaskChanged
+    order: str  # the snapshot's ordering key
     begun: Begun
     calls: GraphCalls
     wanted: frozenset[str] = frozenset()  # the mailboxes the task wants an event in
@@ -280,7 +281,8 @@ class TaskChangedHandler:
     async def handle(self, task: TaskChanged) -> None:
         desired, failures = desired_events(task, self._rules, self._clock())
         probes_seen = self._probes_finished
-        begun = await self._begin(task, [d.mailbox for d in desired])
+        order = order_key(task)
+        begun = await self._begin(task, order, [d.mailbox for d in desired])
         if begun is None:
             return
         claim = await self._admit(task, begun, desired, failures)
@@ -288,7 +290,12 @@ class TaskChangedHandler:
             return
         calls = GraphCalls(self._submit, self._graph_answer_timeout)
         handling = _Handling(
-            task, begun, calls, frozenset(d.mailbox for d in desired), probes_seen=probes_seen
+            task,
+            order,
+            begun,
+            calls,
+            frozenset(d.mailbox for d in desired),
+            probes_seen=probes_seen,
         )
         try:
             actions = plan(desired, begun.recorded)
@@ -378,8 +385,7 @@ class TaskChangedHandler:
             )
         return claim
 
-    async def _begin(self, task: TaskChanged, mailboxes: list[str]) -> Begun | None:
-        order = order_key(task)
+    async def _begin(self, task: TaskChanged, order: str, mailboxes: list[str]) -> Begun | None:
         deadline = time.monotonic() + self._lease_wait
         delay = 0.02
         while True:
@@ -449,7 +455,12 @@ class TaskChangedHandler:
                 await graph(graph_protocol.update(mailbox, event_id, desired.content))
         if event_id is None:
             body = event_mapping.new_event(
-                task, desired.resource_id, self._rules, replaces=replaces, content=desired.content
+                task,
+                desired.resource_id,
+                self._rules,
+                replaces=replaces,
+                content=desired.content,
+                life=handling.order,
             )
             created = await graph(graph_protocol.create(mailbox, body))
             event_id = graph_protocol.created_id(created)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
@@ -224,7 +224,7 @@ class TaskStore:
     # --- a handling ----------------------------------------------------------------------------
 
     async def begin(self, task_id: str, order: str, change: str, mailboxes: list[str]) -> Begin:
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)  # as random as uuid4's hex, in a third of the time
         lease_key = self._keys.writer_lease(task_id)
         with redis_errors(self._url):
             answer = await self._batched.script(

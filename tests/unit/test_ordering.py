@@ -1,6 +1,9 @@
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from common.messages import TaskChanged
 from services.event_writer.ordering import is_stale, order_key
 
@@ -31,3 +34,21 @@ def test_offsets_do_not_change_the_order():
     assert order_key(snapshot(T0, T0)) == order_key(
         snapshot(T0.astimezone(plus_two), T0.astimezone(plus_two))
     )
+
+
+@given(
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_keys_are_the_ones_already_stored(revision, read_at, offset_minutes):
+    """Keys recorded in Redis were written with strftime; a new key must compare with them
+    as the same instant would have."""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    stored = "%Y-%m-%dT%H:%M:%S.%fZ"
+    task = snapshot(revision.replace(tzinfo=zone), read_at.replace(tzinfo=UTC))
+    expected = (
+        f"{task.revision.astimezone(UTC).strftime(stored)}|"
+        f"{task.read_at.astimezone(UTC).strftime(stored)}"
+    )
+    assert order_key(task) == expected
