@@ -91,6 +91,7 @@ class SandboxConfig:
     graph_latency_jitter_ms: int = 0
     pwa_latency_ms: int = 0
     mailbox_concurrency_limit: int = 4
+    batch_concurrency_limit: int = 4  # items of one $batch running at once, any mailboxes
     mailbox_budget: int = 10_000
     mailbox_budget_window_s: float = 600.0
     graph_page_size: int = 10

@@ -1,11 +1,13 @@
 """Graph JSON batching: ``POST /v1.0/$batch`` with up to 20 requests.
 
-Items without ``dependsOn`` run concurrently; an item runs once the items it depends on have
-finished, and fails with 424 if one of them failed.  Each item passes through the same
-pipeline as a request of its own, so it is throttled and counted one by one: within the batch
-at most ``mailbox_concurrency_limit`` items of one mailbox run at the same time (Outlook's
-four), and an item whose mailbox is already busy with other traffic gets its own 429 with its
-own Retry-After.  The batch itself answers 200 with the item responses in completion order.
+Items without ``dependsOn`` run concurrently, at most ``batch_concurrency_limit`` of them at
+once whichever mailboxes they are for (Outlook runs four of a batch's items in parallel); an
+item runs once the items it depends on have finished, and fails with 424 if one of them
+failed.  Each item passes through the same pipeline as a request of its own, so it is throttled
+and counted one by one: within the batch at most ``mailbox_concurrency_limit`` items of one
+mailbox run at the same time (Outlook's four), and an item whose mailbox is already busy with
+other traffic gets its own 429 with its own Retry-After.  The batch itself answers 200 with the
+item responses in completion order.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ async def run_batch(api: GraphApi, batch: GraphRequest) -> GraphResponse:
 async def _execute(api: GraphApi, items: list[_Item]) -> list[dict[str, Any]]:
     limit = api.sandbox.config.mailbox_concurrency_limit
     semaphores: dict[str, asyncio.Semaphore] = {}
+    running = asyncio.Semaphore(api.sandbox.config.batch_concurrency_limit)
 
     def gate(mailbox_id: str) -> AbstractAsyncContextManager:
         return semaphores.setdefault(mailbox_id, asyncio.Semaphore(limit))
@@ -74,7 +77,8 @@ async def _execute(api: GraphApi, items: list[_Item]) -> list[dict[str, Any]]:
                 },
             )
         else:
-            response = await api.handle(item.request, gate)
+            async with running:
+                response = await api.handle(item.request, gate)
         statuses[item.id] = response.status
         headers = {k: v for k, v in response.headers.items() if k in _ITEM_HEADERS}
         if response.body is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Any
 
 import httpx
@@ -90,6 +91,20 @@ def test_batch_runs_at_most_four_items_per_mailbox(
     assert {item["status"] for item in items.values()} == {201}
     assert items["alex"]["body"]["organizer"]["emailAddress"]["address"] == ALEX
     assert control.stats()["graph"]["peak_concurrency"]["by_mailbox"][ADELE] == 4
+
+
+def test_batch_runs_at_most_four_items_at_once_whatever_their_mailboxes(
+    sandbox: RunningSandbox, http: httpx.Client, control: SandboxClient, graph_token: str
+) -> None:
+    control.config(graph_latency_ms=300)
+    requests = [_post_item(f"adele{n}") for n in range(3)]
+    requests += [_post_item(f"alex{n}", ALEX) for n in range(3)]
+    started = time.monotonic()
+    response = _batch(sandbox, http, graph_token, requests)
+    elapsed = time.monotonic() - started
+    assert {item["status"] for item in response.json()["responses"]} == {201}
+    assert control.stats()["graph"]["peak_concurrency"]["overall"] == 4
+    assert elapsed >= 0.6  # two rounds of four items at most, not one round of six
 
 
 def test_batch_dependencies_and_per_item_errors(
