@@ -146,6 +146,19 @@ end
 return lost
 """
 
+# KEYS: the slots of each mailbox; ARGV: per key, the number of its tokens, then the tokens.
+_RELEASE = """
+local a = 1
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a])
+  for j = 1, n do
+    redis.call('ZREM', KEYS[i], ARGV[a + j])
+  end
+  a = a + n + 1
+end
+return 1
+"""
+
 _PAUSE = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -218,6 +231,7 @@ class MailboxLimiter:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._pause = client.register_script(_PAUSE)
+        self._release = client.register_script(_RELEASE)
         self._charge = client.register_script(_CHARGE)
         # Slot requests and releases go with whatever else the writer sends Redis in the same
         # turn of the event loop (the task store's scripts, when the store shares it).
@@ -280,14 +294,17 @@ class MailboxLimiter:
         return since is not None and self._clock() < since + LEASE_SECONDS - RENEW_SECONDS
 
     async def release(self, tokens: Mapping[str, list[str]]) -> None:
+        """Give back answered requests' slots, every mailbox's in one script."""
         self._forget(tokens)
+        held = {mailbox: list(given) for mailbox, given in tokens.items() if given}
+        if not held:
+            return
+        args: list[str | int] = []
+        for given in held.values():
+            args += [len(given), *given]
         with redis_errors(self._url):
-            await asyncio.gather(
-                *(
-                    self._batched.command("ZREM", self._keys.slots(mailbox), *held)
-                    for mailbox, held in tokens.items()
-                    if held
-                )
+            await self._batched.script(
+                self._release, [self._keys.slots(mailbox) for mailbox in held], args
             )
 
     async def charge(self, mailbox: str, requests: int) -> None:

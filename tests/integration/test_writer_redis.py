@@ -65,6 +65,20 @@ def test_two_replicas_share_four_slots_per_mailbox(limiter, run):
     assert len(run(second.acquire({"m@x.com": 4}))["m@x.com"].tokens) == 3
 
 
+def test_one_release_gives_back_only_the_slots_named_in_every_mailbox(
+    redis_client, keys, limiter, run
+):
+    writer = limiter()
+    grants = run(writer.acquire({"a@x.com": 3, "b@x.com": 2, "c@x.com": 1}))
+    a, b = grants["a@x.com"].tokens, grants["b@x.com"].tokens
+    run(writer.release({"a@x.com": list(a[:2]), "b@x.com": list(b), "c@x.com": []}))
+    slots = app_keys(keys).slots
+    assert redis_client.zrange(slots("a@x.com"), 0, -1) == [a[2]]
+    assert redis_client.zcard(slots("b@x.com")) == 0
+    assert redis_client.zcard(slots("c@x.com")) == 1  # nothing named: nothing given back
+    assert not writer.lease_alive("a@x.com", a[0]) and writer.lease_alive("a@x.com", a[2])
+
+
 def test_slots_given_back_in_a_slot_request_are_free_for_it(limiter, run):
     """A busy mailbox's answered requests hand their slots to the next ones in one trip."""
     writer, other = limiter(), limiter()
