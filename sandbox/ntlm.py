@@ -57,7 +57,9 @@ def netbios_domain(tenant: Tenant) -> str:
 
 class NtlmAcceptor:
     def __init__(self) -> None:
-        self._file = Path(tempfile.mkdtemp(prefix="pwasync-sandbox-ntlm-")) / "users"
+        # Removed with the acceptor, or at the latest when the process exits.
+        self._dir = tempfile.TemporaryDirectory(prefix="pwasync-sandbox-ntlm-")
+        self._file = Path(self._dir.name) / "users"
         os.environ["NTLM_USER_FILE"] = str(self._file)
         self._pending: weakref.WeakKeyDictionary[Connection, tuple[str, spnego.ContextProxy]]
         self._pending = weakref.WeakKeyDictionary()
@@ -121,6 +123,9 @@ class NtlmAcceptor:
             lines.append(f":{user.upn}:{user.password}")
         self._file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.chmod(self._file, 0o600)
+        # pyspnego reads the file named in the environment: this acceptor's, whichever
+        # acceptor of the process set it last.
+        os.environ["NTLM_USER_FILE"] = str(self._file)
 
     @staticmethod
     def _upn(tenant: Tenant, principal: str) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import gc
+import os
 import ssl
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from sandbox.client import SandboxClient
 from sandbox.config import SandboxConfig
 from sandbox.context import Sandbox
 from sandbox.editions import Edition
+from sandbox.ntlm import NtlmAcceptor
 from sandbox.windows_auth import WindowsLogon, windows_logon
 from tests.sandbox.conftest import RunningSandbox, TokenFactory
 from tests.sandbox.windows_client import WindowsAuth, challenge
@@ -330,3 +333,13 @@ def test_a_logon_belongs_to_its_connection_not_to_the_clients_port() -> None:
 
 def _b64(raw: bytes | None) -> str:
     return base64.b64encode(raw or b"").decode("ascii")
+
+
+def test_an_acceptors_user_file_is_removed_with_it():
+    """Every sandbox has an acceptor; their files of passwords must not pile up in /tmp."""
+    acceptor = NtlmAcceptor()
+    folder = Path(os.environ["NTLM_USER_FILE"]).parent
+    assert folder.is_dir()
+    del acceptor
+    gc.collect()
+    assert not folder.exists()
