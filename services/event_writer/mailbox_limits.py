@@ -31,7 +31,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -296,16 +296,12 @@ class MailboxLimiter:
     async def release(self, tokens: Mapping[str, list[str]]) -> None:
         """Give back answered requests' slots, every mailbox's in one script."""
         self._forget(tokens)
-        held = {mailbox: list(given) for mailbox, given in tokens.items() if given}
+        held = {mailbox: given for mailbox, given in tokens.items() if given}
         if not held:
             return
-        args: list[str | int] = []
-        for given in held.values():
-            args += [len(given), *given]
+        keys = [self._keys.slots(mailbox) for mailbox in held]
         with redis_errors(self._url):
-            await self._batched.script(
-                self._release, [self._keys.slots(mailbox) for mailbox in held], args
-            )
+            await self._batched.script(self._release, keys, _counted(held.values()))
 
     async def charge(self, mailbox: str, requests: int) -> None:
         """Count ``requests`` sent on slots handed on without a slot request (the dispatcher's
@@ -333,9 +329,7 @@ class MailboxLimiter:
         if not held:
             return
         keys = [self._keys.slots(mailbox) for mailbox in held]
-        args: list[str | int] = [int(LEASE_SECONDS * 1000)]
-        for tokens in held.values():
-            args += [len(tokens), *tokens]
+        args = [int(LEASE_SECONDS * 1000), *_counted(held.values())]
         asked = self._clock()
         with redis_errors(self._url):
             lost = {reply_text(token) for token in await self._renew(keys=keys, args=args)}
@@ -364,6 +358,15 @@ class MailboxLimiter:
             await self._batched.script(
                 self._pause, [self._keys.pause(mailbox)], [max(1, int(seconds * 1000))]
             )
+
+
+def _counted(groups: Iterable[Sequence[str]]) -> list[str | int]:
+    """A script's ARGV for its keys in turn: per key, the number of its tokens, then them
+    (what ``_RENEW`` and ``_RELEASE`` read)."""
+    args: list[str | int] = []
+    for tokens in groups:
+        args += [len(tokens), *tokens]
+    return args
 
 
 def paused_mailboxes(client: redis.Redis, keys: GraphLimitKeys, redis_url: str) -> dict[str, float]:
